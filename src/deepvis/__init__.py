@@ -1,0 +1,33 @@
+"""deepvis: a PyTorch-native Deep Visualization Toolbox.
+
+Everything the toolbox shows is one call away::
+
+    import deepvis
+    model = deepvis.load_model()                      # bundled EfficientNet-Lite0, ImageNet
+    deepvis.predict(model, "cat.jpg")                 # top-5 classes
+    acts = deepvis.activations(model, "cat.jpg", ["blocks.5"])
+    result = deepvis.backprop(model, "cat.jpg", "blocks.5:42", mode="guided")
+    deepvis.save_image(result.image("norm"), "guided.png")
+"""
+
+from .backprop import MODES, BackpropResult, backprop, backprop_batch, rectifier_rules
+from .errors import DeepvisError, ImageError, ModelError, UnitError
+from .images import load_image
+from .models import DEFAULT_MODEL, Model, Preprocessing, imagenet_labels, load_model
+from .predict import Prediction, predict, probabilities
+from .probe import LayerInfo, Probe, activations, default_layers, layer_info, list_layers
+from .render import (FILTERS, TileGrid, back_image, color_diffs, montage, norm01, norm01c, normalize_layer,
+                     png_bytes, save_image, tile_layer, to_uint8, unit_image)
+from .samples import sample_images
+from .units import Unit, parse_unit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MODEL", "FILTERS", "MODES", "BackpropResult", "DeepvisError", "ImageError", "LayerInfo", "Model",
+    "ModelError", "Prediction", "Preprocessing", "Probe", "TileGrid", "Unit", "UnitError", "activations",
+    "back_image", "backprop", "backprop_batch", "color_diffs", "default_layers", "imagenet_labels", "layer_info",
+    "list_layers", "load_image", "load_model", "montage", "norm01", "norm01c", "normalize_layer", "parse_unit",
+    "png_bytes", "predict", "probabilities", "rectifier_rules", "sample_images", "save_image", "tile_layer",
+    "to_uint8", "unit_image", "__version__",
+]

@@ -1,0 +1,243 @@
+"""Backward passes from a unit to the input (and to any layer): plain gradient, deconv, guided backprop.
+
+The three modes differ only in how rectifiers (ReLU, ReLU6, hardtanh(0, x), clamp(min=0)) pass gradient back:
+
+- ``gradient``: ordinary autograd, ``grad_in = grad_out * [lo < x < hi]``;
+- ``deconv`` (Zeiler & Fergus 2014): ``grad_in = relu(grad_out)``, ignoring the forward activation;
+- ``guided`` (Springenberg et al. 2015): ``grad_in = relu(grad_out) * [lo < x < hi]``.
+
+Rectifiers are found at call time whether written as modules, ``F.relu``, ``torch.relu``, ``Tensor.relu``, in place
+or not, through a ``TorchFunctionMode`` active only during the forward pass: the model is never modified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from numbers import Number
+from typing import Iterable, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from .errors import DeepvisError, UnitError
+from .models.model import Model
+from .models.preprocessing import Preprocessing
+from .probe import Probe, _as_model
+from .units import Unit, parse_unit
+
+Mode = Literal["gradient", "deconv", "guided"]
+Signal = Literal["map", "argmax"]
+
+#: How each mode treats a rectifier's backward pass: (drop negative gradient, mask by forward activation).
+RULES: dict[str, tuple[bool, bool] | None] = {
+    "gradient": None,  # untouched autograd
+    "deconv": (True, False),
+    "guided": (True, True),
+}
+MODES = tuple(RULES)
+SIGNALS = ("map", "argmax")
+
+
+class _Rectify(torch.autograd.Function):
+    """clamp(x, lo, hi) forward; backward by a rule of :data:`RULES`."""
+
+    @staticmethod
+    def forward(ctx, x, lo, hi, inplace, use_mask):
+        mask = (x > lo) if hi is None else (x > lo) & (x < hi)
+        ctx.use_mask = use_mask
+        ctx.save_for_backward(mask if use_mask else None)
+        if inplace:
+            x.clamp_(min=lo, max=hi)
+            ctx.mark_dirty(x)
+            return x
+        return x.clamp(min=lo, max=hi)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (mask,) = ctx.saved_tensors
+        grad_in = grad.clamp(min=0)
+        if ctx.use_mask:
+            grad_in = grad_in * mask
+        return grad_in, None, None, None, None
+
+
+def _arg(args, kwargs, index, name, default):
+    if name in kwargs:
+        return kwargs[name]
+    return args[index] if len(args) > index else default
+
+
+def _relu_like(func):
+    inplace_always = getattr(func, "__name__", "").endswith("_")
+    return lambda a, k: (0.0, None, inplace_always or bool(_arg(a, k, 1, "inplace", False)))
+
+
+def _relu6(a, k):
+    return 0.0, 6.0, bool(_arg(a, k, 1, "inplace", False))
+
+
+def _hardtanh(inplace_always):
+    def parse(a, k):
+        low, high = _arg(a, k, 1, "min_val", -1.0), _arg(a, k, 2, "max_val", 1.0)
+        if low != 0 or high <= 0:
+            return None
+        return 0.0, float(high), inplace_always or bool(_arg(a, k, 3, "inplace", False))
+    return parse
+
+
+def _clamp(inplace, min_only=False):
+    def parse(a, k):
+        low = _arg(a, k, 1, "min", None)
+        high = None if min_only else _arg(a, k, 2, "max", None)
+        if not isinstance(low, Number) or low != 0:
+            return None
+        if high is not None and (not isinstance(high, Number) or high <= 0):
+            return None
+        return 0.0, (float(high) if high is not None else None), inplace
+    return parse
+
+
+_RECTIFIERS = {F.relu: _relu_like(F.relu), torch.relu: _relu_like(torch.relu), torch.Tensor.relu: _relu_like(torch.Tensor.relu),
+               torch.relu_: _relu_like(torch.relu_), torch.Tensor.relu_: _relu_like(torch.Tensor.relu_),
+               F.relu6: _relu6, F.hardtanh: _hardtanh(False), F.hardtanh_: _hardtanh(True),
+               torch.clamp: _clamp(False), torch.Tensor.clamp: _clamp(False), torch.Tensor.clamp_: _clamp(True),
+               torch.clip: _clamp(False), torch.Tensor.clip: _clamp(False), torch.Tensor.clip_: _clamp(True),
+               torch.clamp_min: _clamp(False, True), torch.Tensor.clamp_min: _clamp(False, True),
+               torch.Tensor.clamp_min_: _clamp(True, True)}
+if hasattr(F, "relu_"):
+    _RECTIFIERS[F.relu_] = _relu_like(F.relu_)
+
+
+class rectifier_rules(TorchFunctionMode):
+    """Context: during forward passes inside it, rectifiers get the backward rule of ``mode``.
+
+    ``modified`` counts the rectifier calls that were replaced (0 in ``gradient`` mode, or when the model has
+    no rectifiers for deconv/guided to act on).
+    """
+
+    def __init__(self, mode: Mode):
+        super().__init__()
+        if mode not in RULES:
+            raise DeepvisError(f"unknown backprop mode {mode!r}: use one of {', '.join(MODES)}")
+        self.rule = RULES[mode]
+        self.modified = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        parse = _RECTIFIERS.get(func) if self.rule is not None else None
+        if parse is not None and args and isinstance(args[0], torch.Tensor) and torch.is_grad_enabled() \
+                and args[0].requires_grad and args[0].is_floating_point():
+            spec = parse(args, kwargs)
+            if spec is not None:
+                low, high, inplace = spec
+                self.modified += 1
+                return _Rectify.apply(args[0], low, high, inplace, self.rule[1])
+        return func(*args, **kwargs)
+
+
+@dataclass
+class BackpropResult:
+    """The backward pass of one unit for one image.
+
+    ``input_grad`` is the gradient (or deconv / guided signal) at the model input, (C, H, W) in the model's
+    channel order; ``layer_grads`` holds the same at requested layers (zeros for layers above the unit).
+    """
+
+    unit: Unit
+    mode: str
+    signal: str
+    input_grad: torch.Tensor
+    activation: torch.Tensor
+    layer_grads: dict[str, torch.Tensor] = field(default_factory=dict)
+    rectifiers_modified: int = 0
+    preprocessing: Preprocessing = field(default_factory=Preprocessing, repr=False)
+
+    def rgb_grad(self) -> np.ndarray:
+        """The input gradient as (H, W, 3) in RGB channel order."""
+        return self.preprocessing.to_rgb(self.input_grad.float()).permute(1, 2, 0).cpu().numpy()
+
+    def image(self, filter: str = "raw") -> np.ndarray:
+        """The input gradient rendered with a back filter (``raw``, ``gray``, ``norm``, ``normblur``): HxWx3 in [0, 1]."""
+        from .render import back_image
+
+        return back_image(self.rgb_grad(), filter)
+
+
+def _start_signal(act: torch.Tensor, unit: Unit, signal: str) -> torch.Tensor:
+    channels = act.shape[1]
+    if unit.channel >= channels:
+        raise UnitError(f"channel {unit.channel} out of range for layer '{unit.layer}', which has {channels} "
+                        f"channels (0-{channels - 1}): unit '{unit}'")
+    start = torch.zeros_like(act)
+    spatial = act.shape[2:]
+    if unit.position is not None:
+        if len(spatial) != 2:
+            raise UnitError(f"unit '{unit}' has a position, but layer '{unit.layer}' has no spatial dimensions "
+                            f"(output shape {tuple(act.shape[1:])}); use '{unit.layer}:{unit.channel}'")
+        y, x = unit.position
+        if y >= spatial[0] or x >= spatial[1]:
+            raise UnitError(f"position {y},{x} out of range for layer '{unit.layer}' of size "
+                            f"{spatial[0]}x{spatial[1]}: unit '{unit}'")
+        start[:, unit.channel, y, x] = 1.0
+    elif signal == "map":
+        start[:, unit.channel] = act[:, unit.channel].detach()
+    elif signal == "argmax":
+        flat = act[:, unit.channel].detach().reshape(act.shape[0], -1)
+        view = start[:, unit.channel].reshape(act.shape[0], -1)
+        view.scatter_(1, flat.argmax(dim=1, keepdim=True), 1.0)
+        start[:, unit.channel] = view.reshape(start[:, unit.channel].shape)
+    else:
+        raise DeepvisError(f"unknown start signal {signal!r}: use 'map' (the unit's activation map) or 'argmax'")
+    return start
+
+
+def backprop_batch(model: Model | nn.Module, x: torch.Tensor, unit: str | Unit, mode: Mode = "gradient",
+                   signal: Signal = "map", layers: Iterable[str] = ()) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                dict[str, torch.Tensor], int]:
+    """Batched core of :func:`backprop` on a preprocessed (N, C, H, W) input.
+
+    Returns ``(input_grad, activation, layer_grads, rectifiers_modified)``, each with the batch dimension.
+    """
+    model = _as_model(model)
+    unit = parse_unit(unit)
+    if mode not in RULES:
+        raise DeepvisError(f"unknown backprop mode {mode!r}: use one of {', '.join(MODES)}")
+    layers = [name for name in dict.fromkeys(layers) if name != unit.layer]
+    x = x.detach().clone().requires_grad_(True)
+    rules = rectifier_rules(mode)
+    with torch.enable_grad(), Probe(model, [unit.layer, *layers], keep_graph=True, stop_early=True) as probe:
+        with rules:
+            probe.run(x)
+        act = probe[unit.layer]
+        if not isinstance(act, torch.Tensor) or not act.requires_grad:
+            raise DeepvisError(f"layer '{unit.layer}' does not depend on the input; nothing to backpropagate")
+        start = _start_signal(act, unit, signal)
+        targets = [x] + [probe[name] for name in layers]
+        grads = torch.autograd.grad(act, targets, grad_outputs=start, allow_unused=True)
+    layer_grads = {name: (g if g is not None else torch.zeros_like(probe[name])).detach()
+                   for name, g in zip(layers, grads[1:])}
+    input_grad = grads[0] if grads[0] is not None else torch.zeros_like(x)
+    return input_grad.detach(), act.detach(), layer_grads, rules.modified
+
+
+def backprop(model: Model | nn.Module, image, unit: str | Unit, mode: Mode = "gradient", signal: Signal = "map",
+             layers: Iterable[str] = (), resize: str | None = None) -> BackpropResult:
+    """Backward pass from one unit to the input image (and to ``layers``) in ``gradient``, ``deconv`` or ``guided`` mode.
+
+    The start signal is the unit's whole activation map (``signal='map'``, the original live view), a one-hot at
+    its spatial maximum (``'argmax'``), or a one-hot at the unit's own ``@y,x`` position when it has one.
+    """
+    model = _as_model(model)
+    unit = parse_unit(unit)
+    layers = list(layers)
+    x = model.input(image, resize)[:1]
+    input_grad, act, layer_grads, modified = backprop_batch(model, x, unit, mode, signal, layers)
+    if unit.layer in layers:
+        layer_grads[unit.layer] = _start_signal(act, unit, signal)
+    signal_used = f"onehot@{unit.position[0]},{unit.position[1]}" if unit.position else signal
+    return BackpropResult(unit=unit, mode=mode, signal=signal_used, input_grad=input_grad[0], activation=act[0],
+                          layer_grads={k: v[0] for k, v in layer_grads.items()}, rectifiers_modified=modified,
+                          preprocessing=model.preprocessing)

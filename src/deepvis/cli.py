@@ -1,0 +1,167 @@
+"""The ``deepvis`` command: thin glue from argparse to the public API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import DeepvisError
+from .units import parse_unit
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # exit 2 with a one-line message and a hint
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _model(args):
+    from .models import load_model
+
+    return load_model(args.model, device=args.device, arch=getattr(args, "arch", None))
+
+
+def _cmd_predict(args) -> int:
+    from .predict import predict
+    from .samples import sample_images
+
+    images = list(args.images) + ([str(p) for p in sample_images()] if args.samples else [])
+    if not images:
+        raise _UsageError("give at least one IMAGE, or --samples for the bundled sample images")
+    model = _model(args)
+    results, failures = [], 0
+    for image in images:
+        try:
+            top = predict(model, image, top=args.top, resize=args.resize)
+        except DeepvisError as exc:
+            failures += 1
+            print(f"deepvis: error: {exc}", file=sys.stderr)
+            continue
+        results.append({"image": Path(image).name if args.samples and image not in args.images else image,
+                        "top": [p.to_json() for p in top]})
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for result in results:
+            print(result["image"])
+            for p in result["top"]:
+                print(f"  {p['prob']:7.2%}  {p['index']:4d}  {p['label']}")
+    return 1 if failures else 0
+
+
+def _cmd_layers(args) -> int:
+    model = _model(args)
+    infos = [i for i in model.layers() if args.all or i.default]
+    if args.json:
+        print(json.dumps([i.to_json() for i in infos], indent=2))
+        return 0
+    width = max((len(i.name) for i in infos), default=5)
+    for info in infos:
+        shape = "x".join(map(str, info.shape)) if info.shape else "-"
+        flag = "  (runs more than once: not probeable)" if info.shared else ""
+        print(f"{info.name:<{width}}  {info.type:<20} {shape}{flag}")
+    if not args.all:
+        print(f"({len(infos)} default layers of {len(model.layers())}; --all lists every layer)", file=sys.stderr)
+    return 0
+
+
+def _cmd_backprop(args) -> int:
+    from .backprop import backprop
+    from .render import save_image
+
+    model = _model(args)
+    result = backprop(model, args.image, args.unit, mode=args.mode, signal=args.signal, resize=args.resize)
+    save_image(result.image(args.filter), args.output)
+    note = ""
+    if args.mode != "gradient" and result.rectifiers_modified == 0:
+        note = f" (warning: the model has no rectifiers, so {args.mode} equals plain gradient)"
+    if not args.quiet:
+        print(f"wrote {args.output}: {args.mode} of {result.unit} ({result.signal}), filter {args.filter}, "
+              f"{result.rectifiers_modified} rectifier ops modified{note}")
+    return 0
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _unit(text: str):
+    try:
+        return parse_unit(text)
+    except DeepvisError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .backprop import MODES, SIGNALS
+    from .render import FILTERS
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", default="efficientnet-lite0", metavar="SPEC",
+                        help="model spec: efficientnet-lite0 (default), module.path:factory, file.py:factory, "
+                             "or a TorchScript file")
+    common.add_argument("--arch", metavar="FACTORY", help="architecture factory for a state-dict --model file")
+    common.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    common.add_argument("-q", "--quiet", action="store_true", help="print less")
+    common.add_argument("-v", "--verbose", action="store_true", help="print tracebacks of errors")
+    resize = argparse.ArgumentParser(add_help=False)
+    resize.add_argument("--resize", choices=["crop", "stretch"], default=None,
+                        help="fit images to the input size by centre crop (default) or by stretching")
+
+    parser = _Parser(prog="deepvis", description="Deep Visualization Toolbox for PyTorch.")
+    parser.add_argument("--version", action="version", version=f"deepvis {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("predict", parents=[common, resize], help="top-k class predictions for images")
+    p.add_argument("images", nargs="*", metavar="IMAGE")
+    p.add_argument("--samples", action="store_true", help="also predict the bundled sample images")
+    p.add_argument("--top", type=int, default=5, help="how many classes (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=_cmd_predict)
+
+    p = sub.add_parser("layers", parents=[common], help="the model's layers, shapes and flags")
+    p.add_argument("--all", action="store_true", help="every layer, not only the default ones")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=_cmd_layers)
+
+    p = sub.add_parser("backprop", parents=[common, resize],
+                       help="gradient / deconv / guided-backprop image of a unit with respect to the input")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("--unit", required=True, type=_unit, help="layer:channel or layer:channel@y,x")
+    p.add_argument("--mode", choices=MODES, default="gradient")
+    p.add_argument("--filter", choices=FILTERS, default="raw")
+    p.add_argument("--signal", choices=SIGNALS, default="map",
+                   help="start from the unit's whole activation map (default) or a one-hot at its maximum")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png")
+    p.set_defaults(run=_cmd_backprop)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except _UsageError as exc:
+        print(f"deepvis {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except DeepvisError as exc:
+        if args.verbose:
+            raise
+        print(f"deepvis: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("deepvis: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if args.verbose:
+            raise
+        print(f"deepvis: error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,96 @@
+"""A loaded network with everything the toolbox needs to show it: preprocessing, labels, layer choices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from torch import nn
+
+from .preprocessing import Preprocessing
+
+if TYPE_CHECKING:
+    from ..probe import LayerInfo
+
+
+@dataclass
+class Model:
+    """An ``nn.Module`` in eval mode with frozen parameters, plus how to feed and read it.
+
+    ``outputs`` says whether the network returns ``logits`` or ``probs`` (class probabilities).
+    ``default_layers`` are the layers shown first (``None``: chosen from the layer catalog).
+    """
+
+    net: nn.Module
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    labels: list[str] | None = None
+    spec: str = "<module>"
+    outputs: Literal["logits", "probs"] = "logits"
+    default_layers: list[str] | None = None
+    pretty_names: dict[str, str] = field(default_factory=dict)
+    _catalog: list["LayerInfo"] | None = field(default=None, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        for tensor in list(self.net.parameters()) + list(self.net.buffers()):
+            return tensor.device
+        return torch.device("cpu")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def to(self, device: str | torch.device) -> "Model":
+        """Move the network to a device (in place) and return self."""
+        self.net.to(device)
+        return self
+
+    def label(self, index: int) -> str:
+        """The label of an output index, or ``'class N'`` when the model has no labels."""
+        if self.labels and 0 <= index < len(self.labels):
+            return self.labels[index]
+        return f"class {index}"
+
+    def layers(self) -> list["LayerInfo"]:
+        """The layer catalog (computed once, on the first call)."""
+        if self._catalog is None:
+            from ..probe import list_layers
+
+            self._catalog = list_layers(self)
+        return self._catalog
+
+    def layer_names(self) -> list[str]:
+        return [info.name for info in self.layers()]
+
+    def input(self, image, resize: str | None = None) -> torch.Tensor:
+        """Any image (path, bytes, PIL, array; a tensor is taken as preprocessed) -> (1, C, H, W) input."""
+        return model_input(self, image, resize)
+
+
+def prepare(net: nn.Module) -> nn.Module:
+    """Eval mode, frozen parameters, and no in-place activations (so hooks see each layer's own output)."""
+    net.eval()
+    for parameter in net.parameters():
+        parameter.requires_grad_(False)
+    for module in net.modules():
+        if isinstance(getattr(module, "inplace", None), bool):
+            module.inplace = False
+    return net
+
+
+def model_input(model: Model, image, resize: str | None = None) -> torch.Tensor:
+    """Any image (path, bytes, PIL, array) -> a (1, C, H, W) model input on the model's device.
+
+    A ``torch.Tensor`` is taken as already preprocessed: (C, H, W) or (N, C, H, W).
+    """
+    from ..images import load_image
+
+    if isinstance(image, torch.Tensor):
+        x = image if image.dim() == 4 else image.unsqueeze(0)
+        if x.dim() != 4:
+            from ..errors import ImageError
+
+            raise ImageError(f"a tensor input must be (C, H, W) or (N, C, H, W), got shape {tuple(image.shape)}")
+        return x.to(model.device, torch.float32)
+    rgb = load_image(image)
+    return model.preprocessing.to_tensor(rgb, resize).unsqueeze(0).to(model.device)

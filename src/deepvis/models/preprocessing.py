@@ -1,0 +1,97 @@
+"""How a model wants its pixels: input size, resize policy, value scale, mean/std, channel order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+ResizeMode = Literal["crop", "stretch"]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Turns an RGB image into a model input and back.
+
+    ``input = (pixels01 * value_scale - mean) / std`` per channel, channels in ``channel_order``.
+    ``mean`` and ``std`` are given in the model's channel order and in value-scale units.
+    """
+
+    input_size: tuple[int, int] = (224, 224)
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    channel_order: Literal["rgb", "bgr", "gray"] = "rgb"
+    value_scale: float = 1.0
+    resize: ResizeMode = "crop"
+    extra: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.channel_order == "gray" else 3
+
+    def with_(self, **changes) -> "Preprocessing":
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    def fit(self, image: Image.Image, resize: ResizeMode | None = None) -> Image.Image:
+        """Resize to the input size: ``crop`` keeps the aspect ratio (centre crop), ``stretch`` does not."""
+        height, width = self.input_size
+        mode = resize or self.resize
+        if mode == "crop":
+            image = center_crop_to_aspect(image, width / height)
+        elif mode != "stretch":
+            raise ValueError(f"resize must be 'crop' or 'stretch', got {mode!r}")
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.BILINEAR)
+        return image
+
+    def to_tensor(self, image: Image.Image, resize: ResizeMode | None = None) -> torch.Tensor:
+        """An RGB PIL image -> a (C, H, W) float tensor ready for the model."""
+        image = self.fit(image, resize)
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0
+        return self.normalize(pixels)
+
+    def normalize(self, pixels01: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) RGB pixels in [0, 1] -> model input (works on batches too)."""
+        x = self.from_rgb(pixels01) * self.value_scale
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        return (x - mean) / std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Model input -> (3, H, W) RGB pixels in [0, 1] (not clipped)."""
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        return self.to_rgb(x * std + mean) / self.value_scale
+
+    def from_rgb(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Reorder RGB channels (dim -3) into the model's channel order."""
+        if self.channel_order == "bgr":
+            return rgb.flip(-3)
+        if self.channel_order == "gray":
+            weights = torch.tensor([0.299, 0.587, 0.114], dtype=rgb.dtype, device=rgb.device).view(3, 1, 1)
+            return (rgb * weights).sum(-3, keepdim=True)
+        return rgb
+
+    def to_rgb(self, x: torch.Tensor) -> torch.Tensor:
+        """Reorder the model's channels (dim -3) back to RGB; gray is repeated (used for gradients too)."""
+        if self.channel_order == "bgr":
+            return x.flip(-3)
+        if self.channel_order == "gray":
+            return x.expand(*x.shape[:-3], 3, *x.shape[-2:])
+        return x
+
+
+def center_crop_to_aspect(image: Image.Image, aspect: float) -> Image.Image:
+    """The largest centred crop with width / height == ``aspect``."""
+    width, height = image.size
+    if width / height > aspect:
+        new_width = max(1, round(height * aspect))
+        left = (width - new_width) // 2
+        return image.crop((left, 0, left + new_width, height))
+    new_height = max(1, round(width / aspect))
+    top = (height - new_height) // 2
+    return image.crop((0, top, width, top + new_height))
