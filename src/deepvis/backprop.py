@@ -186,9 +186,8 @@ def _start_signal(act: torch.Tensor, unit: Unit, signal: str) -> torch.Tensor:
         start[:, unit.channel] = act[:, unit.channel].detach()
     elif signal == "argmax":
         flat = act[:, unit.channel].detach().reshape(act.shape[0], -1)
-        view = start[:, unit.channel].reshape(act.shape[0], -1)
-        view.scatter_(1, flat.argmax(dim=1, keepdim=True), 1.0)
-        start[:, unit.channel] = view.reshape(start[:, unit.channel].shape)
+        onehot = torch.zeros_like(flat).scatter_(1, flat.argmax(dim=1, keepdim=True), 1.0)
+        start[:, unit.channel] = onehot.reshape(start[:, unit.channel].shape)
     else:
         raise DeepvisError(f"unknown start signal {signal!r}: use 'map' (the unit's activation map) or 'argmax'")
     return start
@@ -201,7 +200,6 @@ def backprop_batch(model: Model | nn.Module, x: torch.Tensor, unit: str | Unit, 
 
     Returns ``(input_grad, activation, layer_grads, rectifiers_modified)``, each with the batch dimension.
     """
-    model = _as_model(model)
     unit = parse_unit(unit)
     if mode not in RULES:
         raise DeepvisError(f"unknown backprop mode {mode!r}: use one of {', '.join(MODES)}")

@@ -124,19 +124,30 @@ def default_layers(model: Model) -> list[str]:
 
 
 def layer_info(model: Model, layer: str) -> LayerInfo:
-    """The catalog entry of a layer, or a clear error naming it (with close matches)."""
+    """The catalog entry of a probeable layer, or a clear error naming it (with close matches)."""
     for info in model.layers():
         if info.name == layer:
             if info.shared:
-                raise UnitError(f"layer '{layer}' runs {info.calls} times per forward pass, so its activation is "
-                                "ambiguous; probe a layer that runs once")
+                raise _shared_error(layer, info.calls)
             if info.shape is None:
-                raise UnitError(f"layer '{layer}' does not output a single tensor, so it cannot be probed")
+                raise _not_tensor_error(layer)
             return info
-    names = model.layer_names()
+    raise _unknown_layer_error(layer, model.layer_names())
+
+
+def _unknown_layer_error(layer: str, names: list[str]) -> UnitError:
     close = difflib.get_close_matches(layer, names, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "; 'deepvis layers' lists them"
-    raise UnitError(f"unknown layer '{layer}'{hint}")
+    return UnitError(f"unknown layer '{layer}'{hint}")
+
+
+def _shared_error(layer: str, calls: int | str) -> UnitError:
+    return UnitError(f"layer '{layer}' runs {calls} times per forward pass, so its activation is ambiguous; "
+                     "probe a layer that runs once")
+
+
+def _not_tensor_error(layer: str) -> UnitError:
+    return UnitError(f"layer '{layer}' does not output a single tensor, so it cannot be probed")
 
 
 class Probe:
@@ -152,12 +163,14 @@ class Probe:
 
     def __init__(self, model: Model | nn.Module, layers: Iterable[str], keep_graph: bool = False,
                  stop_early: bool = False):
+        self._checked_by_catalog = isinstance(model, Model)  # a bare module has no known input size
         self.model = _as_model(model)
         self.layers = list(dict.fromkeys(layers))
         self.keep_graph = keep_graph
         self.stop_early = stop_early and OUTPUT not in self.layers
         self.activations: dict[str, torch.Tensor] = {}
         self._handles: list = []
+        self._seen_this_pass: set[str] = set()
 
     def __enter__(self) -> "Probe":
         modules = dict(self.model.net.named_modules())
@@ -169,14 +182,27 @@ class Probe:
             if scripted:
                 raise UnitError(f"layer '{name}' is inside a TorchScript model, whose modules cannot be hooked; "
                                 f"only '{OUTPUT}' is available (load the model from Python code to see its layers)")
-            layer_info(self.model, name)
+            if self._checked_by_catalog:
+                layer_info(self.model, name)
+            elif name not in modules or not name:
+                raise _unknown_layer_error(name, [n for n in modules if n])
             self._handles.append(modules[name].register_forward_hook(self._make_hook(name, wanted)))
+        if not scripted:
+            self._handles.append(self.model.net.register_forward_pre_hook(self._new_pass))
         return self
+
+    def _new_pass(self, _module, _inputs):
+        self._seen_this_pass = set()
 
     def _make_hook(self, name: str, wanted: set[str]):
         def hook(_module, _inputs, output):
+            if name in self._seen_this_pass:
+                raise _shared_error(name, "more than one")
+            if not isinstance(output, torch.Tensor):
+                raise _not_tensor_error(name)
+            self._seen_this_pass.add(name)
             self.activations[name] = output if self.keep_graph else output.detach()
-            if self.stop_early and wanted.issubset(self.activations):
+            if self.stop_early and wanted.issubset(self._seen_this_pass):
                 raise _StopForward
         return hook
 
