@@ -141,8 +141,9 @@ def _unknown_layer_error(layer: str, names: list[str]) -> UnitError:
     return UnitError(f"unknown layer '{layer}'{hint}")
 
 
-def _shared_error(layer: str, calls: int | str) -> UnitError:
-    return UnitError(f"layer '{layer}' runs {calls} times per forward pass, so its activation is ambiguous; "
+def _shared_error(layer: str, calls: int | None = None) -> UnitError:
+    times = f"{calls} times" if calls else "more than once"
+    return UnitError(f"layer '{layer}' runs {times} per forward pass, so its activation is ambiguous; "
                      "probe a layer that runs once")
 
 
@@ -197,7 +198,7 @@ class Probe:
     def _make_hook(self, name: str, wanted: set[str]):
         def hook(_module, _inputs, output):
             if name in self._seen_this_pass:
-                raise _shared_error(name, "more than one")
+                raise _shared_error(name)
             if not isinstance(output, torch.Tensor):
                 raise _not_tensor_error(name)
             self._seen_this_pass.add(name)
