@@ -249,6 +249,9 @@ def save_image(image, path) -> None:
     os.close(fd)
     try:
         to_pil(image).save(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
