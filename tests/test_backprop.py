@@ -187,16 +187,11 @@ def test_errors_name_the_value():
         backprop_batch(net, x, "conv2:0", "zf")
 
 
-@pytest.fixture(scope="module")
-def effnet():
-    return load_model()
-
-
 @pytest.mark.slow
-def test_default_model_modes_images_and_filters(effnet):
+def test_default_model_modes_images_and_filters(model):
     skimage_data = pytest.importorskip("skimage.data")
     image = skimage_data.chelsea()
-    results = {m: backprop(effnet, image, "classifier:285", mode=m) for m in deepvis.MODES}
+    results = {m: backprop(model, image, "classifier:285", mode=m) for m in deepvis.MODES}
     assert results["gradient"].rectifiers_modified == 0
     # every ReLU6 that runs before the logits: stem + 16 depthwise + 15 expand + head = 33
     assert results["deconv"].rectifiers_modified == results["guided"].rectifiers_modified == 33
@@ -209,13 +204,13 @@ def test_default_model_modes_images_and_filters(effnet):
     norm = results["guided"].input_grad.norm(dim=0)
     assert norm[56:168, 56:168].mean() > norm[:28].mean()
     # a one-hot at a position reaches only that unit's receptive field
-    local = backprop(effnet, image, "blocks.3:5@2,3", mode="guided")
+    local = backprop(model, image, "blocks.3:5@2,3", mode="guided")
     rows = local.input_grad.abs().sum(dim=(0, 2)).nonzero()
     assert rows.max() < 224 // 2 and local.signal == "onehot@2,3"
 
 
-def test_intermediate_layer_grads_on_default_model(effnet):
-    result = backprop(effnet, torch.zeros(3, 224, 224) + 0.1, "blocks.5:7", mode="deconv",
+def test_intermediate_layer_grads_on_default_model(model):
+    result = backprop(model, torch.zeros(3, 224, 224) + 0.1, "blocks.5:7", mode="deconv",
                       layers=["blocks.2", "blocks.5", "head.act"])
     assert result.layer_grads["blocks.2"].shape == (24, 56, 56)
     assert result.layer_grads["blocks.2"].abs().sum() > 0

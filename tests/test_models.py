@@ -14,11 +14,6 @@ skimage_data = pytest.importorskip("skimage.data")
 EXPECTED = {"chelsea": (285, "Egyptian cat"), "coffee": (967, "espresso"), "camera": (872, "tripod")}
 
 
-@pytest.fixture(scope="module")
-def model():
-    return load_model()
-
-
 def _image(name):
     return Image.fromarray(getattr(skimage_data, name)())
 

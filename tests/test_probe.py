@@ -12,11 +12,6 @@ def _hook_count(net):
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in net.modules())
 
 
-@pytest.fixture(scope="module")
-def model():
-    return deepvis.load_model()
-
-
 def test_all_default_layers_in_one_pass_equal_manual_forward(model):
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     names = deepvis.default_layers(model)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import DeepvisError
@@ -36,7 +37,7 @@ def _cmd_predict(args) -> int:
             top = predict(model, image, top=args.top, resize=args.resize)
         except DeepvisError as exc:
             failures += 1
-            print(f"deepvis: error: {exc}", file=sys.stderr)
+            print(f"deepvis: error: {_one_line(exc)}", file=sys.stderr)
             continue
         results.append({"image": Path(image).name if args.samples and image not in args.images else image,
                         "top": [p.to_json() for p in top]})
@@ -72,7 +73,10 @@ def _cmd_backprop(args) -> int:
 
     model = _model(args)
     result = backprop(model, args.image, args.unit, mode=args.mode, signal=args.signal, resize=args.resize)
-    save_image(result.image(args.filter), args.output)
+    try:
+        save_image(result.image(args.filter), args.output)
+    except OSError as exc:
+        raise DeepvisError(f"cannot write '{args.output}': {exc.strerror or exc}") from None
     note = ""
     if args.mode != "gradient" and result.rectifiers_modified == 0:
         note = f" (warning: the model has no rectifiers, so {args.mode} equals plain gradient)"
@@ -84,6 +88,33 @@ def _cmd_backprop(args) -> int:
 
 class _UsageError(Exception):
     pass
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _output_image(text: str) -> str:
+    from PIL import Image
+
+    suffix = Path(text).suffix.lower()
+    if not suffix:
+        raise argparse.ArgumentTypeError(f"output {text!r} has no file extension: name it e.g. OUT.png")
+    Image.init()
+    if Image.registered_extensions().get(suffix) not in Image.SAVE:
+        raise argparse.ArgumentTypeError(f"cannot write images of type {suffix!r} (output {text!r}): "
+                                         "use .png, .jpg, .tif or .webp")
+    return text
 
 
 def _unit(text: str):
@@ -116,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", parents=[common, resize], help="top-k class predictions for images")
     p.add_argument("images", nargs="*", metavar="IMAGE")
     p.add_argument("--samples", action="store_true", help="also predict the bundled sample images")
-    p.add_argument("--top", type=int, default=5, help="how many classes (default 5)")
+    p.add_argument("--top", type=_positive_int, default=5, help="how many classes (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=_cmd_predict)
 
@@ -133,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", choices=FILTERS, default="raw")
     p.add_argument("--signal", choices=SIGNALS, default="map",
                    help="start from the unit's whole activation map (default) or a one-hot at its maximum")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.png")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png", type=_output_image)
     p.set_defaults(run=_cmd_backprop)
     return parser
 
@@ -144,18 +175,25 @@ def _version() -> str:
     return __version__
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"deepvis: warning: {_one_line(message)}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    show_warning = warnings.showwarning
+    if not args.verbose:
+        warnings.showwarning = _one_line_warning  # library warnings on one line, like errors
     try:
         return args.run(args)
     except _UsageError as exc:
-        print(f"deepvis {args.command}: error: {exc}", file=sys.stderr)
+        print(f"deepvis {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except DeepvisError as exc:
         if args.verbose:
             raise
-        print(f"deepvis: error: {exc}", file=sys.stderr)
+        print(f"deepvis: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("deepvis: interrupted", file=sys.stderr)
@@ -163,5 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if args.verbose:
             raise
-        print(f"deepvis: error: {exc}", file=sys.stderr)
+        print(f"deepvis: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+    except Exception as exc:  # a bug, not a user mistake: still one line, the traceback on request
+        if args.verbose:
+            raise
+        print(f"deepvis: internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with -v for the traceback)",
+              file=sys.stderr)
+        return 1
+    finally:
+        warnings.showwarning = show_warning

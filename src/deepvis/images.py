@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError
 
@@ -23,10 +25,17 @@ ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
 def _name(source: object) -> str:
     if isinstance(source, (str, os.PathLike)):
-        return str(source)
-    if isinstance(source, bytes):
+        text = os.fspath(source)
+        text = text.decode("utf-8", "surrogateescape") if isinstance(text, bytes) else text
+        # control characters or undecodable bytes would break the one-line message (or the terminal)
+        return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    if isinstance(source, (bytes, bytearray)):
         return f"<{len(source)} bytes>"
     return f"<{type(source).__name__}>"
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
 
 
 def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -37,20 +46,25 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     Raises :class:`ImageError` with a one-line message naming the source on any failure.
     """
     if isinstance(source, Image.Image):
-        return _check_size(to_rgb(source), _name(source), max_pixels)
+        name = _name(source)
+        _check_size(source, name, max_pixels)
+        return _converted(lambda: to_rgb(source), name)
     if isinstance(source, np.ndarray):
-        return _check_size(array_to_rgb(source), _name(source), max_pixels)
+        name = _name(source)
+        if source.ndim >= 2:
+            _check_size_wh(source.shape[1], source.shape[0], name, max_pixels)
+        return _converted(lambda: array_to_rgb(source), name)
     name = _name(source)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if not path.exists():
-            raise ImageError(f"image not found: '{name}'")
-        if path.is_dir():
-            raise ImageError(f"'{name}' is a directory, not an image")
         try:
+            if not path.exists():
+                raise ImageError(f"image not found: '{name}'")
+            if path.is_dir():
+                raise ImageError(f"'{name}' is a directory, not an image")
             data = path.read_bytes()
         except OSError as exc:
-            raise ImageError(f"cannot read image '{name}': {exc.strerror or exc}") from None
+            raise ImageError(f"cannot read image '{name}': {_one_line(exc.strerror or exc)}") from None
     elif isinstance(source, (bytes, bytearray)):
         data = bytes(source)
     else:
@@ -58,87 +72,137 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     if not data:
         raise ImageError(f"cannot read image '{name}': the file is empty")
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with warnings.catch_warnings():
+            # this module enforces its own (lower) pixel limit before decoding
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        with image:
             _check_size(image, name, max_pixels)
-            image.seek(0)
+            image.seek(0)  # the first frame of an animation
             image.load()
-            image = ImageOps.exif_transpose(image)
-            return to_rgb(image)
+            return _exif_oriented(to_rgb(image), image)
     except ImageError:
         raise
     except UnidentifiedImageError:
         raise ImageError(f"cannot read image '{name}': not an image, or a format Pillow cannot decode") from None
-    except Image.DecompressionBombError:
-        raise ImageError(f"image '{name}' is too large to decode safely") from None
+    except Image.DecompressionBombError as exc:
+        match = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"declares {int(match.group(1)):,} pixels:" if match else "is"
+        raise ImageError(f"image '{name}' {size} too large to decode safely (a possible decompression bomb)") from None
+    except MemoryError:
+        raise ImageError(f"image '{name}' is too large to decode: out of memory") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"cannot read image '{name}': {exc}") from None
+        raise ImageError(f"cannot read image '{name}': {_one_line(exc)}") from None
+    except Exception as exc:  # a corrupt file can upset a decoder in many ways; never a traceback
+        raise ImageError(f"cannot read image '{name}': corrupt or unsupported file "
+                         f"({type(exc).__name__}: {_one_line(exc)})") from None
+
+
+def _converted(convert, name: str) -> Image.Image:
+    try:
+        return convert()
+    except ImageError:
+        raise
+    except Exception as exc:
+        raise ImageError(f"cannot convert image {name} to RGB: {_one_line(exc)}") from None
+
+
+_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _exif_oriented(rgb: Image.Image, original: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag of ``original`` to its converted image; a corrupt EXIF block is ignored."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            orientation = original.getexif().get(0x0112)
+    except Exception:
+        return rgb
+    method = _ORIENTATION.get(orientation) if isinstance(orientation, int) else None
+    return rgb.transpose(method) if method is not None else rgb
 
 
 def _check_size(image: Image.Image, name: str, max_pixels: int) -> Image.Image:
-    width, height = image.size
+    _check_size_wh(*image.size, name, max_pixels)
+    return image
+
+
+def _check_size_wh(width: int, height: int, name: str, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageError(
             f"image '{name}' is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}"
         )
     if width < 1 or height < 1:
         raise ImageError(f"image '{name}' has no pixels ({width}x{height})")
-    return image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert a PIL image of any mode to 8-bit RGB, scaling 16-bit and float data instead of clipping."""
+    """Convert a PIL image of any mode to 8-bit RGB, scaling 16-bit and float data instead of clipping.
+
+    Transparent pixels (alpha channel, or a palette / colour-key transparency) are composited over white.
+    """
     mode = image.mode
-    if mode == "RGB":
-        return image
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         return array_to_rgb(np.asarray(image))
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+    if mode in ("RGBA", "RGBa", "LA", "La", "PA") or (
+            mode in ("1", "L", "P", "RGB") and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode == "RGB":
+        return image
     return image.convert("RGB")
 
 
 def array_to_rgb(array: np.ndarray) -> Image.Image:
-    """Convert an HxW, HxWx1, HxWx3 or HxWx4 array (uint8, uint16, int or float) to an 8-bit RGB image."""
+    """Convert an HxW, HxWx1, HxWx3 or HxWx4 array (uint8, uint16, int or float) to an 8-bit RGB image.
+
+    uint8 is taken as is, uint16 scaled by 1/257, floats in [0, 1] by 255; other ranges are min-max
+    stretched. A fourth channel is alpha (in the same dtype's range), composited over white.
+    """
     a = np.asarray(array)
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
         raise ImageError(f"cannot use an array of shape {a.shape} as an image: expected HxW or HxWx3/4")
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_) or np.issubdtype(a.dtype, np.complexfloating):
+        raise ImageError(f"cannot use an array of dtype {a.dtype} as an image: expected integers, floats or bools")
     if a.ndim == 3 and a.shape[2] == 4:
-        alpha = a[:, :, 3:4].astype(np.float64) / (255.0 if a.dtype == np.uint8 else max(float(a[:, :, 3].max()), 1.0))
-        a = a[:, :, :3] * alpha + (1 - alpha) * _white(a)
-    a = _to_uint8(a)
-    if a.ndim == 2:
-        a = np.stack([a] * 3, axis=-1)
-    return Image.fromarray(np.ascontiguousarray(a), "RGB")
-
-
-def _white(a: np.ndarray) -> float:
-    if a.dtype == np.uint8:
-        return 255.0
-    if a.dtype == np.uint16:
-        return 65535.0
-    return 1.0 if np.issubdtype(a.dtype, np.floating) and float(np.nanmax(a)) <= 1.0 else 255.0
-
-
-def _to_uint8(a: np.ndarray) -> np.ndarray:
-    """Scale by the dtype's range: uint16 /257, floats in [0,1] x255, anything else min-max stretched."""
-    if a.dtype == np.uint8:
-        return a
-    if a.dtype == np.bool_:
-        return a.astype(np.uint8) * 255
-    if a.dtype == np.uint16:
-        return np.rint(a / 257.0).astype(np.uint8)
-    f = np.nan_to_num(a.astype(np.float64))
-    low, high = (float(f.min()), float(f.max())) if f.size else (0.0, 0.0)
-    if np.issubdtype(a.dtype, np.floating) and low >= 0.0 and high <= 1.0:
-        scaled = f * 255.0
-    elif np.issubdtype(a.dtype, np.integer) and low >= 0 and high <= 255:
-        scaled = f
-    elif np.issubdtype(a.dtype, np.integer) and low >= 0 and high <= 65535:
-        scaled = f / 257.0  # 16-bit data decoded into a wider integer mode
+        color = _to_unit(a[:, :, :3])
+        alpha = np.clip(_to_unit(a[:, :, 3:4], stretch=False), 0.0, 1.0)
+        unit = color * alpha + (1.0 - alpha)
     else:
-        scaled = (f - low) / (high - low + 1e-12) * 255.0
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        unit = _to_unit(a)
+    out = np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
+    if out.ndim == 2:
+        out = np.stack([out] * 3, axis=-1)
+    return Image.fromarray(np.ascontiguousarray(out), "RGB")
+
+
+def _to_unit(a: np.ndarray, stretch: bool = True) -> np.ndarray:
+    """Scale to floats in [0, 1] by the dtype's range: uint8 /255, uint16 /65535 (so 8 bits are /257),
+    floats in [0, 1] as they are, other integers in 0..255 or 0..65535 as 8- or 16-bit; anything else
+    min-max stretched (or, with ``stretch=False``, left to be clipped)."""
+    if a.dtype == np.bool_:
+        return a.astype(np.float64)
+    if a.dtype.kind == "u" and a.dtype.itemsize == 1:
+        return a.astype(np.float64) / 255.0
+    if a.dtype.kind == "u" and a.dtype.itemsize == 2:  # any byte order ('I;16B' arrays are big-endian)
+        return a.astype(np.float64) / 65535.0
+    f = a.astype(np.float64)
+    finite = f[np.isfinite(f)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    f = np.nan_to_num(f, nan=low, posinf=high, neginf=low)
+    if np.issubdtype(a.dtype, np.floating) and low >= 0.0 and high <= 1.0:
+        return f
+    if np.issubdtype(a.dtype, np.integer) and low >= 0 and high <= 255:
+        return f / 255.0
+    if np.issubdtype(a.dtype, np.integer) and low >= 0 and high <= 65535:
+        return f / 65535.0  # 16-bit data decoded into a wider integer mode
+    if not stretch:
+        return f
+    return (f - low) / (high - low) if high > low else np.zeros_like(f)

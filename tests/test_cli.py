@@ -1,0 +1,206 @@
+"""The ``deepvis`` command, run as ``python -m deepvis`` in a subprocess: exit codes (0 ok, 2 bad usage, 1 other
+errors), one-line error messages naming the bad value (never a traceback), and the design's output formats."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import deepvis
+from deepvis import cli
+
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
+
+
+def run_deepvis(*args, timeout: float = 300) -> subprocess.CompletedProcess:
+    # one thread each: several of these run side by side, and the work in each is small
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "deepvis", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *names: str) -> None:
+    context = f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    assert result.returncode == code, context
+    assert "Traceback" not in result.stderr, context
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, context
+    assert "error" in lines[0], context
+    for name in names:
+        assert name in lines[0], f"{name!r} not named\n{context}"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, skimage_pngs):
+    folder = tmp_path_factory.mktemp("cli")
+    notes = folder / "notes.jpg"
+    notes.write_text("not a picture\n")
+    bomb = folder / "bomb.png"
+    data = bytearray(skimage_pngs["chelsea"].read_bytes()[:33])  # signature and IHDR of a real PNG
+    data[16:24] = (20000).to_bytes(4, "big") * 2
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    bomb.write_bytes(bytes(data) + b"\0" * 64)
+    empty = folder / "empty.png"
+    empty.write_bytes(b"")
+    return {**skimage_pngs, "notes": notes, "bomb": bomb, "empty": empty, "folder": folder,
+            "missing": folder / "missing.png", "out": folder / "out.png"}
+
+
+# ---------------------------------------------------------------------------------------------- errors
+# Every error case runs in one batch, two subprocesses at a time, the first time any of them is needed.
+
+ERROR_CASES = {
+    # name: (arguments, with {key} standing for files[key]; expected exit status; values the message names)
+    "malformed_unit": (["backprop", "{chelsea}", "--unit", "blocks.5:abc", "-o", "{out}"], 2, ["blocks.5:abc"]),
+    "malformed_position": (["backprop", "{chelsea}", "--unit", "blocks.5:3@1", "-o", "{out}"], 2, ["blocks.5:3@1"]),
+    "missing_unit": (["backprop", "{chelsea}", "-o", "{out}"], 2, ["--unit"]),
+    "bad_output_type": (["backprop", "{chelsea}", "--unit", "blocks.5:3", "-o", "out.xyz"], 2, ["out.xyz"]),
+    "bad_top": (["predict", "{chelsea}", "--top", "0"], 2, ["--top", "0"]),
+    "unknown_layer": (["backprop", "{chelsea}", "--unit", "no.such.layer:3", "-o", "{out}"], 1, ["no.such.layer"]),
+    "channel_out_of_range": (["backprop", "{chelsea}", "--unit", "blocks.5:100000", "-o", "{out}"], 1,
+                             ["100000", "blocks.5"]),
+    "position_out_of_range": (["backprop", "{chelsea}", "--unit", "blocks.5:3@999,0", "-o", "{out}"], 1,
+                              ["999,0"]),
+    "unreadable_image": (["backprop", "{notes}", "--unit", "blocks.5:3", "-o", "{out}"], 1, ["{notes}"]),
+    "unknown_model": (["layers", "--model", "no_such_model_spec"], 1, ["no_such_model_spec"]),
+    "unwritable_output": (["backprop", "{chelsea}", "--unit", "blocks.5:3", "-o", "{empty}/out.png"], 1,
+                          ["{empty}/out.png"]),
+}
+
+
+def _fill(items, files):
+    return [item.format(**files) for item in items]
+
+
+@pytest.fixture(scope="module")
+def error_results(files):
+    def run(case):
+        return run_deepvis(*_fill(ERROR_CASES[case][0], files))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(ERROR_CASES, pool.map(run, ERROR_CASES)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+def test_error_is_one_line_naming_the_value(case, error_results, files):
+    _, code, names = ERROR_CASES[case]
+    assert_one_line_error(error_results[case], code, *_fill(names, files))
+
+
+# --------------------------------------------------------------------------------------------- predict
+
+EXPECTED_TOP = {"chelsea": (285, "Egyptian cat"), "coffee": (967, "espresso"), "camera": (872, "tripod")}
+
+
+@pytest.mark.slow
+def test_predict_json_format_and_a_bad_image_among_good_ones(files):
+    images = [files["chelsea"], files["coffee"], files["notes"], files["camera"]]
+    result = run_deepvis("predict", *images, "--json", "--top", 3)
+    assert_one_line_error(result, 1, str(files["notes"]))  # the good ones still printed, exit non-zero
+    entries = json.loads(result.stdout)
+    assert isinstance(entries, list)
+    assert [entry["image"] for entry in entries] == [str(files[name]) for name in ("chelsea", "coffee", "camera")]
+    for entry, name in zip(entries, ("chelsea", "coffee", "camera")):
+        assert set(entry) == {"image", "top"}
+        assert len(entry["top"]) == 3
+        for p in entry["top"]:
+            assert set(p) == {"index", "label", "prob"}
+            assert isinstance(p["index"], int) and isinstance(p["label"], str) and isinstance(p["prob"], float)
+            assert deepvis.imagenet_labels()[p["index"]] == p["label"]
+        probs = [p["prob"] for p in entry["top"]]
+        assert probs == sorted(probs, reverse=True) and 0 < probs[-1] <= probs[0] <= 1
+        assert (entry["top"][0]["index"], entry["top"][0]["label"]) == EXPECTED_TOP[name]
+
+
+@pytest.mark.slow
+def test_predict_text_reports_each_bad_image_on_its_own_line(files):
+    bad = [files["missing"], files["folder"], files["empty"], files["bomb"], files["notes"]]
+    result = run_deepvis("predict", files["chelsea"], *bad, "--top", 2)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == len(bad), result.stderr
+    for line, path in zip(lines, bad):
+        assert line.startswith("deepvis: error: ") and str(path) in line, line
+    assert str(files["chelsea"]) in result.stdout and "Egyptian cat" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------- layers
+
+@pytest.mark.slow
+def test_layers_json(model):
+    result = run_deepvis("layers", "--json")
+    assert result.returncode == 0, result.stderr
+    entries = json.loads(result.stdout)
+    assert [e["name"] for e in entries] == [i.name for i in model.layers() if i.default]
+    for entry in entries:
+        assert {"name", "type", "shape", "receptive_field", "shared"} <= set(entry)
+        assert isinstance(entry["name"], str) and isinstance(entry["type"], str)
+        assert entry["shape"] is None or all(isinstance(n, int) and n > 0 for n in entry["shape"])
+        assert isinstance(entry["shared"], bool)
+        rf = entry["receptive_field"]
+        assert rf is None or (isinstance(rf["size"], int) and isinstance(rf["stride"], int))
+
+
+# -------------------------------------------------------------------------------------------- backprop
+
+def _input_size(model) -> tuple[int, int]:
+    height, width = model.preprocessing.input_size
+    return width, height
+
+
+def _assert_png_of_size(path, size) -> None:
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == size
+        assert np.asarray(image).std() > 0  # not blank
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode,image_filter", zip(deepvis.MODES, ("raw", "gray", "normblur")))
+def test_backprop_command_writes_a_png_of_the_input_size(tmp_path, files, model, mode, image_filter):
+    out = tmp_path / f"{mode}.png"
+    result = run_deepvis("backprop", files["chelsea"], "--unit", "blocks.5:3", "--mode", mode,
+                         "--filter", image_filter, "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert str(out) in result.stdout
+    _assert_png_of_size(out, _input_size(model))
+
+
+def test_backprop_every_mode_and_filter(tmp_path, files, model, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "_model", lambda args: model)  # the same command, without reloading the model
+    for mode in deepvis.MODES:
+        for image_filter in deepvis.FILTERS:
+            out = tmp_path / f"{mode}-{image_filter}.png"
+            assert cli.main(["backprop", str(files["chelsea"]), "--unit", "blocks.5:3", "--mode", mode,
+                             "--filter", image_filter, "-o", str(out), "-q"]) == 0
+            _assert_png_of_size(out, _input_size(model))
+    assert capsys.readouterr().err == ""
+
+
+# -------------------------------------------------------------------------------- unexpected failures
+
+def _failing_model(args):
+    import warnings
+
+    warnings.warn("a library warning\nspread over two lines")
+    raise RuntimeError("something broke\ninside")
+
+
+def test_unexpected_errors_and_warnings_stay_on_one_line_each(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "_model", _failing_model)
+    assert cli.main(["layers"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0] == "deepvis: warning: a library warning spread over two lines"
+    assert lines[1].startswith("deepvis: internal error: RuntimeError: something broke inside") and "-v" in lines[1]
+    with pytest.raises(RuntimeError):  # -v: the traceback, for a bug report
+        cli.main(["layers", "-v"])
