@@ -12,6 +12,7 @@ or not, through a ``TorchFunctionMode`` active only during the forward pass: the
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from numbers import Number
 from typing import Iterable, Literal
@@ -42,26 +43,45 @@ SIGNALS = ("map", "argmax")
 
 
 class _Rectify(torch.autograd.Function):
-    """clamp(x, lo, hi) forward; backward by a rule of :data:`RULES`."""
+    """clamp(x, lo, hi) forward; backward by a rule of :data:`RULES`.
+
+    ``keep`` says how the guided rule's mask ``lo < x < hi`` reaches the backward pass: ``'mask'`` builds it before
+    the clamp (private to this function, so later in-place changes of the input or output cannot disturb it);
+    ``'input'`` / ``'output'`` save ``x`` / ``y = clamp(x, lo, hi)`` instead (``lo < y < hi`` exactly where
+    ``lo < x < hi``), as autograd itself does for hardtanh / ReLU, and apply the mask with the fused kernels of their
+    own backward: the forward pass is then the clamp alone, but an in-place change of the saved tensor afterwards
+    makes the backward pass fail, as it would for the plain gradient.
+    """
 
     @staticmethod
-    def forward(ctx, x, lo, hi, inplace, use_mask):
-        mask = (x > lo) if hi is None else (x > lo) & (x < hi)
-        ctx.use_mask = use_mask
-        ctx.save_for_backward(mask if use_mask else None)
+    def forward(ctx, x, lo, hi, inplace, use_mask, keep="mask"):
+        ctx.lo, ctx.hi, ctx.use_mask, ctx.keep = lo, hi, use_mask, keep
+        if use_mask and keep == "mask":
+            ctx.save_for_backward((x > lo) if hi is None else (x > lo) & (x < hi))
+        elif use_mask and keep == "input":
+            ctx.save_for_backward(x)
         if inplace:
             x.clamp_(min=lo, max=hi)
             ctx.mark_dirty(x)
-            return x
-        return x.clamp(min=lo, max=hi)
+            out = x
+        else:
+            out = x.clamp(min=lo, max=hi)
+        if use_mask and keep == "output":
+            ctx.save_for_backward(out)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        (mask,) = ctx.saved_tensors
-        grad_in = grad.clamp(min=0)
-        if ctx.use_mask:
-            grad_in = grad_in * mask
-        return grad_in, None, None, None, None
+        if not ctx.use_mask:
+            return grad.clamp(min=0), None, None, None, None, None
+        (saved,) = ctx.saved_tensors
+        if ctx.keep == "mask":
+            grad_in = grad.clamp(min=0).mul_(saved)
+        elif ctx.hi is None:
+            grad_in = torch.ops.aten.threshold_backward(grad, saved, ctx.lo).clamp_(min=0)
+        else:
+            grad_in = torch.ops.aten.hardtanh_backward(grad, saved, ctx.lo, ctx.hi).clamp_(min=0)
+        return grad_in, None, None, None, None, None
 
 
 def _arg(args, kwargs, index, name, default):
@@ -109,6 +129,10 @@ _RECTIFIERS = {F.relu: _relu_like(F.relu), torch.relu: _relu_like(torch.relu), t
                torch.Tensor.clamp_min_: _clamp(True, True)}
 if hasattr(F, "relu_"):
     _RECTIFIERS[F.relu_] = _relu_like(F.relu_)
+#: Rectifiers whose own autograd keeps their output (the others keep their input, or a copy when in place).
+_KEEP_OUTPUT = {F.relu, torch.relu, torch.Tensor.relu, torch.relu_, torch.Tensor.relu_, getattr(F, "relu_", F.relu)}
+#: The error autograd raises when a tensor saved for the backward pass was changed in place after.
+_CHANGED_IN_PLACE = "modified by an inplace operation"
 
 
 class rectifier_rules(TorchFunctionMode):
@@ -124,17 +148,25 @@ class rectifier_rules(TorchFunctionMode):
             raise DeepvisError(f"unknown backprop mode {mode!r}: use one of {', '.join(MODES)}")
         self.rule = RULES[mode]
         self.modified = 0
+        # Private: save what autograd saves for each rectifier instead of a private mask (see _Rectify).
+        self._save_like_autograd = False
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        # Runs for every torch call of the forward pass: the common case (not a rectifier) returns at once.
+        parse = _RECTIFIERS.get(func)
+        if parse is None or self.rule is None:
+            return func(*args, **kwargs) if kwargs else func(*args)
         kwargs = kwargs or {}
-        parse = _RECTIFIERS.get(func) if self.rule is not None else None
-        if parse is not None and args and isinstance(args[0], torch.Tensor) and torch.is_grad_enabled() \
+        if args and isinstance(args[0], torch.Tensor) and torch.is_grad_enabled() \
                 and args[0].requires_grad and args[0].is_floating_point():
             spec = parse(args, kwargs)
             if spec is not None:
                 low, high, inplace = spec
                 self.modified += 1
-                return _Rectify.apply(args[0], low, high, inplace, self.rule[1])
+                keep = "mask"
+                if self._save_like_autograd:
+                    keep = "output" if func in _KEEP_OUTPUT else "mask" if inplace else "input"
+                return _Rectify.apply(args[0], low, high, inplace, self.rule[1], keep)
         return func(*args, **kwargs)
 
 
@@ -204,10 +236,26 @@ def backprop_batch(model: Model | nn.Module, x: torch.Tensor, unit: str | Unit, 
     if mode not in RULES:
         raise DeepvisError(f"unknown backprop mode {mode!r}: use one of {', '.join(MODES)}")
     layers = [name for name in dict.fromkeys(layers) if name != unit.layer]
+    if RULES[mode] is None or not RULES[mode][1]:
+        return _backprop_once(model, x, unit, mode, signal, layers, fast=False)
+    # Guided: first with the masks read from the tensors autograd keeps anyway (no extra forward work); should
+    # the model change one of them in place after its rectifier, again with private masks, which always works.
+    try:
+        return _backprop_once(model, x, unit, mode, signal, layers, fast=True)
+    except RuntimeError as exc:
+        if _CHANGED_IN_PLACE not in str(exc):
+            raise
+    return _backprop_once(model, x, unit, mode, signal, layers, fast=False)
+
+
+def _backprop_once(model: Model | nn.Module, x: torch.Tensor, unit: Unit, mode: str, signal: str, layers: list[str],
+                   fast: bool) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], int]:
     x = x.detach().clone().requires_grad_(True)
     rules = rectifier_rules(mode)
+    rules._save_like_autograd = fast
     with torch.enable_grad(), Probe(model, [unit.layer, *layers], keep_graph=True, stop_early=True) as probe:
-        with rules:
+        # 'gradient' leaves every rectifier alone: skip the mode and its per-call Python dispatch altogether.
+        with rules if rules.rule is not None else nullcontext():
             probe.run(x)
         act = probe[unit.layer]
         if not isinstance(act, torch.Tensor) or not act.requires_grad:
