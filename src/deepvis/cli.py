@@ -190,15 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     except _UsageError as exc:
         print(f"deepvis {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except DeepvisError as exc:
-        if args.verbose:
-            raise
-        print(f"deepvis: error: {_one_line(exc)}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("deepvis: interrupted", file=sys.stderr)
         return 130
-    except OSError as exc:
+    except (DeepvisError, OSError) as exc:
         if args.verbose:
             raise
         print(f"deepvis: error: {_one_line(exc)}", file=sys.stderr)
