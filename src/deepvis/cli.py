@@ -86,6 +86,35 @@ def _cmd_backprop(args) -> int:
     return 0
 
 
+def _cmd_serve(args) -> int:
+    import ipaddress
+    import webbrowser
+
+    import uvicorn
+
+    from .server.app import create_app
+    from .server.session import Toolbox
+
+    model = _model(args)
+    toolbox = Toolbox(model, images=args.images, store=args.store)
+    host = args.host
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    url_host = host if loopback else "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{'[' + url_host + ']' if ':' in url_host else url_host}:{args.port}/"
+    print(f"deepvis: {model.spec}, {len(toolbox.image_files)} images, {len(toolbox.layers)} layers; "
+          f"open {url}  (Ctrl-C stops)", flush=True)
+    if not loopback:
+        print(f"deepvis: warning: listening on {host}, not only this machine: anyone who can reach port "
+              f"{args.port} can use the toolbox and upload images", file=sys.stderr, flush=True)
+    if args.open:
+        webbrowser.open(url)
+    uvicorn.run(create_app(toolbox), host=host, port=args.port, log_level="warning")
+    return 0
+
+
 class _UsageError(Exception):
     pass
 
@@ -166,6 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from the unit's whole activation map (default) or a one-hot at its maximum")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png", type=_output_image)
     p.set_defaults(run=_cmd_backprop)
+
+    p = sub.add_parser("serve", parents=[common], help="the live toolbox in the browser")
+    p.add_argument("--images", metavar="DIR|LIST", help="a folder of images or a list file (default: bundled samples)")
+    p.add_argument("--store", metavar="STORE", help="precomputed per-unit images (deepvis find-max / optimize)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--open", action="store_true", help="open the toolbox in a web browser")
+    p.set_defaults(run=_cmd_serve)
     return parser
 
 

@@ -82,7 +82,7 @@ def _load(spec: str | nn.Module | Model, arch: str | None) -> Model:
 
 
 def _efficientnet_lite0(spec: str) -> Model:
-    from .efficientnet_lite import default_layers, efficientnet_lite0
+    from .efficientnet_lite import default_layers, efficientnet_lite0, pretty_names
 
     return Model(
         net=efficientnet_lite0(pretrained=True),
@@ -91,6 +91,7 @@ def _efficientnet_lite0(spec: str) -> Model:
         spec=spec,
         outputs="probs",
         default_layers=default_layers(),
+        pretty_names=pretty_names(),
     )
 
 

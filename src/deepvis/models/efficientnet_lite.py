@@ -101,6 +101,17 @@ def default_layers() -> list[str]:
         "head.act", "pool", "classifier", "prob"]
 
 
+def pretty_names() -> dict[str, str]:
+    """Short names for the layer list: 'stem', 'block 5 (80)', 'logits', ..."""
+    names = {"stem.act": "stem", "head.act": "head", "pool": "pool", "classifier": "logits", "prob": "prob"}
+    index = 0
+    for repeats, _kernel, _stride, _expand, _cin, cout in STAGES:
+        for _ in range(repeats):
+            names[f"blocks.{index}"] = f"block {index}"
+            index += 1
+    return names
+
+
 _BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\._(expand_conv|bn0|depthwise_conv|bn1|project_conv|bn2)\.(.+)$")
 _BLOCK_PARTS = {"expand_conv": "expand.conv", "bn0": "expand.bn", "depthwise_conv": "depthwise.conv",
                 "bn1": "depthwise.bn", "project_conv": "project.conv", "bn2": "project.bn"}

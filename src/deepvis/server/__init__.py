@@ -1,0 +1,1 @@
+"""The live toolbox in the browser: ``deepvis serve``."""

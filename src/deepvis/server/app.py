@@ -1,0 +1,136 @@
+"""Every route of the web app. Handlers parse, call one Toolbox method, and format; no algorithms here."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..errors import DeepvisError
+from .session import Toolbox, ViewRequest
+
+STATIC_ROOT = Path(str(resources.files("deepvis.server").joinpath("static")))
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        "media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+
+class _SecurityHeaders(BaseHTTPMiddleware):
+    async def dispatch(self, request, call_next):
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+
+def _error(message: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"upload of {int(declared):,} bytes is over the limit of {limit:,} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"upload is over the limit of {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(toolbox: Toolbox) -> Starlette:
+    """The Starlette app serving one :class:`Toolbox`."""
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC_ROOT / "index.html")
+
+    async def info(request: Request) -> Response:
+        return JSONResponse(toolbox.info())
+
+    async def input_file(request: Request) -> Response:
+        item = await run_in_threadpool(toolbox.input_from_file, request.path_params["index"],
+                                       request.query_params.get("resize"))
+        return JSONResponse(item.info())
+
+    async def input_upload(request: Request) -> Response:
+        data = await _body(request, toolbox.max_upload_bytes)
+        if not data:
+            return _error("the upload is empty")
+        name = request.query_params.get("name", "upload")[:200]
+        tab = request.query_params.get("tab") if request.url.path.endswith("/frame") else None
+        item = await run_in_threadpool(toolbox.input_from_bytes, data, name, request.query_params.get("resize"), tab)
+        return JSONResponse(item.info())
+
+    async def input_image(request: Request) -> Response:
+        png = await run_in_threadpool(toolbox.input_png, request.path_params["input"])
+        return Response(png, media_type="image/png")
+
+    async def view(request: Request) -> Response:
+        try:
+            data = await request.json()
+        except ValueError:
+            return _error("the view request must be JSON")
+        result = await run_in_threadpool(toolbox.view, ViewRequest.from_json(data))
+        return JSONResponse(result)
+
+    async def unit(request: Request) -> Response:
+        layer = request.query_params.get("layer", "")
+        channel = request.query_params.get("channel", "")
+        if not channel.isdigit():
+            return _error(f"channel must be a non-negative integer, got {channel!r}")
+        return JSONResponse(toolbox.unit_images(layer, int(channel)))
+
+    async def store_file(request: Request) -> Response:
+        if toolbox.store is None:
+            return _error("no store: start the server with --store STORE", 404)
+        root = toolbox.store
+        target = (root / request.path_params["path"]).resolve()
+        if not target.is_relative_to(root) or not target.is_file():
+            return _error("not found", 404)
+        return FileResponse(target)
+
+    async def deepvis_error(request: Request, exc: DeepvisError) -> Response:
+        return _error(" ".join(str(exc).split()))
+
+    async def unknown_input(request: Request, exc: KeyError) -> Response:
+        return _error(f"unknown input {exc.args[0]!r}: it may have been dropped from the cache; send the image again",
+                      404)
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return _error(str(exc.detail), exc.status_code)
+
+    routes = [
+        Route("/", index),
+        Route("/api/info", info),
+        Route("/api/inputs/file/{index:int}", input_file, methods=["POST"]),
+        Route("/api/inputs/upload", input_upload, methods=["POST"]),
+        Route("/api/inputs/frame", input_upload, methods=["POST"]),
+        Route("/api/inputs/{input}/image.png", input_image),
+        Route("/api/view", view, methods=["POST"]),
+        Route("/api/unit", unit),
+        Route("/store/{path:path}", store_file),
+        Mount("/static", StaticFiles(directory=STATIC_ROOT), name="static"),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(_SecurityHeaders)],
+                     exception_handlers={DeepvisError: deepvis_error, KeyError: unknown_input,
+                                         HTTPException: http_error})
