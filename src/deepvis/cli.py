@@ -52,16 +52,24 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_layers(args) -> int:
+    from .receptive_field import receptive_fields
+
     model = _model(args)
-    infos = [i for i in model.layers() if args.all or i.default]
+    infos = [i for i in model.layers() if (args.all or i.default) and i.probeable]
+    # Growing the input until deep fields fit costs seconds per layer: only for the default layers.
+    fields = receptive_fields(model, [i.name for i in infos], max_scale=1 if args.all else 4)
+    for info in infos:
+        field = fields.get(info.name)
+        info.receptive_field = field.to_json() if field is not None else None
     if args.json:
         print(json.dumps([i.to_json() for i in infos], indent=2))
         return 0
     width = max((len(i.name) for i in infos), default=5)
     for info in infos:
         shape = "x".join(map(str, info.shape)) if info.shape else "-"
-        flag = "  (runs more than once: not probeable)" if info.shared else ""
-        print(f"{info.name:<{width}}  {info.type:<20} {shape}{flag}")
+        field = info.receptive_field
+        rf = f"rf {field['size']} stride {field['stride']}{'+' if field.get('clipped') else ''}" if field else ""
+        print(f"{info.name:<{width}}  {info.type:<18} {shape:<11} {rf or 'whole input'}")
     if not args.all:
         print(f"({len(infos)} default layers of {len(model.layers())}; --all lists every layer)", file=sys.stderr)
     return 0

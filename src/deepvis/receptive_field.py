@@ -1,0 +1,175 @@
+"""Receptive fields computed from the model itself, for any architecture (no tables typed in).
+
+A unit's receptive field is the set of input pixels with a path to it. It is found by one backward pass through
+a *dense* version of the network, made on the fly without touching the model: every convolution and linear layer
+gets uniform positive weights (``1 / fan_in``), max pooling becomes average pooling, normalization and rectifiers
+become the identity. Every path then carries a positive gradient, so the support of the input gradient of a
+one-hot at the unit is exactly its receptive field, clipped at the image border (zero padding lies outside).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from .backprop import _RECTIFIERS, _arg
+from .errors import UnitError
+from .models.model import Model
+from .probe import Probe, _as_model, layer_info
+from .units import Unit, parse_unit
+
+_CONVS = {F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d}
+_NORMS = {F.batch_norm, F.layer_norm, F.group_norm, F.instance_norm, F.local_response_norm}
+_MAX_POOLS = {F.max_pool1d: F.avg_pool1d, F.max_pool2d: F.avg_pool2d, F.max_pool3d: F.avg_pool3d}
+_ADAPTIVE_MAX = {F.adaptive_max_pool1d: F.adaptive_avg_pool1d, F.adaptive_max_pool2d: F.adaptive_avg_pool2d,
+                 F.adaptive_max_pool3d: F.adaptive_avg_pool3d}
+
+
+class _Dense(TorchFunctionMode):
+    """During a forward pass: uniform positive weights, average instead of max pooling, no normalization, no
+    rectification — so gradients reach every pixel a unit can see."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _CONVS or func is F.linear:
+            weight = _arg(args, kwargs, 1, "weight", None)
+            dense = torch.ones_like(weight) / weight[0].numel()
+            args = (args[0], dense, None) + tuple(args[3:])
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("weight", "bias")}
+            return func(*args, **kwargs)
+        if func in _NORMS:
+            return args[0]
+        if func in _MAX_POOLS:
+            if _arg(args, kwargs, 6, "return_indices", False):
+                return func(*args, **kwargs)
+            kernel = _arg(args, kwargs, 1, "kernel_size", None)
+            stride = _arg(args, kwargs, 2, "stride", None) or kernel
+            padding = _arg(args, kwargs, 3, "padding", 0)
+            ceil_mode = _arg(args, kwargs, 5, "ceil_mode", False)
+            return _MAX_POOLS[func](args[0], kernel, stride, padding, ceil_mode=ceil_mode)
+        if func in _ADAPTIVE_MAX:
+            return _ADAPTIVE_MAX[func](args[0], _arg(args, kwargs, 1, "output_size", None))
+        parse = _RECTIFIERS.get(func)
+        if parse is not None and args and isinstance(args[0], torch.Tensor) and parse(args, kwargs) is not None:
+            return args[0]
+        return func(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Size and stride (in input pixels, (height, width)) of a layer's units; ``clipped`` when the field is larger
+    than the largest input tried, so ``size`` is a lower bound."""
+
+    size: tuple[int, int]
+    stride: tuple[int, int]
+    clipped: bool = False
+
+    def to_json(self) -> dict:
+        square = self.size[0] == self.size[1] and self.stride[0] == self.stride[1]
+        data = {"size": self.size[0] if square else list(self.size),
+                "stride": self.stride[0] if square else list(self.stride)}
+        if self.clipped:
+            data["clipped"] = True
+        return data
+
+
+def _dense_forward(model: Model, layers: list[str], input_size: tuple[int, int]):
+    """The dense network's input (requiring grad) and the outputs of ``layers``, graph kept."""
+    height, width = input_size
+    x = torch.ones(1, model.preprocessing.channels, height, width, device=model.device, requires_grad=True)
+    with torch.enable_grad(), Probe(model, layers, keep_graph=True, stop_early=True) as probe:
+        with _Dense():
+            probe.run(x)
+    for layer in layers:
+        if probe[layer].dim() != 4:
+            raise UnitError(f"layer '{layer}' has no spatial dimensions (output shape {tuple(probe[layer].shape[1:])})"
+                            ": each of its units sees the whole input")
+    return x, probe.activations
+
+
+def _box(x: torch.Tensor, act: torch.Tensor, y: int, x_pos: int, retain: bool):
+    """(top, left, bottom, right) of the input support of unit (y, x) of ``act``; None if empty."""
+    start = torch.zeros_like(act)
+    start[0, :, y, x_pos] = 1.0
+    (grad,) = torch.autograd.grad(act, x, start, retain_graph=retain)
+    seen = grad[0].abs().sum(0) > 0
+    rows, cols = seen.any(1).nonzero(), seen.any(0).nonzero()
+    if rows.numel() == 0:
+        return None
+    return int(rows.min()), int(cols.min()), int(rows.max()), int(cols.max())
+
+
+def input_box(model: Model, unit: str | Unit, input_size: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
+    """The input pixels a unit at ``layer:channel@y,x`` sees, as ``(top, left, bottom, right)`` (inclusive),
+    clipped at the image border, for an input of ``input_size`` (default: the model's)."""
+    model = _as_model(model)
+    unit = parse_unit(unit)
+    if unit.position is None:
+        raise UnitError(f"unit '{unit}' needs a position (layer:channel@y,x) for its receptive field")
+    x, acts = _dense_forward(model, [unit.layer], input_size or model.preprocessing.input_size)
+    act = acts[unit.layer]
+    y, x_pos = unit.position
+    if y >= act.shape[2] or x_pos >= act.shape[3]:
+        raise UnitError(f"position {y},{x_pos} out of range for layer '{unit.layer}' of size "
+                        f"{act.shape[2]}x{act.shape[3]}")
+    box = _box(x, act, y, x_pos, retain=False)
+    if box is None:
+        raise UnitError(f"unit '{unit}' does not depend on the input")
+    return box
+
+
+def receptive_fields(model: Model, layers: list[str] | None = None,
+                     max_scale: int = 4) -> dict[str, ReceptiveField | None]:
+    """Receptive field size and stride of each layer's units, measured at a central unit and its diagonal
+    neighbour; the input grows (up to ``max_scale`` times the model's input size) until the field fits inside.
+    ``None`` for layers without spatial dimensions or with a single position still clipped at the largest input
+    (global pooling): each of their units sees the whole input."""
+    model = _as_model(model)
+    names = layers if layers is not None else [i.name for i in model.layers() if i.default]
+    result: dict[str, ReceptiveField | None] = {}
+    pending = []
+    for name in names:
+        info = layer_info(model, name)
+        if len(info.shape) != 3:
+            result[name] = None
+        else:
+            pending.append(name)
+    base_h, base_w = model.preprocessing.input_size
+    scale = 1
+    while pending:
+        size = (base_h * scale, base_w * scale)
+        x, acts = _dense_forward(model, pending, size)
+        still = []
+        for n, name in enumerate(pending):
+            act = acts[name]
+            h, w = act.shape[2:]
+            cy, cx = (h - 1) // 2, (w - 1) // 2
+            last = n + 1 == len(pending)
+            center = _box(x, act, cy, cx, retain=True)
+            diagonal = _box(x, act, min(cy + 1, h - 1), min(cx + 1, w - 1), retain=not last)
+            if center is None:
+                raise UnitError(f"layer '{name}' does not depend on the input")
+            inside = center[0] > 0 and center[1] > 0 and center[2] < size[0] - 1 and center[3] < size[1] - 1
+            if not inside and scale * 2 <= max_scale:
+                still.append(name)
+                continue
+            if not inside and h == w == 1:
+                result[name] = None  # a global pool: its units see the whole input, whatever its size
+                continue
+            stride_y = diagonal[0] - center[0] if diagonal and cy + 1 < h else center[2] - center[0] + 1
+            stride_x = diagonal[1] - center[1] if diagonal and cx + 1 < w else center[3] - center[1] + 1
+            result[name] = ReceptiveField((center[2] - center[0] + 1, center[3] - center[1] + 1),
+                                          (max(stride_y, 1), max(stride_x, 1)), clipped=not inside)
+        pending, scale = still, scale * 2
+    return {name: result[name] for name in names}
+
+
+def receptive_field(model: Model, layer: str, max_scale: int = 4) -> ReceptiveField:
+    """Receptive field size and stride of one spatial layer's units (see :func:`receptive_fields`)."""
+    field = receptive_fields(model, [layer], max_scale)[layer]
+    if field is None:
+        raise UnitError(f"layer '{layer}' has no spatial dimensions: each of its units sees the whole input")
+    return field
