@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -20,7 +21,8 @@ class _Parser(argparse.ArgumentParser):
 def _model(args):
     from .models import load_model
 
-    return load_model(args.model, device=args.device, arch=getattr(args, "arch", None))
+    overrides = {"input_size": args.input_size} if getattr(args, "input_size", None) else {}
+    return load_model(args.model, device=args.device, arch=getattr(args, "arch", None), **overrides)
 
 
 def _cmd_predict(args) -> int:
@@ -94,6 +96,20 @@ def _cmd_backprop(args) -> int:
     return 0
 
 
+def _cmd_find_max(args) -> int:
+    from .findmax import find_max
+
+    model = _model(args)
+    store = find_max(model, args.images, args.out, layers=args.layers, k=args.k, batch_size=args.batch_size,
+                     workers=args.workers, resume=args.resume, force=args.force,
+                     checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    if os.environ.get("RANK", "0") == "0" and not args.quiet:
+        manifest = store.read_manifest()
+        print(f"wrote {store.root}: top-{manifest['k']} of {manifest['images']} images for "
+              f"{len(manifest['layers'])} layers; {len(manifest['skipped'])} images skipped")
+    return 0
+
+
 def _cmd_serve(args) -> int:
     import ipaddress
     import webbrowser
@@ -154,6 +170,19 @@ def _output_image(text: str) -> str:
     return text
 
 
+def _size(text: str) -> tuple[int, int]:
+    parts = text.replace("x", ",").split(",")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected H,W or N (pixels), got {text!r}")
+    return values[0], values[1]
+
+
 def _unit(text: str):
     try:
         return parse_unit(text)
@@ -171,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "or a TorchScript file")
     common.add_argument("--arch", metavar="FACTORY", help="architecture factory for a state-dict --model file")
     common.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    common.add_argument("--input-size", type=_size, metavar="H,W", help="override the model's input size")
     common.add_argument("-q", "--quiet", action="store_true", help="print less")
     common.add_argument("-v", "--verbose", action="store_true", help="print tracebacks of errors")
     resize = argparse.ArgumentParser(add_help=False)
@@ -203,6 +233,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from the unit's whole activation map (default) or a one-hot at its maximum")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png", type=_output_image)
     p.set_defaults(run=_cmd_backprop)
+
+    p = sub.add_parser("find-max", parents=[common], help="the dataset images that excite each unit most")
+    p.add_argument("images", metavar="IMAGES", help="a folder of images (recursive) or a list file")
+    p.add_argument("--out", required=True, metavar="STORE", help="the store directory to write")
+    p.add_argument("--layers", nargs="+", metavar="L", help="layers to scan (default: the model's default layers)")
+    p.add_argument("--k", type=_positive_int, default=9, help="images kept per unit (default 9)")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--workers", type=int, default=0, help="image-decoding worker processes (default 0)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted scan")
+    p.add_argument("--force", action="store_true", help="replace an existing store or interrupted scan")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=1000, metavar="N",
+                   help="save progress every N images (default 1000)")
+    p.set_defaults(run=_cmd_find_max)
 
     p = sub.add_parser("serve", parents=[common], help="the live toolbox in the browser")
     p.add_argument("--images", metavar="DIR|LIST", help="a folder of images or a list file (default: bundled samples)")

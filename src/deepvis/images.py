@@ -206,3 +206,28 @@ def _to_unit(a: np.ndarray, stretch: bool = True) -> np.ndarray:
     if not stretch:
         return f
     return (f - low) / (high - low) if high > low else np.zeros_like(f)
+
+
+def find_images(source: str | Path | None) -> tuple[Path | None, list[Path]]:
+    """The image root and its image files: a directory (recursive, sorted, by extension, any case) or a list file
+    (one path per line, relative to the list file, an optional label after whitespace)."""
+    if source is None:
+        from .samples import sample_images
+
+        files = sample_images()
+        return (files[0].parent if files else None), files
+    path = Path(source).expanduser()
+    if path.is_dir():
+        # Broken links are kept: reading them fails later with a clear reason instead of a silent omission.
+        files = sorted(p for p in path.rglob("*")
+                       if (p.is_file() or p.is_symlink()) and p.suffix.lower() in IMAGE_EXTENSIONS)
+        return path.resolve(), [path.resolve() / p.relative_to(path) for p in files]
+    if path.is_file():
+        root = path.parent.resolve()
+        files = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            entry = line.strip().split()[0] if line.strip() and not line.lstrip().startswith("#") else ""
+            if entry:
+                files.append((root / entry).resolve())
+        return root, files
+    raise ImageError(f"images '{source}' is neither a directory nor a list file")

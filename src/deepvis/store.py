@@ -1,0 +1,108 @@
+"""The on-disk store of per-unit results; the one module that knows its layout. Every write is atomic.
+
+```
+STORE/manifest.json                 format, model, preprocessing, image source, k, layers, skipped images, provenance
+STORE/images.txt                    image index -> path relative to the image root
+STORE/<layer>/topk.npz              values, images, y, x: (C, k) arrays, rank 0 = highest
+STORE/<layer>/<channel:04d>/...     crops, backward images, montages, optimized images
+```
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import string
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DeepvisError
+
+FORMAT_VERSION = 1
+_SAFE = set(string.ascii_letters + string.digits + "._-")
+
+
+def layer_dirname(layer: str) -> str:
+    """The layer name with every character outside ``[A-Za-z0-9._-]`` percent-encoded (UTF-8)."""
+    return "".join(c if c in _SAFE else "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in layer)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Store:
+    """A directory of precomputed per-unit results for one model."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # ------------------------------------------------------------ paths
+    def layer_dir(self, layer: str) -> Path:
+        return self.root / layer_dirname(layer)
+
+    def unit_dir(self, layer: str, channel: int) -> Path:
+        return self.layer_dir(layer) / f"{channel:04d}"
+
+    # ------------------------------------------------------------ manifest and image list
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def read_manifest(self) -> dict:
+        try:
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DeepvisError(f"'{self.root}' is not a deepvis store (no manifest.json): "
+                               "make one with deepvis find-max IMAGES --out STORE") from None
+        except (OSError, ValueError) as exc:
+            raise DeepvisError(f"cannot read '{self.manifest_path}': {exc}") from None
+
+    def write_manifest(self, manifest: dict) -> None:
+        manifest = {"format": FORMAT_VERSION, **manifest}
+        atomic_write_bytes(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=False).encode("utf-8"))
+
+    def write_image_list(self, relative_paths: list[str]) -> None:
+        atomic_write_bytes(self.root / "images.txt", "".join(f"{p}\n" for p in relative_paths).encode("utf-8"))
+
+    def read_image_list(self) -> list[str]:
+        path = self.root / "images.txt"
+        if not path.is_file():
+            raise DeepvisError(f"'{self.root}' has no images.txt")
+        return path.read_text(encoding="utf-8").splitlines()
+
+    # ------------------------------------------------------------ top-k
+    def write_topk(self, layer: str, values, images, ys, xs) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, values=np.asarray(values, np.float32), images=np.asarray(images, np.int64),
+                 y=np.asarray(ys, np.int64), x=np.asarray(xs, np.int64))
+        atomic_write_bytes(self.layer_dir(layer) / "topk.npz", buffer.getvalue())
+
+    def read_topk(self, layer: str) -> dict[str, np.ndarray]:
+        path = self.layer_dir(layer) / "topk.npz"
+        if not path.is_file():
+            raise DeepvisError(f"the store '{self.root}' has no top-k for layer '{layer}': "
+                               f"run deepvis find-max IMAGES --out {self.root} --layers {layer}")
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in ("values", "images", "y", "x")}
