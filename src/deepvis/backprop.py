@@ -198,7 +198,12 @@ class BackpropResult:
         return back_image(self.rgb_grad(), filter)
 
 
-def _start_signal(act: torch.Tensor, unit: Unit, signal: str) -> torch.Tensor:
+def _start_signal(act: torch.Tensor, unit: Unit, signal: str | torch.Tensor) -> torch.Tensor:
+    if isinstance(signal, torch.Tensor):
+        if signal.shape != act.shape:
+            raise DeepvisError(f"a start signal tensor must have the shape of layer '{unit.layer}''s output "
+                               f"{tuple(act.shape)}, got {tuple(signal.shape)}")
+        return signal.to(device=act.device, dtype=act.dtype)
     channels = act.shape[1]
     if unit.channel >= channels:
         raise UnitError(f"channel {unit.channel} out of range for layer '{unit.layer}', which has {channels} "
@@ -226,9 +231,12 @@ def _start_signal(act: torch.Tensor, unit: Unit, signal: str) -> torch.Tensor:
 
 
 def backprop_batch(model: Model | nn.Module, x: torch.Tensor, unit: str | Unit, mode: Mode = "gradient",
-                   signal: Signal = "map", layers: Iterable[str] = ()) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                dict[str, torch.Tensor], int]:
+                   signal: Signal | torch.Tensor = "map", layers: Iterable[str] = ()) -> tuple[
+                       torch.Tensor, torch.Tensor, dict[str, torch.Tensor], int]:
     """Batched core of :func:`backprop` on a preprocessed (N, C, H, W) input.
+
+    ``signal`` may also be a tensor of the unit layer's output shape (batch included): the gradient to start from,
+    e.g. one-hots at a different position for each image.
 
     Returns ``(input_grad, activation, layer_grads, rectifiers_modified)``, each with the batch dimension.
     """

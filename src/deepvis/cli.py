@@ -19,10 +19,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _model(args):
-    from .models import load_model
+    from .models import DEFAULT_MODEL, load_model
 
     overrides = {"input_size": args.input_size} if getattr(args, "input_size", None) else {}
-    return load_model(args.model, device=args.device, arch=getattr(args, "arch", None), **overrides)
+    return load_model(args.model or DEFAULT_MODEL, device=args.device, arch=getattr(args, "arch", None), **overrides)
 
 
 def _cmd_predict(args) -> int:
@@ -107,6 +107,29 @@ def _cmd_find_max(args) -> int:
         manifest = store.read_manifest()
         print(f"wrote {store.root}: top-{manifest['k']} of {manifest['images']} images for "
               f"{len(manifest['layers'])} layers; {len(manifest['skipped'])} images skipped")
+    return 0
+
+
+def _cmd_crops(args) -> int:
+    from .crops import make_crops
+    from .store import Store
+
+    manifest = Store(args.store).read_manifest()
+    if args.model is None:
+        args.model = manifest["model"]
+    if args.input_size is None:
+        args.input_size = tuple(manifest["preprocessing"]["input_size"])
+    model = _model(args)
+    channels = None
+    if args.units:
+        first, _, last = args.units.partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            raise _UsageError(f"--units must look like 0-63 or 5, got {args.units!r}")
+        channels = range(int(first), int(last or first) + 1)
+    make_crops(model, args.store, layers=args.layers, kinds=tuple(args.kinds), channels=channels, force=args.force,
+               progress=not args.quiet)
+    if not args.quiet:
+        print(f"wrote crops ({', '.join(args.kinds)}) into {args.store}")
     return 0
 
 
@@ -195,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .render import FILTERS
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model", default="efficientnet-lite0", metavar="SPEC",
+    common.add_argument("--model", default=None, metavar="SPEC",
                         help="model spec: efficientnet-lite0 (default), module.path:factory, file.py:factory, "
                              "or a TorchScript file")
     common.add_argument("--arch", metavar="FACTORY", help="architecture factory for a state-dict --model file")
@@ -246,6 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=_positive_int, default=1000, metavar="N",
                    help="save progress every N images (default 1000)")
     p.set_defaults(run=_cmd_find_max)
+
+    p = sub.add_parser("crops", parents=[common], help="receptive-field crops and their backward images")
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("--layers", nargs="+", metavar="L", help="layers (default: all in the store)")
+    p.add_argument("--kinds", nargs="+", default=["image", "deconv"], choices=["image", "deconv", "gradient", "guided"])
+    p.add_argument("--units", metavar="FIRST-LAST", help="only these channels, e.g. 0-63")
+    p.add_argument("--force", action="store_true", help="rewrite units already written")
+    p.set_defaults(run=_cmd_crops)
 
     p = sub.add_parser("serve", parents=[common], help="the live toolbox in the browser")
     p.add_argument("--images", metavar="DIR|LIST", help="a folder of images or a list file (default: bundled samples)")

@@ -58,6 +58,18 @@ class _Dense(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def field_from_json(data: dict | None) -> "ReceptiveField | None":
+    """The inverse of :meth:`ReceptiveField.to_json` (as stored in a store's manifest)."""
+    if not data:
+        return None
+
+    def pair(value):
+        return tuple(value) if isinstance(value, list) else (value, value)
+
+    return ReceptiveField(pair(data["size"]), pair(data["stride"]), bool(data.get("clipped", False)),
+                          tuple(data.get("offset", (0, 0))))
+
+
 @dataclass(frozen=True)
 class ReceptiveField:
     """Size and stride (in input pixels, (height, width)) of a layer's units; ``clipped`` when the field is larger
@@ -66,11 +78,17 @@ class ReceptiveField:
     size: tuple[int, int]
     stride: tuple[int, int]
     clipped: bool = False
+    offset: tuple[int, int] = (0, 0)  # top-left input pixel of unit (0, 0)'s field (negative: it hangs over)
+
+    def box(self, y: int, x: int) -> tuple[int, int, int, int]:
+        """Unclipped field of the unit at (y, x): (top, left, bottom, right), bottom/right exclusive."""
+        top, left = self.offset[0] + y * self.stride[0], self.offset[1] + x * self.stride[1]
+        return top, left, top + self.size[0], left + self.size[1]
 
     def to_json(self) -> dict:
         square = self.size[0] == self.size[1] and self.stride[0] == self.stride[1]
         data = {"size": self.size[0] if square else list(self.size),
-                "stride": self.stride[0] if square else list(self.stride)}
+                "stride": self.stride[0] if square else list(self.stride), "offset": list(self.offset)}
         if self.clipped:
             data["clipped"] = True
         return data
@@ -161,8 +179,10 @@ def receptive_fields(model: Model, layers: list[str] | None = None,
                 continue
             stride_y = diagonal[0] - center[0] if diagonal and cy + 1 < h else center[2] - center[0] + 1
             stride_x = diagonal[1] - center[1] if diagonal and cx + 1 < w else center[3] - center[1] + 1
-            result[name] = ReceptiveField((center[2] - center[0] + 1, center[3] - center[1] + 1),
-                                          (max(stride_y, 1), max(stride_x, 1)), clipped=not inside)
+            stride = (max(stride_y, 1), max(stride_x, 1))
+            result[name] = ReceptiveField((center[2] - center[0] + 1, center[3] - center[1] + 1), stride,
+                                          clipped=not inside,
+                                          offset=(center[0] - cy * stride[0], center[1] - cx * stride[1]))
         pending, scale = still, scale * 2
     return {name: result[name] for name in names}
 

@@ -1,0 +1,172 @@
+"""Per-unit pictures from a find-max store: the receptive-field crop of each top image and its backward images.
+
+For unit ``layer:channel`` and each of its k top images, the crop is the part of the input (as the network saw
+it) inside the unit's receptive field at the recorded position, padded black where the field leaves the image;
+its ``deconv`` / ``gradient`` / ``guided`` images start from a one-hot at that position. Montages of the k crops
+per kind, and a sprite of every channel's best crop per layer and kind (the toolbox's pattern mode), complete it.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import render
+from .backprop import backprop_batch
+from .errors import DeepvisError
+from .images import load_image
+from .models.model import Model
+from .progress import Progress
+from .receptive_field import ReceptiveField, field_from_json
+from .store import Store, atomic_write_bytes
+from .units import Unit
+
+KINDS = ("image", "deconv", "gradient", "guided")
+SPRITE_TILE = 64
+
+
+def crop_box(array: np.ndarray, box: tuple[int, int, int, int], fill: float = 0.0) -> np.ndarray:
+    """``array[top:bottom, left:right]`` of an HxWxC array, padded with ``fill`` where the box leaves it."""
+    top, left, bottom, right = box
+    height, width = array.shape[:2]
+    out = np.full((bottom - top, right - left) + array.shape[2:], fill, dtype=array.dtype)
+    y0, x0, y1, x1 = max(top, 0), max(left, 0), min(bottom, height), min(right, width)
+    if y1 > y0 and x1 > x0:
+        out[y0 - top:y1 - top, x0 - left:x1 - left] = array[y0:y1, x0:x1]
+    return out
+
+
+def unit_box(field: ReceptiveField | None, y: int, x: int, input_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The box to crop for a unit at (y, x): its field, or the whole input for global / fully connected units and
+    fields larger than the input."""
+    height, width = input_size
+    if field is None or y < 0 or field.size[0] >= height or field.size[1] >= width:
+        return 0, 0, height, width
+    return field.box(y, x)
+
+
+def _jpeg(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    render.to_pil(image).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _same_size(images: list[np.ndarray]) -> list[np.ndarray]:
+    height = max(i.shape[0] for i in images)
+    width = max(i.shape[1] for i in images)
+    return [i if i.shape[:2] == (height, width) else
+            np.asarray(render.to_pil(i).resize((width, height), Image.BILINEAR), np.float32) / 255.0 for i in images]
+
+
+class _Inputs:
+    """Preprocessed images by index, with a small cache (a unit's top images often repeat across channels)."""
+
+    def __init__(self, model: Model, files: list[Path], size: int = 256):
+        self.model, self.files, self.cache, self.size = model, files, OrderedDict(), size
+
+    def get(self, index: int) -> tuple[torch.Tensor, np.ndarray]:
+        if index in self.cache:
+            self.cache.move_to_end(index)
+            return self.cache[index]
+        fitted = self.model.preprocessing.fit(load_image(self.files[index]))
+        item = (self.model.preprocessing.to_tensor(fitted, "stretch"), np.asarray(fitted, np.float32) / 255.0)
+        self.cache[index] = item
+        if len(self.cache) > self.size:
+            self.cache.popitem(last=False)
+        return item
+
+
+def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
+               kinds: tuple[str, ...] = ("image", "deconv"), channels: range | None = None,
+               force: bool = False, progress: bool = True) -> Store:
+    """Write crops, backward images, montages and sprites for the units of a find-max store (skipping units
+    already written unless ``force``)."""
+    store = Store(store)
+    manifest = store.read_manifest()
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise DeepvisError(f"unknown kind {unknown[0]!r}: use any of {', '.join(KINDS)}")
+    layers = layers or list(manifest["layers"])
+    missing = [name for name in layers if name not in manifest["layers"]]
+    if missing:
+        raise DeepvisError(f"layer '{missing[0]}' is not in the store (it has {', '.join(manifest['layers'])})")
+    if tuple(manifest["preprocessing"]["input_size"]) != tuple(model.preprocessing.input_size):
+        raise DeepvisError(f"the store was made at input size {manifest['preprocessing']['input_size']}, the model "
+                           f"now has {list(model.preprocessing.input_size)}: use the same --input-size")
+    root = Path(manifest["image_root"])
+    files = [root / p for p in store.read_image_list()]
+    inputs = _Inputs(model, files)
+    total = sum(len(channels or range(manifest["layers"][n]["channels"])) for n in layers)
+    bar = Progress(total, "crops", unit="units", enabled=progress)
+    for name in layers:
+        field = field_from_json(manifest["layers"][name].get("receptive_field"))
+        top = store.read_topk(name)
+        count = manifest["layers"][name]["channels"]
+        for channel in channels or range(count):
+            if channel >= count:
+                raise DeepvisError(f"channel {channel} out of range for layer '{name}' ({count} channels)")
+            folder = store.unit_dir(name, channel)
+            if force or not all((folder / f"{kind}.jpg").exists() for kind in kinds):
+                _unit_crops(model, inputs, folder, name, channel, top, field, kinds)
+            bar.update(1)
+        for kind in kinds:
+            _sprite(store, name, count, kind)
+    bar.close()
+    return store
+
+
+def _unit_crops(model, inputs: _Inputs, folder: Path, layer: str, channel: int, top: dict, field, kinds) -> None:
+    ranks = [r for r in range(top["images"].shape[1]) if top["images"][channel, r] >= 0]
+    if not ranks:
+        return
+    size = model.preprocessing.input_size
+    loaded = [inputs.get(int(top["images"][channel, r])) for r in ranks]
+    positions = [(int(top["y"][channel, r]), int(top["x"][channel, r])) for r in ranks]
+    boxes = [unit_box(field, y, x, size) for y, x in positions]
+    pictures: dict[str, list[np.ndarray]] = {}
+    if "image" in kinds:
+        pictures["image"] = [crop_box(pixels, box) for (_, pixels), box in zip(loaded, boxes)]
+    backward = [k for k in kinds if k != "image"]
+    if backward:
+        x = torch.stack([t for t, _ in loaded]).to(model.device)
+        shape = (len(ranks),) + tuple(model.layers()[[i.name for i in model.layers()].index(layer)].shape)
+        start = torch.zeros(shape, device=model.device)
+        for n, (y, x_pos) in enumerate(positions):
+            if y >= 0:
+                start[n, channel, y, x_pos] = 1.0
+            else:
+                start[n, channel] = 1.0
+        for kind in backward:
+            mode = "gradient" if kind == "gradient" else kind
+            grads, _, _, _ = backprop_batch(model, x, Unit(layer, channel), mode, signal=start)
+            rgb = model.preprocessing.to_rgb(grads).permute(0, 2, 3, 1).cpu().numpy()
+            pictures[kind] = [render.back_image(crop_box(g, box), "raw") for g, box in zip(rgb, boxes)]
+    for kind, images in pictures.items():
+        for rank, image in zip(ranks, images):
+            atomic_write_bytes(folder / f"{kind}_{rank:02d}.jpg", _jpeg(image))
+        atomic_write_bytes(folder / f"{kind}.jpg", _jpeg(render.montage(_same_size(images), pad=2)))
+
+
+def _sprite(store: Store, layer: str, count: int, kind: str) -> None:
+    """Every channel's best crop of one kind in a square grid, row-major, no spacing (pattern mode)."""
+    side = math.ceil(math.sqrt(count))
+    sprite = Image.new("RGB", (side * SPRITE_TILE, side * SPRITE_TILE))
+    found = False
+    for channel in range(count):
+        path = store.unit_dir(layer, channel) / f"{kind}_00.jpg"
+        if path.exists():
+            with Image.open(path) as tile:
+                tile = tile.convert("RGB").resize((SPRITE_TILE, SPRITE_TILE), Image.BILINEAR)
+            row, col = divmod(channel, side)
+            sprite.paste(tile, (col * SPRITE_TILE, row * SPRITE_TILE))
+            found = True
+    if found:
+        buffer = io.BytesIO()
+        sprite.save(buffer, format="JPEG", quality=90)
+        atomic_write_bytes(store.layer_dir(layer) / f"sprite_{kind}.jpg", buffer.getvalue())

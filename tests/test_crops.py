@@ -1,0 +1,66 @@
+"""Crops from a find-max store: boxes, padding, backward images inside the field, montages, sprites, skipping."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import deepvis
+from deepvis.crops import crop_box, make_crops, unit_box
+from deepvis.findmax import find_max
+from deepvis.receptive_field import ReceptiveField, field_from_json
+
+skimage_data = pytest.importorskip("skimage.data")
+
+
+def test_crop_box_pads_outside_the_image():
+    a = np.arange(5 * 6 * 3, dtype=np.float32).reshape(5, 6, 3) + 1
+    out = crop_box(a, (-2, 4, 3, 9))
+    assert out.shape == (5, 5, 3)
+    assert np.all(out[:2] == 0) and np.all(out[:, 2:] == 0)
+    assert np.array_equal(out[2:, :2], a[0:3, 4:6])
+
+
+def test_unit_box_from_field():
+    field = ReceptiveField((35, 35), (8, 8), offset=(-10, -10))
+    assert unit_box(field, 5, 7, (112, 112)) == (30, 46, 65, 81)
+    assert unit_box(None, -1, -1, (112, 96)) == (0, 0, 112, 96)
+    assert unit_box(ReceptiveField((300, 300), (32, 32)), 1, 1, (224, 224)) == (0, 0, 224, 224)
+    assert field_from_json(field.to_json()) == field
+
+
+@pytest.mark.slow
+def test_crops_of_a_small_store(tmp_path):
+    model = deepvis.load_model(input_size=(112, 112))
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("chelsea", "coffee", "astronaut", "rocket"):
+        Image.fromarray(getattr(skimage_data, name)()).save(folder / f"{name}.png")
+    store = find_max(model, folder, tmp_path / "store", layers=["blocks.3", "classifier"], k=2, progress=False)
+    make_crops(model, store.root, layers=["blocks.3"], kinds=("image", "guided"), channels=range(0, 3),
+               progress=False)
+    make_crops(model, store.root, layers=["classifier"], kinds=("image",), channels=range(285, 286), progress=False)
+    top = store.read_topk("blocks.3")
+    field = field_from_json(store.read_manifest()["layers"]["blocks.3"]["receptive_field"])
+    files = store.read_image_list()
+    for channel in range(3):
+        unit = store.unit_dir("blocks.3", channel)
+        for rank in range(2):
+            image = np.asarray(Image.open(unit / f"image_{rank:02d}.jpg"), np.float32) / 255
+            fitted = np.asarray(model.preprocessing.fit(deepvis.load_image(folder / files[top["images"][channel, rank]])),
+                                np.float32) / 255
+            expected = crop_box(fitted, unit_box(field, top["y"][channel, rank], top["x"][channel, rank], (112, 112)))
+            assert image.shape == expected.shape == (35, 35, 3)
+            assert np.abs(image - expected).mean() < 0.05  # JPEG
+            guided = np.asarray(Image.open(unit / f"guided_{rank:02d}.jpg"), np.float32)
+            assert guided.std() > 1  # a real picture, not a flat grey
+        assert (unit / "image.jpg").exists() and (unit / "guided.jpg").exists()
+    assert (store.layer_dir("blocks.3") / "sprite_image.jpg").exists()
+    cat = np.asarray(Image.open(store.unit_dir("classifier", 285) / "image_00.jpg"))
+    assert cat.shape == (112, 112, 3)  # a fully connected unit sees the whole input
+    stamp = (store.unit_dir("blocks.3", 0) / "image_00.jpg").stat().st_mtime_ns
+    make_crops(model, store.root, layers=["blocks.3"], kinds=("image",), channels=range(0, 1), progress=False)
+    assert (store.unit_dir("blocks.3", 0) / "image_00.jpg").stat().st_mtime_ns == stamp  # done units are skipped
+    with pytest.raises(deepvis.DeepvisError, match="not in the store"):
+        make_crops(model, store.root, layers=["blocks.9"], progress=False)
+    assert torch._C._len_torch_function_stack() == 0
