@@ -144,11 +144,18 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, image_dir, brute_for
 @pytest.mark.slow
 def test_two_torchrun_processes_equal_one(tmp_path, image_dir, brute_force):
     out = tmp_path / "store"
-    result = subprocess.run(
+    process = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          "-m", "deepvis", "find-max", str(image_dir), "--out", str(out), "--layers", *LAYERS,
          "--input-size", "112,112", "--batch-size", "16", "-q"],
-        capture_output=True, text=True, env=ENV, timeout=300)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # torchrun's workers too
+        process.communicate()
+        raise
+    result = subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
     assert result.returncode == 0, result.stderr[-2000:]
     manifest = Store(out).read_manifest()
     assert manifest["provenance"]["processes"] == 2

@@ -1,8 +1,9 @@
 """Streaming per-channel top-k over a dataset, tensors only: the heart of find-max.
 
-Each image contributes, per channel, one entry: its spatial maximum and where it is. Entries are ordered by value
-(highest first), ties broken by the lower image index, then the lower position — a total order, so the result is
-the same whatever the batch size, the order batches arrive in, or how many processes share the work.
+Each image contributes, per channel, one entry: its spatial maximum and where it is (the first maximum in row-major
+order). Entries are ordered by value (highest first), ties broken by the lower image index — a total order, since
+an image has one entry per channel — so the result is the same whatever the batch size, the order batches arrive
+in, or how many processes share the work.
 """
 
 from __future__ import annotations
@@ -49,19 +50,24 @@ class TopK:
                                ys.to(device).T.contiguous(), xs.to(device).T.contiguous()))
 
     def merge(self, other: "TopK") -> "TopK":
-        """The top-k of the union of two sets of entries (k of ``self``)."""
-        values = torch.cat([self.values, other.values.to(self.values.device)], dim=1)
-        images = torch.cat([self.images, other.images.to(self.images.device)], dim=1)
-        ys = torch.cat([self.ys, other.ys.to(self.ys.device)], dim=1)
-        xs = torch.cat([self.xs, other.xs.to(self.xs.device)], dim=1)
-        # Sort keys from least to most significant with stable sorts: position, image, then value (descending).
-        # Empty slots (image -1) sort after every real entry of equal (-inf) value.
-        order = torch.argsort(xs, dim=1, stable=True)
-        for key, descending in ((ys, False), (torch.where(images < 0, images.max() + 1, images), False),
-                                (values, True)):
-            order = order.gather(1, torch.argsort(key.gather(1, order), dim=1, stable=True, descending=descending))
+        """The top-k of the union of two sets of entries (k of ``self``); an image appears at most once per
+        channel in each, so (value, image) orders entries totally."""
+        other = other.to(self.values.device)
+        values = torch.cat([self.values, other.values], dim=1)
+        images = torch.cat([self.images, other.images], dim=1)
+        if self.images.min() >= 0 and other.images.min() > self.images.max():
+            # The usual case (images scanned in order, no empty slot left): ties already stand lower image first,
+            # so one stable sort by value keeps them so.
+            order = torch.sort(values, dim=1, descending=True, stable=True).indices
+        else:
+            # Image ascending first (empty slots, image -1, after every real one), then value descending.
+            keys = torch.where(images < 0, torch.iinfo(torch.int64).max, images)
+            order = torch.sort(keys, dim=1, stable=True).indices
+            order = order.gather(1, torch.sort(values.gather(1, order), dim=1, descending=True, stable=True).indices)
         top = order[:, : self.k]
-        return TopK(values.gather(1, top), images.gather(1, top), ys.gather(1, top), xs.gather(1, top))
+        ys = torch.cat([self.ys, other.ys], dim=1).gather(1, top)
+        xs = torch.cat([self.xs, other.xs], dim=1).gather(1, top)
+        return TopK(values.gather(1, top), images.gather(1, top), ys, xs)
 
     def to(self, device) -> "TopK":
         return TopK(self.values.to(device), self.images.to(device), self.ys.to(device), self.xs.to(device))
