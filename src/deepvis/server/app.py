@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -9,7 +10,6 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -19,6 +19,8 @@ from ..errors import DeepvisError
 from .session import Toolbox, ViewRequest
 
 STATIC_ROOT = Path(str(resources.files("deepvis.server").joinpath("static")))
+#: Largest view request body (a small JSON object).
+MAX_VIEW_BYTES = 64 * 1024
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -32,28 +34,44 @@ SECURITY_HEADERS = {
 }
 
 
-class _SecurityHeaders(BaseHTTPMiddleware):
-    async def dispatch(self, request, call_next):
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
+class _SecurityHeaders:
+    """Adds :data:`SECURITY_HEADERS` (unless set) to every HTTP response: a plain ASGI middleware, which costs
+    nothing per request (``BaseHTTPMiddleware`` runs each one in an extra task through memory streams)."""
+
+    def __init__(self, app):
+        self.app = app
+        self.headers = [(name.lower().encode("latin-1"), value.encode("latin-1"))
+                        for name, value in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(name, value) for name, value in self.headers if name not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def _error(message: str, status: int = 400) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-async def _body(request: Request, limit: int) -> bytes:
+async def _body(request: Request, limit: int, what: str = "upload") -> bytes:
     """The request body, refused (413) as soon as it passes ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"upload of {int(declared):,} bytes is over the limit of {limit:,} bytes")
+        raise HTTPException(413, f"{what} of {int(declared):,} bytes is over the limit of {limit:,} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise HTTPException(413, f"upload is over the limit of {limit:,} bytes")
+            raise HTTPException(413, f"{what} is over the limit of {limit:,} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -86,9 +104,10 @@ def create_app(toolbox: Toolbox) -> Starlette:
         return Response(png, media_type="image/png")
 
     async def view(request: Request) -> Response:
+        body = await _body(request, MAX_VIEW_BYTES, "view request")
         try:
-            data = await request.json()
-        except ValueError:
+            data = json.loads(body)
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             return _error("the view request must be JSON")
         result = await run_in_threadpool(toolbox.view, ViewRequest.from_json(data))
         return JSONResponse(result)
@@ -104,8 +123,11 @@ def create_app(toolbox: Toolbox) -> Starlette:
         if toolbox.store is None:
             return _error("no store: start the server with --store STORE", 404)
         root = toolbox.store
-        target = (root / request.path_params["path"]).resolve()
-        if not target.is_relative_to(root) or not target.is_file():
+        try:  # symlinks are resolved: a link to a file outside the store is not served
+            target = (root / request.path_params["path"]).resolve()
+            if not target.is_relative_to(root) or not target.is_file():
+                return _error("not found", 404)
+        except (OSError, ValueError):  # a name too long, a NUL byte...
             return _error("not found", 404)
         return FileResponse(target)
 
@@ -118,6 +140,9 @@ def create_app(toolbox: Toolbox) -> Starlette:
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
         return _error(str(exc.detail), exc.status_code)
+
+    async def internal_error(request: Request, exc: Exception) -> Response:  # a bug: still a JSON message
+        return _error(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}", 500)
 
     routes = [
         Route("/", index),
@@ -133,4 +158,4 @@ def create_app(toolbox: Toolbox) -> Starlette:
     ]
     return Starlette(routes=routes, middleware=[Middleware(_SecurityHeaders)],
                      exception_handlers={DeepvisError: deepvis_error, KeyError: unknown_input,
-                                         HTTPException: http_error})
+                                         HTTPException: http_error, Exception: internal_error})

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
+import struct
 import threading
 import time
+import zlib
 from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +24,9 @@ import torch
 from PIL import Image
 
 from .. import render
-from ..backprop import MODES, backprop_batch
+from ..backprop import MODES, _start_signal, backprop_batch, rectifier_rules
 from ..errors import DeepvisError
-from ..images import IMAGE_EXTENSIONS, load_image
+from ..images import find_images, load_image
 from ..models.model import Model
 from ..predict import Prediction
 from ..probe import Probe
@@ -32,29 +36,11 @@ from ..units import Unit
 #: Largest upload accepted, and largest decoded image (pixels), by default.
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000
-
-
-def find_images(source: str | Path | None) -> tuple[Path | None, list[Path]]:
-    """The image root and its image files: a directory (recursive, sorted, by extension, any case) or a list file
-    (one path per line, relative to the list file, an optional label after whitespace)."""
-    if source is None:
-        from ..samples import sample_images
-
-        files = sample_images()
-        return (files[0].parent if files else None), files
-    path = Path(source).expanduser()
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        return path.resolve(), [p.resolve() for p in files]
-    if path.is_file():
-        root = path.parent.resolve()
-        files = []
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            entry = line.strip().split()[0] if line.strip() and not line.lstrip().startswith("#") else ""
-            if entry:
-                files.append((root / entry).resolve())
-        return root, files
-    raise DeepvisError(f"--images '{source}' is neither a directory nor a list file")
+#: Forward passes kept with their autograd graph (about 80 MB each for EfficientNet-Lite0 at 224x224), so the
+#: backward pass of a new unit on the same input needs no forward pass.
+GRAPHS = 2
+#: Webcam tabs remembered (each one's latest frame is dropped from the cache when its next frame comes).
+TABS = 256
 
 
 @dataclass
@@ -99,15 +85,38 @@ class ViewRequest:
         if not isinstance(data, dict):
             raise DeepvisError("the view request must be a JSON object")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "input" not in known or "layer" not in known:
+            raise DeepvisError("the view request needs 'input' (an input id) and 'layer' (a layer name)")
+        for name in ("input", "layer", "cursor", "back_mode", "back_filter", "back_layer"):
+            value = known.get(name)
+            if value is not None and not isinstance(value, str):
+                raise DeepvisError(f"bad view request: '{name}' must be a string, got {value!r:.60}")
+        for name in ("show_back", "back_enabled", "back_frozen"):
+            value = known.get(name)
+            if value is None:
+                known.pop(name, None)
+            elif not isinstance(value, (bool, int)) or value not in (0, 1):
+                raise DeepvisError(f"bad view request: '{name}' must be true or false, got {value!r:.60}")
+            else:
+                known[name] = bool(value)
+        if known.get("highlight") is None or not isinstance(known["highlight"], dict):
+            known.pop("highlight", None)
         try:
             request = cls(**known)
-            request.channel = int(request.channel)
+            request.channel = _integer(request.channel, "channel")
             request.boost_indiv = float(request.boost_indiv)
             request.boost_gamma = float(request.boost_gamma)
             if request.back_channel is not None:
-                request.back_channel = int(request.back_channel)
-        except (TypeError, ValueError) as exc:
+                request.back_channel = _integer(request.back_channel, "back_channel")
+        except (TypeError, ValueError, OverflowError) as exc:
             raise DeepvisError(f"bad view request: {exc}") from None
+        if request.cursor not in ("layers", "grid"):
+            raise DeepvisError(f"bad view request: 'cursor' must be 'layers' or 'grid', got {request.cursor!r:.60}")
+        if request.back_channel is not None and request.back_channel < 0:
+            raise DeepvisError(f"bad view request: 'back_channel' must be a non-negative integer, "
+                               f"got {request.back_channel}")
+        if request.back_channel is not None and request.back_layer is None:
+            request.back_channel = None
         if request.back_mode not in MODES:
             raise DeepvisError(f"unknown backward mode {request.back_mode!r}: use one of {', '.join(MODES)}")
         if request.back_filter not in FILTERS:
@@ -117,29 +126,89 @@ class ViewRequest:
         return request
 
 
-def _b64png(image: np.ndarray) -> str:
-    return base64.b64encode(render.png_bytes(image)).decode("ascii")
+def _integer(value, name: str) -> int:
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"'{name}' must be an integer, got {value!r}")
+    if isinstance(value, (bool, list, dict)) or value is None:
+        raise ValueError(f"'{name}' must be an integer, got {value!r:.60}")
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"'{name}' must be an integer, got {value!r:.60}") from None
+
+
+def _png(image: np.ndarray, strategy: int = zlib.Z_DEFAULT_STRATEGY) -> bytes:
+    """A float HxWx3 (or HxW) image in [0, 1] as an 8-bit PNG, encoded for speed: no row filters, zlib level 1,
+    grayscale when the three channels are equal (a third of the data).
+
+    Several times faster than Pillow's default (level 6, adaptive filters) for about 15% more bytes, which on
+    the loopback or a LAN costs far less than the encoding time saved: rendering is on every frame's path.
+    ``strategy``: ``zlib.Z_RLE`` is faster and smaller for noise-like images (backward signals).
+    """
+    pixels = render.to_uint8(image)
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    elif (pixels.ndim == 3 and pixels.shape[2] == 3 and np.array_equal(pixels[:, :, 0], pixels[:, :, 1])
+          and np.array_equal(pixels[:, :, 1], pixels[:, :, 2])):
+        pixels = pixels[:, :, 0]
+    height, width = pixels.shape[:2]
+    color = 0 if pixels.ndim == 2 else 2
+    rows = np.zeros((height, 1 + pixels[0].size), np.uint8)  # each row: filter type 0 (none), then the pixels
+    rows[:, 1:] = pixels.reshape(height, -1)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, color, 0, 0, 0)
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 15, 8, strategy)
+    data = compressor.compress(rows.tobytes()) + compressor.flush()
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def _b64png(image: np.ndarray, strategy: int = zlib.Z_DEFAULT_STRATEGY) -> str:
+    return base64.b64encode(_png(image, strategy)).decode("ascii")
 
 
 class _LRU(OrderedDict):
+    """A least-recently-used cache bounded in items (and optionally in bytes); safe to share between threads."""
+
     def __init__(self, max_items: int, max_bytes: int | None = None):
         super().__init__()
         self.max_items, self.max_bytes, self.bytes = max_items, max_bytes, 0
+        self._guard = threading.RLock()
 
     def put(self, key, value, nbytes: int = 0) -> None:
-        if key in self:
-            self.bytes -= self.pop(key)[1]
-        super().__setitem__(key, (value, nbytes))
-        self.bytes += nbytes
-        while len(self) > self.max_items or (self.max_bytes and self.bytes > self.max_bytes and len(self) > 1):
-            _, (_, size) = self.popitem(last=False)
-            self.bytes -= size
+        with self._guard:
+            if key in self:
+                self.bytes -= super().pop(key)[1]
+            super().__setitem__(key, (value, nbytes))
+            self.bytes += nbytes
+            while len(self) > self.max_items or (self.max_bytes and self.bytes > self.max_bytes and len(self) > 1):
+                _, (_, size) = self.popitem(last=False)
+                self.bytes -= size
 
     def fetch(self, key):
-        if key not in self:
-            return None
-        self.move_to_end(key)
-        return super().__getitem__(key)[0]
+        with self._guard:
+            if key not in self:
+                return None
+            self.move_to_end(key)
+            return super().__getitem__(key)[0]
+
+    def drop(self, key) -> None:
+        with self._guard:
+            if key in self:
+                self.bytes -= super().pop(key)[1]
+
+
+@dataclass
+class _Graph:
+    """A forward pass kept with its autograd graph: backward passes from any recorded layer need no forward pass."""
+
+    x: torch.Tensor  # the input, requires grad
+    activations: dict[str, torch.Tensor]  # attached to the graph, with the batch dimension
+    mode: str
+    modified: dict[str, int]  # per layer: rectifiers given the mode's backward rule before it (as backprop_batch)
+    versions: dict[str, int]  # per layer: its output's version when recorded (changed later in place: not used)
 
 
 class Toolbox:
@@ -156,10 +225,19 @@ class Toolbox:
         if not self.layers:
             raise DeepvisError(f"model {model.spec!r} has no layers that can be shown")
         self._layer_names = {i.name for i in self.layers}
+        self._modules = dict(model.net.named_modules())
         self._inputs = _LRU(64, cache_bytes)
         self._backward = _LRU(32)
-        self._frames: dict[str, str] = {}  # tab -> its latest webcam input id
-        self._lock = threading.Lock()
+        self._graphs = _LRU(GRAPHS)  # input id -> _Graph
+        # The backward mode of the last view that showed a backward pass (None: the last one showed none): new
+        # inputs get a forward pass with the graph in that mode, so their first backward pass needs no other.
+        self._graph_mode: str | None = None
+        self._graphless_modes: set[str] = set()  # modes whose kept graphs failed once (in-place models): not tried
+        if isinstance(model.net, torch.jit.ScriptModule) or not self._layer_names <= set(self._modules):
+            self._graphless_modes = set(MODES)  # no module hooks (TorchScript): backprop_batch every time
+        self._frames: OrderedDict[str, str] = OrderedDict()  # tab -> its latest webcam input id
+        self._frames_lock = threading.Lock()
+        self._lock = threading.Lock()  # the model: one pass at a time
 
     # ---------------------------------------------------------------- description
     def pretty(self, layer: str) -> str:
@@ -203,16 +281,26 @@ class Toolbox:
         """An uploaded file or a webcam frame; a tab's previous webcam frame is dropped from the cache."""
         if len(data) > self.max_upload_bytes:
             raise DeepvisError(f"'{name}' is {len(data):,} bytes, over the upload limit of {self.max_upload_bytes:,}")
+        if tab is not None:
+            tab = str(tab)[:200]
+            previous = self._frames.get(tab)
+            if previous:  # the graph of the frame this one replaces: freed before the next forward pass, not after
+                self._graphs.drop(previous)
         item = self._add(load_image(data, self.max_pixels), name, resize)
         if tab is not None:
-            previous = self._frames.get(tab)
-            if previous and previous != item.id:
-                self._inputs.pop(previous, None)
-            self._frames[tab] = item.id
+            with self._frames_lock:
+                previous = self._frames.pop(tab, None)
+                self._frames[tab] = item.id
+                while len(self._frames) > TABS:
+                    self._frames.popitem(last=False)
+                # two tabs can show the same picture (a still camera): keep it while any tab still shows it
+                if previous and previous != item.id and previous not in self._frames.values():
+                    self._inputs.drop(previous)
+                    self._graphs.drop(previous)
         return item
 
     def get_input(self, input_id: str) -> Input:
-        item = self._inputs.fetch(input_id)
+        item = self._inputs.fetch(input_id) if isinstance(input_id, str) else None
         if item is None:
             raise KeyError(input_id)
         return item
@@ -226,17 +314,55 @@ class Toolbox:
         cached = self._inputs.fetch(digest)
         if cached is not None:
             return cached
-        x = self.model.preprocessing.to_tensor(fitted, "stretch").unsqueeze(0).to(self.model.device)
+        # the device of the first parameter (Model.device lists them all: milliseconds on every frame)
+        device = next(iter(self.model.net.parameters()), None)
+        device = device.device if device is not None else self.model.device
+        x = self.model.preprocessing.to_tensor(fitted, "stretch").unsqueeze(0).to(device)
         start = time.perf_counter()
-        with self._lock, torch.no_grad(), Probe(self.model, [i.name for i in self.layers]) as probe:
-            out = probe.run(x)
+        mode = self._graph_mode if self._graph_mode not in self._graphless_modes else None
+        with self._lock:
+            if mode is None:
+                with torch.no_grad(), Probe(self.model, [i.name for i in self.layers]) as probe:
+                    out = probe.run(x)
+                activations, graph = probe.activations, None
+            else:  # the next view will likely show a backward pass: one forward pass serves both
+                out, graph = self._graph_forward(x, mode)
+                activations = graph.activations
         forward_ms = (time.perf_counter() - start) * 1000
-        acts = {k: v[0].float().cpu() for k, v in probe.activations.items()}
-        predictions = self._predictions(out)
+        acts = {k: v[0].detach().float().cpu() for k, v in activations.items()}
+        predictions = self._predictions(out.detach() if isinstance(out, torch.Tensor) else out)
         nbytes = sum(a.numel() * 4 for a in acts.values()) + x.numel() * 4
         item = Input(digest, name, fitted, x, acts, predictions, forward_ms, nbytes)
         self._inputs.put(digest, item, nbytes)
+        if graph is not None:
+            self._graphs.put(digest, graph)
         return item
+
+    def _graph_forward(self, x: torch.Tensor, mode: str):
+        """(output, _Graph): a forward pass recording every shown layer with the autograd graph, rectifiers
+        following ``mode``. Call with ``self._lock`` held."""
+        x = x.detach().clone().requires_grad_(True)
+        rules = rectifier_rules(mode)
+        rules._save_like_autograd = True  # as backprop_batch's first try: no extra work in the forward pass
+        acts: dict[str, torch.Tensor] = {}
+        modified: dict[str, int] = {}
+        versions: dict[str, int] = {}
+
+        # The shown layers are known to be probeable (one call, one tensor): plain hooks, lighter than a Probe.
+        def recorder(name: str):
+            def hook(_module, _inputs, output) -> None:  # returns None: the output stays as it is
+                if isinstance(output, torch.Tensor) and name not in acts:
+                    acts[name], modified[name], versions[name] = output, rules.modified, output._version
+            return hook
+
+        handles = [self._modules[i.name].register_forward_hook(recorder(i.name)) for i in self.layers]
+        try:
+            with torch.enable_grad(), rules if rules.rule is not None else nullcontext():
+                out = self.model.net(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return out, _Graph(x, acts, mode, modified, versions)
 
     def _predictions(self, out, top: int = 5) -> list[Prediction]:
         if not isinstance(out, torch.Tensor) or out.dim() != 2:
@@ -255,7 +381,14 @@ class Toolbox:
         start = time.perf_counter()
         extra = [layer] if layer and layer != origin.layer else []
         with self._lock:
-            grad, act, layer_grads, modified = backprop_batch(self.model, item.x, origin, mode, layers=extra)
+            graph = self._graphs.fetch(item.id)
+            if (graph is None or graph.mode != mode) and mode not in self._graphless_modes:
+                # one forward pass with the graph: the next units of this input need no forward pass at all
+                self._graphs.put(item.id, self._graph_forward(item.x, mode)[1])
+            found = self._backward_from_graph(item, origin, mode, extra)
+            if found is None:
+                found = backprop_batch(self.model, item.x, origin, mode, layers=extra)
+        grad, act, layer_grads, modified = found
         if layer == origin.layer:
             layer_grad = torch.zeros_like(act[0])
             layer_grad[origin.channel] = act[0, origin.channel]
@@ -264,6 +397,31 @@ class Toolbox:
         result = (grad[0].float().cpu(), None if layer_grad is None else layer_grad.float().cpu(), modified)
         self._backward.put(key, result)
         return result + ((time.perf_counter() - start) * 1000,)
+
+    def _backward_from_graph(self, item: Input, origin: Unit, mode: str, layers: list[str]):
+        """What ``backprop_batch`` returns, from the input's kept graph; None without a usable one."""
+        graph = self._graphs.fetch(item.id)
+        if graph is None or graph.mode != mode:
+            return None
+        act = graph.activations.get(origin.layer)
+        if act is None or not act.requires_grad or any(name not in graph.activations for name in layers):
+            return None
+        if any(graph.activations[name]._version != graph.versions.get(name) for name in [origin.layer, *layers]):
+            return None  # changed in place after it was recorded: backprop_batch stops the forward pass there
+        start = _start_signal(act, origin, "map")
+        targets = [graph.x] + [graph.activations[name] for name in layers]
+        try:
+            with torch.enable_grad():
+                grads = torch.autograd.grad(act, targets, grad_outputs=start, retain_graph=True, allow_unused=True)
+        except RuntimeError:  # e.g. the model changed a kept tensor in place: backprop_batch knows what to do
+            self._graphs.drop(item.id)
+            self._graphless_modes.add(mode)
+            return None
+        input_grad = grads[0] if grads[0] is not None else torch.zeros_like(graph.x)
+        layer_grads = {name: (g if g is not None else torch.zeros_like(graph.activations[name])).detach()
+                       for name, g in zip(layers, grads[1:])}
+        modified = max(graph.modified.get(name, 0) for name in [origin.layer, *layers])
+        return input_grad.detach(), act.detach(), layer_grads, modified
 
     # ---------------------------------------------------------------- panes
     def view(self, request: ViewRequest) -> dict:
@@ -285,6 +443,7 @@ class Toolbox:
         if origin is None:
             origin = Unit(request.layer, channel)
         need_back = back_visible or (request.show_back and request.back_enabled)
+        self._graph_mode = request.back_mode if need_back else None  # how the next input's forward pass runs
         backward_ms, back, layer_diffs = 0.0, None, None
         if need_back:
             grad, layer_diffs, modified, backward_ms = self.backward(
@@ -310,19 +469,26 @@ class Toolbox:
             "channel": channel,
             "grid": {"png": _b64png(grid.image), "rows": grid.rows, "cols": grid.cols, "tile_h": grid.tile_height,
                      "tile_w": grid.tile_width, "pad": grid.pad, "diffs": diffs},
-            "values": [round(v, 4) for v in flat.max(dim=1).values.tolist()],
+            "values": [round(v, 4) if math.isfinite(v) else None for v in flat.max(dim=1).values.tolist()],
             "unit": None,
             "back": None,
             "predictions": [p.to_json() for p in item.predictions],
         }
         if in_grid:
-            unit_image = render.unit_image(grid_source, channel, request.boost_indiv, request.boost_gamma, diffs)
+            # the selected unit is its tile of the grid (render.unit_image, without normalizing the layer again)
+            row, col = divmod(channel, grid.cols)
+            top, left = row * grid.cell[0] + grid.pad, col * grid.cell[1] + grid.pad
+            unit_image = grid.image[top:top + grid.tile_height, left:left + grid.tile_width]
+            if acts.dim() == 1:  # a fully connected layer's tiles are enlarged; its unit is one value
+                unit_image = unit_image[:1, :1]
+            value = float(flat[channel].max())
             response["unit"] = {"png": _b64png(unit_image), "unit": f"{request.layer}:{channel}",
-                                "value": float(flat[channel].max()),
+                                "value": value if math.isfinite(value) else None,
                                 "label": self.model.label(channel) if self.label_layer(request.layer) else None}
         if need_back and back_visible:
             rgb = self.model.preprocessing.to_rgb(grad).permute(1, 2, 0).numpy()
-            response["back"] = {"png": _b64png(render.back_image(rgb, request.back_filter)),
+            strategy = zlib.Z_RLE if request.back_filter == "raw" else zlib.Z_DEFAULT_STRATEGY  # raw: noise-like
+            response["back"] = {"png": _b64png(render.back_image(rgb, request.back_filter), strategy),
                                 "origin": str(origin), "mode": request.back_mode, "filter": request.back_filter,
                                 "rectifiers_modified": modified}
         response["timing"] = {"forward_ms": round(item.forward_ms, 2), "backward_ms": round(backward_ms, 2),
@@ -342,6 +508,8 @@ class Toolbox:
         """Which precomputed per-unit images the store has for a unit (URLs), or a hint how to make them."""
         from urllib.parse import quote
 
+        if not isinstance(layer, str) or layer not in set(self.model.layer_names()):
+            raise DeepvisError(f"unknown layer {str(layer)[:100]!r}")
         hint = (f"not computed yet — run `deepvis find-max IMAGES --out STORE --layers {layer}` and "
                 f"`deepvis optimize --out STORE --layers {layer}`, then `deepvis serve --store STORE`")
         if self.store is None:

@@ -1,0 +1,343 @@
+"""Live toolbox (``deepvis serve``) benchmark: the server's work per webcam frame and per cursor move, against the
+bare model doing the same forward / backward passes, side by side; and the server's memory over many frames.
+
+    python benchmarks/bench_serve.py [--rounds N] [--frames N] [--unit LAYER:CHANNEL] [--mode MODE] [--threads T]
+                                     [--no-http]
+
+Timed variants of a section run once per round, round-robin, the starting variant alternating from round to round,
+so slow drifts of a noisy machine hit both alike. Reported: the median of each variant, the ratio of the medians
+(targets are judged on it) and the median of the per-round (paired) ratios. Default model, CPU, one process.
+
+Sections
+  a. a new webcam frame until every pane is updated: ``Toolbox.input_from_bytes`` of a fresh 224x224 JPEG (as the
+     page sends them) for one tab, then ``Toolbox.view`` with the cursor in the unit grid and the backward pane on
+     (grid, unit, values, predictions, backward image) -- against the bare model: a forward pass over the whole
+     network with a requires-grad input, the unit's layer output taken by a forward hook, and
+     ``torch.autograd.grad`` from the unit's activation map (target <= 1.25x). With HTTP (default; ``--no-http``
+     skips it) the same again as the page does it, through uvicorn on a loopback port: POST the frame, POST the
+     view, parse the JSON (reported, no target).
+  b. a cursor move on a still image until the backward pane is updated: ``Toolbox.view`` with a new channel of the
+     same layer, same input -- against one backward pass, ``backprop_batch(model, x, unit)`` (target <= 1.2x).
+  c. memory: ``--frames`` different frames (random crops, flips, brightness of the bundled samples) through one
+     tab, each one followed by its view as in (a); the resident set size (VmRSS of /proc/self/status) after 100,
+     500 and all frames (target: flat -- the RSS at the end at most 32 MiB above the RSS after 100 frames: frames
+     replace each other in the cache, so nothing should grow with their number).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import math
+import os
+import socket
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance
+
+import deepvis
+from deepvis import backprop_batch
+from deepvis.server.session import Toolbox, ViewRequest
+from deepvis.units import parse_unit
+
+SAMPLES = sorted((Path(deepvis.__file__).parent / "samples").glob("*.jpg"))
+FLAT_SLACK_MIB = 32
+
+
+@dataclass
+class Variant:
+    name: str
+    fn: Callable[[int], object]  # called with the round number
+    times: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+
+@dataclass
+class Row:
+    section: str
+    variant: Variant
+    baseline: Variant | None = None
+    target: float | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        return self.variant.median / self.baseline.median if self.baseline else None
+
+    @property
+    def paired(self) -> float | None:
+        if not self.baseline:
+            return None
+        return statistics.median(a / b for a, b in zip(self.variant.times, self.baseline.times))
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.target is None else self.ratio <= self.target
+
+
+def measure(variants: list[Variant], rounds: int, warmup: int) -> None:
+    """Round-robin rounds; round r starts with variant r mod n. The first ``warmup`` rounds are not kept."""
+    n = len(variants)
+    for r in range(warmup + rounds):
+        gc.collect()
+        for k in range(n):
+            variant = variants[(r + k) % n]
+            start = time.perf_counter()
+            variant.fn(r)
+            elapsed = time.perf_counter() - start
+            if r >= warmup:
+                variant.times.append(elapsed)
+
+
+class Frames:
+    """Different 224x224 JPEG frames, as the page sends them (quality 0.85): random crops, flips and brightness of
+    the bundled sample images, reproducibly."""
+
+    def __init__(self, size: tuple[int, int], seed: int = 0):
+        self.pictures = [Image.open(path).convert("RGB") for path in SAMPLES]
+        self.rng = np.random.default_rng(seed)
+        self.height, self.width = size
+
+    def next(self) -> bytes:
+        rng = self.rng
+        picture = self.pictures[rng.integers(len(self.pictures))]
+        w, h = picture.size
+        scale = rng.uniform(0.5, 1.0)
+        cw, ch = int(w * scale), int(h * scale)
+        side = min(cw, ch)
+        left, top = rng.integers(0, w - side + 1), rng.integers(0, h - side + 1)
+        frame = picture.crop((left, top, left + side, top + side)).resize((self.width, self.height),
+                                                                          Image.Resampling.BILINEAR)
+        if rng.random() < 0.5:
+            frame = frame.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        frame = ImageEnhance.Brightness(frame).enhance(rng.uniform(0.8, 1.2))
+        buffer = io.BytesIO()
+        frame.save(buffer, format="JPEG", quality=85)
+        return buffer.getvalue()
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bare_forward_backward(model: deepvis.Model, module: torch.nn.Module, x: torch.Tensor, channel: int):
+    """The bare model: whole forward pass with a requires-grad input, the layer's output from a forward hook, and
+    the input gradient of the unit's activation map."""
+    x = x.detach().clone().requires_grad_(True)
+    store = {}
+    handle = module.register_forward_hook(lambda _m, _i, output: store.__setitem__("act", output))
+    try:
+        with torch.enable_grad():
+            out = model.net(x)
+            act = store["act"]
+            start = torch.zeros_like(act)
+            start[:, channel] = act[:, channel].detach()
+            (grad,) = torch.autograd.grad(act, x, grad_outputs=start)
+    finally:
+        handle.remove()
+    return out, grad
+
+
+class LiveServer:
+    """The app behind uvicorn on a free loopback port, in a thread of this process."""
+
+    def __init__(self, toolbox: Toolbox):
+        import uvicorn
+
+        from deepvis.server.app import create_app
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(create_app(toolbox), host="127.0.0.1", port=self.port,
+                                                    log_level="error", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def fmt_ms(seconds: float) -> str:
+    return f"{seconds * 1000:8.1f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30, help="measured rounds of sections a and b (default 30)")
+    parser.add_argument("--warmup", type=int, default=3, help="unmeasured rounds first (default 3)")
+    parser.add_argument("--frames", type=int, default=1000, help="frames of the memory section c (default 1000; "
+                        "0 skips it)")
+    parser.add_argument("--unit", default="blocks.10:5", help="the selected unit (default blocks.10:5); section b "
+                        "moves the cursor over the channels of its layer")
+    parser.add_argument("--mode", default="gradient", choices=deepvis.MODES, help="backward mode (default gradient)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--no-http", action="store_true", help="skip the HTTP row of section a")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    model = deepvis.load_model()
+    unit = parse_unit(args.unit)
+    toolbox = Toolbox(model)
+    module = dict(model.net.named_modules())[unit.layer]
+    channels = toolbox.get_input(toolbox.input_from_file(0).id).activations[unit.layer].shape[0]
+    frames = Frames(model.preprocessing.input_size)
+    print(f"deepvis {deepvis.__version__}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"cpu count {os.cpu_count()}, python {sys.version.split()[0]}")
+    print(f"model {model.spec}, input {model.preprocessing.input_size}, unit {unit}, mode {args.mode}, "
+          f"{args.rounds} rounds (+{args.warmup} warm-up)")
+
+    def request(input_id: str, channel: int) -> ViewRequest:
+        return ViewRequest(input_id, unit.layer, channel, cursor="grid", back_enabled=True, back_mode=args.mode)
+
+    rows: list[Row] = []
+
+    # ---------------------------------------------------------------- a. a new webcam frame
+    total = args.warmup + args.rounds
+    frame_data = [frames.next() for _ in range(total + 1)]
+    frame_x = [model.input(data) for data in frame_data]
+    toolbox.view(request(toolbox.input_from_bytes(frame_data[-1], "frame", tab="bench").id, unit.channel))
+
+    parts: dict[str, list[float]] = {"forward": [], "backward": [], "render": []}
+
+    def server_frame(r: int):
+        item = toolbox.input_from_bytes(frame_data[r], "frame", tab="bench")
+        response = toolbox.view(request(item.id, unit.channel))
+        assert response["back"] is not None
+        parts["forward"].append(item.forward_ms)
+        parts["backward"].append(response["timing"]["backward_ms"])
+        parts["render"].append(response["timing"]["render_ms"])
+        return response
+
+    def bare_frame(r: int):
+        return bare_forward_backward(model, module, frame_x[r], unit.channel)
+
+    server_a = Variant("Toolbox: frame -> all panes", server_frame)
+    bare_a = Variant("bare model: forward + backward", bare_frame)
+    variants = [server_a, bare_a]
+    http_a = None
+    if not args.no_http:
+        import httpx
+
+        http_frames = [frames.next() for _ in range(total + 1)]
+        live = LiveServer(toolbox)
+        base = live.__enter__()
+        client = httpx.Client(base_url=base, timeout=60)
+
+        def http_frame(r: int):
+            item = client.post("/api/inputs/frame", params={"tab": "http"}, content=http_frames[r],
+                               headers={"Content-Type": "application/octet-stream"})
+            item.raise_for_status()
+            answer = client.post("/api/view", json={"input": item.json()["input"], "layer": unit.layer,
+                                                    "channel": unit.channel, "cursor": "grid",
+                                                    "back_mode": args.mode})
+            answer.raise_for_status()
+            assert answer.json()["back"] is not None
+
+        http_frame(total)
+        http_a = Variant("HTTP (loopback): frame -> all panes", http_frame)
+        variants.append(http_a)
+    measure(variants, args.rounds, args.warmup)
+    if http_a is not None:
+        client.close()
+        live.__exit__(None, None, None)
+    rows += [Row("a", server_a, bare_a, 1.25)]
+    if http_a is not None:
+        rows.append(Row("a", http_a, bare_a))
+    rows.append(Row("a", bare_a))
+    print("(a) the Toolbox's own timings, medians: " + ", ".join(
+        f"{name} {statistics.median(values[-args.rounds:]):.1f} ms" for name, values in parts.items()))
+
+    # ---------------------------------------------------------------- b. a cursor move on a still image
+    still = toolbox.input_from_file(SAMPLES.index(next(p for p in SAMPLES if p.name == "chelsea.jpg")))
+    step = next(k for k in range(7, 7 + channels) if math.gcd(k, channels) == 1)
+    order = [(unit.channel + 1 + k * step) % channels for k in range(total + 1)]  # distinct while total < channels
+    repeats = total + 1 > channels
+    toolbox.view(request(still.id, order[-1]))  # the image is on screen, the cursor on some unit
+
+    def server_move(r: int):
+        if repeats:  # more rounds than channels: forget the backward passes, so each move computes one
+            toolbox._backward.clear()
+        response = toolbox.view(request(still.id, order[r]))
+        assert response["back"] is not None and response["channel"] == order[r]
+        return response
+
+    def one_backward(r: int):
+        return backprop_batch(model, still.x, unit.__class__(unit.layer, order[r]), args.mode)
+
+    server_b = Variant("Toolbox: cursor move -> back pane", server_move)
+    bare_b = Variant("backprop_batch: one backward pass", one_backward)
+    measure([server_b, bare_b], args.rounds, args.warmup)
+    rows += [Row("b", server_b, bare_b, 1.2), Row("b", bare_b)]
+
+    # ---------------------------------------------------------------- c. memory over many frames
+    memory: list[tuple[int, float]] = []
+    if args.frames:
+        marks = sorted({m for m in (100, 500, args.frames) if m <= args.frames})
+        gc.collect()
+        memory.append((0, rss_mib()))
+        start = time.perf_counter()
+        for n in range(1, args.frames + 1):
+            item = toolbox.input_from_bytes(frames.next(), "frame", tab="memory")
+            toolbox.view(request(item.id, (unit.channel + n) % channels))
+            if n in marks:
+                gc.collect()
+                memory.append((n, rss_mib()))
+        memory_seconds = time.perf_counter() - start
+
+    # ---------------------------------------------------------------- report
+    print()
+    print(f"{'section':<8}{'variant':<40}{'median ms':>10}{'vs baseline':>13}{'paired':>9}{'target':>9}  met")
+    for row in rows:
+        ratio = f"{row.ratio:.3f}x" if row.ratio else ""
+        paired = f"{row.paired:.3f}x" if row.paired else ""
+        target = f"<={row.target:.2f}x" if row.target else ""
+        met = "" if row.met is None else ("yes" if row.met else "NO")
+        print(f"{row.section:<8}{row.variant.name:<40}{fmt_ms(row.variant.median):>10}{ratio:>13}{paired:>9}"
+              f"{target:>9}  {met}")
+    summary = [(f"(a) frame -> all panes <= 1.25x bare forward+backward", rows[0].met, f"{rows[0].ratio:.3f}x")]
+    b_row = next(row for row in rows if row.section == "b" and row.target)
+    summary.append((f"(b) cursor move -> back pane <= 1.2x one backward pass", b_row.met, f"{b_row.ratio:.3f}x"))
+    if memory:
+        print(f"\nc       RSS over {args.frames} frames through one tab ({memory_seconds:.0f} s, "
+              f"{memory_seconds / args.frames * 1000:.1f} ms per frame + view):")
+        for n, mib in memory:
+            print(f"        after {n:>5} frames: {mib:8.1f} MiB" + ("  (after warm-up)" if n == 0 else ""))
+        reference = next((mib for n, mib in memory if n == 100), memory[0][1])
+        growth = memory[-1][1] - reference
+        flat = growth <= FLAT_SLACK_MIB
+        summary.append((f"(c) RSS flat over {args.frames} frames (growth after 100 frames <= {FLAT_SLACK_MIB} MiB)",
+                        flat, f"{growth:+.1f} MiB"))
+    print("\nsummary")
+    for text, met, value in summary:
+        print(f"  {'met   ' if met else 'MISSED'}  {text}: {value}")
+    return 0 if all(met for _, met, _ in summary) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
