@@ -140,8 +140,42 @@ def main() -> None:
     vs_original = med["original MaxTracker port (probe + loop)"] / med["deepvis find-max (probe + top-k)"]
     print(f"\nthroughput deepvis / bare forward:      {vs_bare:.3f}x  (target >= 0.9x)  "
           f"{'MET' if vs_bare >= 0.9 else 'MISSED'}")
-    print(f"speed deepvis / original update loop:   {vs_original:.1f}x   (target >= 10x)   "
-          f"{'MET' if vs_original >= 10 else 'MISSED'}")
+    print(f"whole scan deepvis / original scan:     {vs_original:.1f}x   (the forward pass dominates both)")
+
+    # the tracking step alone, on the same activations: streaming top-k vs the original's update loop
+    with torch.no_grad():
+        recorded = []
+        for xb, idx in batches:
+            with Probe(model, layers) as probe:
+                model.net(xb)
+            recorded.append(({n: probe[n] for n in layers}, idx))
+
+    def track_streaming():
+        tops = {n: TopK.empty(infos[n].channels, args.k) for n in layers}
+        for acts, idx in recorded:
+            for n in layers:
+                tops[n] = tops[n].update(acts[n], idx)
+
+    def track_original():
+        trackers = {n: MaxTrackerPort(infos[n].channels, args.k, len(infos[n].shape) == 3) for n in layers}
+        for acts, idx in recorded:
+            for n in layers:
+                a = acts[n].numpy()
+                for j, image in enumerate(idx.tolist()):
+                    trackers[n].update(a[j], image)
+
+    track = {"streaming top-k update": [], "MaxTracker.update loop": []}
+    for r in range(args.rounds):
+        for name, fn in ((("streaming top-k update", track_streaming), ("MaxTracker.update loop", track_original))
+                         if r % 2 == 0 else (("MaxTracker.update loop", track_original),
+                                             ("streaming top-k update", track_streaming))):
+            start = time.perf_counter()
+            fn()
+            track[name].append(time.perf_counter() - start)
+    fast, slow = (statistics.median(track[k]) for k in ("streaming top-k update", "MaxTracker.update loop"))
+    print(f"tracking step alone ({args.images} images, {len(layers)} layers): streaming {fast * 1000:.1f} ms, "
+          f"original loop {slow * 1000:.1f} ms -> {slow / fast:.1f}x faster  (target >= 10x)  "
+          f"{'MET' if slow / fast >= 10 else 'MISSED'}")
 
     # memory: the top-k state does not grow with the dataset
     state = sum(t.values.numel() * 8 * 4 for t in tops.values()) / 1e6
