@@ -64,3 +64,24 @@ def test_crops_of_a_small_store(tmp_path):
     with pytest.raises(deepvis.DeepvisError, match="not in the store"):
         make_crops(model, store.root, layers=["blocks.9"], progress=False)
     assert torch._C._len_torch_function_stack() == 0
+
+
+def test_store_reads_the_original_toolbox_layout(tmp_path):
+    from deepvis.store import Store
+
+    root = tmp_path / "unit_jpg_vis"
+    for folder, name in (("max_im", "conv5_0151.jpg"), ("max_deconv", "conv5_0151.jpg"),
+                         ("regularized_opt", "conv5_0151_montage.jpg"), ("regularized_opt", "whole_layer.jpg")):
+        (root / folder / "conv5").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(root / folder / "conv5" / name)
+    store = Store(root)
+    pictures = store.unit_pictures("conv5", 151)
+    assert pictures == {"optimized": root / "regularized_opt/conv5/conv5_0151_montage.jpg",
+                        "images": root / "max_im/conv5/conv5_0151.jpg",
+                        "deconv": root / "max_deconv/conv5/conv5_0151.jpg"}
+    assert store.unit_pictures("conv5", 7) == {}
+    assert store.sprite("conv5") == root / "regularized_opt/conv5/whole_layer.jpg"
+    # this project's own layout wins where both exist
+    (store.unit_dir("conv5", 151)).mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(store.unit_dir("conv5", 151) / "image.jpg")
+    assert store.unit_pictures("conv5", 151)["images"] == store.unit_dir("conv5", 151) / "image.jpg"

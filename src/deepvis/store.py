@@ -49,8 +49,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+#: Per-unit pictures, by kind: (file in a unit's folder, file pattern of the original toolbox's unit_jpg_vis
+#: layout relative to the store root, with {layer} and {channel}).
+UNIT_PICTURES = {
+    "optimized": ("optimized.png", "regularized_opt/{layer}/{layer}_{channel:04d}_montage.jpg"),
+    "images": ("image.jpg", "max_im/{layer}/{layer}_{channel:04d}.jpg"),
+    "deconv": ("deconv.jpg", "max_deconv/{layer}/{layer}_{channel:04d}.jpg"),
+}
+
+
 class Store:
-    """A directory of precomputed per-unit results for one model."""
+    """A directory of precomputed per-unit results for one model (also reads the original toolbox's
+    ``unit_jpg_vis`` layout: ``max_im/``, ``max_deconv/``, ``regularized_opt/``)."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -61,6 +71,28 @@ class Store:
 
     def unit_dir(self, layer: str, channel: int) -> Path:
         return self.layer_dir(layer) / f"{channel:04d}"
+
+    def unit_pictures(self, layer: str, channel: int) -> dict[str, Path]:
+        """The per-unit pictures that exist for a unit, by kind (``optimized``, ``images``, ``deconv``), in this
+        project's layout or, failing that, the original toolbox's."""
+        found = {}
+        for kind, (name, original) in UNIT_PICTURES.items():
+            for path in (self.unit_dir(layer, channel) / name,
+                         self.root / original.format(layer=layer_dirname(layer), channel=channel)):
+                if path.is_file():
+                    found[kind] = path
+                    break
+        return found
+
+    def sprite(self, layer: str, kinds: tuple[str, ...] = ("optimized", "image")) -> Path | None:
+        """The layer's sprite for pattern mode: the first of ``kinds`` that exists, else the original toolbox's
+        ``regularized_opt/<layer>/whole_layer.jpg``."""
+        for kind in kinds:
+            path = self.layer_dir(layer) / f"sprite_{kind}.jpg"
+            if path.is_file():
+                return path
+        original = self.root / "regularized_opt" / layer_dirname(layer) / "whole_layer.jpg"
+        return original if original.is_file() else None
 
     # ------------------------------------------------------------ manifest and image list
     @property

@@ -26,6 +26,7 @@ from PIL import Image
 from .. import render
 from ..backprop import MODES, _start_signal, backprop_batch, rectifier_rules
 from ..errors import DeepvisError
+from ..store import Store
 from ..images import find_images, load_image
 from ..models.model import Model
 from ..predict import Prediction
@@ -513,10 +514,11 @@ class Toolbox:
         hint = (f"not computed yet — run `deepvis find-max IMAGES --out STORE --layers {layer}` and "
                 f"`deepvis optimize --out STORE --layers {layer}`, then `deepvis serve --store STORE`")
         if self.store is None:
-            return {"images": {}, "hint": hint}
-        folder = Path(quote(layer, safe="._-")) / f"{channel:04d}"
-        found = {}
-        for kind, name in (("optimized", "optimized.png"), ("images", "image.jpg"), ("deconv", "deconv.jpg")):
-            if (self.store / folder / name).is_file():
-                found[kind] = f"/store/{folder.as_posix()}/{name}"
-        return {"images": found, "hint": None if found else hint}
+            return {"layer": layer, "channel": channel, "images": {}, "sprite": None, "hint": hint}
+        store = Store(self.store)
+        found = {kind: "/store/" + quote(path.relative_to(self.store).as_posix())
+                 for kind, path in store.unit_pictures(layer, channel).items()}
+        sprite = store.sprite(layer)
+        sprite_url = "/store/" + quote(sprite.relative_to(self.store).as_posix()) if sprite else None
+        return {"layer": layer, "channel": channel, "images": found, "sprite": sprite_url,
+                "hint": None if found else hint}

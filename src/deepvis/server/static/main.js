@@ -40,7 +40,9 @@ let hoverEvent = null; // the last mouse move over the grid, while the mouse is 
 
 function refresh() {
   model.busy = activity > 0 || views.pending;
-  model.sprite = state().pattern ? api.spriteUrl(layerName()) : null;
+  // the store's own choice (optimized, else find-max crops, else the original toolbox's whole_layer.jpg)
+  const stored = model.units && model.units.layer === layerName() ? model.units.sprite : null;
+  model.sprite = state().pattern ? (stored || api.spriteUrl(layerName())) : null;
   model.gridMessage = model.sprite && spriteFailed === model.sprite
     ? `no sprite for ${layerName()} in the store: run deepvis optimize --out STORE --layers ${layerName()}` : null;
   view.render(model);
