@@ -10,7 +10,7 @@ Everything the toolbox shows is one call away::
     deepvis.save_image(result.image("norm"), "guided.png")
 """
 
-from .backprop import MODES, BackpropResult, backprop, backprop_batch, rectifier_rules
+from .backprop import MODES, BackpropResult, backprop, backprop_batch, rectifier_rules, start_signal
 from .errors import DeepvisError, ImageError, ModelError, UnitError
 from .images import load_image
 from .models import DEFAULT_MODEL, Model, Preprocessing, imagenet_labels, load_model
@@ -28,6 +28,6 @@ __all__ = [
     "ModelError", "Prediction", "Preprocessing", "Probe", "TileGrid", "Unit", "UnitError", "activations",
     "back_image", "backprop", "backprop_batch", "color_diffs", "default_layers", "imagenet_labels", "layer_info",
     "list_layers", "load_image", "load_model", "montage", "norm01", "norm01c", "normalize_layer", "parse_unit",
-    "png_bytes", "predict", "probabilities", "rectifier_rules", "sample_images", "save_image", "tile_layer",
+    "png_bytes", "predict", "probabilities", "rectifier_rules", "sample_images", "save_image", "start_signal", "tile_layer",
     "to_uint8", "unit_image", "__version__",
 ]

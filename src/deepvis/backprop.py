@@ -140,16 +140,19 @@ class rectifier_rules(TorchFunctionMode):
 
     ``modified`` counts the rectifier calls that were replaced (0 in ``gradient`` mode, or when the model has
     no rectifiers for deconv/guided to act on).
+
+    ``save_like_autograd=True`` keeps, for the guided rule, the tensors autograd itself keeps instead of a private
+    mask (no extra forward work; a later in-place change of such a tensor then fails the backward pass, see
+    :class:`_Rectify`).
     """
 
-    def __init__(self, mode: Mode):
+    def __init__(self, mode: Mode, save_like_autograd: bool = False):
         super().__init__()
         if mode not in RULES:
             raise DeepvisError(f"unknown backprop mode {mode!r}: use one of {', '.join(MODES)}")
         self.rule = RULES[mode]
         self.modified = 0
-        # Private: save what autograd saves for each rectifier instead of a private mask (see _Rectify).
-        self._save_like_autograd = False
+        self.save_like_autograd = save_like_autograd
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         # Runs for every torch call of the forward pass: the common case (not a rectifier) returns at once.
@@ -164,7 +167,7 @@ class rectifier_rules(TorchFunctionMode):
                 low, high, inplace = spec
                 self.modified += 1
                 keep = "mask"
-                if self._save_like_autograd:
+                if self.save_like_autograd:
                     keep = "output" if func in _KEEP_OUTPUT else "mask" if inplace else "input"
                 return _Rectify.apply(args[0], low, high, inplace, self.rule[1], keep)
         return func(*args, **kwargs)
@@ -198,7 +201,9 @@ class BackpropResult:
         return back_image(self.rgb_grad(), filter)
 
 
-def _start_signal(act: torch.Tensor, unit: Unit, signal: str | torch.Tensor) -> torch.Tensor:
+def start_signal(act: torch.Tensor, unit: Unit, signal: str | torch.Tensor) -> torch.Tensor:
+    """The gradient a backward pass starts from at the unit's layer output ``act`` (batch included): the unit's
+    activation map (``'map'``), a one-hot at its maximum (``'argmax'``) or at its ``@y,x``, or a given tensor."""
     if isinstance(signal, torch.Tensor):
         if signal.shape != act.shape:
             raise DeepvisError(f"a start signal tensor must have the shape of layer '{unit.layer}''s output "
@@ -259,8 +264,7 @@ def backprop_batch(model: Model | nn.Module, x: torch.Tensor, unit: str | Unit, 
 def _backprop_once(model: Model | nn.Module, x: torch.Tensor, unit: Unit, mode: str, signal: str, layers: list[str],
                    fast: bool) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], int]:
     x = x.detach().clone().requires_grad_(True)
-    rules = rectifier_rules(mode)
-    rules._save_like_autograd = fast
+    rules = rectifier_rules(mode, save_like_autograd=fast)
     with torch.enable_grad(), Probe(model, [unit.layer, *layers], keep_graph=True, stop_early=True) as probe:
         # 'gradient' leaves every rectifier alone: skip the mode and its per-call Python dispatch altogether.
         with rules if rules.rule is not None else nullcontext():
@@ -268,7 +272,7 @@ def _backprop_once(model: Model | nn.Module, x: torch.Tensor, unit: Unit, mode: 
         act = probe[unit.layer]
         if not isinstance(act, torch.Tensor) or not act.requires_grad:
             raise DeepvisError(f"layer '{unit.layer}' does not depend on the input; nothing to backpropagate")
-        start = _start_signal(act, unit, signal)
+        start = start_signal(act, unit, signal)
         targets = [x] + [probe[name] for name in layers]
         grads = torch.autograd.grad(act, targets, grad_outputs=start, allow_unused=True)
     layer_grads = {name: (g if g is not None else torch.zeros_like(probe[name])).detach()
@@ -290,7 +294,7 @@ def backprop(model: Model | nn.Module, image, unit: str | Unit, mode: Mode = "gr
     x = model.input(image, resize)[:1]
     input_grad, act, layer_grads, modified = backprop_batch(model, x, unit, mode, signal, layers)
     if unit.layer in layers:
-        layer_grads[unit.layer] = _start_signal(act, unit, signal)
+        layer_grads[unit.layer] = start_signal(act, unit, signal)
     signal_used = f"onehot@{unit.position[0]},{unit.position[1]}" if unit.position else signal
     return BackpropResult(unit=unit, mode=mode, signal=signal_used, input_grad=input_grad[0], activation=act[0],
                           layer_grads={k: v[0] for k, v in layer_grads.items()}, rectifiers_modified=modified,

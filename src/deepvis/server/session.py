@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from .. import render
-from ..backprop import MODES, _start_signal, backprop_batch, rectifier_rules
+from ..backprop import MODES, start_signal, backprop_batch, rectifier_rules
 from ..errors import DeepvisError
 from ..store import Store
 from ..images import find_images, load_image
@@ -343,8 +343,8 @@ class Toolbox:
         """(output, _Graph): a forward pass recording every shown layer with the autograd graph, rectifiers
         following ``mode``. Call with ``self._lock`` held."""
         x = x.detach().clone().requires_grad_(True)
-        rules = rectifier_rules(mode)
-        rules._save_like_autograd = True  # as backprop_batch's first try: no extra work in the forward pass
+        # as backprop_batch's first try: no extra work in the forward pass
+        rules = rectifier_rules(mode, save_like_autograd=True)
         acts: dict[str, torch.Tensor] = {}
         modified: dict[str, int] = {}
         versions: dict[str, int] = {}
@@ -409,7 +409,7 @@ class Toolbox:
             return None
         if any(graph.activations[name]._version != graph.versions.get(name) for name in [origin.layer, *layers]):
             return None  # changed in place after it was recorded: backprop_batch stops the forward pass there
-        start = _start_signal(act, origin, "map")
+        start = start_signal(act, origin, "map")
         targets = [graph.x] + [graph.activations[name] for name in layers]
         try:
             with torch.enable_grad():
