@@ -177,7 +177,8 @@ def test_broken_files_are_skipped_and_listed(tmp_path, small_model):
     Image.fromarray(skimage_data.astronaut()).save(unreadable)
     unreadable.chmod(0)
     (folder / "readme.txt").write_text("not an image extension: ignored")
-    store = find_max(small_model, folder, tmp_path / "store", layers=["classifier"], k=2, progress=False)
+    store = find_max(small_model, folder, tmp_path / "store", layers=["classifier"], k=2, workers=2, batch_size=3,
+                     progress=False)  # decoding in worker processes, failures included
     manifest = store.read_manifest()
     reasons = {entry["path"]: entry["reason"] for entry in manifest["skipped"]}
     assert set(reasons) >= {"notes.jpg", "truncated.jpg", "empty.png", "gone.jpg"}
