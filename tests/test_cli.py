@@ -50,7 +50,10 @@ def files(tmp_path_factory, skimage_pngs):
     bomb.write_bytes(bytes(data) + b"\0" * 64)
     empty = folder / "empty.png"
     empty.write_bytes(b"")
-    return {**skimage_pngs, "notes": notes, "bomb": bomb, "empty": empty, "folder": folder,
+    no_images = folder / "no-images"  # a folder stands for its images: one without any is an error
+    no_images.mkdir()
+    (no_images / "readme.txt").write_text("no pictures here\n")
+    return {**skimage_pngs, "notes": notes, "bomb": bomb, "empty": empty, "folder": no_images,
             "missing": folder / "missing.png", "out": folder / "out.png"}
 
 
@@ -204,3 +207,13 @@ def test_unexpected_errors_and_warnings_stay_on_one_line_each(monkeypatch, capsy
     assert lines[1].startswith("deepvis: internal error: RuntimeError: something broke inside") and "-v" in lines[1]
     with pytest.raises(RuntimeError):  # -v: the traceback, for a bug report
         cli.main(["layers", "-v"])
+
+
+def test_backprop_usage_mistakes(tmp_path, skimage_pngs):
+    from deepvis import cli
+
+    image = str(skimage_pngs["chelsea"])
+    assert cli.main(["backprop", image, "--unit", "blocks.3:5@2,3", "--signal", "argmax", "-o",
+                     str(tmp_path / "x.png")]) == 2
+    assert cli.main(["backprop", image, "--unit", "blocks.3:5", "-o", str(tmp_path / "no" / "x.png")]) == 1
+    assert not (tmp_path / "no").exists()  # no folder made behind the user's back

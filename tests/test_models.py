@@ -171,3 +171,40 @@ def test_preprocessing_round_trip_and_bgr():
     # channel 0 of the model input is blue, in 0-255 units minus the mean
     assert torch.allclose(x[0], torch.from_numpy(rgb[:, :, 2]).float() - 104.0)
     assert torch.allclose(pre.denormalize(x) * 255, torch.from_numpy(rgb).permute(2, 0, 1).float(), atol=1e-3)
+
+
+def test_new_user_model_specs(tmp_path, monkeypatch):
+    """What a first-time user tries: a scripted model with ReLU modules, a module beside them, a bare .py file,
+    functional rectifiers, and preprocessing that does not fit the model."""
+    import torch.nn.functional as F
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    torch.jit.script(net).save(str(tmp_path / "scripted.pt"))
+    scripted = load_model(str(tmp_path / "scripted.pt"), input_size=(16, 16))
+    assert deepvis.predict(scripted, torch.zeros(3, 16, 16), top=2)[0].index in range(3)
+
+    (tmp_path / "besideme.py").write_text(
+        "import torch\nimport torch.nn.functional as F\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.c1 = torch.nn.Conv2d(3, 4, 3, padding=1)\n"
+        "        self.c2 = torch.nn.Conv2d(4, 4, 3, padding=1)\n"
+        "        self.fc = torch.nn.Linear(4, 2)\n"
+        "    def forward(self, x):\n"
+        "        x = F.relu(self.c1(x))\n"
+        "        return self.fc((x + F.relu(self.c2(x))).mean((2, 3)))\n"
+        "def build():\n    return Net()\n")
+    monkeypatch.chdir(tmp_path)
+    model = load_model("besideme:build", input_size=(20, 20))
+    assert deepvis.default_layers(model) == ["c1", "c2", "fc"]  # functional rectifiers: the convs are shown
+    with pytest.raises(ModelError, match="add the factory"):
+        load_model("besideme.py")
+    gray = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    with pytest.raises(ModelError, match="fails on a 3x224x224 input"):
+        load_model(gray)
+    with pytest.raises(ModelError, match="channel_order must be"):
+        load_model(nn.Conv2d(1, 2, 3), channel_order="grey")
+    ok = load_model(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), channel_order="gray", mean=(0.5,), std=(0.5,),
+                    input_size=(12, 12))
+    assert ok.layers()[0].shape == (2, 10, 10)

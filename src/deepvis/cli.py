@@ -29,7 +29,12 @@ def _cmd_predict(args) -> int:
     from .predict import predict
     from .samples import sample_images
 
-    images = list(args.images) + ([str(p) for p in sample_images()] if args.samples else [])
+    from .images import find_images
+
+    images = []
+    for item in args.images:  # a folder stands for the images in it (recursive, sorted); an empty one is an error
+        images += ([str(p) for p in find_images(item)[1]] or [item]) if Path(item).is_dir() else [item]
+    images += [str(p) for p in sample_images()] if args.samples else []
     if not images:
         raise _UsageError("give at least one IMAGE, or --samples for the bundled sample images")
     model = _model(args)
@@ -59,7 +64,8 @@ def _cmd_layers(args) -> int:
     model = _model(args)
     infos = [i for i in model.layers() if (args.all or i.default) and i.probeable]
     # Growing the input until deep fields fit costs seconds per layer: only for the default layers.
-    fields = receptive_fields(model, [i.name for i in infos], max_scale=1 if args.all else 4)
+    fields = receptive_fields(model, [i.name for i in infos],
+                              max_input=max(model.preprocessing.input_size) if args.all else 1024)
     for info in infos:
         field = fields.get(info.name)
         info.receptive_field = field.to_json() if field is not None else None
@@ -70,10 +76,11 @@ def _cmd_layers(args) -> int:
     for info in infos:
         shape = "x".join(map(str, info.shape)) if info.shape else "-"
         field = info.receptive_field
-        rf = f"rf {field['size']} stride {field['stride']}{'+' if field.get('clipped') else ''}" if field else ""
+        rf = f"rf {'>=' if field.get('clipped') else ''}{field['size']} stride {field['stride']}" if field else ""
         print(f"{info.name:<{width}}  {info.type:<18} {shape:<11} {rf or 'whole input'}")
     if not args.all:
-        print(f"({len(infos)} default layers of {len(model.layers())}; --all lists every layer)", file=sys.stderr)
+        print(f"({len(infos)} default layers of {len(model.layers())}; --all lists every layer; rf: receptive field "
+              "size and stride in input pixels, '>=' where larger than the largest input tried)", file=sys.stderr)
     return 0
 
 
@@ -81,15 +88,23 @@ def _cmd_backprop(args) -> int:
     from .backprop import backprop
     from .render import save_image
 
+    if args.signal is not None and args.unit.position is not None:
+        raise _UsageError(f"--signal {args.signal} does not apply to '{args.unit}': a unit with @y,x starts from a "
+                          "one-hot at that position")
+    parent = Path(args.output).parent
+    if not parent.is_dir():
+        raise DeepvisError(f"cannot write '{args.output}': the folder '{parent}' does not exist")
     model = _model(args)
-    result = backprop(model, args.image, args.unit, mode=args.mode, signal=args.signal, resize=args.resize)
+    result = backprop(model, args.image, args.unit, mode=args.mode, signal=args.signal or "map",
+                      resize=args.resize)
     try:
         save_image(result.image(args.filter), args.output)
     except OSError as exc:
         raise DeepvisError(f"cannot write '{args.output}': {exc.strerror or exc}") from None
     note = ""
     if args.mode != "gradient" and result.rectifiers_modified == 0:
-        note = f" (warning: the model has no rectifiers, so {args.mode} equals plain gradient)"
+        note = (f" (warning: no rectifier lies between the input and {result.unit.layer}, so {args.mode} equals the "
+                "plain gradient here)")
     if not args.quiet:
         print(f"wrote {args.output}: {args.mode} of {result.unit} ({result.signal}), filter {args.filter}, "
               f"{result.rectifiers_modified} rectifier ops modified{note}")
@@ -252,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unit", required=True, type=_unit, help="layer:channel or layer:channel@y,x")
     p.add_argument("--mode", choices=MODES, default="gradient")
     p.add_argument("--filter", choices=FILTERS, default="raw")
-    p.add_argument("--signal", choices=SIGNALS, default="map",
+    p.add_argument("--signal", choices=SIGNALS, default=None,
                    help="start from the unit's whole activation map (default) or a one-hot at its maximum")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png", type=_output_image)
     p.set_defaults(run=_cmd_backprop)

@@ -137,7 +137,9 @@ def find_max(model: Model, images: str | Path, out: str | Path, layers: list[str
     except KeyboardInterrupt:
         _save_checkpoint(checkpoint, config, done, tops, skipped)
         bar.close()
-        raise DeepvisError(f"interrupted after {done} of {len(mine)} images; continue with --resume") from None
+        print(f"find-max: interrupted after {done} of {len(mine)} images, progress saved; continue with --resume",
+              file=sys.stderr)
+        raise
     bar.close()
     tops, skipped = _gather(tops, skipped, world)
     if rank == 0:

@@ -18,6 +18,7 @@ OUTPUT = "output"
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
                 nn.Hardswish, nn.Hardtanh, nn.Mish, nn.Softplus, nn.Sigmoid, nn.Tanh)
 _POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.LPPool2d)
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)
 _VISIBLE = _ACTIVATIONS + _POOLS + (nn.Linear, nn.Softmax, nn.LogSoftmax, nn.LocalResponseNorm)
 
 
@@ -113,6 +114,10 @@ def _guess_defaults(net: nn.Module, infos: list[LayerInfo]) -> set[str]:
             chosen.add(info.name)
         elif not is_leaf and isinstance(parent, (nn.Sequential, nn.ModuleList)):
             chosen.add(info.name)
+    spatial = {i.name for i in infos if i.shape is not None and len(i.shape) == 3}
+    if not chosen & spatial:
+        # Rectifiers written as functions leave no activation module: show the convolutions' outputs instead.
+        chosen |= {i.name for i in infos if i.name in spatial and isinstance(modules[i.name], _CONVS)}
     if not chosen:
         chosen = {i.name for i in infos if not any(True for _ in modules[i.name].children())}
     return chosen

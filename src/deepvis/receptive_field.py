@@ -140,9 +140,10 @@ def input_box(model: Model, unit: str | Unit, input_size: tuple[int, int] | None
 
 
 def receptive_fields(model: Model, layers: list[str] | None = None,
-                     max_scale: int = 4) -> dict[str, ReceptiveField | None]:
+                     max_input: int = 1024) -> dict[str, ReceptiveField | None]:
     """Receptive field size and stride of each layer's units, measured at a central unit and its diagonal
-    neighbour; the input grows (up to ``max_scale`` times the model's input size) until the field fits inside.
+    neighbour; the input doubles (while its larger side stays within ``max_input`` pixels) until the field fits
+    inside. A field still clipped then is a lower bound (``clipped``), its stride the input / output size ratio.
     ``None`` for layers without spatial dimensions or with a single position still clipped at the largest input
     (global pooling): each of their units sees the whole input."""
     model = _as_model(model)
@@ -171,7 +172,7 @@ def receptive_fields(model: Model, layers: list[str] | None = None,
             if center is None:
                 raise UnitError(f"layer '{name}' does not depend on the input")
             inside = center[0] > 0 and center[1] > 0 and center[2] < size[0] - 1 and center[3] < size[1] - 1
-            if not inside and scale * 2 <= max_scale:
+            if not inside and max(size) * 2 <= max_input:
                 still.append(name)
                 continue
             if not inside and h == w == 1:
@@ -180,6 +181,8 @@ def receptive_fields(model: Model, layers: list[str] | None = None,
             stride_y = diagonal[0] - center[0] if diagonal and cy + 1 < h else center[2] - center[0] + 1
             stride_x = diagonal[1] - center[1] if diagonal and cx + 1 < w else center[3] - center[1] + 1
             stride = (max(stride_y, 1), max(stride_x, 1))
+            if not inside:
+                stride = (max(1, round(size[0] / h)), max(1, round(size[1] / w)))
             result[name] = ReceptiveField((center[2] - center[0] + 1, center[3] - center[1] + 1), stride,
                                           clipped=not inside,
                                           offset=(center[0] - cy * stride[0], center[1] - cx * stride[1]))
@@ -187,9 +190,9 @@ def receptive_fields(model: Model, layers: list[str] | None = None,
     return {name: result[name] for name in names}
 
 
-def receptive_field(model: Model, layer: str, max_scale: int = 4) -> ReceptiveField:
+def receptive_field(model: Model, layer: str, max_input: int = 1024) -> ReceptiveField:
     """Receptive field size and stride of one spatial layer's units (see :func:`receptive_fields`)."""
-    field = receptive_fields(model, [layer], max_scale)[layer]
+    field = receptive_fields(model, [layer], max_input)[layer]
     if field is None:
         raise UnitError(f"layer '{layer}' has no spatial dimensions: each of its units sees the whole input")
     return field

@@ -41,10 +41,20 @@ def load_model(spec: str | nn.Module | Model = DEFAULT_MODEL, device: str | torc
     if preprocessing:
         try:
             model.preprocessing = model.preprocessing.with_(**preprocessing)
-        except TypeError as exc:
-            raise ModelError(f"unknown preprocessing option: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"bad preprocessing for model {model.spec!r}: {exc}") from None
     prepare(model.net)
-    return model.to(_device(device))
+    model.to(_device(device))
+    try:
+        model.layers()  # one forward pass at the input size: a model that cannot take it fails here, clearly
+    except Exception as exc:
+        pre = model.preprocessing
+        first = " ".join(str(exc).split())[:300]
+        raise ModelError(
+            f"model {model.spec!r} fails on a {pre.channels}x{pre.input_size[0]}x{pre.input_size[1]} input "
+            f"({type(exc).__name__}: {first}); set its input size / channel order (e.g. --input-size H,W, or "
+            "channel_order='gray' with one mean and std)") from None
+    return model
 
 
 def _device(device: str | torch.device) -> torch.device:
@@ -69,6 +79,8 @@ def _load(spec: str | nn.Module | Model, arch: str | None) -> Model:
     if name in _BUILTINS:
         return _efficientnet_lite0(spec)
     path = Path(spec)
+    if path.suffix.lower() == ".py":
+        raise ModelError(f"model spec {spec!r} names a Python file: add the factory to call, e.g. '{spec}:build'")
     if path.suffix.lower() in (".pt", ".pth", ".ts", ".bin", ".ckpt") or path.is_file():
         if not path.is_file():
             raise ModelError(f"model file not found: '{spec}'")
@@ -110,11 +122,14 @@ def _resolve_factory(spec: str):
             sys.modules[module_name] = module
             loader_spec.loader.exec_module(module)
         else:
+            if "" not in sys.path and str(Path.cwd()) not in sys.path:
+                sys.path.insert(0, str(Path.cwd()))  # like `python -m`: modules beside you are importable
             module = importlib.import_module(target)
     except ModelError:
         raise
     except ImportError as exc:
-        raise ModelError(f"cannot import '{target}' for model spec {spec!r}: {exc}") from None
+        raise ModelError(f"cannot import '{target}' for model spec {spec!r}: {exc} (for a file, write "
+                         f"'path/to/{target.rpartition('.')[2]}.py:{attr}')") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ModelError(f"'{target}' has no callable '{attr}' (model spec {spec!r})")

@@ -72,6 +72,8 @@ def prepare(net: nn.Module) -> nn.Module:
     net.eval()
     for parameter in net.parameters():
         parameter.requires_grad_(False)
+    if isinstance(net, torch.jit.ScriptModule):
+        return net  # compiled: its attributes are constants, and it cannot be hooked anyway
     for module in net.modules():
         if isinstance(getattr(module, "inplace", None), bool):
             module.inplace = False

@@ -28,6 +28,21 @@ class Preprocessing:
     resize: ResizeMode = "crop"
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.channel_order not in ("rgb", "bgr", "gray"):
+            raise ValueError(f"channel_order must be 'rgb', 'bgr' or 'gray', got {self.channel_order!r}")
+        if self.resize not in ("crop", "stretch"):
+            raise ValueError(f"resize must be 'crop' or 'stretch', got {self.resize!r}")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if len(values) not in (1, self.channels):
+                raise ValueError(f"{name} has {len(values)} values, but channel_order {self.channel_order!r} has "
+                                 f"{self.channels} channel(s)")
+        if any(v == 0 for v in self.std):
+            raise ValueError("std must not contain 0")
+        if len(self.input_size) != 2 or min(self.input_size) < 1:
+            raise ValueError(f"input_size must be (height, width), got {self.input_size!r}")
+
     @property
     def channels(self) -> int:
         return 1 if self.channel_order == "gray" else 3
