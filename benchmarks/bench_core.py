@@ -39,6 +39,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from common import plain_backward
+
 import deepvis
 from deepvis import Probe, backprop_batch, default_layers
 
@@ -59,36 +61,6 @@ class Variant:
     @property
     def median(self) -> float:
         return statistics.median(self.times)
-
-
-class _Stop(Exception):
-    pass
-
-
-def plain_backward(net: nn.Module, module: nn.Module, x: torch.Tensor, channel: int, stop: bool) -> torch.Tensor:
-    """The baseline: input gradient of ``module``'s output with start signal = the channel's activation map."""
-    x = x.detach().clone().requires_grad_(True)
-    store = {}
-
-    def hook(_module, _inputs, output):
-        store["act"] = output
-        if stop:
-            raise _Stop
-
-    handle = module.register_forward_hook(hook)
-    try:
-        with torch.enable_grad():
-            try:
-                net(x)
-            except _Stop:
-                pass
-            act = store["act"]
-            start = torch.zeros_like(act)
-            start[:, channel] = act[:, channel].detach()
-            (grad,) = torch.autograd.grad(act, x, grad_outputs=start)
-    finally:
-        handle.remove()
-    return grad
 
 
 def relu_copy(model: deepvis.Model) -> deepvis.Model:

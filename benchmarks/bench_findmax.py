@@ -21,6 +21,7 @@ from PIL import Image, ImageOps
 import deepvis
 from deepvis.probe import Probe
 from deepvis.topk import TopK
+from common import rss_mib
 
 
 class MaxTrackerPort:
@@ -64,14 +65,6 @@ def dataset(model, count: int) -> torch.Tensor:
         crop = base.crop((int((1 - s) * w * ((i * 13) % 7) / 7), 0, int((1 - s) * w * ((i * 13) % 7) / 7 + s * w), h))
         images.append(model.preprocessing.to_tensor(ImageOps.mirror(crop) if i % 2 else crop))
     return torch.stack(images)
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main() -> None:
@@ -192,7 +185,7 @@ def main() -> None:
                     tops[n] = tops[n].update(probe[n], idx + seen)
         seen += len(x)
         if repeat in (1, 2, 4, 8):
-            readings.append((seen, rss_mb()))
+            readings.append((seen, rss_mib()))
     print("RSS while scanning: " + ", ".join(f"{n} images {mb:.0f} MB" for n, mb in readings))
 
 

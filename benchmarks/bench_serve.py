@@ -48,6 +48,7 @@ import deepvis
 from deepvis import backprop_batch
 from deepvis.server.session import Toolbox, ViewRequest
 from deepvis.units import parse_unit
+from common import plain_backward, rss_mib
 
 SAMPLES = sorted((Path(deepvis.__file__).parent / "samples").glob("*.jpg"))
 FLAT_SLACK_MIB = 32
@@ -125,32 +126,6 @@ class Frames:
         buffer = io.BytesIO()
         frame.save(buffer, format="JPEG", quality=85)
         return buffer.getvalue()
-
-
-def rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def bare_forward_backward(model: deepvis.Model, module: torch.nn.Module, x: torch.Tensor, channel: int):
-    """The bare model: whole forward pass with a requires-grad input, the layer's output from a forward hook, and
-    the input gradient of the unit's activation map."""
-    x = x.detach().clone().requires_grad_(True)
-    store = {}
-    handle = module.register_forward_hook(lambda _m, _i, output: store.__setitem__("act", output))
-    try:
-        with torch.enable_grad():
-            out = model.net(x)
-            act = store["act"]
-            start = torch.zeros_like(act)
-            start[:, channel] = act[:, channel].detach()
-            (grad,) = torch.autograd.grad(act, x, grad_outputs=start)
-    finally:
-        handle.remove()
-    return out, grad
 
 
 class LiveServer:
@@ -235,7 +210,7 @@ def main() -> int:
         return response
 
     def bare_frame(r: int):
-        return bare_forward_backward(model, module, frame_x[r], unit.channel)
+        return plain_backward(model.net, module, frame_x[r], unit.channel, stop=False)
 
     server_a = Variant("Toolbox: frame -> all panes", server_frame)
     bare_a = Variant("bare model: forward + backward", bare_frame)

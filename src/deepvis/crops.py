@@ -22,6 +22,7 @@ from .backprop import backprop_batch
 from .errors import DeepvisError
 from .images import load_image
 from .models.model import Model
+from .probe import layer_info
 from .progress import Progress
 from .receptive_field import ReceptiveField, field_from_json
 from .store import Store, atomic_write_bytes
@@ -135,7 +136,7 @@ def _unit_crops(model, inputs: _Inputs, folder: Path, layer: str, channel: int, 
     backward = [k for k in kinds if k != "image"]
     if backward:
         x = torch.stack([t for t, _ in loaded]).to(model.device)
-        shape = (len(ranks),) + tuple(model.layers()[[i.name for i in model.layers()].index(layer)].shape)
+        shape = (len(ranks),) + layer_info(model, layer).shape
         start = torch.zeros(shape, device=model.device)
         for n, (y, x_pos) in enumerate(positions):
             if y >= 0:

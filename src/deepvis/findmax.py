@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import DeepvisError
-from .images import find_images, load_image
+from .images import IMAGE_EXTENSIONS, find_images, load_image
 from .models.model import Model
 from .probe import Probe, layer_info
 from .progress import Progress
@@ -86,7 +86,7 @@ def find_max(model: Model, images: str | Path, out: str | Path, layers: list[str
         raise DeepvisError("k, batch size and checkpoint interval must be at least 1, workers at least 0")
     root, files = find_images(images)
     if not files:
-        raise DeepvisError(f"no images found in '{images}' (looked for {', '.join(_extensions())})")
+        raise DeepvisError(f"no images found in '{images}' (looked for {', '.join(IMAGE_EXTENSIONS)})")
     layers = list(dict.fromkeys(layers or [i.name for i in model.layers() if i.default]))
     infos = {name: layer_info(model, name) for name in layers}
     store = Store(out)
@@ -151,12 +151,6 @@ def find_max(model: Model, images: str | Path, out: str | Path, layers: list[str
         if started:
             dist.destroy_process_group()
     return store
-
-
-def _extensions() -> list[str]:
-    from .images import IMAGE_EXTENSIONS
-
-    return list(IMAGE_EXTENSIONS)
 
 
 def _save_checkpoint(path: Path, config: dict, done: int, tops: dict[str, TopK], skipped) -> None:

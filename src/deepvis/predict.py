@@ -30,8 +30,12 @@ def probabilities(model: Model, x: torch.Tensor) -> torch.Tensor:
     return out.float() if model.outputs == "probs" else out.float().softmax(dim=1)
 
 
-def predict(model: Model, image, top: int = 5, resize: str | None = None) -> list[Prediction]:
-    """The ``top`` most probable classes for one image (path, PIL image, array, or preprocessed tensor)."""
-    probs = probabilities(model, model.input(image, resize))[0]
+def top_predictions(model: Model, probs: torch.Tensor, top: int = 5) -> list[Prediction]:
+    """The ``top`` largest of one image's class probabilities (classes,), labelled."""
     values, indices = probs.topk(min(max(1, top), probs.numel()))
     return [Prediction(int(i), model.label(int(i)), float(v)) for v, i in zip(values, indices)]
+
+
+def predict(model: Model, image, top: int = 5, resize: str | None = None) -> list[Prediction]:
+    """The ``top`` most probable classes for one image (path, PIL image, array, or preprocessed tensor)."""
+    return top_predictions(model, probabilities(model, model.input(image, resize))[0], top)

@@ -239,20 +239,15 @@ def png_bytes(image) -> bytes:
 
 def save_image(image, path) -> None:
     """Write a float image to ``path`` atomically (format from the extension)."""
-    import os
-    import tempfile
     from pathlib import Path
 
+    from .store import atomic_write_bytes
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        to_pil(image).save(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    Image.init()
+    file_format = Image.registered_extensions().get(path.suffix.lower())
+    if file_format is None:
+        raise ValueError(f"cannot tell an image format from the name '{path.name}': use .png, .jpg, ...")
+    buffer = io.BytesIO()
+    to_pil(image).save(buffer, format=file_format)
+    atomic_write_bytes(path, buffer.getvalue())

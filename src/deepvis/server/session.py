@@ -29,7 +29,7 @@ from ..errors import DeepvisError
 from ..store import Store
 from ..images import find_images, load_image
 from ..models.model import Model
-from ..predict import Prediction
+from ..predict import Prediction, top_predictions
 from ..probe import Probe
 from ..render import FILTERS
 from ..units import Unit
@@ -369,8 +369,7 @@ class Toolbox:
         if not isinstance(out, torch.Tensor) or out.dim() != 2:
             return []
         probs = out[0].float() if self.model.outputs == "probs" else out[0].float().softmax(0)
-        values, indices = probs.topk(min(top, probs.numel()))
-        return [Prediction(int(i), self.model.label(int(i)), float(v)) for v, i in zip(values, indices)]
+        return top_predictions(self.model, probs, top)
 
     # ---------------------------------------------------------------- backward
     def backward(self, item: Input, origin: Unit, mode: str, layer: str | None = None):
