@@ -135,16 +135,58 @@ def _cmd_crops(args) -> int:
     if args.input_size is None:
         args.input_size = tuple(manifest["preprocessing"]["input_size"])
     model = _model(args)
-    channels = None
-    if args.units:
-        first, _, last = args.units.partition("-")
-        if not first.isdigit() or (last and not last.isdigit()):
-            raise _UsageError(f"--units must look like 0-63 or 5, got {args.units!r}")
-        channels = range(int(first), int(last or first) + 1)
-    make_crops(model, args.store, layers=args.layers, kinds=tuple(args.kinds), channels=channels, force=args.force,
+    make_crops(model, args.store, layers=args.layers, kinds=tuple(args.kinds), channels=args.units, force=args.force,
                progress=not args.quiet)
     if not args.quiet:
         print(f"wrote crops ({', '.join(args.kinds)}) into {args.store}")
+    return 0
+
+
+_PAPER_FLAGS = ("max_iter", "start_at", "seed", "decay", "blur_radius", "blur_every", "small_val_percentile",
+                "small_norm_percentile", "px_benefit_percentile", "px_abs_benefit_percentile", "lr_policy", "lr_params")
+_MODERN_FLAGS = ("steps", "lr", "seed", "jitter", "rotate", "copies", "diversity", "fourier", "decorrelate")
+
+
+def _cmd_optimize(args) -> int:
+    from .optimize import make_params, optimize, optimize_to_store
+    from .render import save_image
+
+    if bool(args.unit) == bool(args.out):
+        raise _UsageError("give --out STORE with --layers (whole layers into a store), or --unit UNIT -o OUT.png")
+    if args.unit and not args.output:
+        raise _UsageError("--unit needs -o OUT.png")
+    if args.out and not args.layers:
+        raise _UsageError("--out needs --layers L... (the layers to optimize; 'deepvis layers' lists them)")
+    names, other = (_PAPER_FLAGS, _MODERN_FLAGS) if args.method == "paper" else (_MODERN_FLAGS, _PAPER_FLAGS)
+    stray = [n for n in other if n not in names and getattr(args, n) is not None]
+    if stray:
+        raise _UsageError(f"--{stray[0].replace('_', '-')} is a setting of the other method (--method)")
+    if args.preset and args.method != "paper":
+        raise _UsageError("--preset applies to --method paper")
+    settings = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    if args.minimize:
+        settings["push_dir"] = -1.0
+    params = make_params(args.method, preset_name=args.preset, **settings)
+    model = _model(args)
+    if args.unit:
+        parent = Path(args.output).parent
+        if not parent.is_dir():
+            raise DeepvisError(f"cannot write '{args.output}': the folder '{parent}' does not exist")
+        results = optimize(model, args.unit, args.method, params, objective=args.objective)
+        for n, result in enumerate(results):
+            path = Path(args.output)
+            if len(results) > 1:
+                path = path.with_name(f"{path.stem}_{n:02d}{path.suffix}")
+            save_image(result.image, path)
+            path.with_suffix(".json").write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
+            if not args.quiet:
+                print(f"wrote {path}: {result.target}, best {result.best_obj:.4g} "
+                      f"({result.record['meta_result']})")
+        return 0
+    optimize_to_store(model, args.out, args.layers, params, channels=args.units, objective=args.objective,
+                      batch_size=args.batch_size, force=args.force, progress=not args.quiet)
+    if not args.quiet:
+        print(f"wrote optimized images of {', '.join(args.layers)} into {args.out}")
     return 0
 
 
@@ -221,6 +263,23 @@ def _size(text: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
+def _channel_range(text: str) -> range:
+    first, _, last = text.partition("-")
+    if not first.isdigit() or (last and not last.isdigit()) or int(last or first) < int(first):
+        raise argparse.ArgumentTypeError(f"expected FIRST-LAST or N (channels), e.g. 0-63, got {text!r}")
+    return range(int(first), int(last or first) + 1)
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f'expected a JSON object such as \'{{"lr": 100}}\', got {text!r}')
+    return value
+
+
 def _unit(text: str):
     try:
         return parse_unit(text)
@@ -289,9 +348,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", metavar="STORE")
     p.add_argument("--layers", nargs="+", metavar="L", help="layers (default: all in the store)")
     p.add_argument("--kinds", nargs="+", default=["image", "deconv"], choices=["image", "deconv", "gradient", "guided"])
-    p.add_argument("--units", metavar="FIRST-LAST", help="only these channels, e.g. 0-63")
+    p.add_argument("--units", metavar="FIRST-LAST", type=_channel_range, help="only these channels, e.g. 0-63")
     p.add_argument("--force", action="store_true", help="rewrite units already written")
     p.set_defaults(run=_cmd_crops)
+
+    p = sub.add_parser("optimize", parents=[common], help="synthetic images that maximize units (activation "
+                       "maximization)", description="Whole layers into a store (--out STORE --layers L...), or single "
+                       "units into a picture (--unit UNIT -o OUT.png). Method 'paper' is Yosinski et al. 2015's "
+                       "regularized optimization in 0-255 pixel space (Table 1 presets); 'modern' a Fourier-space, "
+                       "colour-decorrelated image with random transformations.")
+    p.add_argument("--out", metavar="STORE", help="the store to write <layer>/<channel>/optimized.png into")
+    p.add_argument("--layers", nargs="+", metavar="L", help="layers to optimize (with --out)")
+    p.add_argument("--units", metavar="FIRST-LAST", type=_channel_range, help="only these channels, e.g. 0-63")
+    p.add_argument("--unit", nargs="+", type=_unit, metavar="UNIT", help="single units, e.g. classifier:285 (with -o)")
+    p.add_argument("-o", "--output", metavar="OUT.png", type=_output_image, help="picture for --unit")
+    p.add_argument("--method", choices=["paper", "modern"], default="paper", help="default paper")
+    p.add_argument("--preset", choices=["paper1", "paper2", "paper3", "paper4"],
+                   help="Table 1 of the paper (default paper3); single flags below change single settings")
+    p.add_argument("--objective", choices=["unit", "channel"], default="unit",
+                   help="unit: the centre position of a conv channel (or @y,x); channel: the channel's mean")
+    p.add_argument("--minimize", action="store_true", help="push the unit down instead of up")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="units optimized together (default 16)")
+    p.add_argument("--force", action="store_true", help="redo units already in the store")
+    paper = p.add_argument_group("paper method settings (default: the preset's)")
+    paper.add_argument("--max-iter", type=_positive_int)
+    paper.add_argument("--start-at", choices=["mean_plus_rand", "randu", "mean"])
+    paper.add_argument("--seed", type=int, help="random seed of the start image (both methods; default 0)")
+    paper.add_argument("--decay", type=float, help="L2 decay per step")
+    paper.add_argument("--blur-radius", type=float, help="Gaussian blur sigma, pixels")
+    paper.add_argument("--blur-every", type=int, help="blur every N steps (0: never)")
+    paper.add_argument("--small-val-percentile", type=float, metavar="P")
+    paper.add_argument("--small-norm-percentile", type=float, metavar="P")
+    paper.add_argument("--px-benefit-percentile", type=float, metavar="P")
+    paper.add_argument("--px-abs-benefit-percentile", type=float, metavar="P")
+    paper.add_argument("--lr-policy", choices=["constant", "progress", "progress01"])
+    paper.add_argument("--lr-params", type=_json_object, metavar="JSON", help='e.g. \'{"lr": 100}\'')
+    modern = p.add_argument_group("modern method settings")
+    modern.add_argument("--steps", type=_positive_int, help="Adam steps (default 512)")
+    modern.add_argument("--lr", type=float, help="Adam learning rate (default 0.05)")
+    modern.add_argument("--jitter", type=int, help="random shift, pixels (default 8)")
+    modern.add_argument("--rotate", type=float, help="random rotation, degrees (default 10)")
+    modern.add_argument("--copies", type=_positive_int, help="images per unit (default 1)")
+    modern.add_argument("--diversity", type=float, help="weight of the diversity term across copies (default 0)")
+    modern.add_argument("--no-fourier", dest="fourier", action="store_false", default=None,
+                        help="optimize plain pixels instead of a Fourier spectrum")
+    modern.add_argument("--no-decorrelate", dest="decorrelate", action="store_false", default=None,
+                        help="no colour decorrelation")
+    p.set_defaults(run=_cmd_optimize)
 
     p = sub.add_parser("serve", parents=[common], help="the live toolbox in the browser")
     p.add_argument("--images", metavar="DIR|LIST", help="a folder of images or a list file (default: bundled samples)")

@@ -9,7 +9,6 @@ per kind, and a sprite of every channel's best crop per layer and kind (the tool
 from __future__ import annotations
 
 import io
-import math
 from collections import OrderedDict
 from pathlib import Path
 
@@ -29,7 +28,6 @@ from .store import Store, atomic_write_bytes
 from .units import Unit
 
 KINDS = ("image", "deconv", "gradient", "guided")
-SPRITE_TILE = 64
 
 
 def crop_box(array: np.ndarray, box: tuple[int, int, int, int], fill: float = 0.0) -> np.ndarray:
@@ -117,7 +115,7 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
                 _unit_crops(model, inputs, folder, name, channel, top, field, kinds)
             bar.update(1)
         for kind in kinds:
-            _sprite(store, name, count, kind)
+            store.write_sprite(name, count, kind, tile_file=f"{kind}_00.jpg")
     bar.close()
     return store
 
@@ -152,22 +150,3 @@ def _unit_crops(model, inputs: _Inputs, folder: Path, layer: str, channel: int, 
         for rank, image in zip(ranks, images):
             atomic_write_bytes(folder / f"{kind}_{rank:02d}.jpg", _jpeg(image))
         atomic_write_bytes(folder / f"{kind}.jpg", _jpeg(render.montage(_same_size(images), pad=2)))
-
-
-def _sprite(store: Store, layer: str, count: int, kind: str) -> None:
-    """Every channel's best crop of one kind in a square grid, row-major, no spacing (pattern mode)."""
-    side = math.ceil(math.sqrt(count))
-    sprite = Image.new("RGB", (side * SPRITE_TILE, side * SPRITE_TILE))
-    found = False
-    for channel in range(count):
-        path = store.unit_dir(layer, channel) / f"{kind}_00.jpg"
-        if path.exists():
-            with Image.open(path) as tile:
-                tile = tile.convert("RGB").resize((SPRITE_TILE, SPRITE_TILE), Image.BILINEAR)
-            row, col = divmod(channel, side)
-            sprite.paste(tile, (col * SPRITE_TILE, row * SPRITE_TILE))
-            found = True
-    if found:
-        buffer = io.BytesIO()
-        sprite.save(buffer, format="JPEG", quality=90)
-        atomic_write_bytes(store.layer_dir(layer) / f"sprite_{kind}.jpg", buffer.getvalue())

@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import string
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from .errors import DeepvisError
 
 FORMAT_VERSION = 1
+#: Side of one channel's cell in a layer sprite, pixels.
+SPRITE_TILE = 64
 _SAFE = set(string.ascii_letters + string.digits + "._-")
 
 
@@ -93,6 +97,28 @@ class Store:
                 return path
         original = self.root / "regularized_opt" / layer_dirname(layer) / "whole_layer.jpg"
         return original if original.is_file() else None
+
+    def write_sprite(self, layer: str, count: int, kind: str, tile_file: str) -> Path | None:
+        """Every channel's ``tile_file`` in a square grid (row-major, no spacing) as ``sprite_<kind>.jpg``, the
+        picture of a whole layer in pattern mode; channels without the file stay black. None if no channel has it."""
+        side = math.ceil(math.sqrt(count))
+        sprite = Image.new("RGB", (side * SPRITE_TILE, side * SPRITE_TILE))
+        found = False
+        for channel in range(count):
+            path = self.unit_dir(layer, channel) / tile_file
+            if path.exists():
+                with Image.open(path) as tile:
+                    tile = tile.convert("RGB").resize((SPRITE_TILE, SPRITE_TILE), Image.BILINEAR)
+                row, col = divmod(channel, side)
+                sprite.paste(tile, (col * SPRITE_TILE, row * SPRITE_TILE))
+                found = True
+        if not found:
+            return None
+        buffer = io.BytesIO()
+        sprite.save(buffer, format="JPEG", quality=90)
+        target = self.layer_dir(layer) / f"sprite_{kind}.jpg"
+        atomic_write_bytes(target, buffer.getvalue())
+        return target
 
     # ------------------------------------------------------------ manifest and image list
     @property

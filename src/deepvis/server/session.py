@@ -511,7 +511,8 @@ class Toolbox:
         if not isinstance(layer, str) or layer not in set(self.model.layer_names()):
             raise DeepvisError(f"unknown layer {str(layer)[:100]!r}")
         hint = (f"not computed yet — run `deepvis find-max IMAGES --out STORE --layers {layer}` "
-                f"then `deepvis crops STORE --layers {layer}` and restart with `deepvis serve --store STORE`")
+                f"then `deepvis crops STORE --layers {layer}`, and/or `deepvis optimize --out STORE --layers {layer}`, "
+                "and restart with `deepvis serve --store STORE`")
         if self.store is None:
             return {"layer": layer, "channel": channel, "images": {}, "sprite": None, "hint": hint}
         store = Store(self.store)

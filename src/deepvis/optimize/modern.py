@@ -1,0 +1,173 @@
+"""The modern recipe (Olah et al. 2017, Lucid): the image lives in a scaled Fourier basis with decorrelated colour,
+every step sees a randomly jittered, scaled and rotated copy, and Adam does the ascent. Optional diversity term
+across several images of the same target. Batched: one (or ``copies``) image per target."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import DeepvisError
+from ..models.model import Model
+from ..probe import Probe
+from .objectives import Target, objective_values
+from .result import OptimizeResult
+
+#: Square root of the colour correlation of ImageNet pixels (as Lucid measured it): decorrelated -> RGB.
+COLOR_CORRELATION_SQRT = torch.tensor([[0.26, 0.09, 0.02],
+                                       [0.27, 0.00, -0.05],
+                                       [0.27, -0.09, 0.03]])
+
+
+@dataclass(frozen=True)
+class ModernParams:
+    """Settings of the modern recipe. ``jitter`` in pixels, ``scale`` a (min, max) zoom, ``rotate`` in degrees;
+    ``push_dir`` +1 maximizes, -1 minimizes."""
+
+    steps: int = 512
+    lr: float = 0.05
+    fourier: bool = True
+    decorrelate: bool = True
+    init_sd: float = 0.01
+    decay_power: float = 1.0
+    jitter: int = 8
+    scale: tuple[float, float] = (0.9, 1.1)
+    rotate: float = 10.0
+    copies: int = 1
+    diversity: float = 0.0
+    seed: int = 0
+    push_dir: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.push_dir not in (1, -1):
+            raise DeepvisError(f"push_dir must be +1 (maximize) or -1 (minimize), got {self.push_dir}")
+        if self.steps < 1 or self.copies < 1 or self.lr <= 0 or self.jitter < 0 or self.rotate < 0:
+            raise DeepvisError("steps and copies must be >= 1, lr > 0, jitter and rotate >= 0")
+        if not 0 < self.scale[0] <= self.scale[1]:
+            raise DeepvisError(f"scale must be (min, max) with 0 < min <= max, got {self.scale}")
+
+    def with_(self, **changes) -> "ModernParams":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["scale"] = list(self.scale)
+        return data
+
+
+class FourierImage(torch.nn.Module):
+    """A batch of RGB images in [0, 1] made from learnable spectra, with 1/f scaling (all frequencies learn at a
+    similar speed) and a fixed colour decorrelation; plain pixels when ``fourier`` / ``decorrelate`` are off."""
+
+    def __init__(self, count: int, height: int, width: int, params: ModernParams, generator: torch.Generator):
+        super().__init__()
+        self.height, self.width, self.params = height, width, params
+        if params.fourier:
+            freq_y = torch.fft.fftfreq(height)[:, None]
+            freq_x = torch.fft.rfftfreq(width)[None, :]
+            freq = torch.sqrt(freq_y**2 + freq_x**2)
+            scale = 1.0 / torch.clamp(freq, min=1.0 / max(height, width)) ** params.decay_power
+            self.register_buffer("spectrum_scale", scale * math.sqrt(height * width))
+            shape = (count, 3, height, width // 2 + 1, 2)
+        else:
+            shape = (count, 3, height, width)
+        self.raw = torch.nn.Parameter(torch.randn(shape, generator=generator) * params.init_sd)
+
+    def forward(self) -> torch.Tensor:
+        if self.params.fourier:
+            spectrum = torch.view_as_complex(self.raw) * self.spectrum_scale
+            image = torch.fft.irfft2(spectrum, s=(self.height, self.width)) / 4.0
+        else:
+            image = self.raw
+        if self.params.decorrelate:
+            matrix = COLOR_CORRELATION_SQRT.to(image.device)
+            matrix = matrix / matrix.norm(dim=0).max()
+            image = torch.einsum("ij,njhw->nihw", matrix, image)
+        return torch.sigmoid(image)
+
+
+def random_transform(images: torch.Tensor, params: ModernParams, generator: torch.Generator) -> torch.Tensor:
+    """Each image jittered, scaled and rotated by its own random amounts, at the same size (reflected borders)."""
+    n, _, h, w = images.shape
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(params.rotate)
+    zoom = params.scale[0] + torch.rand(n, generator=generator) * (params.scale[1] - params.scale[0])
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * params.jitter
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin * h / w, shift[:, 1] * 2 / w], 1),
+                         torch.stack([sin * w / h, cos, shift[:, 0] * 2 / h], 1)], 1).to(images)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def _diversity(acts: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
+    """Mean cosine similarity of the Gram matrices of the images of each group (lower: more diverse)."""
+    flat = acts.reshape(acts.shape[0], acts.shape[1], -1)
+    grams = F.normalize((flat @ flat.transpose(1, 2)).reshape(acts.shape[0], -1), dim=1)
+    total = acts.new_zeros(())
+    for rows in groups:
+        if len(rows) > 1:
+            g = grams[rows]
+            similarity = g @ g.T
+            total = total + (similarity.sum() - similarity.diagonal().sum()) / len(rows)
+    return total
+
+
+def optimize_modern(model: Model, targets: Sequence[Target], params: ModernParams,
+                    on_step: Callable[[int], None] | None = None) -> list[OptimizeResult]:
+    """Optimize ``params.copies`` images per target with the modern recipe (all in one batch)."""
+    pre = model.preprocessing
+    height, width = pre.input_size
+    device = model.device
+    expanded = [t for t in targets for _ in range(params.copies)]
+    groups = [list(range(i * params.copies, (i + 1) * params.copies)) for i in range(len(targets))]
+    generator = torch.Generator().manual_seed(int(params.seed))
+    image = FourierImage(len(expanded), height, width, params, generator).to(device)
+    optimizer = torch.optim.Adam(image.parameters(), lr=params.lr)
+    signs = torch.tensor([t.sign for t in expanded], device=device)
+    layers = list(dict.fromkeys(t.layer for t in targets))
+    history: list[list[float]] = []
+    for step in range(params.steps):
+        optimizer.zero_grad(set_to_none=True)
+        pixels = random_transform(image(), params, generator)
+        values, penalty = _objectives(model, pre.normalize(pixels), expanded, layers, groups, params.diversity)
+        loss = -(values * signs).sum() + params.diversity * penalty
+        loss.backward()
+        optimizer.step()
+        history.append([float(v) for v in values.detach()])
+        if on_step is not None:
+            on_step(step)
+    with torch.no_grad():
+        final = image()
+        values, _ = _objectives(model, pre.normalize(final), expanded, layers, groups, 0.0)
+    results = []
+    for i, target in enumerate(targets):
+        rows = groups[i]
+        pictures = [final[r].permute(1, 2, 0).float().cpu().numpy() for r in rows]
+        record = {"ii": list(range(params.steps)), "obj": [h[rows[0]] for h in history],
+                  "final_obj": [float(values[r]) for r in rows]}
+        record.update(best_obj=record["final_obj"][0], best_ii=params.steps, last_obj=record["final_obj"][0],
+                      meta_result="done")
+        results.append(OptimizeResult(target, "modern", pictures[0], pictures[0], pictures[0], record, params.to_json(),
+                                      extra_images=pictures[1:]))
+    return results
+
+
+def _objectives(model: Model, x: torch.Tensor, targets: Sequence[Target], layers: list[str],
+                groups: list[list[int]], diversity: float) -> tuple[torch.Tensor, torch.Tensor]:
+    with Probe(model, layers, keep_graph=True, stop_early=True) as probe:
+        probe.run(x)
+    values = torch.zeros(len(targets), device=x.device)
+    penalty = x.new_zeros(())
+    for layer in layers:
+        rows = [n for n, t in enumerate(targets) if t.layer == layer]
+        acts = probe[layer][rows]
+        values = values.index_put((torch.tensor(rows, device=x.device),),
+                                  objective_values(acts, [targets[n] for n in rows]))
+        if diversity and acts.dim() == 4:
+            local = {n: i for i, n in enumerate(rows)}
+            penalty = penalty + _diversity(acts, [[local[n] for n in g if n in local] for g in groups])
+    return values, penalty

@@ -1,0 +1,110 @@
+"""What an optimized image should excite: a unit (one position of a channel), a whole channel, or a direction in
+a layer's channel space. Each image of a batch has its own target, and its objective depends on its own image only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import torch
+
+from ..errors import UnitError
+from ..models.model import Model
+from ..probe import layer_info
+from ..units import Unit, parse_unit
+
+Kind = Literal["unit", "channel", "direction"]
+KINDS = ("unit", "channel", "direction")
+
+
+@dataclass(frozen=True)
+class Target:
+    """An objective on one layer. ``unit``: the channel at ``position`` (the centre of a conv layer by default);
+    ``channel``: the channel's mean over all positions; ``direction``: ``vector . activations`` over channels, at
+    ``position`` or averaged over positions. ``sign`` +1 maximizes, -1 minimizes."""
+
+    layer: str
+    channel: int = 0
+    position: tuple[int, int] | None = None
+    kind: Kind = "unit"
+    vector: tuple[float, ...] | None = None
+    sign: float = 1.0
+
+    @property
+    def unit(self) -> Unit:
+        return Unit(self.layer, self.channel, self.position)
+
+    def __str__(self) -> str:
+        if self.kind == "direction":
+            return f"{self.layer}:direction" + (f"@{self.position[0]},{self.position[1]}" if self.position else "")
+        return str(Unit(self.layer, self.channel, self.position if self.kind == "unit" else None))
+
+    def to_json(self) -> dict:
+        return {"target": str(self), "layer": self.layer, "channel": self.channel if self.kind != "direction" else None,
+                "position": list(self.position) if self.position else None, "kind": self.kind, "sign": self.sign,
+                "vector": list(self.vector) if self.vector is not None else None}
+
+
+def make_target(model: Model, unit: str | Unit | Target, kind: Kind = "unit", sign: float = 1.0,
+                vector: Sequence[float] | None = None) -> Target:
+    """Check a unit against the layer catalog and fill in its position (the centre for a ``unit`` of a conv layer)."""
+    if isinstance(unit, Target):
+        return unit
+    if kind not in KINDS:
+        raise UnitError(f"unknown objective {kind!r}: use one of {', '.join(KINDS)}")
+    if kind == "direction" and isinstance(unit, str) and ":" not in unit:
+        unit = f"{unit}:0"
+    unit = parse_unit(unit)
+    info = layer_info(model, unit.layer)
+    channels, spatial = info.shape[0], info.shape[1:]
+    if kind != "direction" and unit.channel >= channels:
+        raise UnitError(f"channel {unit.channel} out of range for layer '{unit.layer}', which has {channels} channels "
+                        f"(0-{channels - 1})")
+    position = unit.position
+    if position is not None:
+        if len(spatial) != 2:
+            raise UnitError(f"unit '{unit}' has a position, but layer '{unit.layer}' has no spatial dimensions")
+        if position[0] >= spatial[0] or position[1] >= spatial[1]:
+            raise UnitError(f"position {position[0]},{position[1]} out of range for layer '{unit.layer}' of size "
+                            f"{spatial[0]}x{spatial[1]}")
+    elif kind == "unit" and len(spatial) == 2:
+        position = (spatial[0] // 2, spatial[1] // 2)  # the original warned that (0, 0) has edge effects
+    if kind == "channel":
+        position = None
+    if kind == "direction":
+        if vector is None or len(vector) != channels:
+            raise UnitError(f"a direction objective on layer '{unit.layer}' needs a vector of {channels} values")
+        vector = tuple(float(v) for v in vector)
+    return Target(unit.layer, unit.channel, position, kind, vector if kind == "direction" else None, float(sign))
+
+
+def objective_values(acts: torch.Tensor, targets: Sequence[Target]) -> torch.Tensor:
+    """(N,) objective values (before ``sign``) of a layer's (N, C, ...) activations, one target per image."""
+    values = []
+    for n, target in enumerate(targets):
+        act = acts[n]
+        if target.kind == "direction":
+            vector = torch.tensor(target.vector, dtype=act.dtype, device=act.device)
+            act = (act * vector.view(-1, *([1] * (act.dim() - 1)))).sum(0, keepdim=True)
+            channel = 0
+        else:
+            channel = target.channel
+        if target.position is not None:
+            values.append(act[channel, target.position[0], target.position[1]])
+        else:
+            values.append(act[channel].mean())
+    return torch.stack(values)
+
+
+def layer_argmax(acts: torch.Tensor) -> list[tuple[int, ...]]:
+    """Where each image's layer is highest: (channel, y, x) for conv layers, (channel,) otherwise."""
+    flat = acts.detach().reshape(acts.shape[0], -1).argmax(dim=1).cpu()
+    shape = tuple(acts.shape[1:])
+    return [tuple(int(i) for i in torch.unravel_index(index, shape)) for index in flat]
+
+
+def is_target_max(target: Target, argmax: tuple[int, ...]) -> bool | None:
+    """Whether the target unit is its layer's arg-max (the paper's "majority" test); None for other objectives."""
+    if target.kind != "unit":
+        return None
+    return argmax == (target.channel,) + (tuple(target.position) if target.position else ())

@@ -1,0 +1,131 @@
+"""The paper's regularized gradient ascent in pixel space (``optimize_image.py`` of the original), batched: each
+image of the batch has its own target, learning rate, percentiles and stopping, and gets the same result as when
+optimized alone."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from ..models.model import Model
+from ..probe import Probe
+from . import regularizers as reg
+from .objectives import Target, is_target_max, layer_argmax, objective_values
+from .pixels import PixelSpace, pixel_space
+from .presets import PaperParams
+from .result import OptimizeResult
+
+
+def start_image(params: PaperParams, space: PixelSpace) -> torch.Tensor:
+    """The starting point: ``mean_plus_rand`` N(0, 10) around the mean, ``randu`` U(0, 255) minus the mean, or
+    ``mean`` (zeros). Drawn from ``params.seed`` alone, so every target of a run starts from the same image, as
+    every run of the original with the same seed did."""
+    generator = torch.Generator().manual_seed(int(params.seed))
+    shape = tuple(space.mean.shape)
+    if params.start_at == "mean_plus_rand":
+        x0 = torch.randn(shape, generator=generator, dtype=torch.float64) * 10.0
+    elif params.start_at == "randu":
+        x0 = torch.rand(shape, generator=generator, dtype=torch.float64) * 255.0 - space.mean.double().cpu()
+    else:
+        x0 = torch.zeros(shape, dtype=torch.float64)
+    return x0.to(device=space.mean.device, dtype=space.mean.dtype)
+
+
+def _regularize(x: torch.Tensor, grad: torch.Tensor, params: PaperParams, ii: int) -> torch.Tensor:
+    """Decay, blur, and the four clippings, in the original's order."""
+    x = reg.decay(x, params.decay)
+    if params.blur_every and params.blur_radius > 0 and ii % params.blur_every == 0:
+        x = reg.gaussian_blur(x, params.blur_radius)
+    if params.small_val_percentile > 0:
+        x = reg.zero_small_values(x, params.small_val_percentile)
+    if params.small_norm_percentile > 0:
+        x = reg.zero_small_norms(x, params.small_norm_percentile)
+    if params.px_benefit_percentile > 0:
+        x = reg.zero_small_benefit(x, grad, params.px_benefit_percentile)
+    if params.px_abs_benefit_percentile > 0:
+        x = reg.zero_small_abs_benefit(x, grad, params.px_abs_benefit_percentile)
+    return x
+
+
+class _Tracker:
+    """The original's ``FindResults`` for one image: per-iteration values, best, last, first arg-max."""
+
+    def __init__(self, target: Target):
+        self.target = target
+        self.record: dict = {key: [] for key in ("ii", "obj", "idxmax", "ismax", "norm", "dist", "std")}
+        self.record.update(best_obj=None, best_ii=None, last_obj=None, last_ii=None, majority_obj=None,
+                           majority_ii=None, meta_result=None)
+        self.best_x = self.last_x = None
+
+    def update(self, ii: int, obj: float, argmax: tuple[int, ...], x: torch.Tensor, x0: torch.Tensor) -> None:
+        r = self.record
+        ismax = is_target_max(self.target, argmax)
+        r["ii"].append(ii)
+        r["obj"].append(obj)
+        r["idxmax"].append(list(argmax))
+        r["ismax"].append(ismax)
+        r["norm"].append(float(x.norm()))
+        r["dist"].append(float((x - x0).norm()))
+        r["std"].append(float(x.std()))
+        if ismax and r["majority_ii"] is None:
+            r["majority_obj"], r["majority_ii"] = obj, ii
+        if r["best_obj"] is None or self.target.sign * obj > self.target.sign * r["best_obj"]:
+            r["best_obj"], r["best_ii"], self.best_x = obj, ii, x.clone()
+        r["last_obj"], r["last_ii"], self.last_x = obj, ii, x
+
+    def finish(self) -> None:
+        if self.record["meta_result"] is None:
+            found = self.record["majority_ii"] is not None
+            self.record["meta_result"] = "majority success" if found else "majority failure"
+
+
+def optimize_paper(model: Model, targets: Sequence[Target], params: PaperParams,
+                   on_step: Callable[[int], None] | None = None) -> list[OptimizeResult]:
+    """Optimize one image per target with the paper's method (all targets in one batch)."""
+    space = pixel_space(model)
+    x0 = start_image(params, space)
+    x = x0.expand(len(targets), *x0.shape).clone()
+    signs = torch.tensor([t.sign for t in targets], device=x.device, dtype=x.dtype)
+    active = torch.ones(len(targets), dtype=torch.bool, device=x.device)
+    trackers = [_Tracker(t) for t in targets]
+    layers = list(dict.fromkeys(t.layer for t in targets))
+    for ii in range(params.max_iter):
+        x = space.clip(x)
+        x_input = space.to_input(x).requires_grad_(True)
+        with torch.enable_grad(), Probe(model, layers, keep_graph=True, stop_early=True) as probe:
+            probe.run(x_input)
+            objective = torch.zeros(len(targets), device=x.device, dtype=x.dtype)
+            argmax: list[tuple[int, ...]] = [()] * len(targets)
+            for layer in layers:
+                rows = [n for n, t in enumerate(targets) if t.layer == layer]
+                acts = probe[layer][rows]
+                objective[rows] = objective_values(acts, [targets[n] for n in rows])
+                for n, where in zip(rows, layer_argmax(acts)):
+                    argmax[n] = where
+            (grad_input,) = torch.autograd.grad((objective * signs * active).sum(), x_input)
+        grad = grad_input * space.scale
+        values = objective.detach()
+        for n in active.nonzero().flatten().tolist():
+            trackers[n].update(ii, float(values[n]), argmax[n], x[n], x0)
+        grad_sq_norm = grad.pow(2).sum(dim=(1, 2, 3))
+        dead = active & (grad_sq_norm == 0)
+        for n in dead.nonzero().flatten().tolist():
+            trackers[n].record["meta_result"] = "grad 0 failure"
+        active &= ~dead
+        if on_step is not None:
+            on_step(ii)
+        if not active.any():
+            break
+        if ii < params.max_iter - 1:  # no step after the last evaluation, so the record describes the final image
+            lr = reg.learning_rate(params.lr_policy, params.lr_params, grad_sq_norm, values)
+            stepped = _regularize(x + lr.view(-1, 1, 1, 1) * grad, grad, params, ii)
+            x = torch.where(active.view(-1, 1, 1, 1), stepped, x)
+    results = []
+    for tracker in trackers:
+        tracker.finish()
+        best = tracker.best_x if tracker.best_x is not None else x0
+        last = tracker.last_x if tracker.last_x is not None else x0
+        results.append(OptimizeResult(tracker.target, "paper", space.to_display(best), space.to_rgb01(best),
+                                      space.to_display(last), tracker.record, params.to_json()))
+    return results

@@ -1,0 +1,81 @@
+"""The paper's hyperparameters: one dataclass with the original's defaults, and Table 1's four presets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from ..errors import DeepvisError
+
+START_AT = ("mean_plus_rand", "randu", "mean")
+LR_POLICIES = {"constant": ("lr",), "progress": ("max_lr", "desired_prog"),
+               "progress01": ("max_lr", "early_prog", "late_prog_mult")}
+
+
+@dataclass(frozen=True)
+class PaperParams:
+    """Regularized activation maximization as in Yosinski et al. 2015 (``optimize_image.py``'s options).
+
+    Percentiles are 0-100 (0: off); ``blur_radius`` is the Gaussian sigma in pixels, applied every ``blur_every``
+    iterations; ``decay`` is the L2 decay per step. ``push_dir`` +1 maximizes, -1 minimizes.
+    """
+
+    start_at: str = "mean_plus_rand"
+    seed: int = 0
+    push_dir: float = 1.0
+    decay: float = 0.0
+    blur_radius: float = 0.0
+    blur_every: int = 0
+    small_val_percentile: float = 0.0
+    small_norm_percentile: float = 0.0
+    px_benefit_percentile: float = 0.0
+    px_abs_benefit_percentile: float = 0.0
+    lr_policy: str = "constant"
+    lr_params: dict = field(default_factory=lambda: {"lr": 1.0})
+    max_iter: int = 500
+
+    def __post_init__(self) -> None:
+        if self.start_at not in START_AT:
+            raise DeepvisError(f"unknown start {self.start_at!r}: use one of {', '.join(START_AT)}")
+        if self.lr_policy not in LR_POLICIES:
+            raise DeepvisError(f"unknown lr policy {self.lr_policy!r}: use one of {', '.join(LR_POLICIES)}")
+        missing = [k for k in LR_POLICIES[self.lr_policy] if k not in self.lr_params]
+        if missing:
+            raise DeepvisError(f"lr policy {self.lr_policy!r} needs lr_params {', '.join(LR_POLICIES[self.lr_policy])}"
+                               f" (missing {', '.join(missing)})")
+        if self.push_dir not in (1, -1, 1.0, -1.0):
+            raise DeepvisError(f"push_dir must be +1 (maximize) or -1 (minimize), got {self.push_dir}")
+        if self.max_iter < 1 or self.blur_every < 0 or self.blur_radius < 0 or not 0 <= self.decay < 1:
+            raise DeepvisError("max_iter must be >= 1, blur_every and blur_radius >= 0, decay in [0, 1)")
+        for name in ("small_val_percentile", "small_norm_percentile", "px_benefit_percentile",
+                     "px_abs_benefit_percentile"):
+            if not 0 <= getattr(self, name) <= 100:
+                raise DeepvisError(f"{name} must be between 0 and 100, got {getattr(self, name)}")
+
+    def with_(self, **changes) -> "PaperParams":
+        """A copy with some settings changed (``None`` values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+#: Table 1 of the paper (``doc/running-optimize-image.md``); ``paper3`` made most of its figures.
+PRESETS: dict[str, PaperParams] = {
+    "paper1": PaperParams(decay=0.0, blur_radius=0.5, blur_every=4, small_norm_percentile=50, max_iter=500,
+                          lr_policy="progress", lr_params={"max_lr": 100.0, "desired_prog": 2.0}),
+    "paper2": PaperParams(decay=0.3, blur_radius=0.0, blur_every=0, small_norm_percentile=20, max_iter=750,
+                          lr_policy="constant", lr_params={"lr": 100.0}),
+    "paper3": PaperParams(decay=0.0001, blur_radius=1.0, blur_every=4, max_iter=1000,
+                          lr_policy="constant", lr_params={"lr": 100.0}),
+    "paper4": PaperParams(decay=0.0, blur_radius=0.5, blur_every=4, px_abs_benefit_percentile=90, max_iter=1000,
+                          lr_policy="progress", lr_params={"max_lr": 1e8, "desired_prog": 2.0}),
+}
+DEFAULT_PRESET = "paper3"
+
+
+def preset(name: str) -> PaperParams:
+    """One of Table 1's settings by name (``paper1`` ... ``paper4``)."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise DeepvisError(f"unknown preset {name!r}: use one of {', '.join(PRESETS)}") from None

@@ -1,0 +1,398 @@
+"""Activation maximization: regularizers and learning rates against hand-computed values, the paper's loop against a
+NumPy replay, batches against single runs, the modern recipe, the store (skip, --force, SIGKILL and rerun), the CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import deepvis
+from deepvis.errors import DeepvisError, UnitError
+from deepvis.optimize import (PRESETS, ModernParams, PaperParams, make_params, make_target, optimize,
+                              optimize_to_store)
+from deepvis.optimize import regularizers as reg
+from deepvis.optimize.modern import FourierImage, random_transform
+from deepvis.optimize.paper import start_image
+from deepvis.optimize.pixels import pixel_space
+from deepvis.store import Store
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+TINY_NET = '''
+import torch
+from torch import nn
+import deepvis
+
+def build():
+    torch.manual_seed(0)
+    net = nn.Sequential()
+    net.add_module("conv1", nn.Conv2d(3, 8, 3, padding=1))
+    net.add_module("relu1", nn.ReLU())
+    net.add_module("pool1", nn.MaxPool2d(2))
+    net.add_module("conv2", nn.Conv2d(8, 16, 3, padding=1))
+    net.add_module("relu2", nn.ReLU())
+    net.add_module("pool2", nn.AdaptiveAvgPool2d(2))
+    net.add_module("flat", nn.Flatten())
+    net.add_module("fc", nn.Linear(64, 10))
+    pre = deepvis.Preprocessing(input_size=(24, 24), mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
+    return deepvis.Model(net=net, preprocessing=pre)
+'''
+
+
+@pytest.fixture(scope="module")
+def tiny_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("net") / "tinynet.py"
+    path.write_text(TINY_NET)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_file):
+    return deepvis.load_model(f"{tiny_file}:build")
+
+
+# ---------------------------------------------------------------- regularizers, by hand
+def test_decay_and_small_values_by_hand():
+    x = torch.tensor([-3.0, 1.0, 0.5, 2.0]).view(1, 1, 1, 4)
+    assert reg.decay(x, 0.3).flatten().tolist() == pytest.approx([-2.1, 0.7, 0.35, 1.4])
+    # |x| = 3, 1, .5, 2: the 50th percentile interpolates between 1 and 2 -> 1.5; below it: 1 and 0.5
+    assert reg.zero_small_values(x, 50).flatten().tolist() == [-3.0, 0.0, 0.0, 2.0]
+    # the 25th percentile of (.5, 1, 2, 3) is .5 + .75 * .5 = .875: only 0.5 goes
+    assert reg.zero_small_values(x, 25).flatten().tolist() == [-3.0, 1.0, 0.0, 2.0]
+
+
+def test_small_norm_zeroes_whole_pixels_by_hand():
+    # two channels, four pixels; pixel norms 5, 1, sqrt(2), 10 -> the 50th percentile is (sqrt 2 + 5) / 2 = 3.21
+    x = torch.tensor([[[[3.0, 1.0, 1.0, 6.0]], [[4.0, 0.0, -1.0, 8.0]]]])
+    out = reg.zero_small_norms(x, 50)
+    assert out[0, :, 0].T.tolist() == [[3.0, 4.0], [0.0, 0.0], [0.0, 0.0], [6.0, 8.0]]
+
+
+def test_pixel_benefit_and_its_clippings_by_hand():
+    x = torch.tensor([[[[1.0, -2.0, 3.0]], [[1.0, 1.0, -1.0]]]])
+    grad = torch.tensor([[[[2.0, 1.0, -1.0]], [[-1.0, 3.0, 0.5]]]])
+    # benefit = sum_c grad * -x: pixel 0: -2 + 1 = -1; pixel 1: 2 - 3 = -1... computed per channel below
+    expected = [-(2 * 1 + -1 * 1), -(1 * -2 + 3 * 1), -(-1 * 3 + 0.5 * -1)]
+    assert reg.pixel_benefit(x, grad).flatten().tolist() == pytest.approx(expected)  # [-1, -1, 3.5]
+    # percentile 50 of (-1, -1, 3.5) is -1: nothing is strictly below it
+    assert torch.equal(reg.zero_small_benefit(x, grad, 50), x)
+    # percentile 80 of (-1, -1, 3.5) = -1 + .6 * 4.5 = 1.7: pixels 0 and 1 go
+    assert reg.zero_small_benefit(x, grad, 80)[0, :, 0].T.tolist() == [[0, 0], [0, 0], [3.0, -1.0]]
+    # |benefit| = 1, 1, 3.5: the 90th percentile is 1 + .8 * 2.5 = 3: pixels 0 and 1 go
+    assert reg.zero_small_abs_benefit(x, grad, 90)[0, :, 0].T.tolist() == [[0, 0], [0, 0], [3.0, -1.0]]
+
+
+def test_percentiles_are_per_image():
+    x = torch.stack([torch.arange(1.0, 5.0), 10 * torch.arange(1.0, 5.0)]).view(2, 1, 1, 4)
+    out = reg.zero_small_values(x, 50)
+    assert out.flatten().tolist() == [0, 0, 3, 4, 0, 0, 30, 40]
+
+
+def test_blur_of_a_point_by_hand():
+    sigma = 0.5  # radius int(4 * 0.5 + 0.5) = 2
+    k = np.exp(-0.5 * (np.arange(-2, 3) / sigma) ** 2)
+    k /= k.sum()
+    x = torch.zeros(1, 1, 7, 7)
+    x[0, 0, 3, 3] = 1.0
+    assert reg.gaussian_blur(x, sigma)[0, 0, 1:6, 1:6].numpy() == pytest.approx(np.outer(k, k), abs=1e-7)
+    # at a corner, 'reflect' (d c b a | a b c d) folds the kernel back: each axis gets k0 + k1
+    corner = torch.zeros(1, 1, 3, 3)
+    corner[0, 0, 0, 0] = 1.0
+    assert float(reg.gaussian_blur(corner, sigma)[0, 0, 0, 0]) == pytest.approx((k[2] + k[3]) ** 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("sigma", [0.3, 0.5, 1.0, 2.5, 6.0])
+def test_blur_equals_scipy_gaussian_filter(sigma):
+    ndimage = pytest.importorskip("scipy.ndimage")
+    x = torch.randn(2, 3, 9, 13, generator=torch.Generator().manual_seed(1))
+    ours = reg.gaussian_blur(x, sigma).numpy()
+    for n in range(2):
+        for c in range(3):
+            theirs = ndimage.gaussian_filter(x[n, c].double().numpy(), sigma)
+            assert ours[n, c] == pytest.approx(theirs, abs=1e-5)
+
+
+def test_learning_rate_policies_by_hand():
+    g2 = torch.tensor([4.0, 0.01, 0.5])
+    obj = torch.tensor([0.2, 0.9, 0.99])
+    assert reg.learning_rate("constant", {"lr": 100}, g2, obj).tolist() == [100, 100, 100]
+    # progress: min(max_lr, desired / |g|^2) = min(100, 2/4, 2/.01, 2/.5)
+    assert reg.learning_rate("progress", {"max_lr": 100, "desired_prog": 2}, g2, obj).tolist() == \
+        pytest.approx([0.5, 100, 4])
+    # progress01: desired = min(early, late_mult * (1 - obj)) = min(.5, 2 * (.8, .1, .01)) = (.5, .2, .02)
+    lr = reg.learning_rate("progress01", {"max_lr": 10, "early_prog": 0.5, "late_prog_mult": 2}, g2, obj)
+    assert lr.tolist() == pytest.approx([0.5 / 4, 10, 0.02 / 0.5])
+
+
+def test_presets_hold_table_1():
+    table = {  # decay, blur radius, blur every, small-norm pct, px-abs-benefit pct, max iter, lr policy, lr params
+        "paper1": (0, 0.5, 4, 50, 0, 500, "progress", {"max_lr": 100, "desired_prog": 2}),
+        "paper2": (0.3, 0, 0, 20, 0, 750, "constant", {"lr": 100}),
+        "paper3": (0.0001, 1.0, 4, 0, 0, 1000, "constant", {"lr": 100}),
+        "paper4": (0, 0.5, 4, 0, 90, 1000, "progress", {"max_lr": 1e8, "desired_prog": 2}),
+    }
+    for name, row in table.items():
+        p = PRESETS[name]
+        assert (p.decay, p.blur_radius, p.blur_every, p.small_norm_percentile, p.px_abs_benefit_percentile,
+                p.max_iter, p.lr_policy, p.lr_params) == row
+        assert p.small_val_percentile == p.px_benefit_percentile == 0 and p.start_at == "mean_plus_rand"
+    assert make_params("paper") == PRESETS["paper3"]
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(DeepvisError, match="lr policy 'progress' needs"):
+        PaperParams(lr_policy="progress", lr_params={"lr": 1})
+    with pytest.raises(DeepvisError, match="unknown preset"):
+        make_params("paper", preset_name="paper9")
+    with pytest.raises(DeepvisError, match="unknown paper setting 'steps'"):
+        make_params("paper", steps=3)
+    with pytest.raises(DeepvisError, match="between 0 and 100"):
+        PaperParams(small_norm_percentile=120)
+    with pytest.raises(DeepvisError, match="unknown method"):
+        make_params("dream")
+
+
+# ---------------------------------------------------------------- the paper's loop
+def _linear_model():
+    """One 1x1 convolution: the unit's value is w . pixels + b, so its gradient is known in closed form."""
+    conv = nn.Conv2d(3, 2, 1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[0.5, -1.0, 2.0], [1.0, 1.0, 1.0]]).view(2, 3, 1, 1))
+        conv.bias.copy_(torch.tensor([0.1, 0.0]))
+    pre = deepvis.Preprocessing(input_size=(5, 6), mean=(0.5, 0.4, 0.3), std=(0.5, 0.25, 0.2))
+    return deepvis.load_model(deepvis.Model(net=nn.Sequential(conv), preprocessing=pre))
+
+
+def test_paper_loop_equals_a_numpy_replay_of_the_original():
+    model = _linear_model()
+    params = PaperParams(decay=0.1, small_val_percentile=30, small_norm_percentile=20, px_benefit_percentile=10,
+                         px_abs_benefit_percentile=10, lr_policy="constant", lr_params={"lr": 500.0}, max_iter=6,
+                         start_at="randu", seed=3)
+    (result,) = optimize(model, "0:0@2,3", params=params)
+    # The replay: x in 0-255 minus mean; input = (x + mean255) / 255 * 1 - mean) / std = x / (255 std)
+    mean255 = np.array([0.5, 0.4, 0.3]).reshape(3, 1, 1) * 255
+    scale = 1 / (255 * np.array([0.5, 0.25, 0.2])).reshape(3, 1, 1)
+    w = np.array([0.5, -1.0, 2.0]).reshape(3, 1, 1)
+    x = start_image(params, pixel_space(model)).double().numpy()  # U(0, 255) - mean, from the seed
+    objs, iterates = [], []
+    for ii in range(params.max_iter):
+        x = np.minimum(255, np.maximum(0, x + mean255)) - mean255
+        iterates.append(x.copy())
+        x_in = x * scale
+        objs.append((w[:, 0, 0] * x_in[:, 2, 3]).sum() + 0.1)
+        grad = np.zeros_like(x)
+        grad[:, 2, 3] = w[:, 0, 0] * scale[:, 0, 0]
+        if ii == params.max_iter - 1:
+            break
+        x = (x + 500.0 * grad) * 0.9
+        x[np.abs(x) < np.percentile(np.abs(x), 30)] = 0
+        norms = np.linalg.norm(x, axis=0)
+        x[:, norms < np.percentile(norms, 20)] = 0
+        benefit = (grad * -x).sum(0)
+        x[:, benefit < np.percentile(benefit, 10)] = 0
+        benefit = (grad * -x).sum(0)
+        x[:, np.abs(benefit) < np.percentile(np.abs(benefit), 10)] = 0
+    assert result.record["obj"] == pytest.approx(objs, rel=1e-4, abs=1e-4)
+    assert result.record["ii"] == list(range(6))
+    assert result.record["best_obj"] == pytest.approx(max(objs), rel=1e-4)
+    best = iterates[int(np.argmax(objs))]
+    expected_input = ((best + mean255) / 255).transpose(1, 2, 0)
+    assert result.input_image == pytest.approx(expected_input, abs=1e-4)
+
+
+def test_majority_and_grad_zero_failure(tiny):
+    # conv2's channel 3 at a corner may be dead; force a dead unit: a huge negative bias on one conv1 channel
+    # silences relu1:5 everywhere, so its gradient is exactly 0 from the first step
+    with torch.no_grad():
+        tiny.net.conv1.bias[5] = -1e4
+    try:
+        results = optimize(tiny, ["relu1:5", "fc:3", "fc:7"], max_iter=40)
+    finally:
+        with torch.no_grad():
+            tiny.net.conv1.bias[5] = 0.0
+    dead, alive, other = results
+    assert dead.record["meta_result"] == "grad 0 failure" and dead.record["ii"] == [0]
+    assert alive.record["ii"] == list(range(40)) and other.record["ii"] == list(range(40))
+    assert alive.best_obj > alive.record["obj"][0]
+    for result in (alive, other):
+        ismax = result.record["ismax"]
+        expected = "majority success" if any(ismax) else "majority failure"
+        assert result.record["meta_result"] == expected
+        if any(ismax):
+            assert result.record["majority_ii"] == ismax.index(True)
+        assert [tuple(i) == (result.target.channel,) for i in result.record["idxmax"]] == ismax
+
+
+@pytest.mark.parametrize("preset", ["paper1", "paper2", "paper3", "paper4"])
+def test_a_batch_of_16_equals_16_single_runs(tiny, preset):
+    units = [f"conv2:{c}" for c in range(8)] + [f"fc:{c}" for c in range(8)]
+    batched = optimize(tiny, units, preset=preset, max_iter=40)
+    for unit, together in zip(units, batched):
+        (alone,) = optimize(tiny, unit, preset=preset, max_iter=40)
+        assert together.record["obj"] == pytest.approx(alone.record["obj"], rel=1e-4, abs=1e-4), unit
+        assert together.record["best_ii"] == alone.record["best_ii"]
+        assert together.input_image == pytest.approx(alone.input_image, abs=1e-4)
+
+
+def test_conv_units_default_to_the_centre_and_minimize(tiny):
+    target = make_target(tiny, "conv2:4")
+    assert target.position == (6, 6)  # conv2 is 12x12
+    up, = optimize(tiny, "conv2:4", max_iter=30)
+    down, = optimize(tiny, "conv2:4", max_iter=30, push_dir=-1)
+    assert up.best_obj > up.record["obj"][0] > down.best_obj
+    with pytest.raises(UnitError, match="out of range"):
+        optimize(tiny, "conv2:99")
+    with pytest.raises(UnitError, match="position 40,1 out of range"):
+        optimize(tiny, "conv2:1@40,1")
+
+
+def test_saved_input_image_gives_the_recorded_activation(model):
+    (result,) = optimize(model, "blocks.8:3", max_iter=12)
+    x = model.input(deepvis.render.to_pil(result.input_image))  # through 8-bit pixels, as the PNG holds it
+    with deepvis.Probe(model, ["blocks.8"]) as probe:
+        probe.run(x)
+    assert float(probe["blocks.8"][0, 3, 7, 7]) == pytest.approx(result.best_obj, rel=0.05)
+    assert result.best_obj > 5 * abs(result.record["obj"][0])
+
+
+# ---------------------------------------------------------------- the modern recipe
+def test_fourier_image_and_transforms_keep_shapes_and_range():
+    params = ModernParams()
+    image = FourierImage(3, 20, 30, params, torch.Generator().manual_seed(0))().detach()
+    assert image.shape == (3, 3, 20, 30) and 0 < image.min() and image.max() < 1
+    moved = random_transform(image, params, torch.Generator().manual_seed(0))
+    assert moved.shape == image.shape and not torch.equal(moved, image)
+    still = random_transform(image, params.with_(jitter=0, rotate=0.0, scale=(1.0, 1.0)), torch.Generator())
+    assert still == pytest.approx(image, abs=1e-5)
+
+
+def test_modern_raises_its_objectives_and_copies_differ(tiny):
+    results = optimize(tiny, ["conv2:1", "fc:2"], method="modern", steps=40, copies=2, diversity=0.5)
+    for result in results:
+        assert result.record["final_obj"][0] > result.record["obj"][0]
+        assert len(result.extra_images) == 1
+        assert np.abs(result.image - result.extra_images[0]).mean() > 0.01
+    channel, = optimize(tiny, "conv2:1", method="modern", objective="channel", steps=20)
+    assert channel.target.position is None and channel.record["final_obj"][0] > channel.record["obj"][0]
+
+
+def test_direction_objective(tiny):
+    vector = [1.0] * 16
+    result, = optimize(tiny, "conv2", objective="direction", vector=vector, method="modern", steps=20)
+    assert str(result.target) == "conv2:direction" and result.target.position is None  # averaged over positions
+    assert result.record["final_obj"][0] > result.record["obj"][0]
+    with pytest.raises(UnitError, match="vector of 16"):
+        optimize(tiny, "conv2", objective="direction", vector=[1.0, 2.0])
+
+
+# ---------------------------------------------------------------- the store
+def test_store_files_skip_and_force(tmp_path, tiny):
+    params = make_params("paper", max_iter=8)
+    store = optimize_to_store(tiny, tmp_path / "s", ["conv2", "fc"], params, channels=range(0, 5), batch_size=3,
+                              progress=False)
+    for layer in ("conv2", "fc"):
+        for c in range(5):
+            folder = store.unit_dir(layer, c)
+            data = json.loads((folder / "optimized.json").read_text())
+            assert data["params"]["max_iter"] == 8 and len(data["record"]["obj"]) == 8
+            assert data["target"]["target"] == (f"{layer}:{c}@6,6" if layer == "conv2" else f"{layer}:{c}")
+            assert (folder / "optimized.png").is_file() and (folder / "optimized_input.png").is_file()
+        assert (store.layer_dir(layer) / "sprite_optimized.jpg").is_file()
+        assert store.sprite(layer).name == "sprite_optimized.jpg"
+        assert store.unit_pictures(layer, 0)["optimized"].name == "optimized.png"
+    before = {p: p.stat().st_mtime_ns for p in store.root.rglob("optimized.json")}
+    optimize_to_store(tiny, store.root, ["conv2", "fc"], params, channels=range(0, 5), progress=False)
+    assert {p: p.stat().st_mtime_ns for p in store.root.rglob("optimized.json")} == before
+    optimize_to_store(tiny, store.root, ["fc"], params, channels=[1], force=True, progress=False)
+    changed = [p for p in before if p.stat().st_mtime_ns != before[p]]
+    assert changed == [store.unit_dir("fc", 1) / "optimized.json"]
+
+
+def _cli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "deepvis", *args], capture_output=True, text=True, env=ENV,
+                          **kwargs)
+
+
+def test_sigkill_then_rerun_finishes_without_redoing(tmp_path, tiny_file):
+    out = tmp_path / "store"
+    command = [sys.executable, "-m", "deepvis", "optimize", "--model", f"{tiny_file}:build", "--out", str(out),
+               "--layers", "conv2", "--max-iter", "150", "--batch-size", "2", "-q"]
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.rglob("optimized.json"))) < 2:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    done_before = {p: p.stat().st_mtime_ns for p in out.rglob("optimized.json")}
+    assert 2 <= len(done_before) < 16
+    assert not list(out.rglob("*.tmp")), "a killed run left a half-written file"
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    done = {p: p.stat().st_mtime_ns for p in out.rglob("optimized.json")}
+    assert len(done) == 16
+    assert all(done[p] == t for p, t in done_before.items()), "a finished unit was computed again"
+    # the rerun's units equal a run that was never interrupted
+    fresh = optimize(deepvis.load_model(f"{tiny_file}:build"), ["conv2:0", "conv2:15"], max_iter=150)
+    for result, channel in zip(fresh, (0, 15)):
+        saved = json.loads((out / "conv2" / f"{channel:04d}" / "optimized.json").read_text())
+        assert saved["record"]["obj"] == pytest.approx(result.record["obj"], rel=1e-4, abs=1e-4)
+
+
+def test_cli_single_units_and_usage_errors(tmp_path, tiny_file):
+    spec = f"{tiny_file}:build"
+    ok = _cli("optimize", "--model", spec, "--unit", "fc:1", "conv2:2@3,3", "-o", str(tmp_path / "u.png"),
+              "--max-iter", "5", "--blur-radius", "0.7")
+    assert ok.returncode == 0, ok.stderr
+    saved = json.loads((tmp_path / "u_01.json").read_text())
+    assert saved["target"]["target"] == "conv2:2@3,3" and saved["params"]["blur_radius"] == 0.7
+    assert (tmp_path / "u_00.png").is_file()
+    for args, message in [
+        (["--unit", "fc:1"], "--unit needs -o"),
+        (["--layers", "fc"], "give --out STORE"),
+        (["--out", str(tmp_path / "s")], "--out needs --layers"),
+        (["--out", str(tmp_path / "s"), "--layers", "fc", "--steps", "3"], "setting of the other method"),
+        (["--out", str(tmp_path / "s"), "--layers", "fc", "--method", "modern", "--preset", "paper1"], "--preset"),
+        (["--out", str(tmp_path / "s"), "--layers", "fc", "--lr-params", "[1]"], "JSON object"),
+        (["--out", str(tmp_path / "s"), "--layers", "fc", "--units", "5-2"], "FIRST-LAST"),
+    ]:
+        result = _cli("optimize", "--model", spec, *args)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    bad = _cli("optimize", "--model", spec, "--out", str(tmp_path / "s"), "--layers", "fc", "--units", "8-12")
+    assert bad.returncode == 1 and "channel 10 out of range for layer 'fc'" in bad.stderr
+    bad = _cli("optimize", "--model", spec, "--out", str(tmp_path / "s"), "--layers", "fc",
+               "--lr-policy", "progress")
+    assert bad.returncode == 1 and "needs lr_params" in bad.stderr
+
+
+def test_toolbox_shows_what_optimize_wrote(tmp_path, tiny):
+    from deepvis.server.session import Toolbox
+
+    optimize_to_store(tiny, tmp_path / "s", ["conv2"], make_params("modern", steps=3), channels=[0, 1],
+                      progress=False)
+    toolbox = Toolbox(tiny, store=tmp_path / "s")
+    shown = toolbox.unit_images("conv2", 1)
+    assert shown["images"]["optimized"].endswith("conv2/0001/optimized.png")
+    assert shown["sprite"].endswith("conv2/sprite_optimized.jpg")
+
+
+@pytest.mark.slow
+def test_a_batch_of_16_equals_single_runs_on_the_default_model():
+    # In float32 EfficientNet's input gradient differs by ~4e-7 between batch sizes (its kernels round differently),
+    # and ReLU6 kinks crossed by lr-100 steps amplify that within a few iterations; in float64 a batch is exact.
+    model = deepvis.load_model()
+    model.net.double()
+    units = [f"blocks.8:{c}" for c in range(0, 80, 10)] + [f"classifier:{c}" for c in range(0, 1000, 125)]
+    batched = optimize(model, units, max_iter=6)
+    for unit, together in zip(units, batched):
+        (alone,) = optimize(model, unit, max_iter=6)
+        assert together.record["obj"] == pytest.approx(alone.record["obj"], rel=1e-9, abs=1e-9), unit
+        assert together.input_image == pytest.approx(alone.input_image, abs=1e-6)
