@@ -159,6 +159,10 @@ class OnnxGraph(nn.Module):
                 unsupported.append(f"{node.op} (node '{proto_node.name or index}')")
                 continue
             module, used = converter(node)
+            if used and all(node.is_const(i) for i in used):  # shape arithmetic on constants: done once, here
+                with torch.no_grad():
+                    constants[proto_node.output[0]] = module(*(node.const(i) for i in used))
+                continue
             name = self._module_name(proto_node.name, node.op, index)
             self.add_module(name, module)
             self._plan.append((name, [node.inputs[i] for i in used], proto_node.output[0]))
