@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -105,5 +106,6 @@ def test_every_command_and_the_live_toolbox(model_args, tmp_path, capsys):
     view = toolbox.view(ViewRequest.from_json({"input": item.id, "layer": layer, "channel": 1, "cursor": "grid",
                                                "back_mode": "deconv", "back_filter": "norm"}))
     assert view["back"]["png"] and view["unit"]["unit"] == f"{layer}:1" and len(view["predictions"]) == 5
-    assert toolbox.unit_images(layer, 0)["images"]
+    pictures = toolbox.unit_images(layer, 0)["images"]  # URLs, decoded once by the server (ONNX names have '/')
+    assert pictures and all((store / unquote(url.removeprefix("/store/"))).is_file() for url in pictures.values())
 

@@ -306,3 +306,12 @@ def test_shipped_configs_name_real_caffe_layers(monkeypatch, tmp_path):
         config.write_text("\n".join(line for line in text.splitlines() if not line.startswith("weights")))
         model = load_model(str(config))  # checks every layer the config names
         assert model.prob_layer == "prob" and model.labels[0] == "tench"
+
+
+def test_caffe_importer_missing_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "deepvis.models.caffe", None)  # as if the importer did not import
+    (tmp_path / "deploy.prototxt").write_text('name: "x"\n')
+    with pytest.raises(ModelError, match="Caffe importer .deepvis.models.caffe. does not import"):
+        load_model(str(tmp_path / "deploy.prototxt"), weights=tmp_path / "x.caffemodel")
+    with pytest.raises(ModelError, match="model file not found"):
+        load_model(str(tmp_path / "missing.prototxt"))

@@ -99,7 +99,7 @@ def _load(spec: str | Path | nn.Module | Model, arch: str | None, weights: str |
 
         return load_hub(spec.strip(), weights)
     if isinstance(spec, str) and Path(spec.strip()).suffix.lower() == ".prototxt":
-        return _load_caffe(Path(spec.strip()), weights)
+        return _load_caffe(Path(spec.strip()).expanduser(), weights)
     model = _load_spec(spec, arch)
     if weights is not None:
         load_weights(model.net, weights, f"model {model.spec!r}")
@@ -137,6 +137,8 @@ def _load_spec(spec: str | nn.Module | Model, arch: str | None) -> Model:
 
 
 def _load_caffe(prototxt: Path, weights: str | Path | None) -> Model:
+    if not prototxt.is_file():
+        raise ModelError(f"model file not found: '{prototxt}'")
     try:
         from .caffe import load_caffe
     except ImportError as exc:
