@@ -20,7 +20,7 @@ _NOT_PATHS = ("builtin:", "torchvision:", "timm:")
 
 #: Preprocessing keys of a config's ``[preprocessing]`` table (and of ``load_model``'s keyword arguments).
 PREPROCESSING_KEYS = ("input_size", "mean", "std", "scale", "channel_order", "resize")
-#: Model settings a config may give, besides ``model``/``weights``/``arch``/``labels``/``pretty_*``.
+#: The keys of a config file; those holding lists of layer names first.
 _LAYER_LISTS = ("default_layers", "hidden_layers", "label_layers")
 _KEYS = ("model", "weights", "arch", "labels", "outputs", "prob_layer", "store", "store_remap", "pretty_names",
          "pretty_replace", "preprocessing") + _LAYER_LISTS
@@ -93,6 +93,8 @@ def apply_settings(model, config: ModelConfig) -> None:
 
 def check_layer_names(model, config: ModelConfig) -> None:
     """Every layer the config names must exist; then ``pretty_replace`` is applied to the layer names."""
+    from ..probe import _unknown_layer_error
+
     names = set(model.layer_names())
     settings = config.settings
     named = {"prob_layer": [settings.get("prob_layer")], "pretty_names": list(settings.get("pretty_names", {})),
@@ -101,8 +103,6 @@ def check_layer_names(model, config: ModelConfig) -> None:
     for key, layers in named.items():
         for layer in layers:
             if layer is not None and layer not in names:
-                from ..probe import _unknown_layer_error
-
                 raise config.error(f"{key}: {_unknown_layer_error(layer, sorted(names))}")
     if config.pretty_replace:
         model.pretty_names = {**{name: pretty_name(name, config.pretty_replace) for name in names},

@@ -23,7 +23,7 @@ def load_hub(spec: str, weights: str | Path | None = None) -> Model:
     if not name:
         raise ModelError(f"model spec {spec!r} names no architecture: write e.g. '{package}:resnet18'")
     loader = _torchvision if package == "torchvision" else _timm
-    net, cached, preprocessing, labels = loader(_import(package, spec), name, spec)
+    net, cached, preprocessing, labels = loader(_import(package, spec), name)
     source = weights or (cached if cached is not None and cached.is_file() else None)
     if source is None:
         where = f" (looked for '{cached}')" if cached is not None else ""
@@ -49,7 +49,7 @@ def _preprocessing(size: tuple[int, int], channels: int, mean, std) -> Preproces
                          channel_order="gray" if channels == 1 else "rgb")
 
 
-def _torchvision(torchvision, name: str, spec: str):
+def _torchvision(torchvision, name: str):
     """(net without weights, where its weights are cached (or None), preprocessing, labels) of a torchvision
     model."""
     try:
@@ -70,7 +70,7 @@ def _torchvision(torchvision, name: str, spec: str):
     return net, cached, preprocessing, pretrained.meta.get("categories")
 
 
-def _timm(timm, name: str, spec: str):
+def _timm(timm, name: str):
     """(net without weights, where its weights are cached (or None), preprocessing, labels) of a timm model."""
     if not timm.is_model(name):
         raise ModelError(f"timm has no model {name!r} (timm.list_models('*{name[:8]}*') lists similar ones)")
