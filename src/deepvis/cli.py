@@ -18,11 +18,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+_PREPROCESSING_FLAGS = ("input_size", "mean", "std", "scale", "channel_order")
+
+
 def _model(args):
     from .models import DEFAULT_MODEL, load_model
 
-    overrides = {"input_size": args.input_size} if getattr(args, "input_size", None) else {}
-    return load_model(args.model or DEFAULT_MODEL, device=args.device, arch=getattr(args, "arch", None), **overrides)
+    overrides = {key: getattr(args, key) for key in _PREPROCESSING_FLAGS if getattr(args, key, None) is not None}
+    return load_model(args.model or DEFAULT_MODEL, device=args.device, arch=getattr(args, "arch", None),
+                      weights=getattr(args, "weights", None), labels=getattr(args, "labels", None), **overrides)
 
 
 def _cmd_predict(args) -> int:
@@ -280,6 +284,26 @@ def _json_object(text: str) -> dict:
     return value
 
 
+def _numbers(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(v == v and abs(v) != float("inf") for v in values):
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas (one per channel), got {text!r}")
+    return values
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def _unit(text: str):
     try:
         return parse_unit(text)
@@ -294,10 +318,28 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model", default=None, metavar="SPEC",
                         help="model spec: efficientnet-lite0 (default), module.path:factory, file.py:factory, "
-                             "or a TorchScript file")
+                             "a TorchScript, ONNX (.onnx) or Caffe (.prototxt) file, torchvision:NAME, timm:NAME, "
+                             "or a model config file (.toml; see docs/model-config.md)")
     common.add_argument("--arch", metavar="FACTORY", help="architecture factory for a state-dict --model file")
+    common.add_argument("--weights", metavar="FILE",
+                        help="weights: the .caffemodel of a .prototxt, or a state dict (.pth, .safetensors) for "
+                             "torchvision:/timm: and other models")
     common.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    common.add_argument("--input-size", type=_size, metavar="H,W", help="override the model's input size")
+    pre = common.add_argument_group("preprocessing (overrides the model's and its config file's)")
+    pre.add_argument("--input-size", type=_size, metavar="H,W", help="override the model's input size")
+    pre.add_argument("--channel-order", choices=["rgb", "bgr", "gray"],
+                     help="the model's input channels (Caffe models: bgr)")
+    pre.add_argument("--scale", type=_positive_number, metavar="S",
+                     help="the model's pixel values are S times the 0-255 values: 1 for Caffe models (raw_scale "
+                          "255 on [0,1] images), 0.00392157 (1/255) for models fed [0,1] pixels; --mean and --std "
+                          "are in these units (Caffe's transform_param scale, applied after the mean, is --std "
+                          "1/scale)")
+    pre.add_argument("--mean", metavar="M",
+                     help="mean subtracted per channel, in the model's channel order and --scale units "
+                          "(e.g. 104,117,123), or a mean image (.npy (C,H,W) or .binaryproto), centre-cropped to "
+                          "the input size")
+    pre.add_argument("--std", type=_numbers, metavar="S", help="divisor per channel (e.g. 58.4,57.1,57.4)")
+    common.add_argument("--labels", metavar="FILE", help="class labels, one per line")
     common.add_argument("-q", "--quiet", action="store_true", help="print less")
     common.add_argument("-v", "--verbose", action="store_true", help="print tracebacks of errors")
     resize = argparse.ArgumentParser(add_help=False)

@@ -11,7 +11,6 @@ import hashlib
 import os
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -209,12 +208,10 @@ def _write_results(store: Store, model: Model, root: Path, files: list[Path], la
         except ValueError:
             relative.append(str(path))
     store.write_image_list(relative)
-    pre = asdict(model.preprocessing)
-    pre.pop("extra", None)
     store.write_manifest({
         "model": model.spec,
         "weights_sha256": config["weights"],
-        "preprocessing": pre,
+        "preprocessing": model.preprocessing.to_json(),
         "image_root": str(root),
         "images": len(files),
         "k": k,

@@ -22,12 +22,28 @@ class Prediction:
 
 def probabilities(model: Model, x: torch.Tensor) -> torch.Tensor:
     """Class probabilities (N, classes) for a preprocessed batch."""
-    with torch.no_grad():
+    from .probe import Probe
+
+    with torch.no_grad(), Probe(model, [model.prob_layer] if model.prob_layer else []) as probe:
         out = model.net(x)
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+    probs = output_probabilities(model, out, probe.activations)
+    if probs is None:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelError(f"the model's output has shape {shape}; predictions need (batch, classes)")
-    return out.float() if model.outputs == "probs" else out.float().softmax(dim=1)
+        raise ModelError(f"the model's output has shape {shape}; predictions need (batch, classes) (a config file's "
+                         "prob_layer can name the layer that has them)")
+    return probs
+
+
+def output_probabilities(model: Model, out, activations: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """Class probabilities (N, classes) from a forward pass: the ``prob_layer``'s output (recorded in
+    ``activations``) when the model names one, else the network's output (softmax of logits); None when the
+    output is not (batch, classes)."""
+    if model.prob_layer:
+        return activations[model.prob_layer].detach().flatten(1).float()
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        return None
+    out = out.detach().float()
+    return out if model.outputs == "probs" else out.softmax(dim=1)
 
 
 def top_predictions(model: Model, probs: torch.Tensor, top: int = 5) -> list[Prediction]:

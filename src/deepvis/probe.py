@@ -98,7 +98,7 @@ def list_layers(model: Model | nn.Module, input_size: tuple[int, int] | None = N
     infos = [LayerInfo(n, type(modules[n]).__name__, shapes[n], calls[n]) for n in shapes]
     wanted = set(model.default_layers) if model.default_layers else _guess_defaults(model.net, infos)
     for info in infos:
-        info.default = info.name in wanted and info.probeable
+        info.default = info.name in wanted and info.probeable and not model.hidden(info.name)
     return infos
 
 

@@ -1,4 +1,5 @@
-"""Loading models from a spec string: the bundled EfficientNet-Lite0, ``module.path:factory``, TorchScript files."""
+"""Loading models from a spec string: the bundled EfficientNet-Lite0, ``module.path:factory``, TorchScript and
+state-dict files, ONNX and Caffe files, ``torchvision:NAME`` / ``timm:NAME``, and model config files (``.toml``)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from .config import apply_settings, check_layer_names, is_config, preprocessing_options, read_config, read_labels
 from .model import Model, prepare
 from .preprocessing import Preprocessing
+from .weights import load_weights
 
 DEFAULT_MODEL = "efficientnet-lite0"
 _BUILTINS = ("efficientnet-lite0",)
@@ -27,20 +30,35 @@ def imagenet_labels() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def load_model(spec: str | nn.Module | Model = DEFAULT_MODEL, device: str | torch.device = "cpu",
-               arch: str | None = None, **preprocessing) -> Model:
+def load_model(spec: str | Path | nn.Module | Model = DEFAULT_MODEL, device: str | torch.device = "cpu",
+               arch: str | None = None, weights: str | Path | None = None, labels: str | Path | list[str] | None = None,
+               **preprocessing) -> Model:
     """Load a model from a spec and prepare it for visualization (eval, frozen, no in-place activations).
 
     ``spec``: ``efficientnet-lite0`` (default, bundled ImageNet weights), ``module.path:factory`` or
     ``file.py:factory`` (a callable returning an ``nn.Module`` or a :class:`Model`), a TorchScript file, a state
-    dict file together with ``arch='module:factory'``, or an ``nn.Module`` / :class:`Model` object.
-    Keyword arguments override preprocessing fields (``input_size``, ``mean``, ``std``, ``channel_order``,
-    ``value_scale``, ``resize``).
+    dict file together with ``arch='module:factory'``, an ONNX file, a Caffe ``deploy.prototxt``,
+    ``torchvision:NAME`` / ``timm:NAME``, a model config file (``.toml``), or an ``nn.Module`` / :class:`Model`.
+    ``weights``: the ``.caffemodel`` of a prototxt, or a state-dict file for any other module (torchvision/timm
+    included). ``labels``: a file with one label per line (or a list).
+    Keyword arguments override preprocessing fields (``input_size``, ``mean`` (values, a (C, H, W) array, or a
+    ``.npy`` / ``.binaryproto`` file), ``std``, ``channel_order``, ``value_scale`` or ``scale`` (multiplier of 0-255
+    pixel values), ``resize``); they also override a config file's.
     """
-    model = _load(spec, arch)
+    config = read_config(spec) if is_config(spec) else None
+    if config is not None:
+        spec, arch, weights = config.model, arch or config.arch, weights or config.weights
+        labels = labels if labels is not None else config.labels
+        preprocessing = {**config.preprocessing, **preprocessing}
+    model = _load(spec, arch, weights)
+    if labels is not None:
+        model.labels = read_labels(labels) if isinstance(labels, (str, Path)) else list(labels)
+    if config is not None:
+        apply_settings(model, config)
+        model.spec = str(config.path)
     if preprocessing:
         try:
-            model.preprocessing = model.preprocessing.with_(**preprocessing)
+            model.preprocessing = model.preprocessing.with_(**preprocessing_options(preprocessing))
         except (TypeError, ValueError) as exc:
             raise ModelError(f"bad preprocessing for model {model.spec!r}: {exc}") from None
     prepare(model.net)
@@ -54,6 +72,10 @@ def load_model(spec: str | nn.Module | Model = DEFAULT_MODEL, device: str | torc
             f"model {model.spec!r} fails on a {pre.channels}x{pre.input_size[0]}x{pre.input_size[1]} input "
             f"({type(exc).__name__}: {first}); set its input size / channel order (e.g. --input-size H,W, or "
             "channel_order='gray' with one mean and std)") from None
+    if config is not None:
+        check_layer_names(model, config)
+    elif model.prob_layer and model.prob_layer not in model.layer_names():
+        raise ModelError(f"model {model.spec!r}: its prob_layer '{model.prob_layer}' is not one of its layers")
     return model
 
 
@@ -67,7 +89,24 @@ def _device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def _load(spec: str | nn.Module | Model, arch: str | None) -> Model:
+def _load(spec: str | Path | nn.Module | Model, arch: str | None, weights: str | Path | None) -> Model:
+    """The model a spec names; ``weights`` go to the loaders that read their own format (Caffe, torchvision, timm)
+    or are loaded as a state dict into the network."""
+    if isinstance(spec, Path):
+        spec = str(spec)
+    if isinstance(spec, str) and spec.strip().startswith(("torchvision:", "timm:")):
+        from .hub import load_hub
+
+        return load_hub(spec.strip(), weights)
+    if isinstance(spec, str) and Path(spec.strip()).suffix.lower() == ".prototxt":
+        return _load_caffe(Path(spec.strip()).expanduser(), weights)
+    model = _load_spec(spec, arch)
+    if weights is not None:
+        load_weights(model.net, weights, f"model {model.spec!r}")
+    return model
+
+
+def _load_spec(spec: str | nn.Module | Model, arch: str | None) -> Model:
     if isinstance(spec, Model):
         return spec
     if isinstance(spec, nn.Module):
@@ -78,9 +117,13 @@ def _load(spec: str | nn.Module | Model, arch: str | None) -> Model:
     name = spec.removeprefix("builtin:")
     if name in _BUILTINS:
         return _efficientnet_lite0(spec)
-    path = Path(spec)
+    path = Path(spec).expanduser()
     if path.suffix.lower() == ".py":
         raise ModelError(f"model spec {spec!r} names a Python file: add the factory to call, e.g. '{spec}:build'")
+    if path.suffix.lower() == ".onnx":
+        from .onnx import load_onnx
+
+        return load_onnx(path)
     if path.suffix.lower() in (".pt", ".pth", ".ts", ".bin", ".ckpt") or path.is_file():
         if not path.is_file():
             raise ModelError(f"model file not found: '{spec}'")
@@ -88,9 +131,20 @@ def _load(spec: str | nn.Module | Model, arch: str | None) -> Model:
     if ":" in spec:
         return _from_factory(spec)
     raise ModelError(
-        f"unknown model spec {spec!r}: use 'efficientnet-lite0', 'module.path:factory', "
-        "'file.py:factory' or a TorchScript file"
+        f"unknown model spec {spec!r}: use 'efficientnet-lite0', 'module.path:factory', 'file.py:factory', a "
+        "TorchScript, ONNX (.onnx), Caffe (.prototxt) or config (.toml) file, or 'torchvision:NAME' / 'timm:NAME'"
     )
+
+
+def _load_caffe(prototxt: Path, weights: str | Path | None) -> Model:
+    if not prototxt.is_file():
+        raise ModelError(f"model file not found: '{prototxt}'")
+    try:
+        from .caffe import load_caffe
+    except ImportError as exc:
+        raise ModelError(f"cannot open the Caffe model '{prototxt}': the Caffe importer (deepvis.models.caffe) "
+                         f"does not import here ({exc})") from None
+    return load_caffe(prototxt, weights)
 
 
 def _efficientnet_lite0(spec: str) -> Model:
@@ -153,19 +207,7 @@ def _from_factory(spec: str) -> Model:
 def _load_file(path: Path, arch: str | None) -> Model:
     if arch:
         made = _from_factory(arch)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ModelError(f"cannot read weights '{path}': {exc}") from None
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
-        if not isinstance(state, dict):
-            raise ModelError(f"'{path}' does not hold a state dict (found {type(state).__name__})")
-        try:
-            made.net.load_state_dict(state)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()
-            raise ModelError(f"weights '{path}' do not fit architecture '{arch}': {' '.join(first[:3])}") from None
+        load_weights(made.net, path, f"architecture '{arch}'")
         made.spec = f"{path}"
         return made
     try:

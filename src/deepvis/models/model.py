@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -20,6 +21,11 @@ class Model:
 
     ``outputs`` says whether the network returns ``logits`` or ``probs`` (class probabilities).
     ``default_layers`` are the layers shown first (``None``: chosen from the layer catalog).
+    ``hidden_layers``: name patterns (``fnmatch``, e.g. ``*_split_*``) of layers never shown by default.
+    ``label_layers``: layers whose channels are the classes (``None``: those with one value per label).
+    ``prob_layer``: the layer whose output holds the class probabilities (``None``: the network's output).
+    ``store``: the per-unit store shown by default; ``store_remap`` shows another layer's pictures for a layer
+    (e.g. ``pool1`` -> ``conv1``).
     """
 
     net: nn.Module
@@ -29,6 +35,11 @@ class Model:
     outputs: Literal["logits", "probs"] = "logits"
     default_layers: list[str] | None = None
     pretty_names: dict[str, str] = field(default_factory=dict)
+    hidden_layers: list[str] = field(default_factory=list)
+    label_layers: list[str] | None = None
+    prob_layer: str | None = None
+    store: str | None = None
+    store_remap: dict[str, str] = field(default_factory=dict)
     _catalog: list["LayerInfo"] | None = field(default=None, repr=False)
 
     @property
@@ -61,6 +72,18 @@ class Model:
 
     def layer_names(self) -> list[str]:
         return [info.name for info in self.layers()]
+
+    def hidden(self, layer: str) -> bool:
+        """True for a layer matched by ``hidden_layers`` (left out of the default layers and the toolbox)."""
+        return any(fnmatchcase(layer, pattern) for pattern in self.hidden_layers)
+
+    def is_label_layer(self, layer: str, shape: tuple[int, ...] | None) -> bool:
+        """True when the channels of ``layer`` (output ``shape``) are the classes, so units can show labels."""
+        if not self.labels:
+            return False
+        if self.label_layers is not None:
+            return layer in self.label_layers
+        return shape == (len(self.labels),)
 
     def input(self, image, resize: str | None = None) -> torch.Tensor:
         """Any image (path, bytes, PIL, array; a tensor is taken as preprocessed) -> (1, C, H, W) input."""

@@ -1,4 +1,5 @@
-"""How a model wants its pixels: input size, resize policy, value scale, mean/std, channel order."""
+"""How a model wants its pixels: input size, resize policy, value scale, mean (per channel or an image), std, channel
+order."""
 
 from __future__ import annotations
 
@@ -12,16 +13,18 @@ from PIL import Image
 ResizeMode = Literal["crop", "stretch"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Preprocessing:
     """Turns an RGB image into a model input and back.
 
     ``input = (pixels01 * value_scale - mean) / std`` per channel, channels in ``channel_order``.
-    ``mean`` and ``std`` are given in the model's channel order and in value-scale units.
+    ``mean`` and ``std`` are given in the model's channel order and in value-scale units (a Caffe model:
+    ``value_scale=255``, BGR). ``mean`` is per channel, or a (C, H, W) mean image like Caffe's
+    ``ilsvrc_2012_mean.npy``: it is centre-cropped to the input's size, or resized where smaller.
     """
 
     input_size: tuple[int, int] = (224, 224)
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    mean: tuple[float, ...] | np.ndarray = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     channel_order: Literal["rgb", "bgr", "gray"] = "rgb"
     value_scale: float = 1.0
@@ -29,15 +32,23 @@ class Preprocessing:
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        if isinstance(self.mean, (np.ndarray, torch.Tensor)) and np.ndim(self.mean) == 3:
+            image = np.array(self.mean, dtype=np.float32)  # a private, read-only copy: the dataclass is frozen
+            image.setflags(write=False)
+            object.__setattr__(self, "mean", image)
+        else:
+            object.__setattr__(self, "mean", tuple(float(v) for v in np.ravel(self.mean)))
+        object.__setattr__(self, "std", tuple(float(v) for v in np.ravel(self.std)))
+        object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
         if self.channel_order not in ("rgb", "bgr", "gray"):
             raise ValueError(f"channel_order must be 'rgb', 'bgr' or 'gray', got {self.channel_order!r}")
         if self.resize not in ("crop", "stretch"):
             raise ValueError(f"resize must be 'crop' or 'stretch', got {self.resize!r}")
         for name in ("mean", "std"):
-            values = getattr(self, name)
-            if len(values) not in (1, self.channels):
-                raise ValueError(f"{name} has {len(values)} values, but channel_order {self.channel_order!r} has "
-                                 f"{self.channels} channel(s)")
+            count = len(getattr(self, name))  # a mean image: its channels
+            if count not in (1, self.channels):
+                raise ValueError(f"{name} has {count} {'channels' if self.mean_is_image and name == 'mean' else 'values'}"
+                                 f", but channel_order {self.channel_order!r} has {self.channels} channel(s)")
         if any(v == 0 for v in self.std):
             raise ValueError("std must not contain 0")
         if len(self.input_size) != 2 or min(self.input_size) < 1:
@@ -46,6 +57,27 @@ class Preprocessing:
     @property
     def channels(self) -> int:
         return 1 if self.channel_order == "gray" else 3
+
+    @property
+    def mean_is_image(self) -> bool:
+        return isinstance(self.mean, np.ndarray)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Preprocessing):
+            return NotImplemented
+        return self.to_json() == other.to_json() and (
+            not self.mean_is_image or np.array_equal(self.mean, other.mean))
+
+    __hash__ = None  # a mean image is mutable-looking data: not hashable
+
+    def to_json(self) -> dict:
+        """The fields as JSON data (a mean image as its shape and per-channel averages), e.g. for a manifest."""
+        mean = self.mean
+        if self.mean_is_image:
+            mean = {"image_shape": list(mean.shape), "channel_means": [round(float(v), 4) for v in mean.mean((1, 2))]}
+        return {"input_size": list(self.input_size), "mean": mean if isinstance(mean, dict) else list(mean),
+                "std": list(self.std), "channel_order": self.channel_order, "value_scale": self.value_scale,
+                "resize": self.resize}
 
     def with_(self, **changes) -> "Preprocessing":
         """A copy with some fields changed."""
@@ -72,15 +104,19 @@ class Preprocessing:
     def normalize(self, pixels01: torch.Tensor) -> torch.Tensor:
         """(3, H, W) RGB pixels in [0, 1] -> model input (works on batches too)."""
         x = self.from_rgb(pixels01) * self.value_scale
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
         std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-        return (x - mean) / std
+        return (x - self.mean_tensor(x)) / std
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Model input -> (3, H, W) RGB pixels in [0, 1] (not clipped)."""
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
         std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-        return self.to_rgb(x * std + mean) / self.value_scale
+        return self.to_rgb(x * std + self.mean_tensor(x)) / self.value_scale
+
+    def mean_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean to subtract from ``x`` (..., C, H, W): (C, 1, 1), or the mean image fitted to H x W."""
+        if not self.mean_is_image:
+            return torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        return torch.tensor(fit_mean_image(self.mean, tuple(x.shape[-2:])), dtype=x.dtype, device=x.device)
 
     def from_rgb(self, rgb: torch.Tensor) -> torch.Tensor:
         """Reorder RGB channels (dim -3) into the model's channel order."""
@@ -110,3 +146,16 @@ def center_crop_to_aspect(image: Image.Image, aspect: float) -> Image.Image:
     new_height = max(1, round(width / aspect))
     top = (height - new_height) // 2
     return image.crop((0, top, width, top + new_height))
+
+
+def fit_mean_image(mean: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A (C, H, W) mean image at ``size``: centre-cropped where larger (as the original toolbox did), resized
+    (bilinear) where smaller."""
+    height, width = size
+    if mean.shape[1] < height or mean.shape[2] < width:
+        scale = max(height / mean.shape[1], width / mean.shape[2])  # keeps the aspect ratio, then crops
+        size_grown = (max(height, round(mean.shape[1] * scale)), max(width, round(mean.shape[2] * scale)))
+        image = torch.tensor(mean)[None]
+        mean = torch.nn.functional.interpolate(image, size=size_grown, mode="bilinear", align_corners=False)[0].numpy()
+    top, left = (mean.shape[1] - height) // 2, (mean.shape[2] - width) // 2
+    return mean[:, top:top + height, left:left + width]

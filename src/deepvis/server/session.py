@@ -29,7 +29,7 @@ from ..errors import DeepvisError
 from ..store import Store
 from ..images import find_images, load_image
 from ..models.model import Model
-from ..predict import Prediction, top_predictions
+from ..predict import Prediction, output_probabilities, top_predictions
 from ..probe import Probe
 from ..render import FILTERS
 from ..units import Unit
@@ -220,12 +220,16 @@ class Toolbox:
                  cache_bytes: int = 512 * 1024 * 1024):
         self.model = model
         self.image_root, self.image_files = find_images(images)
-        self.store = Path(store).resolve() if store else None
+        store = store or model.store  # the model's own store (a config file's `store`) unless one is given
+        self.store = Path(store).expanduser().resolve() if store else None
         self.max_upload_bytes, self.max_pixels = max_upload_bytes, max_pixels
         self.layers = [i for i in model.layers() if i.default]
         if not self.layers:
             raise DeepvisError(f"model {model.spec!r} has no layers that can be shown")
         self._layer_names = {i.name for i in self.layers}
+        # recorded in each forward pass: the shown layers, and the layer holding the class probabilities
+        prob_layer = [model.prob_layer] if model.prob_layer else []
+        self._recorded = list(dict.fromkeys([i.name for i in self.layers] + prob_layer))
         self._modules = dict(model.net.named_modules())
         self._inputs = _LRU(64, cache_bytes)
         self._backward = _LRU(32)
@@ -234,7 +238,7 @@ class Toolbox:
         # inputs get a forward pass with the graph in that mode, so their first backward pass needs no other.
         self._graph_mode: str | None = None
         self._graphless_modes: set[str] = set()  # modes whose kept graphs failed once (in-place models): not tried
-        if isinstance(model.net, torch.jit.ScriptModule) or not self._layer_names <= set(self._modules):
+        if isinstance(model.net, torch.jit.ScriptModule) or not set(self._recorded) <= set(self._modules):
             self._graphless_modes = set(MODES)  # no module hooks (TorchScript): backprop_batch every time
         self._frames: OrderedDict[str, str] = OrderedDict()  # tab -> its latest webcam input id
         self._frames_lock = threading.Lock()
@@ -246,7 +250,7 @@ class Toolbox:
 
     def label_layer(self, layer: str) -> bool:
         info = next((i for i in self.layers if i.name == layer), None)
-        return bool(self.model.labels and info and info.shape == (len(self.model.labels),))
+        return info is not None and self.model.is_label_layer(layer, info.shape)
 
     def info(self) -> dict:
         """Everything a tab needs to set itself up."""
@@ -323,15 +327,15 @@ class Toolbox:
         mode = self._graph_mode if self._graph_mode not in self._graphless_modes else None
         with self._lock:
             if mode is None:
-                with torch.no_grad(), Probe(self.model, [i.name for i in self.layers]) as probe:
+                with torch.no_grad(), Probe(self.model, self._recorded) as probe:
                     out = probe.run(x)
                 activations, graph = probe.activations, None
             else:  # the next view will likely show a backward pass: one forward pass serves both
                 out, graph = self._graph_forward(x, mode)
                 activations = graph.activations
         forward_ms = (time.perf_counter() - start) * 1000
-        acts = {k: v[0].detach().float().cpu() for k, v in activations.items()}
-        predictions = self._predictions(out.detach() if isinstance(out, torch.Tensor) else out)
+        acts = {k: v[0].detach().float().cpu() for k, v in activations.items() if k in self._layer_names}
+        predictions = self._predictions(out, activations)
         nbytes = sum(a.numel() * 4 for a in acts.values()) + x.numel() * 4
         item = Input(digest, name, fitted, x, acts, predictions, forward_ms, nbytes)
         self._inputs.put(digest, item, nbytes)
@@ -356,7 +360,7 @@ class Toolbox:
                     acts[name], modified[name], versions[name] = output, rules.modified, output._version
             return hook
 
-        handles = [self._modules[i.name].register_forward_hook(recorder(i.name)) for i in self.layers]
+        handles = [self._modules[name].register_forward_hook(recorder(name)) for name in self._recorded]
         try:
             with torch.enable_grad(), rules if rules.rule is not None else nullcontext():
                 out = self.model.net(x)
@@ -365,11 +369,9 @@ class Toolbox:
                 handle.remove()
         return out, _Graph(x, acts, mode, modified, versions)
 
-    def _predictions(self, out, top: int = 5) -> list[Prediction]:
-        if not isinstance(out, torch.Tensor) or out.dim() != 2:
-            return []
-        probs = out[0].float() if self.model.outputs == "probs" else out[0].float().softmax(0)
-        return top_predictions(self.model, probs, top)
+    def _predictions(self, out, activations: dict[str, torch.Tensor], top: int = 5) -> list[Prediction]:
+        probs = output_probabilities(self.model, out, activations)
+        return [] if probs is None else top_predictions(self.model, probs[0], top)
 
     # ---------------------------------------------------------------- backward
     def backward(self, item: Input, origin: Unit, mode: str, layer: str | None = None):
@@ -516,9 +518,10 @@ class Toolbox:
         if self.store is None:
             return {"layer": layer, "channel": channel, "images": {}, "sprite": None, "hint": hint}
         store = Store(self.store)
+        source = self.model.store_remap.get(layer, layer)  # e.g. pool1 shows conv1's pictures
         found = {kind: "/store/" + quote(path.relative_to(self.store).as_posix())
-                 for kind, path in store.unit_pictures(layer, channel).items()}
-        sprite = store.sprite(layer)
+                 for kind, path in store.unit_pictures(source, channel).items()}
+        sprite = store.sprite(source)
         sprite_url = "/store/" + quote(sprite.relative_to(self.store).as_posix()) if sprite else None
         return {"layer": layer, "channel": channel, "images": found, "sprite": sprite_url,
                 "hint": None if found else hint}
