@@ -19,7 +19,7 @@ from .net import CaffeNet, build_net, read_net_spec
 from .prototxt import read_prototxt
 from .weights import Blobs, read_caffemodel, read_mean, write_caffemodel
 
-__all__ = ["CaffeNet", "load_caffe", "read_caffemodel", "read_mean", "write_caffemodel"]
+__all__ = ["CaffeNet", "caffe_net", "load_caffe", "read_caffemodel", "read_mean", "write_caffemodel"]
 
 
 def load_caffe(prototxt: str | Path, weights: str | Path | None = None) -> Model:
@@ -29,6 +29,22 @@ def load_caffe(prototxt: str | Path, weights: str | Path | None = None) -> Model
     Preprocessing is Caffe's: BGR (or gray for one input channel), 0-255 values, the declared input size;
     the mean is left at 0 for the caller to set (see :func:`read_mean`).
     """
+    net = caffe_net(prototxt, weights)
+    channels, height, width = net.input_shape[1:]
+    if channels not in (1, 3):
+        raise ModelError(f"input '{net.input_name}' of {prototxt} has {channels} channels; deepvis feeds images "
+                         "with 1 (gray) or 3 (BGR) channels")
+    preprocessing = Preprocessing(input_size=(height, width), mean=(0.0,) * channels, std=(1.0,) * channels,
+                                  channel_order="bgr" if channels == 3 else "gray", value_scale=255.0)
+    last = net.get_submodule(net.steps[-1].module)
+    standalone_in_place = {step.module for step in net.steps if step.tops == step.bottoms}
+    return Model(net=net, preprocessing=preprocessing, labels=None, spec=str(prototxt),
+                 outputs="probs" if isinstance(last, Softmax) else "logits",
+                 default_layers=[step.module for step in net.steps if step.module not in standalone_in_place])
+
+
+def caffe_net(prototxt: str | Path, weights: str | Path | None = None) -> CaffeNet:
+    """The bare network of :func:`load_caffe` (any number of input channels), in eval mode."""
     spec = read_net_spec(read_prototxt(prototxt))
     net, layers = build_net(spec)
     net.to_empty(device="cpu")
@@ -38,17 +54,7 @@ def load_caffe(prototxt: str | Path, weights: str | Path | None = None) -> Model
             layer.reset_blobs(generator)
         if weights is not None:
             _assign(layers, read_caffemodel(weights), Path(weights))
-    channels, height, width = spec.input_shape[1:]
-    if channels not in (1, 3):
-        raise ModelError(f"input '{spec.input_name}' of {prototxt} has {channels} channels; deepvis feeds images "
-                         "with 1 (gray) or 3 (BGR) channels")
-    preprocessing = Preprocessing(input_size=(height, width), mean=(0.0,) * channels, std=(1.0,) * channels,
-                                  channel_order="bgr" if channels == 3 else "gray", value_scale=255.0)
-    last = net.get_submodule(net.steps[-1].module)
-    standalone_in_place = {step.module for step in net.steps if step.tops == step.bottoms}
-    return Model(net=net, preprocessing=preprocessing, labels=None, spec=str(prototxt),
-                 outputs="probs" if isinstance(last, Softmax) else "logits",
-                 default_layers=[step.module for step in net.steps if step.module not in standalone_in_place])
+    return net.eval()
 
 
 def _assign(layers: list[CaffeLayer], blobs: Blobs, path: Path) -> None:

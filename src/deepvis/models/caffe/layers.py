@@ -137,10 +137,11 @@ class InnerProduct(CaffeLayer):
             self.bias.zero_()
 
 
-def pooled_size(size: int, kernel: int, stride: int, pad: int) -> int:
-    """Caffe's pooling output size: rounded up, minus a last window that would start in the right padding."""
+def pooled_size(size: int, kernel: int, stride: int, pad: int, padded: bool) -> int:
+    """Caffe's pooling output size: rounded up, minus a last window that would start past the image plus its
+    padding (a check Caffe makes on both axes when either is padded)."""
     out = -(-(size + 2 * pad - kernel) // stride) + 1
-    if pad and (out - 1) * stride >= size + pad:
+    if padded and (out - 1) * stride >= size + pad:
         out -= 1
     return out
 
@@ -160,21 +161,25 @@ class Pooling(CaffeLayer):
         self.pad = (0, 0) if self.global_pooling else _pair(param, "pad", 0)
         if any(p >= k for p, k in zip(self.pad, self.kernel)):
             raise param.error(f"pad {self.pad} must be smaller than kernel {self.kernel}")
-        sizes = [pooled_size(*args) for args in zip(shapes[0][2:], self.kernel, self.stride, self.pad)]
+        sizes = self._sizes(shapes[0][2:], self.kernel, pooled_size)
         if min(sizes) < 1:
             raise param.error(f"kernel {self.kernel} is larger than the padded input {shapes[0][2:]}")
 
     def compute(self, x: torch.Tensor) -> torch.Tensor:
         kernel = tuple(x.shape[2:]) if self.global_pooling else self.kernel
-        out = [pooled_size(*args) for args in zip(x.shape[2:], kernel, self.stride, self.pad)]
-        native = [pooled_size_torch(*args) for args in zip(x.shape[2:], kernel, self.stride, self.pad)]
+        out = self._sizes(x.shape[2:], kernel, pooled_size)
+        native = self._sizes(x.shape[2:], kernel, pooled_size_torch)
         if out == native and all(2 * p <= k for p, k in zip(self.pad, kernel)):
             if self.method == "MAX":
                 return F.max_pool2d(x, kernel, self.stride, self.pad, ceil_mode=True)
             return F.avg_pool2d(x, kernel, self.stride, self.pad, ceil_mode=True, count_include_pad=True)
-        return self._padded(x, kernel, out)
+        return self._explicit(x, kernel, out)
 
-    def _padded(self, x: torch.Tensor, kernel: Sequence[int], out: Sequence[int]) -> torch.Tensor:
+    def _sizes(self, sizes: Sequence[int], kernel: Sequence[int], rule: Callable[..., int]) -> list[int]:
+        padded = any(self.pad)
+        return [rule(*args, padded) for args in zip(sizes, kernel, self.stride, self.pad)]
+
+    def _explicit(self, x: torch.Tensor, kernel: Sequence[int], out: Sequence[int]) -> torch.Tensor:
         """The general case (PyTorch's pooling cannot express it): pad explicitly, then pool without padding."""
         extra = [(n - 1) * s + k - size - p for n, s, k, size, p in zip(out, self.stride, kernel, x.shape[2:],
                                                                        self.pad)]
@@ -188,7 +193,7 @@ class Pooling(CaffeLayer):
         return total / (counts[0][:, None] * counts[1][None, :]).to(x.dtype)
 
 
-def pooled_size_torch(size: int, kernel: int, stride: int, pad: int) -> int:
+def pooled_size_torch(size: int, kernel: int, stride: int, pad: int, padded: bool) -> int:
     """PyTorch's ``ceil_mode`` output size (it drops a window starting in the right padding even without pad)."""
     out = -(-(size + 2 * pad - kernel) // stride) + 1
     if (out - 1) * stride >= size + pad:

@@ -63,9 +63,10 @@ class CaffeNet(nn.Module):
     trailing ``_``.
     """
 
-    def __init__(self, input_name: str):
+    def __init__(self, input_name: str, input_shape: tuple[int, ...]):
         super().__init__()
         self.input_name = input_name
+        self.input_shape = input_shape  # as declared: (N, C, H, W)
         self.steps: list[Step] = []
         self.output_name = input_name
 
@@ -77,7 +78,12 @@ class CaffeNet(nn.Module):
                 blobs[top] = out
             for name in step.release:
                 del blobs[name]
-        return blobs[self.output_name]
+        out = blobs[self.output_name]
+        # Caffe keeps classifier outputs 4-D when they come from convolutions (SqueezeNet's prob is N x 1000 x 1
+        # x 1); the network's return value drops those trailing 1s so it reads as (batch, classes).
+        while out.dim() > 2 and out.shape[-1] == 1:
+            out = out.squeeze(-1)
+        return out
 
 
 def read_net_spec(root: Message) -> NetSpec:
@@ -146,7 +152,7 @@ def build_net(spec: NetSpec) -> tuple[CaffeNet, list[CaffeLayer]]:
     Shapes are propagated on the meta device as layers are made, so each layer knows its input shapes
     without computing anything.
     """
-    net = CaffeNet(spec.input_name)
+    net = CaffeNet(spec.input_name, spec.input_shape)
     layers: list[CaffeLayer] = []
     values = {spec.input_name: torch.zeros(spec.input_shape, device="meta")}
     foldable: dict[str, CaffeLayer] = {}  # blob -> the module that produced it, while no other layer has read it

@@ -31,7 +31,11 @@ def read_caffemodel(path: str | Path) -> Blobs:
     if data.startswith(_HDF5_SIGNATURE):
         raise ModelError(f"{path} is an HDF5 caffemodel; deepvis reads the binary protobuf format "
                          "(save it with Caffe's net.save(), or export the weights with snapshot_format: BINARYPROTO)")
-    net = _decode(data, "NetParameter", f"{path} is not a Caffe .caffemodel")
+    try:
+        net = decode(data, CAFFEMODEL_SCHEMA, "NetParameter", raw=_LAZY)
+    except WireError as exc:
+        raise ModelError(f"{path}: {_top_level_position(exc)}: {exc} (byte {exc.offset}; truncated or damaged "
+                         "file?)") from None
     entries = [("layer", entry) for entry in net.all("layer")] + [("layers", entry) for entry in net.all("layers")]
     if not entries:
         raise ModelError(f"{path} holds no layers: not a Caffe .caffemodel (a binary NetParameter)")
@@ -49,6 +53,20 @@ def read_caffemodel(path: str | Path) -> Blobs:
                        for i, (offset, blob) in enumerate(layer.all("blobs"))]
         previous = name or previous
     return blobs
+
+
+def _top_level_position(exc: WireError) -> str:
+    """Which layer a top-level decoding error falls in: 'layer #N (after 'name')'."""
+    read = (exc.partial.all("layer") + exc.partial.all("layers")) if exc.partial is not None else []
+    if not read:
+        return "not a Caffe .caffemodel (a binary NetParameter)" if exc.offset == 0 else "in the first layer"
+    try:
+        offset, chunk = read[-1]
+        last = decode(chunk, CAFFEMODEL_SCHEMA, "V1LayerParameter" if read[-1] in exc.partial.all("layers")
+                      else "LayerParameter", offset, raw=_LAZY).string("name")
+    except (WireError, ModelError):
+        last = "?"
+    return f"layer #{len(read) + 1} (after '{last}')"
 
 
 def read_mean(path: str | Path) -> np.ndarray:
