@@ -195,10 +195,13 @@ def test_pooling_ceil_mode_differs_from_floor_where_expected(tmp_path):
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
 def test_global_pooling(tmp_path, method):
     x = RNG.standard_normal((2, 5, 6, 7)).astype(np.float32)
-    _, out = _run(tmp_path, x.shape, _layer("pool", "Pooling", ["data"], ["pool"],
-                                            f"pooling_param {{ pool: {method} global_pooling: true }}"), x)
+    net, out = _run(tmp_path, x.shape, _layer("pool", "Pooling", ["data"], ["pool"],
+                                              f"pooling_param {{ pool: {method} global_pooling: true }}"), x)
     expected = x.max(axis=(2, 3)) if method == "MAX" else x.mean(axis=(2, 3))
-    _close(out, expected)  # the net's return value drops trailing 1 x 1
+    _close(out, expected)  # the net returns an N x C x 1 x 1 output as N x C
+    with deepvis.Probe(net, ["pool"]) as probe, torch.no_grad():
+        net(torch.from_numpy(x))
+    assert probe["pool"].shape == (2, 5, 1, 1)  # the layer itself keeps Caffe's shape
 
 
 @pytest.mark.parametrize("n, alpha, beta, k", [(5, 1e-1, 0.75, 1.0), (3, 2.0, 0.5, 2.5)])
@@ -275,9 +278,9 @@ def test_inner_product_flattens_implicitly(tmp_path):
 
 
 def test_softmax_on_channels_of_a_4d_blob(tmp_path):
-    x = RNG.standard_normal((2, 5, 3, 1)).astype(np.float32)  # keeps H: the return value drops only W = 1
+    x = RNG.standard_normal((2, 5, 3, 1)).astype(np.float32)
     _, out = _run(tmp_path, x.shape, _layer("prob", "Softmax", ["data"], ["prob"]), x)
-    _close(out, softmax_ref(x, 1)[..., 0])
+    _close(out, softmax_ref(x, 1))
 
 
 @pytest.mark.parametrize("type_, settings, reference", [
@@ -459,11 +462,13 @@ input_shape { dim: 1 dim: 3 dim: 16 dim: 12 }
 layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
   convolution_param { num_output: 8 kernel_size: 3 pad: 1 } }
 layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
-layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
 layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
   convolution_param { num_output: 6 kernel_size: 3 group: 2 } }
 layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }
-layer { name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2" pooling_param { pool: AVE kernel_size: 2 stride: 2 } }
+layer { name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2"
+  pooling_param { pool: AVE kernel_size: 2 stride: 2 } }
 layer { name: "fc" type: "InnerProduct" bottom: "pool2" top: "fc" inner_product_param { num_output: 5 } }
 """
 
@@ -547,6 +552,9 @@ def test_caffenet_yos_with_v1_weights(tmp_path):
     assert set(expected) <= set(catalog) and "conv1.relu1" in catalog and "fc6.drop6" in catalog
     assert catalog["conv5"].shape == (256, 13, 13) and catalog["pool5"].shape == (256, 6, 6)
     assert model.preprocessing.input_size == (227, 227) and model.preprocessing.channel_order == "bgr"
+    from deepvis.receptive_field import receptive_field
+    assert receptive_field(model, "pool5").size == (195, 195)  # AlexNet's well-known numbers
+    assert receptive_field(model, "pool5").stride == (32, 32)
 
 
 def _structure_blobs(model) -> dict[str, list[np.ndarray]]:
@@ -646,11 +654,11 @@ def test_truncated_and_garbage_caffemodels(tmp_path):
     _one_line_error(lambda: load_caffe(proto, tmp_path / "cut.caffemodel"), "layer #2 (after 'conv')", "byte")
     layer_cut = data[:120]
     (tmp_path / "cut2.caffemodel").write_bytes(layer_cut)
-    _one_line_error(lambda: load_caffe(proto, tmp_path / "cut2.caffemodel"), "cut2.caffemodel", "byte")
-    (tmp_path / "garbage.caffemodel").write_bytes(RNG.integers(0, 256, 5000, dtype=np.uint8).tobytes())
-    _one_line_error(lambda: load_caffe(proto, tmp_path / "garbage.caffemodel"), "garbage.caffemodel")
+    _one_line_error(lambda: load_caffe(proto, tmp_path / "cut2.caffemodel"), "cut2.caffemodel: layer #1", "byte 0")
+    (tmp_path / "garbage.caffemodel").write_bytes(np.random.default_rng(1).integers(0, 256, 5000, np.uint8).tobytes())
+    _one_line_error(lambda: load_caffe(proto, tmp_path / "garbage.caffemodel"), "garbage.caffemodel", "not a Caffe")
     (tmp_path / "text.caffemodel").write_text("this is not a caffemodel at all\n" * 10)
-    _one_line_error(lambda: load_caffe(proto, tmp_path / "text.caffemodel"), "text.caffemodel")
+    _one_line_error(lambda: load_caffe(proto, tmp_path / "text.caffemodel"), "text.caffemodel", "not a Caffe")
     _one_line_error(lambda: load_caffe(proto, tmp_path / "missing.caffemodel"), "not found", "missing.caffemodel")
 
 
@@ -661,11 +669,8 @@ def test_damaged_blob_names_its_layer(tmp_path):
     path = tmp_path / "tiny.caffemodel"
     write_caffemodel(path, blobs)
     data = bytearray(path.read_bytes())
-    dims = np.array([4, 32], np.int64)
-    needle = bytes([0x08, 4, 0x08, 32]) if False else None  # the shape is packed: find it by its values
-    packed = b"\x0a\x02\x04\x20"  # BlobShape.dim packed [4, 32]
-    where = bytes(data).find(packed)
-    assert where > 0 and dims.size == 2 and needle is None
+    where = bytes(data).find(b"\x0a\x02\x04\x20")  # BlobShape { dim: [4, 32] } (packed) of fc's weight
+    assert where > 0
     data[where + 3] = 33  # now (4, 33): 132 values wanted, 128 stored
     (tmp_path / "bad.caffemodel").write_bytes(bytes(data))
     _one_line_error(lambda: load_caffe(proto, tmp_path / "bad.caffemodel"), "layer 'fc'", "(4, 33)")

@@ -50,9 +50,10 @@ def caffe_net(prototxt: str | Path, weights: str | Path | None = None) -> CaffeN
     net.to_empty(device="cpu")
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for layer in layers:
-            layer.reset_blobs(generator)
-        if weights is not None:
+        if weights is None:
+            for layer in layers:
+                layer.reset_blobs(generator)
+        else:  # every layer with blobs gets them from the file, or this fails
             _assign(layers, read_caffemodel(weights), Path(weights))
     return net.eval()
 

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import ModelError
 from .message import Message
 
 Shape = tuple[int, ...]
@@ -28,6 +27,9 @@ class CaffeLayer(nn.Module):
     """One Caffe layer; subclasses implement :meth:`compute` and, when they have blobs, :meth:`reset_blobs`."""
 
     blob_names: tuple[str, ...] = ()
+    #: How many bottom blobs the layer reads (least, most), and whether it may write several tops.
+    bottoms: tuple[int, int] = (1, 1)
+    many_tops = False
 
     def __init__(self, caffe_name: str, caffe_type: str):
         super().__init__()
@@ -249,6 +251,8 @@ class BatchNorm(CaffeLayer):
 class Scale(CaffeLayer):
     """``x * scale (+ bias)``, the scale a learned blob over axes ``axis..axis+num_axes`` or a second input."""
 
+    bottoms = (1, 2)
+
     def __init__(self, name: str, param: Message, shapes: Sequence[Shape]):
         super().__init__(name, "Scale")
         self.axis = _axis(param.int("axis", 1), len(shapes[0]), param)
@@ -289,7 +293,7 @@ class ReLU(CaffeLayer):
         return F.leaky_relu(x, self.negative_slope) if self.negative_slope else F.relu(x)
 
 
-class _Elementwise(CaffeLayer):
+class _Pointwise(CaffeLayer):
     """A parameter-free layer given by one function of its input."""
 
     function: Callable[[torch.Tensor], torch.Tensor]
@@ -301,11 +305,11 @@ class _Elementwise(CaffeLayer):
         return type(self).function(x)
 
 
-class Sigmoid(_Elementwise):
+class Sigmoid(_Pointwise):
     function = torch.sigmoid
 
 
-class TanH(_Elementwise):
+class TanH(_Pointwise):
     function = torch.tanh
 
 
@@ -313,14 +317,16 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class Dropout(_Elementwise):
+class Dropout(_Pointwise):
     """The identity: deepvis runs networks as Caffe's TEST phase does."""
 
     function = _identity
 
 
-class Split(_Elementwise):
+class Split(_Pointwise):
     """Copies its input to several tops (they share one tensor: nothing here writes in place)."""
+
+    many_tops = True
 
     function = _identity
 
@@ -345,6 +351,8 @@ class Flatten(CaffeLayer):
 
 
 class Concat(CaffeLayer):
+    bottoms = (1, 1 << 30)
+
     def __init__(self, name: str, param: Message, shapes: Sequence[Shape]):
         super().__init__(name, "Concat")
         axis = param.int("axis", 1) if param.has("axis") else param.int("concat_dim", 1)
@@ -356,6 +364,8 @@ class Concat(CaffeLayer):
 
 class Eltwise(CaffeLayer):
     """Element-wise SUM (with one coefficient per input), PROD or MAX of equally shaped inputs."""
+
+    bottoms = (2, 1 << 30)
 
     def __init__(self, name: str, param: Message, shapes: Sequence[Shape]):
         super().__init__(name, "Eltwise")
@@ -397,4 +407,4 @@ PARAM_FIELDS = {"Convolution": "convolution_param", "InnerProduct": "inner_produ
                 "Flatten": "flatten_param", "Concat": "concat_param", "Eltwise": "eltwise_param",
                 "Dropout": "dropout_param"}
 
-__all__ = ["CaffeLayer", "LAYER_TYPES", "PARAM_FIELDS", "ModelError", "pooled_size"]
+__all__ = ["CaffeLayer", "LAYER_TYPES", "PARAM_FIELDS", "pooled_size"]

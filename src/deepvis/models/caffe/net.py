@@ -80,9 +80,9 @@ class CaffeNet(nn.Module):
                 del blobs[name]
         out = blobs[self.output_name]
         # Caffe keeps classifier outputs 4-D when they come from convolutions (SqueezeNet's prob is N x 1000 x 1
-        # x 1); the network's return value drops those trailing 1s so it reads as (batch, classes).
-        while out.dim() > 2 and out.shape[-1] == 1:
-            out = out.squeeze(-1)
+        # x 1); the network returns such an output as (batch, classes).
+        if out.dim() > 2 and all(size == 1 for size in out.shape[2:]):
+            out = out.flatten(1)
         return out
 
 
@@ -193,14 +193,13 @@ def _make_layer(spec: LayerSpec, shapes: list[tuple[int, ...]]) -> CaffeLayer:
     cls = LAYER_TYPES.get(spec.type)
     if cls is None:
         raise spec.error(f"layer type '{spec.type}' is not supported (supported: {', '.join(sorted(LAYER_TYPES))})")
-    if not spec.bottoms or not spec.tops:
-        raise spec.error("needs at least one bottom and one top blob")
-    if len(spec.bottoms) > 1 and cls.__name__ not in ("Concat", "Eltwise", "Scale") or len(spec.bottoms) > 2 \
-            and cls.__name__ == "Scale":
-        raise spec.error(f"takes {'one or two inputs' if cls.__name__ == 'Scale' else 'one input'}, "
-                         f"got {len(spec.bottoms)}")
-    if len(spec.tops) > 1 and cls.__name__ != "Split":
-        raise spec.error(f"produces one top blob, got {len(spec.tops)}")
+    least, most = cls.bottoms
+    if not least <= len(spec.bottoms) <= most:
+        wanted = str(least) if least == most else f"at least {least}" if most >= 1 << 30 else f"{least} to {most}"
+        raise spec.error(f"reads {wanted} bottom blob(s), got {len(spec.bottoms)}")
+    if not spec.tops or len(spec.tops) > 1 and not cls.many_tops:
+        raise spec.error(f"writes {'one or more top blobs' if cls.many_tops else 'one top blob'}, "
+                         f"got {len(spec.tops)}")
     field = PARAM_FIELDS.get(spec.type)
     param = spec.message.message(field) if field else Message()
     param.where = f"layer '{spec.name}' ({spec.type}, {spec.message.where})"

@@ -56,14 +56,16 @@ def read_caffemodel(path: str | Path) -> Blobs:
 
 
 def _top_level_position(exc: WireError) -> str:
-    """Which layer a top-level decoding error falls in: 'layer #N (after 'name')'."""
-    read = (exc.partial.all("layer") + exc.partial.all("layers")) if exc.partial is not None else []
+    """Where a top-level decoding error falls: ``layer #N (after 'name')``, or not in a layer at all."""
+    if exc.number not in (2, 100):
+        return "not a Caffe .caffemodel (a binary NetParameter)"
+    read = exc.partial.all("layer") + exc.partial.all("layers")
     if not read:
-        return "not a Caffe .caffemodel (a binary NetParameter)" if exc.offset == 0 else "in the first layer"
+        return "layer #1"
+    offset, chunk = read[-1]
     try:
-        offset, chunk = read[-1]
-        last = decode(chunk, CAFFEMODEL_SCHEMA, "V1LayerParameter" if read[-1] in exc.partial.all("layers")
-                      else "LayerParameter", offset, raw=_LAZY).string("name")
+        last = decode(chunk, CAFFEMODEL_SCHEMA, "LayerParameter" if exc.partial.has("layer") else "V1LayerParameter",
+                      offset, raw=_LAZY).string("name")
     except (WireError, ModelError):
         last = "?"
     return f"layer #{len(read) + 1} (after '{last}')"

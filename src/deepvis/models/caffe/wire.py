@@ -31,11 +31,14 @@ Schema = Mapping[str, Mapping[int, Field]]
 
 
 class WireError(Exception):
-    """Bytes that are not a valid message; ``offset`` is where, ``partial`` what was read before."""
+    """Bytes that are not a valid message; ``offset`` is where, ``partial`` what the outermost message being
+    decoded held before, ``number`` the number of its field being read (``None``: not even the key was read)."""
 
-    def __init__(self, text: str, offset: int, partial: Message | None = None):
+    def __init__(self, text: str, offset: int):
         super().__init__(text)
-        self.offset, self.partial = offset, partial
+        self.offset = offset
+        self.partial: Message | None = None
+        self.number: int | None = None
 
 
 def read_varint(data: memoryview, position: int) -> tuple[int, int]:
@@ -66,7 +69,7 @@ def decode(data: bytes | memoryview, schema: Schema, type_name: str, base: int =
     message = Message()
     position = 0
     while position < len(view):
-        start = position
+        start, number = position, None
         try:
             key, position = read_varint(view, position)
             number, wire_type = key >> 3, key & 7
@@ -102,8 +105,7 @@ def decode(data: bytes | memoryview, schema: Schema, type_name: str, base: int =
                 if position > len(view):
                     raise WireError(f"field {number} runs past the end of the data", base + start)
         except WireError as exc:
-            if exc.partial is None:
-                exc.partial = message
+            exc.partial, exc.number = message, number  # the outermost message's view wins
             raise
     return message
 
