@@ -1,5 +1,6 @@
 """The same toolbox for every kind of model: an ONNX file, a config-file model with a mean image and BGR input, and
-a grayscale non-square factory model each go through predict, layers, backprop, find-max, crops (the command line)
+a grayscale non-square factory model and a Caffe prototxt each go through predict, layers, backprop, find-max,
+crops, optimize (the command line)
 and the live toolbox (its API), on the bundled sample images."""
 
 from __future__ import annotations
@@ -61,7 +62,23 @@ def _gray(folder: Path) -> list[str]:
             "--input-size", "26,34"]
 
 
-KINDS = {"onnx": _onnx, "config": _config, "gray": _gray}
+PROTOTXT = """
+name: "small"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 30 dim: 26 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 6 kernel_size: 3 stride: 2 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "fc2" type: "InnerProduct" bottom: "pool1" top: "fc2" inner_product_param { num_output: 5 } }
+layer { name: "prob" type: "Softmax" bottom: "fc2" top: "prob" }
+"""
+
+
+def _caffe(folder: Path) -> list[str]:
+    (folder / "deploy.prototxt").write_text(PROTOTXT)
+    return ["--model", str(folder / "deploy.prototxt"), "--mean", "104,117,123"]
+
+
+KINDS = {"onnx": _onnx, "config": _config, "gray": _gray, "caffe": _caffe}
 
 
 @pytest.fixture(params=list(KINDS))
@@ -98,6 +115,13 @@ def test_every_command_and_the_live_toolbox(model_args, tmp_path, capsys):
     _run(capsys, "crops", store, "--kinds", "image", "guided", "--units", "0-1", "-q", *model_args)
     unit_folder = store / deepvis.store.layer_dirname(layer) / "0000"
     assert (unit_folder / "image_00.jpg").is_file() and (unit_folder / "guided_00.jpg").is_file()
+    _run(capsys, "optimize", "--out", store, "--layers", layer, "--units", "0-1", "--max-iter", "6", "-q", *model_args)
+    assert Image.open(unit_folder / "optimized.png").size == model.preprocessing.input_size[::-1]
+    saved = json.loads((unit_folder / "optimized.json").read_text())
+    assert len(saved["record"]["obj"]) == 6 and saved["record"]["best_obj"] >= saved["record"]["obj"][0]
+    _run(capsys, "optimize", "--unit", f"{layer}:1", "-o", tmp_path / "modern.png", "--method", "modern",
+         "--steps", "4", "-q", *model_args)
+    assert Image.open(tmp_path / "modern.png").size == model.preprocessing.input_size[::-1]
 
     toolbox = Toolbox(model, store=store)
     info = toolbox.info()
