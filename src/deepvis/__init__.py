@@ -8,12 +8,14 @@ Everything the toolbox shows is one call away::
     acts = deepvis.activations(model, "cat.jpg", ["blocks.5"])
     result = deepvis.backprop(model, "cat.jpg", "blocks.5:42", mode="guided")
     deepvis.save_image(result.image("norm"), "guided.png")
+    best = deepvis.optimize(model, "classifier:285", max_iter=200)[0]  # an image the unit loves
 """
 
 from .backprop import MODES, BackpropResult, backprop, backprop_batch, rectifier_rules, start_signal
 from .errors import DeepvisError, ImageError, ModelError, UnitError
 from .images import load_image
 from .models import DEFAULT_MODEL, Model, Preprocessing, imagenet_labels, load_model
+from .optimize import ModernParams, OptimizeResult, PaperParams, make_params, optimize, optimize_to_store
 from .predict import Prediction, predict, probabilities
 from .probe import LayerInfo, Probe, activations, default_layers, layer_info, list_layers
 from .render import (FILTERS, TileGrid, back_image, color_diffs, montage, norm01, norm01c, normalize_layer,
@@ -25,9 +27,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_MODEL", "FILTERS", "MODES", "BackpropResult", "DeepvisError", "ImageError", "LayerInfo", "Model",
-    "ModelError", "Prediction", "Preprocessing", "Probe", "TileGrid", "Unit", "UnitError", "activations",
-    "back_image", "backprop", "backprop_batch", "color_diffs", "default_layers", "imagenet_labels", "layer_info",
-    "list_layers", "load_image", "load_model", "montage", "norm01", "norm01c", "normalize_layer", "parse_unit",
-    "png_bytes", "predict", "probabilities", "rectifier_rules", "sample_images", "save_image", "start_signal", "tile_layer",
+    "ModelError", "ModernParams", "OptimizeResult", "PaperParams", "Prediction", "Preprocessing", "Probe",
+    "TileGrid", "Unit", "UnitError", "activations", "back_image", "backprop", "backprop_batch", "color_diffs",
+    "default_layers", "imagenet_labels", "layer_info", "list_layers", "load_image", "load_model", "make_params",
+    "montage", "norm01", "norm01c", "normalize_layer", "optimize", "optimize_to_store", "parse_unit", "png_bytes",
+    "predict", "probabilities", "rectifier_rules", "sample_images", "save_image", "start_signal", "tile_layer",
     "to_uint8", "unit_image", "__version__",
 ]

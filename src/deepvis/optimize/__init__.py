@@ -28,7 +28,7 @@ from .run import optimize_to_store
 METHODS = ("paper", "modern")
 
 __all__ = ["DEFAULT_PRESET", "METHODS", "PRESETS", "ModernParams", "OptimizeResult", "PaperParams", "Target",
-           "make_target", "optimize", "optimize_to_store", "preset"]
+           "make_params", "make_target", "optimize", "optimize_to_store", "preset"]
 
 
 def optimize(model: Model, units: Sequence[str | Unit | Target] | str | Unit | Target, method: str = "paper",
