@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 def build(channels=3):
+    torch.manual_seed(0)  # the same weights in every process: find-max, crops and optimize must see one model
     return nn.Sequential(nn.Conv2d(channels, 6, 3, stride=2), nn.ReLU(), nn.Conv2d(6, 8, 3), nn.ReLU(),
                          nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
 
@@ -118,7 +119,9 @@ def test_every_command_and_the_live_toolbox(model_args, tmp_path, capsys):
     _run(capsys, "optimize", "--out", store, "--layers", layer, "--units", "0-1", "--max-iter", "6", "-q", *model_args)
     assert Image.open(unit_folder / "optimized.png").size == model.preprocessing.input_size[::-1]
     saved = json.loads((unit_folder / "optimized.json").read_text())
-    assert len(saved["record"]["obj"]) == 6 and saved["record"]["best_obj"] >= saved["record"]["obj"][0]
+    record = saved["record"]  # a unit that is zero after its ReLU at the start has no gradient: the paper stops
+    assert len(record["obj"]) == 6 or (record["meta_result"] == "grad 0 failure" and record["obj"] == [0.0])
+    assert record["best_obj"] >= record["obj"][0]
     _run(capsys, "optimize", "--unit", f"{layer}:1", "-o", tmp_path / "modern.png", "--method", "modern",
          "--steps", "4", "-q", *model_args)
     assert Image.open(tmp_path / "modern.png").size == model.preprocessing.input_size[::-1]

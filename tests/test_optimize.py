@@ -396,3 +396,96 @@ def test_a_batch_of_16_equals_single_runs_on_the_default_model():
         (alone,) = optimize(model, unit, max_iter=6)
         assert together.record["obj"] == pytest.approx(alone.record["obj"], rel=1e-9, abs=1e-9), unit
         assert together.input_image == pytest.approx(alone.input_image, abs=1e-6)
+
+
+# ---------------------------------------------------------------- edge cases (from review)
+CAFFE_NET = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 20 dim: 20 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 8 kernel_size: 5 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "fc" type: "InnerProduct" bottom: "conv1" top: "fc" inner_product_param { num_output: 4 } }
+layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
+"""
+
+
+def test_caffe_in_place_relu_units_start_below_the_relu(tmp_path):
+    (tmp_path / "deploy.prototxt").write_text(CAFFE_NET)
+    model = deepvis.load_model(str(tmp_path / "deploy.prototxt"), mean=(104.0, 117.0, 123.0))
+    results = optimize(model, [f"conv1:{c}" for c in range(8)], max_iter=15)
+    starts = [r.record["obj"][0] for r in results]
+    assert min(starts) == 0.0, "expected some unit to start inactive (after its in-place ReLU)"
+    for result in results:
+        assert result.record["meta_result"] != "grad 0 failure"
+        assert min(result.record["obj"]) >= 0.0  # the value read is the blob after relu1, as in Caffe
+        assert result.best_obj > 0.0
+
+
+def test_store_refuses_units_made_differently_and_force_replaces_them(tmp_path, tiny):
+    out = tmp_path / "s"
+    optimize_to_store(tiny, out, ["fc"], make_params("paper", max_iter=3), channels=[0, 1], progress=False)
+    with pytest.raises(DeepvisError, match="already holds units made differently"):
+        optimize_to_store(tiny, out, ["fc"], make_params("modern", steps=2), channels=[1, 2], progress=False)
+    gray = deepvis.load_model(deepvis.Model(net=tiny.net, preprocessing=tiny.preprocessing.with_(
+        channel_order="bgr")))
+    with pytest.raises(DeepvisError, match="already holds units made differently"):
+        optimize_to_store(gray, out, ["fc"], make_params("paper", max_iter=4), channels=[0], progress=False)
+    folder = store_folder = Store(out).unit_dir("fc", 1)
+    assert (folder / "optimized_input.png").is_file()
+    optimize_to_store(tiny, out, ["fc"], make_params("modern", steps=2, copies=2), channels=[1], force=True,
+                      progress=False)
+    assert sorted(p.name for p in store_folder.iterdir()) == ["optimized.json", "optimized.png", "optimized_01.png"]
+    optimize_to_store(tiny, out, ["fc"], make_params("modern", steps=2), channels=[1], force=True, progress=False)
+    assert sorted(p.name for p in store_folder.iterdir()) == ["optimized.json", "optimized.png"]
+    assert json.loads((folder / "optimized.json").read_text())["method"] == "modern"
+
+
+def test_minimizing_wins_at_the_layer_minimum_and_other_objectives_just_finish(tiny):
+    # (this small net's pixel-space gradients are tiny: a larger step than paper3's, and no blur)
+    downs = optimize(tiny, [f"fc:{c}" for c in range(10)], max_iter=20, push_dir=-1, lr_params={"lr": 1e4},
+                     blur_every=0)
+    start = start_image(make_params("paper"), pixel_space(tiny))
+    with torch.no_grad():
+        lowest = int(tiny.net(pixel_space(tiny).to_input(pixel_space(tiny).clip(start))[None]).argmin())
+    assert all(d.record["idxmax"][0] == [lowest] for d in downs)  # the minimum is the winner when minimizing
+    assert downs[lowest].record["majority_ii"] == 0 and downs[lowest].record["meta_result"] == "majority success"
+    assert all(d.best_obj < d.record["obj"][0] for d in downs)  # the best is the lowest
+    channel, = optimize(tiny, "conv2:2", objective="channel", max_iter=5)
+    assert channel.record["meta_result"] == "done"
+    with pytest.raises(UnitError, match="drop '@1,1'"):
+        optimize(tiny, "conv2:2@1,1", objective="channel")
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"lr_params": {"lr": "abc"}}, "must be a positive number"),
+    ({"blur_radius": float("nan")}, "finite"),
+    ({"lr_params": {"lr": -3}}, "must be a positive number"),
+])
+def test_bad_paper_numbers(settings, message):
+    with pytest.raises(DeepvisError, match=message):
+        make_params("paper", **settings)
+
+
+def test_bad_modern_settings_and_presets_stay_put():
+    with pytest.raises(DeepvisError, match="copies >= 2"):
+        make_params("modern", diversity=0.5)
+    with pytest.raises(DeepvisError, match="finite"):
+        make_params("modern", lr=float("nan"))
+    with pytest.raises(DeepvisError, match="presets belong to the paper"):
+        make_params("modern", preset_name="paper1")
+    params = make_params("paper")
+    params.lr_params["lr"] = 5
+    assert PRESETS["paper3"].lr_params["lr"] == 100 and make_params("paper").lr_params["lr"] == 100
+
+
+def test_cli_copies_and_misplaced_flags(tmp_path, tiny_file):
+    spec = f"{tiny_file}:build"
+    ok = _cli("optimize", "--model", spec, "--unit", "fc:1", "-o", str(tmp_path / "c.png"), "--method", "modern",
+              "--steps", "2", "--copies", "3")
+    assert ok.returncode == 0, ok.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "c.png", "c_copy1.png", "c_copy2.png"]
+    for args, message in [(["--unit", "fc:1", "-o", str(tmp_path / "x.png"), "--units", "0-3"], "--units does not"),
+                          (["--unit", "fc:1", "-o", str(tmp_path / "x.png"), "--force"], "--force does not"),
+                          (["--out", str(tmp_path / "s"), "--layers", "fc", "-o", str(tmp_path / "x.png")], "-o does"),
+                          (["--out", str(tmp_path / "s"), "--layers", "fc", "--units", "5-"], "FIRST-LAST")]:
+        result = _cli("optimize", "--model", spec, *args)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)

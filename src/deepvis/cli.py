@@ -161,6 +161,13 @@ def _cmd_optimize(args) -> int:
         raise _UsageError("--unit needs -o OUT.png")
     if args.out and not args.layers:
         raise _UsageError("--out needs --layers L... (the layers to optimize; 'deepvis layers' lists them)")
+    store_only = {"--layers": args.layers, "--units": args.units, "--force": args.force or None,
+                  "--batch-size": args.batch_size}
+    misplaced = [flag for flag, value in store_only.items() if value is not None] if args.unit else \
+        (["-o"] if args.output else [])
+    if misplaced:
+        raise _UsageError(f"{misplaced[0]} does not go with {'--unit' if args.unit else '--out'}: --out STORE takes "
+                          "--layers/--units/--batch-size/--force, --unit takes -o")
     names, other = (_PAPER_FLAGS, _MODERN_FLAGS) if args.method == "paper" else (_MODERN_FLAGS, _PAPER_FLAGS)
     stray = [n for n in other if n not in names and getattr(args, n) is not None]
     if stray:
@@ -182,13 +189,16 @@ def _cmd_optimize(args) -> int:
             if len(results) > 1:
                 path = path.with_name(f"{path.stem}_{n:02d}{path.suffix}")
             save_image(result.image, path)
+            for copy, image in enumerate(result.extra_images, start=1):
+                save_image(image, path.with_name(f"{path.stem}_copy{copy}{path.suffix}"))
             path.with_suffix(".json").write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
             if not args.quiet:
-                print(f"wrote {path}: {result.target}, best {result.best_obj:.4g} "
+                more = f" (+{len(result.extra_images)} copies)" if result.extra_images else ""
+                print(f"wrote {path}{more}: {result.target}, best {result.best_obj:.4g} "
                       f"({result.record['meta_result']})")
         return 0
     optimize_to_store(model, args.out, args.layers, params, channels=args.units, objective=args.objective,
-                      batch_size=args.batch_size, force=args.force, progress=not args.quiet)
+                      batch_size=args.batch_size or 16, force=args.force, progress=not args.quiet)
     if not args.quiet:
         print(f"wrote optimized images of {', '.join(args.layers)} into {args.out}")
     return 0
@@ -268,8 +278,8 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _channel_range(text: str) -> range:
-    first, _, last = text.partition("-")
-    if not first.isdigit() or (last and not last.isdigit()) or int(last or first) < int(first):
+    first, dash, last = text.partition("-")
+    if not first.isdigit() or (dash and not last.isdigit()) or int(last or first) < int(first):
         raise argparse.ArgumentTypeError(f"expected FIRST-LAST or N (channels), e.g. 0-63, got {text!r}")
     return range(int(first), int(last or first) + 1)
 
@@ -410,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objective", choices=["unit", "channel"], default="unit",
                    help="unit: the centre position of a conv channel (or @y,x); channel: the channel's mean")
     p.add_argument("--minimize", action="store_true", help="push the unit down instead of up")
-    p.add_argument("--batch-size", type=_positive_int, default=16, help="units optimized together (default 16)")
+    p.add_argument("--batch-size", type=_positive_int, help="units optimized together (default 16)")
     p.add_argument("--force", action="store_true", help="redo units already in the store")
     paper = p.add_argument_group("paper method settings (default: the preset's)")
     paper.add_argument("--max-iter", type=_positive_int)

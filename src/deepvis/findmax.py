@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .errors import DeepvisError
 from .images import IMAGE_EXTENSIONS, find_images, load_image
-from .models.model import Model
+from .models.model import Model, weights_hash
 from .probe import Probe, layer_info
 from .progress import Progress
 from .store import Store, atomic_write_bytes
@@ -53,14 +53,6 @@ def _collate(batch):
     return torch.zeros(0, dtype=torch.int64), None, skipped, len(batch)
 
 
-def _weights_hash(model: Model) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in model.net.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def _distributed(device: torch.device) -> tuple[int, int, bool]:
     """(rank, world size, whether this call started the process group) from torchrun's environment."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -91,7 +83,7 @@ def find_max(model: Model, images: str | Path, out: str | Path, layers: list[str
     store = Store(out)
     device = model.device
     rank, world, started = _distributed(device)
-    config = {"model": model.spec, "weights": _weights_hash(model), "layers": layers, "k": k,
+    config = {"model": model.spec, "weights": weights_hash(model), "layers": layers, "k": k,
               "images": hashlib.sha256("\n".join(map(str, files)).encode()).hexdigest()[:16], "world": world}
     checkpoint = store.root / f".find-max-checkpoint-{rank}-of-{world}.pt"
     if store.exists() and not force:

@@ -164,17 +164,22 @@ class Probe:
     >>> probe["blocks.5"].shape
 
     ``keep_graph=True`` keeps the autograd graph (for backward passes); ``stop_early=True`` ends the forward
-    pass as soon as every requested layer is recorded (use :meth:`run`).
+    pass as soon as every requested layer is recorded (use :meth:`run`). ``below_in_place=True``: for a layer
+    that runs in-place layers on its output (a Caffe import's ``conv5`` with its ``relu5``), the recorded value
+    is unchanged but gradients flow from the output *before* them, as Caffe's ``backward_from_layer`` started
+    below an in-place ReLU (so a unit that is negative still gets a gradient).
     """
 
     def __init__(self, model: Model | nn.Module, layers: Iterable[str], keep_graph: bool = False,
-                 stop_early: bool = False):
+                 stop_early: bool = False, below_in_place: bool = False):
         self._checked_by_catalog = isinstance(model, Model)  # a bare module has no known input size
         self.model = _as_model(model)
         self.layers = list(dict.fromkeys(layers))
         self.keep_graph = keep_graph
         self.stop_early = stop_early and OUTPUT not in self.layers
+        self.below_in_place = below_in_place
         self.activations: dict[str, torch.Tensor] = {}
+        self._before_in_place: dict[str, torch.Tensor] = {}
         self._handles: list = []
         self._seen_this_pass: set[str] = set()
 
@@ -193,12 +198,21 @@ class Probe:
             elif name not in modules or not name:
                 raise _unknown_layer_error(name, [n for n in modules if n])
             self._handles.append(modules[name].register_forward_hook(self._make_hook(name, wanted)))
+            in_place = getattr(modules[name], "in_place", None)
+            if self.below_in_place and in_place:
+                first = modules[name]._modules[in_place[0]]
+                self._handles.append(first.register_forward_pre_hook(self._make_pre_hook(name)))
         if not scripted:
             self._handles.append(self.model.net.register_forward_pre_hook(self._new_pass))
         return self
 
     def _new_pass(self, _module, _inputs):
         self._seen_this_pass = set()
+
+    def _make_pre_hook(self, name: str):
+        def hook(_module, inputs):
+            self._before_in_place[name] = inputs[0]
+        return hook
 
     def _make_hook(self, name: str, wanted: set[str]):
         def hook(_module, _inputs, output):
@@ -207,6 +221,9 @@ class Probe:
             if not isinstance(output, torch.Tensor):
                 raise _not_tensor_error(name)
             self._seen_this_pass.add(name)
+            before = self._before_in_place.pop(name, None)
+            if before is not None and self.keep_graph:
+                output = before + (output - before).detach()  # the value after, the gradient from before
             self.activations[name] = output if self.keep_graph else output.detach()
             if self.stop_early and wanted.issubset(self._seen_this_pass):
                 raise _StopForward

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Literal
@@ -88,6 +89,15 @@ class Model:
     def input(self, image, resize: str | None = None) -> torch.Tensor:
         """Any image (path, bytes, PIL, array; a tensor is taken as preprocessed) -> (1, C, H, W) input."""
         return model_input(self, image, resize)
+
+
+def weights_hash(model: Model) -> str:
+    """A short fingerprint of the network's parameters and buffers (which model made a store's pictures)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.net.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def prepare(net: nn.Module) -> nn.Module:

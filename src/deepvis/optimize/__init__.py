@@ -63,6 +63,8 @@ def make_params(method: str = "paper", params: PaperParams | ModernParams | None
         params = preset(preset_name or DEFAULT_PRESET) if method == "paper" else ModernParams()
     elif preset_name:
         raise DeepvisError("give either params or a preset, not both")
+    if preset_name and method != "paper":
+        raise DeepvisError(f"presets belong to the paper's method, not {method!r}")
     expected = PaperParams if method == "paper" else ModernParams
     if not isinstance(params, expected):
         raise DeepvisError(f"method {method!r} takes {expected.__name__}, got {type(params).__name__}")

@@ -45,8 +45,14 @@ class ModernParams:
     def __post_init__(self) -> None:
         if self.push_dir not in (1, -1):
             raise DeepvisError(f"push_dir must be +1 (maximize) or -1 (minimize), got {self.push_dir}")
-        if self.steps < 1 or self.copies < 1 or self.lr <= 0 or self.jitter < 0 or self.rotate < 0:
-            raise DeepvisError("steps and copies must be >= 1, lr > 0, jitter and rotate >= 0")
+        numbers = (self.lr, self.init_sd, self.decay_power, self.rotate, self.diversity, *self.scale)
+        if not all(math.isfinite(v) for v in numbers):
+            raise DeepvisError("lr, rotate, diversity, scale and the spectrum settings must be finite numbers")
+        if self.steps < 1 or self.copies < 1 or self.lr <= 0 or self.jitter < 0 or self.rotate < 0 or \
+                self.diversity < 0:
+            raise DeepvisError("steps and copies must be >= 1, lr > 0, jitter, rotate and diversity >= 0")
+        if self.diversity > 0 and self.copies < 2:
+            raise DeepvisError("the diversity term compares several images of a unit: give copies >= 2")
         if not 0 < self.scale[0] <= self.scale[1]:
             raise DeepvisError(f"scale must be (min, max) with 0 < min <= max, got {self.scale}")
 
@@ -158,7 +164,7 @@ def optimize_modern(model: Model, targets: Sequence[Target], params: ModernParam
 
 def _objectives(model: Model, x: torch.Tensor, targets: Sequence[Target], layers: list[str],
                 groups: list[list[int]], diversity: float) -> tuple[torch.Tensor, torch.Tensor]:
-    with Probe(model, layers, keep_graph=True, stop_early=True) as probe:
+    with Probe(model, layers, keep_graph=True, stop_early=True, below_in_place=True) as probe:
         probe.run(x)
     values = torch.zeros(len(targets), device=x.device)
     penalty = x.new_zeros(())

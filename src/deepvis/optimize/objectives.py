@@ -63,7 +63,11 @@ def make_target(model: Model, unit: str | Unit | Target, kind: Kind = "unit", si
     position = unit.position
     if position is not None:
         if len(spatial) != 2:
-            raise UnitError(f"unit '{unit}' has a position, but layer '{unit.layer}' has no spatial dimensions")
+            raise UnitError(f"unit '{unit}' has a position, but layer '{unit.layer}' is not a 2-D map (output "
+                            f"shape {tuple(info.shape)}); use '{unit.layer}:{unit.channel}'")
+        if kind == "channel":
+            raise UnitError(f"the channel objective uses the whole channel: drop '@{position[0]},{position[1]}' from "
+                            f"'{unit}', or use the unit objective")
         if position[0] >= spatial[0] or position[1] >= spatial[1]:
             raise UnitError(f"position {position[0]},{position[1]} out of range for layer '{unit.layer}' of size "
                             f"{spatial[0]}x{spatial[1]}")
@@ -104,7 +108,8 @@ def layer_argmax(acts: torch.Tensor) -> list[tuple[int, ...]]:
 
 
 def is_target_max(target: Target, argmax: tuple[int, ...]) -> bool | None:
-    """Whether the target unit is its layer's arg-max (the paper's "majority" test); None for other objectives."""
+    """Whether the target unit is its layer's arg-max (arg-min when minimizing; ``argmax`` is taken of the signed
+    layer): the paper's "majority" test. None for other objectives."""
     if target.kind != "unit":
         return None
     return argmax == (target.channel,) + (tuple(target.position) if target.position else ())

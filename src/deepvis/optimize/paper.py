@@ -67,7 +67,7 @@ class _Tracker:
         r["ismax"].append(ismax)
         r["norm"].append(float(x.norm()))
         r["dist"].append(float((x - x0).norm()))
-        r["std"].append(float(x.std()))
+        r["std"].append(float(x.std(unbiased=False)))
         if ismax and r["majority_ii"] is None:
             r["majority_obj"], r["majority_ii"] = obj, ii
         if r["best_obj"] is None or self.target.sign * obj > self.target.sign * r["best_obj"]:
@@ -75,7 +75,9 @@ class _Tracker:
         r["last_obj"], r["last_ii"], self.last_x = obj, ii, x
 
     def finish(self) -> None:
-        if self.record["meta_result"] is None:
+        if self.record["meta_result"] is None and self.target.kind != "unit":
+            self.record["meta_result"] = "done"  # "the unit wins its layer" only means something for a unit
+        elif self.record["meta_result"] is None:
             found = self.record["majority_ii"] is not None
             self.record["meta_result"] = "majority success" if found else "majority failure"
 
@@ -93,7 +95,8 @@ def optimize_paper(model: Model, targets: Sequence[Target], params: PaperParams,
     for ii in range(params.max_iter):
         x = space.clip(x)
         x_input = space.to_input(x).requires_grad_(True)
-        with torch.enable_grad(), Probe(model, layers, keep_graph=True, stop_early=True) as probe:
+        probe = Probe(model, layers, keep_graph=True, stop_early=True, below_in_place=True)
+        with torch.enable_grad(), probe:
             probe.run(x_input)
             objective = torch.zeros(len(targets), device=x.device, dtype=x.dtype)
             argmax: list[tuple[int, ...]] = [()] * len(targets)
@@ -101,7 +104,8 @@ def optimize_paper(model: Model, targets: Sequence[Target], params: PaperParams,
                 rows = [n for n, t in enumerate(targets) if t.layer == layer]
                 acts = probe[layer][rows]
                 objective[rows] = objective_values(acts, [targets[n] for n in rows])
-                for n, where in zip(rows, layer_argmax(acts)):
+                row_signs = signs[rows].view(-1, *([1] * (acts.dim() - 1)))
+                for n, where in zip(rows, layer_argmax(acts.detach() * row_signs)):  # arg-min when minimizing
                     argmax[n] = where
             (grad_input,) = torch.autograd.grad((objective * signs * active).sum(), x_input)
         grad = grad_input * space.scale

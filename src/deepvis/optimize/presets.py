@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import DeepvisError
@@ -34,6 +35,7 @@ class PaperParams:
     max_iter: int = 500
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "lr_params", dict(self.lr_params))  # never shared with a preset
         if self.start_at not in START_AT:
             raise DeepvisError(f"unknown start {self.start_at!r}: use one of {', '.join(START_AT)}")
         if self.lr_policy not in LR_POLICIES:
@@ -42,6 +44,13 @@ class PaperParams:
         if missing:
             raise DeepvisError(f"lr policy {self.lr_policy!r} needs lr_params {', '.join(LR_POLICIES[self.lr_policy])}"
                                f" (missing {', '.join(missing)})")
+        bad = [k for k, v in self.lr_params.items() if not _positive_number(v)]
+        if bad:
+            raise DeepvisError(f"lr_params {bad[0]!r} must be a positive number, got {self.lr_params[bad[0]]!r}")
+        if not all(math.isfinite(v) for v in (self.decay, self.blur_radius, self.small_val_percentile,
+                                               self.small_norm_percentile, self.px_benefit_percentile,
+                                               self.px_abs_benefit_percentile)):
+            raise DeepvisError("decay, blur radius and percentiles must be finite numbers")
         if self.push_dir not in (1, -1, 1.0, -1.0):
             raise DeepvisError(f"push_dir must be +1 (maximize) or -1 (minimize), got {self.push_dir}")
         if self.max_iter < 1 or self.blur_every < 0 or self.blur_radius < 0 or not 0 <= self.decay < 1:
@@ -57,6 +66,10 @@ class PaperParams:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def _positive_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 #: Table 1 of the paper (``doc/running-optimize-image.md``); ``paper3`` made most of its figures.
@@ -76,6 +89,6 @@ DEFAULT_PRESET = "paper3"
 def preset(name: str) -> PaperParams:
     """One of Table 1's settings by name (``paper1`` ... ``paper4``)."""
     try:
-        return PRESETS[name]
+        return replace(PRESETS[name])  # a copy: changing its lr_params never changes the preset
     except KeyError:
         raise DeepvisError(f"unknown preset {name!r}: use one of {', '.join(PRESETS)}") from None

@@ -42,14 +42,19 @@ class OptimizeResult:
 
     def save(self, folder: str | Path, info: dict | None = None) -> Path:
         """Write ``optimized.png`` (best image, displayed), ``optimized_input.png`` (what the network saw, when it
-        differs) and ``optimized.json`` into ``folder``; the JSON is written last, so its presence means the unit is
-        complete."""
+        differs), ``optimized_NN.png`` (further copies) and ``optimized.json`` into ``folder``. The old JSON goes
+        first and the new one is written last, so a unit counts as done only once all its pictures are new."""
         folder = Path(folder)
-        atomic_write_bytes(folder / "optimized.png", png_bytes(self.image))
+        (folder / "optimized.json").unlink(missing_ok=True)
+        pictures = {"optimized.png": self.image}
         if self.input_image is not self.image:
-            atomic_write_bytes(folder / "optimized_input.png", png_bytes(self.input_image))
-        for n, image in enumerate(self.extra_images, start=1):
-            atomic_write_bytes(folder / f"optimized_{n:02d}.png", png_bytes(image))
+            pictures["optimized_input.png"] = self.input_image
+        pictures.update({f"optimized_{n:02d}.png": image for n, image in enumerate(self.extra_images, start=1)})
+        for name, image in pictures.items():
+            atomic_write_bytes(folder / name, png_bytes(image))
+        for stale in folder.glob("optimized_*.png"):
+            if stale.name not in pictures:
+                stale.unlink()
         data = {**(info or {}), **self.to_json()}
         atomic_write_bytes(folder / "optimized.json", json.dumps(data, indent=1).encode("utf-8"))
         return folder / "optimized.png"

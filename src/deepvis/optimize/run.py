@@ -1,15 +1,17 @@
 """Optimizing whole layers into a store: batches of units, a progress bar, per-unit files written atomically,
-units already done skipped (so a killed run resumes), and a layer sprite for the toolbox's pattern mode."""
+units already done with the same settings skipped (so a killed run resumes), and a layer sprite for the
+toolbox's pattern mode."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
 from ..errors import DeepvisError
-from ..models.model import Model
+from ..models.model import Model, weights_hash
 from ..probe import layer_info
 from ..progress import Progress
 from ..store import Store
@@ -19,6 +21,8 @@ from .paper import optimize_paper
 from .presets import PaperParams
 
 DONE_FILE = "optimized.json"
+#: Sprites are rebuilt from all of a layer's pictures: at most this often while a run goes on, and at its end.
+SPRITE_EVERY_SECONDS = 60.0
 
 
 def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], params: PaperParams | ModernParams,
@@ -27,64 +31,107 @@ def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], para
     """Optimize every unit (or ``channels``) of ``layers`` and write ``<layer>/<channel>/optimized.png`` and
     ``optimized.json`` plus ``<layer>/sprite_optimized.jpg`` into the store ``out``.
 
-    Units that already have ``optimized.json`` are skipped unless ``force``. ``batch_size`` units are optimized
-    together (one image each; results do not depend on the batch).
+    Units whose ``optimized.json`` records the same model, method, settings and objective are skipped; units made
+    with other settings are an error unless ``force`` (which redoes every unit asked for). ``batch_size`` units are
+    optimized together (one image each; results do not depend on the batch).
     """
     if batch_size < 1:
         raise DeepvisError("batch size must be at least 1")
     store = Store(out)
-    _check_store_model(store, model)
-    work: list[tuple[str, int]] = []
-    counts = {}
-    for layer in dict.fromkeys(layers):
-        count = layer_info(model, layer).channels
-        counts[layer] = count
+    provenance = {"model": model.spec, "weights": weights_hash(model),
+                  "input_size": list(model.preprocessing.input_size), "objective": objective,
+                  "method": "paper" if isinstance(params, PaperParams) else "modern", "params": params.to_json()}
+    _check_store_model(store, provenance)
+    counts = {layer: layer_info(model, layer).channels for layer in dict.fromkeys(layers)}
+    asked: list[tuple[str, int]] = []
+    for layer, count in counts.items():
         wanted = list(channels) if channels is not None else list(range(count))
+        if not wanted:
+            raise DeepvisError("no channels to optimize (empty channel range)")
         bad = [c for c in wanted if not 0 <= c < count]
         if bad:
             raise DeepvisError(f"channel {bad[0]} out of range for layer '{layer}' ({count} channels, 0-{count - 1})")
-        work += [(layer, c) for c in wanted if force or not (store.unit_dir(layer, c) / DONE_FILE).is_file()]
-    total = sum(len(channels) if channels is not None else counts[name] for name in counts)
+        asked += [(layer, c) for c in wanted]
+    work = asked if force else _not_done(store, asked, provenance)
     steps = params.max_iter if isinstance(params, PaperParams) else params.steps
-    sign = params.push_dir
-    bar = Progress(total, "optimize", unit="units", enabled=progress, initial=total - len(work))
-    info = {"model": model.spec, "objective": objective}
-    done = 0
+    bar = Progress(len(asked), "optimize", unit="units", enabled=progress, initial=len(asked) - len(work))
+    if progress and len(work) < len(asked):
+        print(f"optimize: {len(asked) - len(work)} of {len(asked)} units already done with these settings "
+              "(--force redoes them)", file=sys.stderr, flush=True)
+    last_sprite = time.monotonic()
     try:
         for start in range(0, len(work), batch_size):
             batch = work[start:start + batch_size]
-            targets = [make_target(model, f"{layer}:{channel}", objective, sign) for layer, channel in batch]
+            targets = [make_target(model, f"{layer}:{channel}", objective, params.push_dir)
+                       for layer, channel in batch]
             began = time.perf_counter()
-            if isinstance(params, PaperParams):
-                results = optimize_paper(model, targets, params)
-            else:
-                results = optimize_modern(model, targets, params)
+            optimizer = optimize_paper if isinstance(params, PaperParams) else optimize_modern
+            results = optimizer(model, targets, params)
             seconds = time.perf_counter() - began
             for (layer, channel), result in zip(batch, results):
                 result.save(store.unit_dir(layer, channel),
-                            {**info, "seconds_per_batch": round(seconds, 3), "batch_size": len(batch),
+                            {**provenance, "seconds_per_batch": round(seconds, 3), "batch_size": len(batch),
                              "iterations": steps})
-            done += len(batch)
             bar.update(len(batch))
-            for layer in dict.fromkeys(layer for layer, _ in batch):
-                store.write_sprite(layer, counts[layer], "optimized", tile_file="optimized.png")
+            if time.monotonic() - last_sprite > SPRITE_EVERY_SECONDS:
+                _write_sprites(store, counts)
+                last_sprite = time.monotonic()
     except KeyboardInterrupt:
         bar.close()
-        print(f"optimize: interrupted; {total - len(work) + done} of {total} units are saved, rerun the same command "
-              "to continue", file=sys.stderr)
+        _write_sprites(store, counts)
+        print(f"optimize: interrupted; {bar.done} of {len(asked)} units are saved, rerun the same command to "
+              "continue", file=sys.stderr)
         raise
     bar.close()
-    for layer, count in counts.items():
-        store.write_sprite(layer, count, "optimized", tile_file="optimized.png")
+    _write_sprites(store, counts)
     return store
 
 
-def _check_store_model(store: Store, model: Model) -> None:
-    """A store holds one model's pictures: refuse to mix in another input size."""
+def _write_sprites(store: Store, counts: dict[str, int]) -> None:
+    for layer, count in counts.items():
+        store.write_sprite(layer, count, "optimized", tile_file="optimized.png")
+
+
+def _same_settings(saved: dict, provenance: dict) -> str | None:
+    """None when a unit's saved record was made with these settings, else what differs."""
+    for key in ("weights", "input_size", "method", "objective", "params"):
+        if saved.get(key) != provenance[key]:
+            return f"{key} {saved.get(key)!r} instead of {provenance[key]!r}" if key != "params" else "other settings"
+    return None
+
+
+def _not_done(store: Store, asked: list[tuple[str, int]], provenance: dict) -> list[tuple[str, int]]:
+    """The units still to do; an error when some were done with other settings (a mixed store misleads)."""
+    todo, clash = [], None
+    for layer, channel in asked:
+        path = store.unit_dir(layer, channel) / DONE_FILE
+        if not path.is_file():
+            todo.append((layer, channel))
+            continue
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            todo.append((layer, channel))  # unreadable: redo it
+            continue
+        difference = _same_settings(saved, provenance)
+        if difference and clash is None:
+            clash = f"{layer}:{channel} was optimized with {difference}"
+    if clash:
+        raise DeepvisError(f"the store '{store.root}' already holds units made differently ({clash}): add --force "
+                           "to redo them, or choose another --out")
+    return todo
+
+
+def _check_store_model(store: Store, provenance: dict) -> None:
+    """A store holds one model's pictures: refuse another model's weights or input size."""
     if not store.exists():
         return
     manifest = store.read_manifest()
     size = manifest.get("preprocessing", {}).get("input_size")
-    if size is not None and tuple(size) != tuple(model.preprocessing.input_size):
+    if size is not None and list(size) != provenance["input_size"]:
         raise DeepvisError(f"the store '{store.root}' was made at input size {size}, the model now has "
-                           f"{list(model.preprocessing.input_size)}: use the same --input-size or another --out")
+                           f"{provenance['input_size']}: use the same --input-size or another --out")
+    weights = manifest.get("config", {}).get("weights")
+    if weights is not None and weights != provenance["weights"]:
+        raise DeepvisError(f"the store '{store.root}' was made by another model ({manifest.get('model')!r}, "
+                           f"weights {weights}); optimize into another --out")

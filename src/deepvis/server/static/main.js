@@ -44,7 +44,8 @@ function refresh() {
   const stored = model.units && model.units.layer === layerName() ? model.units.sprite : null;
   model.sprite = state().pattern ? (stored || api.spriteUrl(layerName())) : null;
   model.gridMessage = model.sprite && spriteFailed === model.sprite
-    ? `no sprite for ${layerName()} in the store: run deepvis crops STORE --layers ${layerName()}` : null;
+    ? `no sprite for ${layerName()} in the store: run deepvis optimize --out STORE --layers ${layerName()} ` +
+      `(or deepvis crops STORE --layers ${layerName()})` : null;
   view.render(model);
   view.showHover(hoverEvent, model, hoverEvent && view.gridHit(hoverEvent, model)); // the grid may have changed
 }
