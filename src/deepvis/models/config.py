@@ -147,25 +147,13 @@ def parse_mean(value: str | Path, base: Path | None = None) -> tuple[float, ...]
     if not path.is_file():
         raise ModelError(f"mean file not found: '{path}' (give per-channel values like 104,117,123 or a "
                          ".npy / .binaryproto file)")
-    if path.suffix.lower() == ".binaryproto":
-        try:
-            from .caffe import read_mean
-        except ImportError as exc:
-            raise ModelError(f"reading the Caffe mean file '{path}' needs deepvis.models.caffe: {exc}") from None
-        mean = read_mean(path)
-    elif path.suffix.lower() == ".npy":
-        try:
-            mean = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot read mean file '{path}': {exc}") from None
-    else:
-        raise ModelError(f"mean file '{path}' must be a .npy or .binaryproto file")
-    mean = np.asarray(mean, dtype=np.float32)
-    if mean.ndim == 1:
-        return tuple(float(v) for v in mean)
-    if mean.ndim != 3 or not np.isfinite(mean).all():
-        raise ModelError(f"mean file '{path}' must hold per-channel values or a finite (C, H, W) image, "
-                         f"got shape {mean.shape}")
+    from .caffe import read_mean  # one reader of mean files: .npy and Caffe's .binaryproto
+
+    mean = read_mean(path)
+    if mean.shape[1:] == (1, 1):
+        return tuple(float(v) for v in mean.reshape(-1))
+    if not np.isfinite(mean).all():
+        raise ModelError(f"mean file '{path}' holds values that are not finite numbers")
     return mean
 
 
