@@ -16,6 +16,7 @@ class Progress:
         self._start = time.perf_counter()
         self._start_done = initial
         self._last_print = self._start
+        self._printed = -1
         self._bar = None
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
@@ -35,12 +36,14 @@ class Progress:
         rate = (self.done - self._start_done) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else float("nan")
         eta_text = f"{int(eta // 60)}m{int(eta % 60):02d}s" if eta == eta else "?"
-        print(f"{self.description}: {self.done}/{self.total} {self.unit}, {rate:.1f} {self.unit}/s, ETA {eta_text}",
+        speed = f"{rate:.1f} {self.unit}/s" if rate >= 1 or rate == 0 else f"{rate * 60:.1f} {self.unit}/min"
+        print(f"{self.description}: {self.done}/{self.total} {self.unit}, {speed}, ETA {eta_text}",
               file=sys.stderr, flush=True)
         self._last_print = time.perf_counter()
+        self._printed = self.done
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-        elif self.enabled:
+        elif self.enabled and self._printed != self.done:
             self._line()
