@@ -54,7 +54,9 @@ def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], para
         asked += [(layer, c) for c in wanted]
     work = asked if force else _not_done(store, asked, provenance)
     steps = params.max_iter if isinstance(params, PaperParams) else params.steps
-    bar = Progress(len(asked), "optimize", unit="units", enabled=progress, initial=len(asked) - len(work))
+    # counted in unit-steps (a unit advanced by one iteration), so a long batch shows progress and an ETA too
+    bar = Progress(len(asked) * steps, "optimize", unit="unit-steps", enabled=progress,
+                   initial=(len(asked) - len(work)) * steps)
     if progress and len(work) < len(asked):
         print(f"optimize: {len(asked) - len(work)} of {len(asked)} units already done with these settings "
               "(--force redoes them)", file=sys.stderr, flush=True)
@@ -66,20 +68,27 @@ def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], para
                        for layer, channel in batch]
             began = time.perf_counter()
             optimizer = optimize_paper if isinstance(params, PaperParams) else optimize_modern
-            results = optimizer(model, targets, params)
+            stepped = [0]
+
+            def on_step(_ii: int, size: int = len(batch)) -> None:
+                stepped[0] += 1
+                bar.update(size)
+
+            results = optimizer(model, targets, params, on_step)
+            bar.update(len(batch) * (steps - stepped[0]))  # units that stopped early (grad 0) finish here
             seconds = time.perf_counter() - began
             for (layer, channel), result in zip(batch, results):
                 result.save(store.unit_dir(layer, channel),
                             {**provenance, "seconds_per_batch": round(seconds, 3), "batch_size": len(batch),
                              "iterations": steps})
-            bar.update(len(batch))
             if time.monotonic() - last_sprite > SPRITE_EVERY_SECONDS:
                 _write_sprites(store, counts)
                 last_sprite = time.monotonic()
     except KeyboardInterrupt:
         bar.close()
         _write_sprites(store, counts)
-        print(f"optimize: interrupted; {bar.done} of {len(asked)} units are saved, rerun the same command to "
+        saved = sum((store.unit_dir(layer, c) / DONE_FILE).is_file() for layer, c in asked)
+        print(f"optimize: interrupted; {saved} of {len(asked)} units are saved, rerun the same command to "
               "continue", file=sys.stderr)
         raise
     bar.close()
