@@ -509,6 +509,30 @@ def test_backprop_modes_match_the_pytorch_network(small_pair, mode):
     print(f"max abs diff, {mode} backprop: {diff:.2e}")
 
 
+def test_the_same_network_through_caffemodel_and_onnx(small_pair, tmp_path):
+    """Issue 6: a .caffemodel and an ONNX file written from one PyTorch network both reproduce it, and guided
+    backprop through the ONNX import equals guided backprop through the network itself."""
+    pytest.importorskip("onnx")
+    import warnings
+
+    reference, caffe_model = small_pair
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(reference, torch.zeros(1, 3, 16, 12), str(tmp_path / "small.onnx"), dynamo=False)
+    onnx_model = deepvis.load_model(str(tmp_path / "small.onnx"))
+    x = torch.randn(3, 3, 16, 12)
+    with torch.no_grad():
+        expected = reference(x).numpy()
+        _close(caffe_model.net(x).numpy(), expected, atol=1e-5)
+        _close(onnx_model.net(x).numpy(), expected, atol=1e-5)
+    original = deepvis.Model(net=reference, preprocessing=onnx_model.preprocessing)
+    fc = next(name for name in onnx_model.layer_names() if "Gemm" in name or "fc" in name.lower())
+    imported = deepvis.backprop(onnx_model, x[:1], f"{fc}:2", mode="guided")
+    direct = deepvis.backprop(original, x[:1], "fc:2", mode="guided")
+    assert float(direct.input_grad.abs().max()) > 0 and imported.rectifiers_modified == direct.rectifiers_modified
+    _close(imported.input_grad.numpy(), direct.input_grad.numpy(), atol=1e-6)
+
+
 # ---------------------------------------------------------------- the original toolbox's three networks
 
 CAFFENET_SHAPES = {"conv1": (96, 3, 11, 11), "conv2": (256, 48, 5, 5), "conv3": (384, 256, 3, 3),
