@@ -44,8 +44,8 @@ def main() -> None:
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     if args.optimized:
-        deepvis.save_image(optimized_figure(args.optimized, args.layers), OUT / "optimized.png")
-        print(f"wrote {OUT / 'optimized.png'}")
+        deepvis.save_image(optimized_figure(args.optimized, args.layers), OUT / "optimized.jpg")
+        print(f"wrote {OUT / 'optimized.jpg'}")
         return
     model = deepvis.load_model()
     image = next(p for p in deepvis.sample_images() if p.stem == "chelsea")
