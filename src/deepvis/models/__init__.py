@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -144,6 +145,9 @@ def _load_caffe(prototxt: Path, weights: str | Path | None) -> Model:
     except ImportError as exc:
         raise ModelError(f"cannot open the Caffe model '{prototxt}': the Caffe importer (deepvis.models.caffe) "
                          f"does not import here ({exc})") from None
+    if weights is None:
+        warnings.warn(f"no weights given for '{prototxt}': the network has random weights (structure only); give "
+                      "--weights x.caffemodel", stacklevel=3)
     return load_caffe(prototxt, weights)
 
 
