@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
+from .files import read_text
 
 #: Spec prefixes that are not paths (a config's ``model`` is otherwise resolved against its folder).
 _NOT_PATHS = ("builtin:", "torchvision:", "timm:")
@@ -164,12 +165,7 @@ def read_labels(path: str | Path) -> list[str]:
 
         return imagenet_labels()
     path = Path(path).expanduser()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ModelError(f"labels file not found: '{path}'") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelError(f"cannot read labels file '{path}': {exc}") from None
+    text = read_text(path, "labels")
     labels = [line.strip() for line in text.splitlines() if line.strip()]
     if not labels:
         raise ModelError(f"labels file '{path}' has no labels (one per line expected)")

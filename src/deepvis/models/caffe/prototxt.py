@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from ...errors import ModelError
+from ..files import read_text
 from .message import Ident, Message
 
 _TOKEN = re.compile(r"""
@@ -31,13 +32,7 @@ class _Token:
 def read_prototxt(path: str | Path) -> Message:
     """Parse a ``.prototxt`` file into a :class:`Message` (a missing or unreadable file is a ``ModelError``)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ModelError(f"prototxt file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelError(f"cannot read prototxt {path}: {exc}") from None
-    return parse_prototxt(text, path.name)
+    return parse_prototxt(read_text(path, "prototxt"), path.name)
 
 
 def parse_prototxt(text: str, source: str = "<prototxt>") -> Message:
