@@ -18,12 +18,11 @@ from typing import Callable, Sequence
 from ..errors import DeepvisError
 from ..models.model import Model
 from ..units import Unit
-from .modern import ModernParams, optimize_modern
+from .modern import ModernParams
 from .objectives import Target, make_target
-from .paper import optimize_paper
 from .presets import DEFAULT_PRESET, PRESETS, PaperParams, preset
 from .result import OptimizeResult
-from .run import optimize_to_store
+from .run import optimize_targets, optimize_to_store
 
 METHODS = ("paper", "modern")
 
@@ -48,9 +47,7 @@ def optimize(model: Model, units: Sequence[str | Unit | Target] | str | Unit | T
     vector = settings.pop("vector", None)
     params = make_params(method, params, **settings)
     targets = [make_target(model, u, objective, params.push_dir * sign, vector) for u in units]
-    if isinstance(params, PaperParams):
-        return optimize_paper(model, targets, params, on_step)
-    return optimize_modern(model, targets, params, on_step)
+    return optimize_targets(model, targets, params, on_step)
 
 
 def make_params(method: str = "paper", params: PaperParams | ModernParams | None = None,

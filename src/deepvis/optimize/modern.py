@@ -13,8 +13,7 @@ import torch.nn.functional as F
 
 from ..errors import DeepvisError
 from ..models.model import Model
-from ..probe import Probe
-from .objectives import Target, objective_values
+from .objectives import Target, evaluate
 from .result import OptimizeResult
 
 #: Square root of the colour correlation of ImageNet pixels (as Lucid measured it): decorrelated -> RGB.
@@ -134,12 +133,11 @@ def optimize_modern(model: Model, targets: Sequence[Target], params: ModernParam
     image = FourierImage(len(expanded), height, width, params, generator).to(device)
     optimizer = torch.optim.Adam(image.parameters(), lr=params.lr)
     signs = torch.tensor([t.sign for t in expanded], device=device)
-    layers = list(dict.fromkeys(t.layer for t in targets))
     history: list[list[float]] = []
     for step in range(params.steps):
         optimizer.zero_grad(set_to_none=True)
         pixels = random_transform(image(), params, generator)
-        values, penalty = _objectives(model, pre.normalize(pixels), expanded, layers, groups, params.diversity)
+        values, penalty = _objectives(model, pre.normalize(pixels), expanded, groups, params.diversity)
         loss = -(values * signs).sum() + params.diversity * penalty
         loss.backward()
         optimizer.step()
@@ -148,7 +146,7 @@ def optimize_modern(model: Model, targets: Sequence[Target], params: ModernParam
             on_step(step)
     with torch.no_grad():
         final = image()
-        values, _ = _objectives(model, pre.normalize(final), expanded, layers, groups, 0.0)
+        values, _ = _objectives(model, pre.normalize(final), expanded, groups, 0.0)
     results = []
     for i, target in enumerate(targets):
         rows = groups[i]
@@ -162,17 +160,12 @@ def optimize_modern(model: Model, targets: Sequence[Target], params: ModernParam
     return results
 
 
-def _objectives(model: Model, x: torch.Tensor, targets: Sequence[Target], layers: list[str],
-                groups: list[list[int]], diversity: float) -> tuple[torch.Tensor, torch.Tensor]:
-    with Probe(model, layers, keep_graph=True, stop_early=True, below_in_place=True) as probe:
-        probe.run(x)
-    values = torch.zeros(len(targets), device=x.device)
+def _objectives(model: Model, x: torch.Tensor, targets: Sequence[Target], groups: list[list[int]],
+                diversity: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Objective values and, with ``diversity``, the similarity penalty of each target's copies."""
+    values, by_layer = evaluate(model, x, targets)
     penalty = x.new_zeros(())
-    for layer in layers:
-        rows = [n for n, t in enumerate(targets) if t.layer == layer]
-        acts = probe[layer][rows]
-        values = values.index_put((torch.tensor(rows, device=x.device),),
-                                  objective_values(acts, [targets[n] for n in rows]))
+    for rows, acts in by_layer.values():
         if diversity and acts.dim() == 4:
             local = {n: i for i, n in enumerate(rows)}
             penalty = penalty + _diversity(acts, [[local[n] for n in g if n in local] for g in groups])

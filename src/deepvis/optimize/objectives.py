@@ -10,7 +10,7 @@ import torch
 
 from ..errors import UnitError
 from ..models.model import Model
-from ..probe import layer_info
+from ..probe import Probe, layer_info
 from ..units import Unit, parse_unit
 
 Kind = Literal["unit", "channel", "direction"]
@@ -98,6 +98,25 @@ def objective_values(acts: torch.Tensor, targets: Sequence[Target]) -> torch.Ten
         else:
             values.append(act[channel].mean())
     return torch.stack(values)
+
+
+def evaluate(model: Model, x: torch.Tensor, targets: Sequence[Target]) -> tuple[
+        torch.Tensor, dict[str, tuple[list[int], torch.Tensor]]]:
+    """One forward pass of a batch with one target per image, keeping the graph: the (N,) objective values (before
+    ``sign``), and for each target layer the rows that target it and their activations. A layer that folds
+    in-place layers (a Caffe import) gives its gradient from below them, as Caffe's backward pass did."""
+    layers = list(dict.fromkeys(t.layer for t in targets))
+    with Probe(model, layers, keep_graph=True, stop_early=True, below_in_place=True) as probe:
+        probe.run(x)
+    values = x.new_zeros(len(targets))
+    by_layer = {}
+    for layer in layers:
+        rows = [n for n, t in enumerate(targets) if t.layer == layer]
+        acts = probe[layer][rows]
+        values = values.index_put((torch.tensor(rows, device=x.device),),
+                                  objective_values(acts, [targets[n] for n in rows]))
+        by_layer[layer] = (rows, acts)
+    return values, by_layer
 
 
 def layer_argmax(acts: torch.Tensor) -> list[tuple[int, ...]]:

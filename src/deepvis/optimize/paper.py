@@ -9,9 +9,8 @@ from typing import Callable, Sequence
 import torch
 
 from ..models.model import Model
-from ..probe import Probe
 from . import regularizers as reg
-from .objectives import Target, is_target_max, layer_argmax, objective_values
+from .objectives import Target, evaluate, is_target_max, layer_argmax
 from .pixels import PixelSpace, pixel_space
 from .presets import PaperParams
 from .result import OptimizeResult
@@ -91,23 +90,17 @@ def optimize_paper(model: Model, targets: Sequence[Target], params: PaperParams,
     signs = torch.tensor([t.sign for t in targets], device=x.device, dtype=x.dtype)
     active = torch.ones(len(targets), dtype=torch.bool, device=x.device)
     trackers = [_Tracker(t) for t in targets]
-    layers = list(dict.fromkeys(t.layer for t in targets))
     for ii in range(params.max_iter):
         x = space.clip(x)
         x_input = space.to_input(x).requires_grad_(True)
-        probe = Probe(model, layers, keep_graph=True, stop_early=True, below_in_place=True)
-        with torch.enable_grad(), probe:
-            probe.run(x_input)
-            objective = torch.zeros(len(targets), device=x.device, dtype=x.dtype)
-            argmax: list[tuple[int, ...]] = [()] * len(targets)
-            for layer in layers:
-                rows = [n for n, t in enumerate(targets) if t.layer == layer]
-                acts = probe[layer][rows]
-                objective[rows] = objective_values(acts, [targets[n] for n in rows])
-                row_signs = signs[rows].view(-1, *([1] * (acts.dim() - 1)))
-                for n, where in zip(rows, layer_argmax(acts.detach() * row_signs)):  # arg-min when minimizing
-                    argmax[n] = where
+        with torch.enable_grad():
+            objective, by_layer = evaluate(model, x_input, targets)
             (grad_input,) = torch.autograd.grad((objective * signs * active).sum(), x_input)
+        argmax: list[tuple[int, ...]] = [()] * len(targets)
+        for rows, acts in by_layer.values():
+            row_signs = signs[rows].view(-1, *([1] * (acts.dim() - 1)))
+            for n, where in zip(rows, layer_argmax(acts.detach() * row_signs)):  # arg-min when minimizing
+                argmax[n] = where
         grad = grad_input * space.scale
         values = objective.detach()
         for n in active.nonzero().flatten().tolist():

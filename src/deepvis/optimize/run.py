@@ -8,7 +8,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..errors import DeepvisError
 from ..models.model import Model, weights_hash
@@ -16,9 +16,10 @@ from ..probe import layer_info
 from ..progress import Progress
 from ..store import Store
 from .modern import ModernParams, optimize_modern
-from .objectives import make_target
+from .objectives import Target, make_target
 from .paper import optimize_paper
 from .presets import PaperParams
+from .result import OptimizeResult
 
 DONE_FILE = "optimized.json"
 #: Sprites are rebuilt from all of a layer's pictures: at most this often while a run goes on, and at its end.
@@ -94,6 +95,13 @@ def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], para
     bar.close()
     _write_sprites(store, counts)
     return store
+
+
+def optimize_targets(model: Model, targets: Sequence[Target], params: PaperParams | ModernParams,
+                     on_step: Callable[[int], None] | None = None) -> list[OptimizeResult]:
+    """One batch of targets through the method ``params`` belongs to."""
+    optimizer = optimize_paper if isinstance(params, PaperParams) else optimize_modern
+    return optimizer(model, targets, params, on_step)
 
 
 def _write_sprites(store: Store, counts: dict[str, int]) -> None:
