@@ -1,4 +1,4 @@
-"""The one exception type users see: a clear, one-line message naming the bad value."""
+"""The exception types users see, each with a clear, one-line message naming the bad value."""
 
 
 class DeepvisError(Exception):
@@ -18,3 +18,14 @@ class ImageError(DeepvisError):
 
 class ModelError(DeepvisError):
     """A model spec that cannot be loaded."""
+
+
+class InputNotFound(DeepvisError, LookupError):
+    """An input id the live toolbox no longer holds (dropped from its cache, or never sent)."""
+
+
+def one_line(text: object, limit: int | None = None) -> str:
+    """``text`` with every run of whitespace made one space (optionally cut to ``limit`` characters), as error
+    messages are shown: one line, never a wall of text."""
+    line = " ".join(str(text).split())
+    return line if limit is None else line[:limit]

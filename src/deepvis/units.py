@@ -51,3 +51,27 @@ def parse_unit(text: str | Unit) -> Unit:
             raise UnitError(f"malformed unit {text!r}: position {pos_text!r} must be 'y,x' with non-negative integers")
         position = (int(match.group(1)), int(match.group(2)))
     return Unit(layer.strip(), int(channel_text), position)
+
+
+def check_unit(unit: Unit, shape: tuple[int, ...] | None, channel: bool = True) -> Unit:
+    """``unit`` checked against its layer's output ``shape`` (no batch dimension): the channel exists, and a
+    position only on a 2-D map and inside it. Returns the unit; raises :class:`UnitError` naming what is wrong.
+
+    The one place these checks live: every consumer (backward passes, receptive fields, objectives, crops, the
+    server) asks here. ``channel=False`` skips the channel check (objectives whose channel is not an index).
+    """
+    if shape is None:
+        raise UnitError(f"layer '{unit.layer}' does not output a single tensor, so its units cannot be addressed")
+    channels, spatial = shape[0], tuple(shape[1:])
+    if channel and not 0 <= unit.channel < channels:
+        raise UnitError(f"channel {unit.channel} out of range for layer '{unit.layer}', which has {channels} "
+                        f"channels (0-{channels - 1}): unit '{unit}'")
+    if unit.position is not None:
+        if len(spatial) != 2:
+            raise UnitError(f"unit '{unit}' has a position, but layer '{unit.layer}' has no spatial dimensions "
+                            f"(output shape {tuple(shape)}); use '{unit.layer}:{unit.channel}'")
+        y, x = unit.position
+        if y >= spatial[0] or x >= spatial[1]:
+            raise UnitError(f"position {y},{x} out of range for layer '{unit.layer}' of size "
+                            f"{spatial[0]}x{spatial[1]}: unit '{unit}'")
+    return unit
