@@ -174,7 +174,7 @@ def main(argv=None) -> int:
         plain_stop = f"plain-stop [{unit_name}]"
         g_ref = plain_backward(net, module, x, unit.channel, stop=False)
         g_ref_stop = plain_backward(net, module, x, unit.channel, stop=True)
-        g_dv = backprop_batch(model, x, unit_name, "gradient")[0]
+        g_dv = backprop_batch(model, x, unit_name, "gradient").input_grad
         ok &= check(f"{unit_name} plain-stop vs plain", g_ref_stop, g_ref)
         ok &= check(f"{unit_name} deepvis gradient vs plain", g_dv, g_ref)
         variants += [
@@ -210,7 +210,8 @@ def main(argv=None) -> int:
         for mode, cls in captum_classes.items():
             attributor = cls(rnet)
             a_captum = attributor.attribute(x_captum, target=CLASS)
-            a_dv, _, _, modified = backprop_batch(relu_model, x, f"classifier:{CLASS}", mode, signal="argmax")
+            result = backprop_batch(relu_model, x, f"classifier:{CLASS}", mode, signal="argmax")
+            a_dv, _, _, modified = result.input_grad, result.activation, result.layer_grads, result.rectifiers_modified
             ok &= check(f"{mode}: deepvis vs captum ({modified} rectifiers)", a_dv, a_captum)
             section = "4 vs Captum"
             cname = f"captum {cls.__name__}"

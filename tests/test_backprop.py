@@ -35,7 +35,8 @@ X = torch.tensor([[1.0, 2.0]])
 #   guided:   relu([1,-1,3]) * mask  = [1, 0,0] -> [0, 1]
 @pytest.mark.parametrize("mode, expected", [("gradient", [-2.0, 0.0]), ("deconv", [3.0, -2.0]), ("guided", [0.0, 1.0])])
 def test_hand_computed_relu(mode, expected):
-    grad, act, _, modified = backprop_batch(TwoLayer(nn.ReLU()), X, "fc2:0", mode, signal="argmax")
+    result = backprop_batch(TwoLayer(nn.ReLU()), X, "fc2:0", mode, signal="argmax")
+    grad, act, _, modified = result.input_grad, result.activation, result.layer_grads, result.rectifiers_modified
     assert torch.equal(grad, torch.tensor([expected]))
     assert act.item() == -2.0  # fc2(relu([2, 4, -1])) = 1*2 - 1*4 + 3*0
     assert modified == (0 if mode == "gradient" else 1)
@@ -47,7 +48,7 @@ def test_hand_computed_relu6_clamps_the_top_too():
     with torch.no_grad():
         net.fc1.weight[1] = torch.tensor([4.0, 2.0])
     x = X
-    grads = {m: backprop_batch(net, x, "fc2:0", m, signal="argmax")[0] for m in deepvis.MODES}
+    grads = {m: backprop_batch(net, x, "fc2:0", m, signal="argmax").input_grad for m in deepvis.MODES}
     # gradient: [1,-1,3]*[1,0,0] = [1,0,0] -> W1^T = [0, 1]
     assert torch.equal(grads["gradient"], torch.tensor([[0.0, 1.0]]))
     # deconv: relu([1,-1,3]) = [1,0,3] -> [0 + 0 + 3, 1 + 0 - 3] = [3, -2]
@@ -58,7 +59,8 @@ def test_hand_computed_relu6_clamps_the_top_too():
 
 def test_map_signal_is_the_activation_itself():
     # 'map' starts from the unit's activation: fc2(x) = 1*2 - 1*4 + 3*0 = -2, so gradients are -2 x the one-hot's.
-    grad, act, _, _ = backprop_batch(TwoLayer(nn.ReLU()), X, "fc2:0", "gradient", signal="map")
+    result = backprop_batch(TwoLayer(nn.ReLU()), X, "fc2:0", "gradient", signal="map")
+    grad, act, _, _ = result.input_grad, result.activation, result.layer_grads, result.rectifiers_modified
     assert act.item() == -2.0
     assert torch.equal(grad, torch.tensor([[4.0, 0.0]]))
 
@@ -104,8 +106,10 @@ WAYS = ["F.relu", "F.relu_inplace", "torch.relu", "Tensor.relu", "relu_", "torch
 @pytest.mark.parametrize("unit", ["conv2:3", "conv2:1@2,5", "fc:4"])
 def test_functional_relus_equal_modules(way, mode, unit):
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-    expected, act_a, _, n_a = backprop_batch(REFERENCE, x, unit, mode)
-    got, act_b, _, n_b = backprop_batch(ConvNet(way), x, unit, mode)
+    result = backprop_batch(REFERENCE, x, unit, mode)
+    expected, act_a, _, n_a = result.input_grad, result.activation, result.layer_grads, result.rectifiers_modified
+    result = backprop_batch(ConvNet(way), x, unit, mode)
+    got, act_b, _, n_b = result.input_grad, result.activation, result.layer_grads, result.rectifiers_modified
     assert torch.equal(act_a, act_b)
     assert torch.allclose(got, expected, atol=1e-6, rtol=0)
     assert n_a == n_b == (0 if mode == "gradient" else (1 if unit.startswith("conv2") else 2))
@@ -114,7 +118,7 @@ def test_functional_relus_equal_modules(way, mode, unit):
 
 def test_modes_differ_on_a_real_network():
     x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
-    grads = {m: backprop_batch(REFERENCE, x, "fc:2", m)[0] for m in deepvis.MODES}
+    grads = {m: backprop_batch(REFERENCE, x, "fc:2", m).input_grad for m in deepvis.MODES}
     assert not torch.allclose(grads["gradient"], grads["deconv"])
     assert not torch.allclose(grads["deconv"], grads["guided"])
 
@@ -123,7 +127,8 @@ def test_modes_differ_on_a_real_network():
 def test_gradient_equals_autograd(signal):
     x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     net = ConvNet("module")
-    got, _, layer_grads, _ = backprop_batch(net, x, "conv2:3", "gradient", signal=signal, layers=["conv1", "fc"])
+    result = backprop_batch(net, x, "conv2:3", "gradient", signal=signal, layers=["conv1", "fc"])
+    got, _, layer_grads, _ = result.input_grad, result.activation, result.layer_grads, result.rectifiers_modified
     xr = x.clone().requires_grad_(True)
     c1 = net.conv1(xr)
     out = net.conv2(F.max_pool2d(net.relu1(c1), 2))
@@ -168,7 +173,8 @@ def test_user_model_is_never_mutated(mode):
 
 def test_no_rectifiers_reported():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.Conv2d(4, 2, 3))
-    _, _, _, modified = backprop_batch(net, torch.randn(1, 3, 8, 8), "2:1", "guided")
+    result = backprop_batch(net, torch.randn(1, 3, 8, 8), "2:1", "guided")
+    _, _, _, modified = result.input_grad, result.activation, result.layer_grads, result.rectifiers_modified
     assert modified == 0
 
 
@@ -216,3 +222,79 @@ def test_intermediate_layer_grads_on_default_model(model):
     assert result.layer_grads["blocks.2"].abs().sum() > 0
     assert result.layer_grads["head.act"].abs().sum() == 0
     assert result.layer_grads["blocks.5"][7].abs().sum() > 0 and result.layer_grads["blocks.5"][:7].abs().sum() == 0
+
+
+# ------------------------------------------------------------------------------------------------ the Trace
+@pytest.mark.parametrize("way", ["module", "relu_", "F.relu_inplace"])
+@pytest.mark.parametrize("mode", deepvis.MODES)
+def test_one_trace_many_backward_passes_equal_separate_ones(way, mode):
+    """One traced forward pass (full network, every layer recorded) serves backward passes from several units of
+    several layers, each equal to its own ``backprop_batch``; in-place rectifiers included (guided retries)."""
+    net = ConvNet(way)
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    traced = deepvis.trace(net, x, ["conv1", "conv2", "fc"], mode)
+    assert traced.output is not None and traced.output.shape == (2, 5)
+    for unit, to in (("conv2:3", ["conv1"]), ("fc:4", ["conv1", "conv2"]), ("conv1:0@3,5", []), ("conv2:1", [])):
+        got = traced.backward(unit, to=to)
+        expected = backprop_batch(net, x, unit, mode, layers=to)
+        assert torch.allclose(got.input_grad, expected.input_grad, atol=1e-6, rtol=0), (unit, mode)
+        assert torch.equal(got.activation, expected.activation)
+        assert got.layer_grads.keys() == expected.layer_grads.keys()
+        for name in to:
+            assert torch.allclose(got.layer_grads[name], expected.layer_grads[name], atol=1e-6, rtol=0)
+        assert got.rectifiers_modified == expected.rectifiers_modified
+        assert got.input_grad.abs().sum() > 0
+
+
+def test_one_unit_per_image_is_a_one_hot_at_each_images_own_position():
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    units = ["conv2:2@0,1", "conv2:2@5,7", "conv2:2"]
+    together = deepvis.trace(REFERENCE, x, ["conv2"], "guided").backward(units, signal="argmax")
+    for n, unit in enumerate(units):
+        alone = backprop_batch(REFERENCE, x[n:n + 1], unit, "guided", signal="argmax")
+        assert torch.allclose(together.input_grad[n:n + 1], alone.input_grad, atol=1e-6, rtol=0)
+    with pytest.raises(DeepvisError, match="one unit per image"):
+        deepvis.trace(REFERENCE, x, ["conv2"]).backward(units[:2])
+
+
+def test_backward_from_an_objective_and_from_a_signal_tensor():
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(7))
+    traced = deepvis.trace(REFERENCE, x, ["conv2", "fc"])
+    objective = traced["fc"][0, 1] - 2 * traced["conv2"][0, 3].mean()
+    got = traced.backward(objective).input_grad
+    xr = x.clone().requires_grad_(True)
+    out = REFERENCE.conv2(F.max_pool2d(REFERENCE.relu1(REFERENCE.conv1(xr)), 2))
+    expected = torch.autograd.grad(REFERENCE(xr)[0, 1] - 2 * out[0, 3].mean(), xr)[0]
+    assert torch.allclose(got, expected, atol=1e-6, rtol=0)
+    signal = torch.zeros_like(traced["conv2"])
+    signal[0, :, 2, 2] = 1.0  # every channel at one position: not one unit
+    through_signal = traced.backward("conv2", signal=signal).input_grad
+    xr = x.clone().requires_grad_(True)
+    out = REFERENCE.conv2(F.max_pool2d(REFERENCE.relu1(REFERENCE.conv1(xr)), 2))
+    assert torch.allclose(through_signal, torch.autograd.grad(out[0, :, 2, 2].sum(), xr)[0], atol=1e-6, rtol=0)
+    with pytest.raises(DeepvisError, match="not recorded by this trace"):
+        traced.backward("conv1:0")
+
+
+class _ChangesALayerLater(nn.Module):
+    """conv1's output is changed in place after it was recorded (as functional code may do)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 2, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv1(x)
+        y.mul_(3.0)
+        return self.conv2(y)
+
+
+def test_a_layer_changed_in_place_after_it_was_recorded_is_traced_again():
+    net = _ChangesALayerLater()
+    x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(8))
+    traced = deepvis.trace(net, x, ["conv1", "conv2"], "gradient")
+    got = traced.backward("conv1:1")
+    expected = backprop_batch(net, x, "conv1:1", "gradient")
+    assert torch.equal(got.activation, expected.activation)  # conv1's own output, not 3x it
+    assert torch.allclose(got.input_grad, expected.input_grad, atol=1e-6, rtol=0)

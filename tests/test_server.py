@@ -451,7 +451,7 @@ def test_png_encoder_round_trip():
     for image, mode in ((rng.random((17, 31, 3)), "RGB"), (rng.random((5, 9, 1)), "L"), (rng.random((6, 4)), "L"),
                         (np.zeros((1, 1, 3)), "L"), (gray, "L")):  # equal channels: written as grayscale
         for strategy in (zlib.Z_DEFAULT_STRATEGY, zlib.Z_RLE):
-            decoded = Image.open(io.BytesIO(session_module._png(image, strategy)))
+            decoded = Image.open(io.BytesIO(render.png_bytes(image, strategy)))
             assert decoded.mode == mode
             expected = render.to_uint8(image)
             assert np.array_equal(np.asarray(decoded), expected.reshape(np.asarray(decoded).shape)
@@ -480,7 +480,7 @@ def test_no_backward_when_nothing_shows_it(client, cat_id, forwards, toolbox, mo
     calls = []
     monkeypatch.setattr(toolbox, "backward", lambda *a, **k: calls.append(a))
     monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(a))
-    monkeypatch.setattr(session_module, "backprop_batch", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(session_module, "trace", lambda *a, **k: calls.append(a))
     for layer, channel in (("blocks.3", 1), ("blocks.12", 190), ("prob", 285)):
         data = view(client, input=cat_id, layer=layer, channel=channel, cursor="layers", back_frozen=False,
                     show_back=False, back_enabled=True).json()
@@ -602,7 +602,7 @@ def test_frames_keep_still_images_in_a_small_cache(model, skimage_pngs):
     assert len(toolbox._inputs) == 2
     assert toolbox._inputs.bytes == sum(size for _, size in toolbox._inputs.values())
     # kept graphs: the still's and the latest frame's (a frame's graph goes when the next frame comes)
-    assert set(toolbox._graphs) == {still.id, frame.id} and len(toolbox._graphs) <= session_module.GRAPHS
+    assert set(toolbox._traces) == {still.id, frame.id} and len(toolbox._traces) <= session_module.TRACES
 
 
 # ------------------------------------------------------------------------------------------------ bind address
@@ -682,8 +682,8 @@ def test_serve_warns_when_not_loopback(monkeypatch, capsys):
 
 class _InPlaceAfterReLU(torch.nn.Module):
     """A model that changes a rectifier's output in place after it: the tensor kept for the backward pass
-    (and the recorded activation) changes, so a kept graph cannot be used; the server falls back to
-    ``backprop_batch``, which stops the forward pass at the unit's layer."""
+    (and the recorded activation) changes, so a kept trace cannot be used as it is; the trace traces again,
+    stopped at the unit's layer, as ``backprop_batch`` does."""
 
     def __init__(self):
         super().__init__()

@@ -11,7 +11,7 @@ Everything the toolbox shows is one call away::
     best = deepvis.optimize(model, "classifier:285", max_iter=200)[0]  # an image the unit loves
 """
 
-from .backprop import MODES, BackpropResult, backprop, backprop_batch, rectifier_rules, start_signal
+from .backprop import MODES, Backward, BackpropResult, Trace, backprop, backprop_batch, rectifier_rules, start_signal, trace
 from .errors import DeepvisError, ImageError, ModelError, UnitError
 from .images import load_image
 from .models import DEFAULT_MODEL, Model, Preprocessing, imagenet_labels, load_model
@@ -26,11 +26,11 @@ from .units import Unit, parse_unit
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT_MODEL", "FILTERS", "MODES", "BackpropResult", "DeepvisError", "ImageError", "LayerInfo", "Model",
+    "DEFAULT_MODEL", "FILTERS", "MODES", "Backward", "BackpropResult", "DeepvisError", "ImageError", "LayerInfo", "Model",
     "ModelError", "ModernParams", "OptimizeResult", "PaperParams", "Prediction", "Preprocessing", "Probe",
     "TileGrid", "Unit", "UnitError", "activations", "back_image", "backprop", "backprop_batch", "color_diffs",
     "default_layers", "imagenet_labels", "layer_info", "list_layers", "load_image", "load_model", "make_params",
     "montage", "norm01", "norm01c", "normalize_layer", "optimize", "optimize_to_store", "parse_unit", "png_bytes",
     "predict", "probabilities", "rectifier_rules", "sample_images", "save_image", "start_signal", "tile_layer",
-    "to_uint8", "unit_image", "__version__",
+    "to_uint8", "Trace", "trace", "unit_image", "__version__",
 ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from numbers import Number
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Sequence, Union
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from .errors import DeepvisError, UnitError
 from .models.model import Model
 from .models.preprocessing import Preprocessing
 from .probe import Probe, _as_model
-from .units import Unit, parse_unit
+from .units import Unit, check_unit, parse_unit
 
 Mode = Literal["gradient", "deconv", "guided"]
 Signal = Literal["map", "argmax"]
@@ -201,84 +201,194 @@ class BackpropResult:
         return back_image(self.rgb_grad(), filter)
 
 
-def start_signal(act: torch.Tensor, unit: Unit, signal: str | torch.Tensor) -> torch.Tensor:
+def start_signal(act: torch.Tensor, unit: Unit | Sequence[Unit], signal: str | torch.Tensor) -> torch.Tensor:
     """The gradient a backward pass starts from at the unit's layer output ``act`` (batch included): the unit's
-    activation map (``'map'``), a one-hot at its maximum (``'argmax'``) or at its ``@y,x``, or a given tensor."""
+    activation map (``'map'``), a one-hot at its maximum (``'argmax'``) or at its ``@y,x``, or a given tensor.
+
+    ``unit`` may also be one unit per batch row (e.g. the same channel at each image's own top position)."""
     if isinstance(signal, torch.Tensor):
         if signal.shape != act.shape:
-            raise DeepvisError(f"a start signal tensor must have the shape of layer '{unit.layer}''s output "
+            layer = unit.layer if isinstance(unit, Unit) else unit[0].layer
+            raise DeepvisError(f"a start signal tensor must have the shape of layer '{layer}''s output "
                                f"{tuple(act.shape)}, got {tuple(signal.shape)}")
         return signal.to(device=act.device, dtype=act.dtype)
-    channels = act.shape[1]
-    if unit.channel >= channels:
-        raise UnitError(f"channel {unit.channel} out of range for layer '{unit.layer}', which has {channels} "
-                        f"channels (0-{channels - 1}): unit '{unit}'")
-    start = torch.zeros_like(act)
-    spatial = act.shape[2:]
-    if unit.position is not None:
-        if len(spatial) != 2:
-            raise UnitError(f"unit '{unit}' has a position, but layer '{unit.layer}' has no spatial dimensions "
-                            f"(output shape {tuple(act.shape[1:])}); use '{unit.layer}:{unit.channel}'")
-        y, x = unit.position
-        if y >= spatial[0] or x >= spatial[1]:
-            raise UnitError(f"position {y},{x} out of range for layer '{unit.layer}' of size "
-                            f"{spatial[0]}x{spatial[1]}: unit '{unit}'")
-        start[:, unit.channel, y, x] = 1.0
-    elif signal == "map":
-        start[:, unit.channel] = act[:, unit.channel].detach()
-    elif signal == "argmax":
-        flat = act[:, unit.channel].detach().reshape(act.shape[0], -1)
-        onehot = torch.zeros_like(flat).scatter_(1, flat.argmax(dim=1, keepdim=True), 1.0)
-        start[:, unit.channel] = onehot.reshape(start[:, unit.channel].shape)
-    else:
+    if signal not in SIGNALS:
         raise DeepvisError(f"unknown start signal {signal!r}: use 'map' (the unit's activation map) or 'argmax'")
+    rows = [unit] * act.shape[0] if isinstance(unit, Unit) else list(unit)
+    if len(rows) != act.shape[0]:
+        raise DeepvisError(f"{len(rows)} units for a batch of {act.shape[0]}: give one unit per image")
+    for row in dict.fromkeys(rows):
+        check_unit(row, tuple(act.shape[1:]))
+    start = torch.zeros_like(act)
+    if isinstance(unit, Unit) and unit.position is None:  # the common case, whole batch at once
+        if signal == "map":
+            start[:, unit.channel] = act[:, unit.channel].detach()
+        else:
+            flat = act[:, unit.channel].detach().reshape(act.shape[0], -1)
+            onehot = torch.zeros_like(flat).scatter_(1, flat.argmax(dim=1, keepdim=True), 1.0)
+            start[:, unit.channel] = onehot.reshape(start[:, unit.channel].shape)
+        return start
+    for n, row in enumerate(rows):
+        if row.position is not None:
+            start[n, row.channel, row.position[0], row.position[1]] = 1.0
+        else:
+            start[n:n + 1] = start_signal(act[n:n + 1], row, signal)
     return start
 
 
-def backprop_batch(model: Model | nn.Module, x: torch.Tensor, unit: str | Unit, mode: Mode = "gradient",
-                   signal: Signal | torch.Tensor = "map", layers: Iterable[str] = ()) -> tuple[
-                       torch.Tensor, torch.Tensor, dict[str, torch.Tensor], int]:
-    """Batched core of :func:`backprop` on a preprocessed (N, C, H, W) input.
+@dataclass
+class Backward:
+    """One backward pass taken from a :class:`Trace`, batch dimension kept: the signal at the trace's input
+    (``input_grad``), the start layer's output (``activation``; None when started from an objective), the signal
+    at each requested layer (``layer_grads``, zeros for layers the start does not depend on), and how many
+    rectifier calls before the start got the mode's rule (0: deconv / guided equal the plain gradient here)."""
 
-    ``signal`` may also be a tensor of the unit layer's output shape (batch included): the gradient to start from,
-    e.g. one-hots at a different position for each image.
+    input_grad: torch.Tensor
+    activation: torch.Tensor | None
+    layer_grads: dict[str, torch.Tensor]
+    rectifiers_modified: int
 
-    Returns ``(input_grad, activation, layer_grads, rectifiers_modified)``, each with the batch dimension.
+
+#: Where a backward pass starts: a unit, one unit per batch row, a layer name (with a signal tensor), or a scalar
+#: tensor computed from the trace's activations (an objective).
+Start = Union[Unit, str, Sequence[Union[Unit, str]], torch.Tensor]
+
+
+class Trace:
+    """One forward pass under a mode's rectifier rules that keeps its graph and records ``layers``; any number of
+    backward passes (:meth:`backward`) from units, signals or objectives are then taken from it.
+
+    The one place that runs instrumented forward/backward passes. ``mode`` is a backward mode (``gradient``,
+    ``deconv``, ``guided``) or any ``TorchFunctionMode`` that rewrites the forward pass (receptive fields use one).
+    ``stop_early`` ends the forward pass once every layer is recorded (no ``output``); ``below_in_place`` starts
+    gradients below in-place layers folded into a layer (Caffe imports); ``detach_input=False`` keeps ``x`` in
+    its own graph (an optimized image's parameterization) instead of tracing from a fresh leaf copy.
+
+    Guided mode first keeps only what autograd keeps anyway (no extra forward work); should the model change such
+    a tensor in place later, the first backward pass notices, the forward pass is run again with private masks,
+    and the backward pass retried. A recorded layer changed in place after it was recorded is traced again,
+    stopped at the layers asked for, for the backward passes that start there.
     """
-    unit = parse_unit(unit)
-    if mode not in RULES:
-        raise DeepvisError(f"unknown backprop mode {mode!r}: use one of {', '.join(MODES)}")
-    layers = [name for name in dict.fromkeys(layers) if name != unit.layer]
-    if RULES[mode] is None or not RULES[mode][1]:
-        return _backprop_once(model, x, unit, mode, signal, layers, fast=False)
-    # Guided: first with the masks read from the tensors autograd keeps anyway (no extra forward work); should
-    # the model change one of them in place after its rectifier, again with private masks, which always works.
-    try:
-        return _backprop_once(model, x, unit, mode, signal, layers, fast=True)
-    except RuntimeError as exc:
-        if _CHANGED_IN_PLACE not in str(exc):
-            raise
-    return _backprop_once(model, x, unit, mode, signal, layers, fast=False)
+
+    def __init__(self, model: Model | nn.Module, x: torch.Tensor, layers: Iterable[str], mode: Mode | TorchFunctionMode = "gradient",
+                 *, stop_early: bool = False, below_in_place: bool = False, detach_input: bool = True):
+        self.model = model  # as given: a bare module's layers are checked by name, a Model's by its catalog
+        self.layers = list(dict.fromkeys(layers))
+        if isinstance(mode, TorchFunctionMode):
+            self.mode, self._rewrite = type(mode).__name__, mode
+        elif mode in RULES:
+            self.mode, self._rewrite = mode, None
+        else:
+            raise DeepvisError(f"unknown backprop mode {mode!r}: use one of {', '.join(MODES)}")
+        self.stop_early, self.below_in_place, self.detach_input = stop_early, below_in_place, detach_input
+        self._source = x
+        rule = RULES.get(self.mode)
+        self._forward(save_like_autograd=rule is not None and rule[1])
+
+    def _forward(self, save_like_autograd: bool) -> None:
+        x = self._source.detach().clone().requires_grad_(True) if self.detach_input else self._source
+        rules = self._rewrite or rectifier_rules(self.mode, save_like_autograd=save_like_autograd)
+        modified: dict[str, int] = {}
+        versions: dict[str, int] = {}
+
+        def note(name: str, output: torch.Tensor) -> None:
+            modified[name] = getattr(rules, "modified", 0)
+            versions[name] = output._version
+
+        active = rules if getattr(rules, "rule", True) is not None else nullcontext()  # gradient: no mode at all
+        with torch.enable_grad(), Probe(self.model, self.layers, keep_graph=True, stop_early=self.stop_early,
+                                        below_in_place=self.below_in_place, on_record=note) as probe:
+            with active:
+                self.output = probe.run(x)
+        self.x, self.activations = x, probe.activations
+        self.modified, self._versions = modified, versions
+        self.rectifiers_modified = getattr(rules, "modified", 0)
+        self._retry_in_place = save_like_autograd
+
+    def __getitem__(self, layer: str) -> torch.Tensor:
+        return self.activations[layer]
+
+    def _changed(self, names: list[str]) -> bool:
+        return any(name in self._versions and self.activations[name]._version != self._versions[name]
+                   for name in names)
+
+    def backward(self, start: Start, signal: Signal | torch.Tensor = "map", to: Iterable[str] = (),
+                 retain_graph: bool = True) -> Backward:
+        """The backward pass from ``start`` to the input and to the recorded layers ``to``.
+
+        ``start``: a unit (``'blocks.5:42'``, ``@y,x`` for a one-hot there), one unit per batch row, a layer name
+        with ``signal`` a tensor of its output's shape, or a scalar tensor computed from this trace's activations
+        (an objective). ``signal``: ``'map'`` (the unit's activation map), ``'argmax'`` or a tensor.
+        """
+        to = list(dict.fromkeys(to))
+        if isinstance(start, torch.Tensor):
+            return self._run(start, None, None, to, retain_graph)
+        if isinstance(start, str) and isinstance(signal, torch.Tensor) and ":" not in start:
+            layer, units = start, None
+        else:
+            units = parse_unit(start) if isinstance(start, (str, Unit)) else [parse_unit(u) for u in start]
+            layer = units.layer if isinstance(units, Unit) else units[0].layer
+            if not isinstance(units, Unit) and any(u.layer != layer for u in units):
+                raise DeepvisError("one backward pass starts from one layer: give units of the same layer")
+        to = [name for name in to if name != layer]
+        unrecorded = [name for name in [layer, *to] if name not in self.activations]
+        if unrecorded:
+            raise DeepvisError(f"layer '{unrecorded[0]}' was not recorded by this trace (it recorded "
+                               f"{', '.join(self.layers)})")
+        if not self.stop_early and self._changed([layer, *to]):  # as a trace stopped there would have seen them
+            again = Trace(self.model, self._source, [layer, *to], self._rewrite or self.mode, stop_early=True,
+                          below_in_place=self.below_in_place, detach_input=self.detach_input)
+            return again.backward(start, signal, to, retain_graph)
+        act = self.activations[layer]
+        if not act.requires_grad:
+            raise DeepvisError(f"layer '{layer}' does not depend on the input; nothing to backpropagate")
+        grad_start = start_signal(act, units if units is not None else Unit(layer, 0), signal)
+        return self._run(act, grad_start, layer, to, retain_graph)
+
+    def _run(self, root: torch.Tensor, grad_start: torch.Tensor | None, layer: str | None, to: list[str],
+             retain_graph: bool) -> Backward:
+        targets = [self.x] + [self.activations[name] for name in to]
+        try:
+            with torch.enable_grad():
+                grads = torch.autograd.grad(root, targets, grad_outputs=grad_start, retain_graph=retain_graph,
+                                            allow_unused=True)
+        except RuntimeError as exc:
+            if not self._retry_in_place or _CHANGED_IN_PLACE not in str(exc):
+                raise
+            self._forward(save_like_autograd=False)  # private masks, which always work
+            if grad_start is None:
+                raise  # an objective was built from the old activations: the caller must build it again
+            return self._run(self.activations[layer], grad_start, layer, to, retain_graph)
+        input_grad = grads[0] if grads[0] is not None else torch.zeros_like(self.x)
+        layer_grads = {name: (g if g is not None else torch.zeros_like(self.activations[name])).detach()
+                       for name, g in zip(to, grads[1:])}
+        modified = self.rectifiers_modified  # an objective: everything the forward pass did
+        if layer is not None:  # a layer: the rectifiers run before it (and before the other layers asked for)
+            modified = max(self.modified.get(name, self.rectifiers_modified) for name in [layer, *to])
+        return Backward(input_grad.detach(), root.detach() if layer is not None else None, layer_grads, modified)
 
 
-def _backprop_once(model: Model | nn.Module, x: torch.Tensor, unit: Unit, mode: str, signal: str, layers: list[str],
-                   fast: bool) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], int]:
-    x = x.detach().clone().requires_grad_(True)
-    rules = rectifier_rules(mode, save_like_autograd=fast)
-    with torch.enable_grad(), Probe(model, [unit.layer, *layers], keep_graph=True, stop_early=True) as probe:
-        # 'gradient' leaves every rectifier alone: skip the mode and its per-call Python dispatch altogether.
-        with rules if rules.rule is not None else nullcontext():
-            probe.run(x)
-        act = probe[unit.layer]
-        if not isinstance(act, torch.Tensor) or not act.requires_grad:
-            raise DeepvisError(f"layer '{unit.layer}' does not depend on the input; nothing to backpropagate")
-        start = start_signal(act, unit, signal)
-        targets = [x] + [probe[name] for name in layers]
-        grads = torch.autograd.grad(act, targets, grad_outputs=start, allow_unused=True)
-    layer_grads = {name: (g if g is not None else torch.zeros_like(probe[name])).detach()
-                   for name, g in zip(layers, grads[1:])}
-    input_grad = grads[0] if grads[0] is not None else torch.zeros_like(x)
-    return input_grad.detach(), act.detach(), layer_grads, rules.modified
+def trace(model: Model | nn.Module, x: torch.Tensor, layers: Iterable[str],
+          mode: Mode | TorchFunctionMode = "gradient", **options) -> Trace:
+    """One forward pass of ``x`` recording ``layers`` under ``mode``'s rectifier rules, graph kept (see
+    :class:`Trace`): ``trace(model, x, ["blocks.5"], "guided").backward("blocks.5:42")``."""
+    return Trace(model, x, layers, mode, **options)
+
+
+def backprop_batch(model: Model | nn.Module, x: torch.Tensor, unit: str | Unit | Sequence[str | Unit],
+                   mode: Mode = "gradient", signal: Signal | torch.Tensor = "map",
+                   layers: Iterable[str] = ()) -> Backward:
+    """Batched core of :func:`backprop` on a preprocessed (N, C, H, W) input: one trace stopped at the unit's
+    layer (or the last of ``layers``), one backward pass.
+
+    ``unit`` may be one unit per image; ``signal`` may be a tensor of the unit layer's output shape (batch
+    included): the gradient to start from, e.g. one-hots at a different position for each image.
+    """
+    units = parse_unit(unit) if isinstance(unit, (str, Unit)) else [parse_unit(u) for u in unit]
+    layer = units.layer if isinstance(units, Unit) else units[0].layer
+    layers = [name for name in dict.fromkeys(layers) if name != layer]
+    return trace(model, x, [layer, *layers], mode, stop_early=True).backward(units, signal, layers,
+                                                                            retain_graph=False)
 
 
 def backprop(model: Model | nn.Module, image, unit: str | Unit, mode: Mode = "gradient", signal: Signal = "map",
@@ -292,10 +402,11 @@ def backprop(model: Model | nn.Module, image, unit: str | Unit, mode: Mode = "gr
     unit = parse_unit(unit)
     layers = list(layers)
     x = model.input(image, resize)[:1]
-    input_grad, act, layer_grads, modified = backprop_batch(model, x, unit, mode, signal, layers)
+    result = backprop_batch(model, x, unit, mode, signal, layers)
+    layer_grads = dict(result.layer_grads)
     if unit.layer in layers:
-        layer_grads[unit.layer] = start_signal(act, unit, signal)
+        layer_grads[unit.layer] = start_signal(result.activation, unit, signal)
     signal_used = f"onehot@{unit.position[0]},{unit.position[1]}" if unit.position else signal
-    return BackpropResult(unit=unit, mode=mode, signal=signal_used, input_grad=input_grad[0], activation=act[0],
-                          layer_grads={k: v[0] for k, v in layer_grads.items()}, rectifiers_modified=modified,
-                          preprocessing=model.preprocessing)
+    return BackpropResult(unit=unit, mode=mode, signal=signal_used, input_grad=result.input_grad[0],
+                          activation=result.activation[0], layer_grads={k: v[0] for k, v in layer_grads.items()},
+                          rectifiers_modified=result.rectifiers_modified, preprocessing=model.preprocessing)

@@ -134,16 +134,10 @@ def _unit_crops(model, inputs: _Inputs, folder: Path, layer: str, channel: int, 
     backward = [k for k in kinds if k != "image"]
     if backward:
         x = torch.stack([t for t, _ in loaded]).to(model.device)
-        shape = (len(ranks),) + layer_info(model, layer).shape
-        start = torch.zeros(shape, device=model.device)
-        for n, (y, x_pos) in enumerate(positions):
-            if y >= 0:
-                start[n, channel, y, x_pos] = 1.0
-            else:
-                start[n, channel] = 1.0
+        # each image's one-hot at its own top position (a fully connected unit: its one value, by 'argmax')
+        units = [Unit(layer, channel, (y, x_pos) if y >= 0 else None) for y, x_pos in positions]
         for kind in backward:
-            mode = "gradient" if kind == "gradient" else kind
-            grads, _, _, _ = backprop_batch(model, x, Unit(layer, channel), mode, signal=start)
+            grads = backprop_batch(model, x, units, kind, signal="argmax").input_grad
             rgb = model.preprocessing.to_rgb(grads).permute(0, 2, 3, 1).cpu().numpy()
             pictures[kind] = [render.back_image(crop_box(g, box), "raw") for g, box in zip(rgb, boxes)]
     for kind, images in pictures.items():

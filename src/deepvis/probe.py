@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import asdict, dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -167,17 +167,20 @@ class Probe:
     pass as soon as every requested layer is recorded (use :meth:`run`). ``below_in_place=True``: for a layer
     that runs in-place layers on its output (a Caffe import's ``conv5`` with its ``relu5``), the recorded value
     is unchanged but gradients flow from the output *before* them, as Caffe's ``backward_from_layer`` started
-    below an in-place ReLU (so a unit that is negative still gets a gradient).
+    below an in-place ReLU (so a unit that is negative still gets a gradient). ``on_record(layer, output)`` is
+    called as each layer is recorded (a trace notes what the forward pass had done by then).
     """
 
     def __init__(self, model: Model | nn.Module, layers: Iterable[str], keep_graph: bool = False,
-                 stop_early: bool = False, below_in_place: bool = False):
+                 stop_early: bool = False, below_in_place: bool = False,
+                 on_record: Callable[[str, torch.Tensor], None] | None = None):
         self._checked_by_catalog = isinstance(model, Model)  # a bare module has no known input size
         self.model = _as_model(model)
         self.layers = list(dict.fromkeys(layers))
         self.keep_graph = keep_graph
         self.stop_early = stop_early and OUTPUT not in self.layers
         self.below_in_place = below_in_place
+        self.on_record = on_record
         self.activations: dict[str, torch.Tensor] = {}
         self._before_in_place: dict[str, torch.Tensor] = {}
         self._handles: list = []
@@ -225,6 +228,8 @@ class Probe:
             if before is not None and self.keep_graph:
                 output = before + (output - before).detach()  # the value after, the gradient from before
             self.activations[name] = output if self.keep_graph else output.detach()
+            if self.on_record is not None:
+                self.on_record(name, output)
             if self.stop_early and wanted.issubset(self._seen_this_pass):
                 raise _StopForward
         return hook

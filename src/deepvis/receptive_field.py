@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from .backprop import _RECTIFIERS, _arg
+from .backprop import _RECTIFIERS, Trace, _arg, trace
 from .errors import UnitError
 from .models.model import Model
-from .probe import Probe, _as_model, layer_info
-from .units import Unit, parse_unit
+from .probe import _as_model, layer_info
+from .units import Unit, check_unit, parse_unit
 
 _CONVS = {F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d}
 _NORMS = {F.batch_norm, F.layer_norm, F.group_norm, F.instance_norm, F.local_response_norm}
@@ -94,25 +94,24 @@ class ReceptiveField:
         return data
 
 
-def _dense_forward(model: Model, layers: list[str], input_size: tuple[int, int]):
-    """The dense network's input (requiring grad) and the outputs of ``layers``, graph kept."""
+def _dense_trace(model: Model, layers: list[str], input_size: tuple[int, int]) -> Trace:
+    """A trace of the dense network on an input of ``input_size``, recording ``layers`` (spatial ones only)."""
     height, width = input_size
-    x = torch.ones(1, model.preprocessing.channels, height, width, device=model.device, requires_grad=True)
-    with torch.enable_grad(), Probe(model, layers, keep_graph=True, stop_early=True) as probe:
-        with _Dense():
-            probe.run(x)
+    x = torch.ones(1, model.preprocessing.channels, height, width, device=model.device)
+    traced = trace(model, x, layers, _Dense(), stop_early=True)
     for layer in layers:
-        if probe[layer].dim() != 4:
-            raise UnitError(f"layer '{layer}' has no spatial dimensions (output shape {tuple(probe[layer].shape[1:])})"
+        if traced[layer].dim() != 4:
+            raise UnitError(f"layer '{layer}' has no spatial dimensions (output shape {tuple(traced[layer].shape[1:])})"
                             ": each of its units sees the whole input")
-    return x, probe.activations
+    return traced
 
 
-def _box(x: torch.Tensor, act: torch.Tensor, y: int, x_pos: int, retain: bool):
-    """(top, left, bottom, right) of the input support of unit (y, x) of ``act``; None if empty."""
+def _box(traced: Trace, layer: str, y: int, x_pos: int, retain: bool):
+    """(top, left, bottom, right) of the input support of position (y, x) of ``layer``; None if empty."""
+    act = traced[layer]
     start = torch.zeros_like(act)
     start[0, :, y, x_pos] = 1.0
-    (grad,) = torch.autograd.grad(act, x, start, retain_graph=retain)
+    grad = traced.backward(layer, signal=start, retain_graph=retain).input_grad
     seen = grad[0].abs().sum(0) > 0
     rows, cols = seen.any(1).nonzero(), seen.any(0).nonzero()
     if rows.numel() == 0:
@@ -127,13 +126,9 @@ def input_box(model: Model, unit: str | Unit, input_size: tuple[int, int] | None
     unit = parse_unit(unit)
     if unit.position is None:
         raise UnitError(f"unit '{unit}' needs a position (layer:channel@y,x) for its receptive field")
-    x, acts = _dense_forward(model, [unit.layer], input_size or model.preprocessing.input_size)
-    act = acts[unit.layer]
-    y, x_pos = unit.position
-    if y >= act.shape[2] or x_pos >= act.shape[3]:
-        raise UnitError(f"position {y},{x_pos} out of range for layer '{unit.layer}' of size "
-                        f"{act.shape[2]}x{act.shape[3]}")
-    box = _box(x, act, y, x_pos, retain=False)
+    traced = _dense_trace(model, [unit.layer], input_size or model.preprocessing.input_size)
+    check_unit(unit, tuple(traced[unit.layer].shape[1:]))
+    box = _box(traced, unit.layer, *unit.position, retain=False)
     if box is None:
         raise UnitError(f"unit '{unit}' does not depend on the input")
     return box
@@ -160,15 +155,14 @@ def receptive_fields(model: Model, layers: list[str] | None = None,
     scale = 1
     while pending:
         size = (base_h * scale, base_w * scale)
-        x, acts = _dense_forward(model, pending, size)
+        traced = _dense_trace(model, pending, size)
         still = []
         for n, name in enumerate(pending):
-            act = acts[name]
-            h, w = act.shape[2:]
+            h, w = traced[name].shape[2:]
             cy, cx = (h - 1) // 2, (w - 1) // 2
             last = n + 1 == len(pending)
-            center = _box(x, act, cy, cx, retain=True)
-            diagonal = _box(x, act, min(cy + 1, h - 1), min(cx + 1, w - 1), retain=not last)
+            center = _box(traced, name, cy, cx, retain=True)
+            diagonal = _box(traced, name, min(cy + 1, h - 1), min(cx + 1, w - 1), retain=not last)
             if center is None:
                 raise UnitError(f"layer '{name}' does not depend on the input")
             inside = center[0] > 0 and center[1] > 0 and center[2] < size[0] - 1 and center[3] < size[1] - 1

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import math
+import struct
+import zlib
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -230,11 +232,32 @@ def to_pil(image) -> Image.Image:
     return Image.fromarray(a)
 
 
-def png_bytes(image) -> bytes:
-    """Encode a float image as PNG."""
-    buffer = io.BytesIO()
-    to_pil(image).save(buffer, format="PNG")
-    return buffer.getvalue()
+def png_bytes(image, strategy: int = zlib.Z_DEFAULT_STRATEGY) -> bytes:
+    """A float HxWx3 (or HxW) image in [0, 1] as an 8-bit PNG, encoded for speed: no row filters, zlib level 1,
+    grayscale when the three channels are equal (a third of the data).
+
+    Several times faster than Pillow's default (level 6, adaptive filters) for about 15% more bytes, which on
+    the loopback or a LAN costs far less than the encoding time saved: the live toolbox encodes on every frame's
+    path. ``strategy``: ``zlib.Z_RLE`` is faster and smaller for noise-like images (backward signals).
+    """
+    pixels = to_uint8(image)
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    elif (pixels.ndim == 3 and pixels.shape[2] == 3 and np.array_equal(pixels[:, :, 0], pixels[:, :, 1])
+          and np.array_equal(pixels[:, :, 1], pixels[:, :, 2])):
+        pixels = pixels[:, :, 0]
+    height, width = pixels.shape[:2]
+    color = 0 if pixels.ndim == 2 else 2
+    rows = np.zeros((height, 1 + pixels[0].size), np.uint8)  # each row: filter type 0 (none), then the pixels
+    rows[:, 1:] = pixels.reshape(height, -1)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, color, 0, 0, 0)
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 15, 8, strategy)
+    data = compressor.compress(rows.tobytes()) + compressor.flush()
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
 
 def save_image(image, path) -> None:

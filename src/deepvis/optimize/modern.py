@@ -163,7 +163,8 @@ def optimize_modern(model: Model, targets: Sequence[Target], params: ModernParam
 def _objectives(model: Model, x: torch.Tensor, targets: Sequence[Target], groups: list[list[int]],
                 diversity: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Objective values and, with ``diversity``, the similarity penalty of each target's copies."""
-    values, by_layer = evaluate(model, x, targets)
+    evaluation = evaluate(model, x, targets)
+    values, by_layer = evaluation.values, evaluation.by_layer
     penalty = x.new_zeros(())
     for rows, acts in by_layer.values():
         if diversity and acts.dim() == 4:

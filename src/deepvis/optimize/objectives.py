@@ -10,8 +10,9 @@ import torch
 
 from ..errors import UnitError
 from ..models.model import Model
-from ..probe import Probe, layer_info
-from ..units import Unit, parse_unit
+from ..backprop import Trace, trace
+from ..probe import layer_info
+from ..units import Unit, check_unit, parse_unit
 
 Kind = Literal["unit", "channel", "direction"]
 KINDS = ("unit", "channel", "direction")
@@ -57,20 +58,12 @@ def make_target(model: Model, unit: str | Unit | Target, kind: Kind = "unit", si
     unit = parse_unit(unit)
     info = layer_info(model, unit.layer)
     channels, spatial = info.shape[0], info.shape[1:]
-    if kind != "direction" and unit.channel >= channels:
-        raise UnitError(f"channel {unit.channel} out of range for layer '{unit.layer}', which has {channels} channels "
-                        f"(0-{channels - 1})")
+    check_unit(unit, info.shape, channel=kind != "direction")
     position = unit.position
     if position is not None:
-        if len(spatial) != 2:
-            raise UnitError(f"unit '{unit}' has a position, but layer '{unit.layer}' is not a 2-D map (output "
-                            f"shape {tuple(info.shape)}); use '{unit.layer}:{unit.channel}'")
         if kind == "channel":
             raise UnitError(f"the channel objective uses the whole channel: drop '@{position[0]},{position[1]}' from "
                             f"'{unit}', or use the unit objective")
-        if position[0] >= spatial[0] or position[1] >= spatial[1]:
-            raise UnitError(f"position {position[0]},{position[1]} out of range for layer '{unit.layer}' of size "
-                            f"{spatial[0]}x{spatial[1]}")
     elif kind == "unit" and len(spatial) == 2:
         position = (spatial[0] // 2, spatial[1] // 2)  # the original warned that (0, 0) has edge effects
     if kind == "channel":
@@ -100,23 +93,36 @@ def objective_values(acts: torch.Tensor, targets: Sequence[Target]) -> torch.Ten
     return torch.stack(values)
 
 
-def evaluate(model: Model, x: torch.Tensor, targets: Sequence[Target]) -> tuple[
-        torch.Tensor, dict[str, tuple[list[int], torch.Tensor]]]:
-    """One forward pass of a batch with one target per image, keeping the graph: the (N,) objective values (before
-    ``sign``), and for each target layer the rows that target it and their activations. A layer that folds
-    in-place layers (a Caffe import) gives its gradient from below them, as Caffe's backward pass did."""
+@dataclass
+class Evaluation:
+    """One forward pass of a batch with one target per image: the (N,) objective ``values`` (before ``sign``,
+    attached to the graph), for each target layer the rows that target it and their activations, and the trace
+    to take the input gradient of any objective built from them."""
+
+    values: torch.Tensor
+    by_layer: dict[str, tuple[list[int], torch.Tensor]]
+    trace: Trace
+
+    def input_grad(self, objective: torch.Tensor) -> torch.Tensor:
+        """The gradient of a scalar built from :attr:`values` with respect to the evaluated images."""
+        return self.trace.backward(objective, retain_graph=False).input_grad
+
+
+def evaluate(model: Model, x: torch.Tensor, targets: Sequence[Target]) -> Evaluation:
+    """Evaluate the targets on ``x`` (one per image) in one traced forward pass, stopped after the last target
+    layer; ``x`` keeps its own graph (a parameterization's). A layer that folds in-place layers (a Caffe import)
+    gives its gradient from below them, as Caffe's backward pass did."""
     layers = list(dict.fromkeys(t.layer for t in targets))
-    with Probe(model, layers, keep_graph=True, stop_early=True, below_in_place=True) as probe:
-        probe.run(x)
+    traced = trace(model, x, layers, stop_early=True, below_in_place=True, detach_input=False)
     values = x.new_zeros(len(targets))
     by_layer = {}
     for layer in layers:
         rows = [n for n, t in enumerate(targets) if t.layer == layer]
-        acts = probe[layer][rows]
+        acts = traced[layer][rows]
         values = values.index_put((torch.tensor(rows, device=x.device),),
                                   objective_values(acts, [targets[n] for n in rows]))
         by_layer[layer] = (rows, acts)
-    return values, by_layer
+    return Evaluation(values, by_layer, traced)
 
 
 def layer_argmax(acts: torch.Tensor) -> list[tuple[int, ...]]:

@@ -94,8 +94,9 @@ def optimize_paper(model: Model, targets: Sequence[Target], params: PaperParams,
         x = space.clip(x)
         x_input = space.to_input(x).requires_grad_(True)
         with torch.enable_grad():
-            objective, by_layer = evaluate(model, x_input, targets)
-            (grad_input,) = torch.autograd.grad((objective * signs * active).sum(), x_input)
+            evaluation = evaluate(model, x_input, targets)
+            objective, by_layer = evaluation.values, evaluation.by_layer
+            grad_input = evaluation.input_grad((objective * signs * active).sum())
         argmax: list[tuple[int, ...]] = [()] * len(targets)
         for rows, acts in by_layer.values():
             row_signs = signs[rows].view(-1, *([1] * (acts.dim() - 1)))

@@ -15,8 +15,9 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..errors import DeepvisError
-from .session import Toolbox, ViewRequest
+from ..errors import DeepvisError, InputNotFound, one_line
+from .panes import ViewRequest
+from .session import Toolbox
 
 STATIC_ROOT = Path(str(resources.files("deepvis.server").joinpath("static")))
 #: Largest view request body (a small JSON object).
@@ -132,17 +133,13 @@ def create_app(toolbox: Toolbox) -> Starlette:
         return FileResponse(target)
 
     async def deepvis_error(request: Request, exc: DeepvisError) -> Response:
-        return _error(" ".join(str(exc).split()))
-
-    async def unknown_input(request: Request, exc: KeyError) -> Response:
-        return _error(f"unknown input {exc.args[0]!r}: it may have been dropped from the cache; send the image again",
-                      404)
+        return _error(one_line(exc), 404 if isinstance(exc, InputNotFound) else 400)
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
         return _error(str(exc.detail), exc.status_code)
 
     async def internal_error(request: Request, exc: Exception) -> Response:  # a bug: still a JSON message
-        return _error(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}", 500)
+        return _error(f"internal error: {type(exc).__name__}: {one_line(exc, 300)}", 500)
 
     routes = [
         Route("/", index),
@@ -157,5 +154,5 @@ def create_app(toolbox: Toolbox) -> Starlette:
         Mount("/static", StaticFiles(directory=STATIC_ROOT), name="static"),
     ]
     return Starlette(routes=routes, middleware=[Middleware(_SecurityHeaders)],
-                     exception_handlers={DeepvisError: deepvis_error, KeyError: unknown_input,
+                     exception_handlers={DeepvisError: deepvis_error,
                                          HTTPException: http_error, Exception: internal_error})

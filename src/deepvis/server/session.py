@@ -1,45 +1,44 @@
-"""What the live toolbox computes: inputs, their cached forward pass, backward passes, and the rendered panes.
+"""What the live toolbox holds: inputs with their cached forward pass, traces for backward passes, tab state.
 
 One :class:`Toolbox` serves every browser tab. Tabs keep their own view state (cursor, modes, boosts) and send it
-with each request, so the server holds only caches: a forward pass per input (moving the cursor on a still image
-never reruns it) and a few backward passes. The model is used by one request at a time.
+with each request (see :mod:`.panes`), so the server holds only caches: a forward pass per input (moving the
+cursor on a still image never reruns it), a few traces (forward passes with their graph, so a new unit's backward
+pass needs no forward pass) and a few backward passes. The model is used by one request at a time.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import math
-import struct
 import threading
 import time
-import zlib
 from collections import OrderedDict
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
-from .. import render
-from ..backprop import MODES, start_signal, backprop_batch, rectifier_rules
-from ..errors import DeepvisError
-from ..store import Store
+from ..backprop import MODES, trace
+from ..errors import DeepvisError, InputNotFound
 from ..images import find_images, load_image
 from ..models.model import Model
 from ..predict import Prediction, output_probabilities, top_predictions
 from ..probe import Probe
 from ..render import FILTERS
+from ..store import Store
 from ..units import Unit
+from . import panes
+from .cache import LRU
+from .panes import ViewRequest
+
+__all__ = ["Input", "Toolbox", "ViewRequest"]
 
 #: Largest upload accepted, and largest decoded image (pixels), by default.
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000
-#: Forward passes kept with their autograd graph (about 80 MB each for EfficientNet-Lite0 at 224x224), so the
+#: Traces kept (forward passes with their graph, about 80 MB each for EfficientNet-Lite0 at 224x224), so the
 #: backward pass of a new unit on the same input needs no forward pass.
-GRAPHS = 2
+TRACES = 2
 #: Webcam tabs remembered (each one's latest frame is dropped from the cache when its next frame comes).
 TABS = 256
 
@@ -62,158 +61,8 @@ class Input:
                 "predictions": [p.to_json() for p in self.predictions]}
 
 
-@dataclass
-class ViewRequest:
-    """A tab's view state: what the panes should show."""
-
-    input: str
-    layer: str
-    channel: int = 0
-    cursor: str = "layers"  # 'layers' (layer list) or 'grid' (unit grid)
-    boost_indiv: float = 0.0
-    boost_gamma: float = 1.0
-    show_back: bool = False  # 'a': the grid shows backward diffs instead of activations
-    back_enabled: bool = True
-    back_mode: str = "gradient"
-    back_filter: str = "raw"
-    back_layer: str | None = None  # the backward origin (the selected or the frozen unit)
-    back_channel: int | None = None
-    back_frozen: bool = False
-    highlight: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, data: dict) -> "ViewRequest":
-        if not isinstance(data, dict):
-            raise DeepvisError("the view request must be a JSON object")
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        if "input" not in known or "layer" not in known:
-            raise DeepvisError("the view request needs 'input' (an input id) and 'layer' (a layer name)")
-        for name in ("input", "layer", "cursor", "back_mode", "back_filter", "back_layer"):
-            value = known.get(name)
-            if value is not None and not isinstance(value, str):
-                raise DeepvisError(f"bad view request: '{name}' must be a string, got {value!r:.60}")
-        for name in ("show_back", "back_enabled", "back_frozen"):
-            value = known.get(name)
-            if value is None:
-                known.pop(name, None)
-            elif not isinstance(value, (bool, int)) or value not in (0, 1):
-                raise DeepvisError(f"bad view request: '{name}' must be true or false, got {value!r:.60}")
-            else:
-                known[name] = bool(value)
-        if known.get("highlight") is None or not isinstance(known["highlight"], dict):
-            known.pop("highlight", None)
-        try:
-            request = cls(**known)
-            request.channel = _integer(request.channel, "channel")
-            request.boost_indiv = float(request.boost_indiv)
-            request.boost_gamma = float(request.boost_gamma)
-            if request.back_channel is not None:
-                request.back_channel = _integer(request.back_channel, "back_channel")
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise DeepvisError(f"bad view request: {exc}") from None
-        if request.cursor not in ("layers", "grid"):
-            raise DeepvisError(f"bad view request: 'cursor' must be 'layers' or 'grid', got {request.cursor!r:.60}")
-        if request.back_channel is not None and request.back_channel < 0:
-            raise DeepvisError(f"bad view request: 'back_channel' must be a non-negative integer, "
-                               f"got {request.back_channel}")
-        if request.back_channel is not None and request.back_layer is None:
-            request.back_channel = None
-        if request.back_mode not in MODES:
-            raise DeepvisError(f"unknown backward mode {request.back_mode!r}: use one of {', '.join(MODES)}")
-        if request.back_filter not in FILTERS:
-            raise DeepvisError(f"unknown filter {request.back_filter!r}: use one of {', '.join(FILTERS)}")
-        if not 0.0 <= request.boost_indiv <= 1.0 or not 0.05 <= request.boost_gamma <= 4.0:
-            raise DeepvisError("boost_indiv must be in [0, 1] and boost_gamma in [0.05, 4]")
-        return request
-
-
-def _integer(value, name: str) -> int:
-    if isinstance(value, float) and not value.is_integer():
-        raise ValueError(f"'{name}' must be an integer, got {value!r}")
-    if isinstance(value, (bool, list, dict)) or value is None:
-        raise ValueError(f"'{name}' must be an integer, got {value!r:.60}")
-    try:
-        return int(value)
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"'{name}' must be an integer, got {value!r:.60}") from None
-
-
-def _png(image: np.ndarray, strategy: int = zlib.Z_DEFAULT_STRATEGY) -> bytes:
-    """A float HxWx3 (or HxW) image in [0, 1] as an 8-bit PNG, encoded for speed: no row filters, zlib level 1,
-    grayscale when the three channels are equal (a third of the data).
-
-    Several times faster than Pillow's default (level 6, adaptive filters) for about 15% more bytes, which on
-    the loopback or a LAN costs far less than the encoding time saved: rendering is on every frame's path.
-    ``strategy``: ``zlib.Z_RLE`` is faster and smaller for noise-like images (backward signals).
-    """
-    pixels = render.to_uint8(image)
-    if pixels.ndim == 3 and pixels.shape[2] == 1:
-        pixels = pixels[:, :, 0]
-    elif (pixels.ndim == 3 and pixels.shape[2] == 3 and np.array_equal(pixels[:, :, 0], pixels[:, :, 1])
-          and np.array_equal(pixels[:, :, 1], pixels[:, :, 2])):
-        pixels = pixels[:, :, 0]
-    height, width = pixels.shape[:2]
-    color = 0 if pixels.ndim == 2 else 2
-    rows = np.zeros((height, 1 + pixels[0].size), np.uint8)  # each row: filter type 0 (none), then the pixels
-    rows[:, 1:] = pixels.reshape(height, -1)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, color, 0, 0, 0)
-    compressor = zlib.compressobj(1, zlib.DEFLATED, 15, 8, strategy)
-    data = compressor.compress(rows.tobytes()) + compressor.flush()
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
-
-
-def _b64png(image: np.ndarray, strategy: int = zlib.Z_DEFAULT_STRATEGY) -> str:
-    return base64.b64encode(_png(image, strategy)).decode("ascii")
-
-
-class _LRU(OrderedDict):
-    """A least-recently-used cache bounded in items (and optionally in bytes); safe to share between threads."""
-
-    def __init__(self, max_items: int, max_bytes: int | None = None):
-        super().__init__()
-        self.max_items, self.max_bytes, self.bytes = max_items, max_bytes, 0
-        self._guard = threading.RLock()
-
-    def put(self, key, value, nbytes: int = 0) -> None:
-        with self._guard:
-            if key in self:
-                self.bytes -= super().pop(key)[1]
-            super().__setitem__(key, (value, nbytes))
-            self.bytes += nbytes
-            while len(self) > self.max_items or (self.max_bytes and self.bytes > self.max_bytes and len(self) > 1):
-                _, (_, size) = self.popitem(last=False)
-                self.bytes -= size
-
-    def fetch(self, key):
-        with self._guard:
-            if key not in self:
-                return None
-            self.move_to_end(key)
-            return super().__getitem__(key)[0]
-
-    def drop(self, key) -> None:
-        with self._guard:
-            if key in self:
-                self.bytes -= super().pop(key)[1]
-
-
-@dataclass
-class _Graph:
-    """A forward pass kept with its autograd graph: backward passes from any recorded layer need no forward pass."""
-
-    x: torch.Tensor  # the input, requires grad
-    activations: dict[str, torch.Tensor]  # attached to the graph, with the batch dimension
-    mode: str
-    modified: dict[str, int]  # per layer: rectifiers given the mode's backward rule before it (as backprop_batch)
-    versions: dict[str, int]  # per layer: its output's version when recorded (changed later in place: not used)
-
-
 class Toolbox:
-    """The model, the image list and the caches behind the web app; every pane is one method call."""
+    """The model, the image list and the caches behind the web app; every pane is one call (:func:`panes.view`)."""
 
     def __init__(self, model: Model, images: str | Path | None = None, store: str | Path | None = None,
                  max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS,
@@ -226,20 +75,16 @@ class Toolbox:
         self.layers = [i for i in model.layers() if i.default]
         if not self.layers:
             raise DeepvisError(f"model {model.spec!r} has no layers that can be shown")
-        self._layer_names = {i.name for i in self.layers}
+        self.layer_names = {i.name for i in self.layers}
         # recorded in each forward pass: the shown layers, and the layer holding the class probabilities
         prob_layer = [model.prob_layer] if model.prob_layer else []
         self._recorded = list(dict.fromkeys([i.name for i in self.layers] + prob_layer))
-        self._modules = dict(model.net.named_modules())
-        self._inputs = _LRU(64, cache_bytes)
-        self._backward = _LRU(32)
-        self._graphs = _LRU(GRAPHS)  # input id -> _Graph
+        self._inputs = LRU(64, cache_bytes)
+        self._backward = LRU(32)
+        self._traces = LRU(TRACES)  # input id -> Trace
         # The backward mode of the last view that showed a backward pass (None: the last one showed none): new
-        # inputs get a forward pass with the graph in that mode, so their first backward pass needs no other.
-        self._graph_mode: str | None = None
-        self._graphless_modes: set[str] = set()  # modes whose kept graphs failed once (in-place models): not tried
-        if isinstance(model.net, torch.jit.ScriptModule) or not set(self._recorded) <= set(self._modules):
-            self._graphless_modes = set(MODES)  # no module hooks (TorchScript): backprop_batch every time
+        # inputs are traced in that mode, so their first backward pass needs no other forward pass.
+        self.trace_mode: str | None = None
         self._frames: OrderedDict[str, str] = OrderedDict()  # tab -> its latest webcam input id
         self._frames_lock = threading.Lock()
         self._lock = threading.Lock()  # the model: one pass at a time
@@ -289,8 +134,8 @@ class Toolbox:
         if tab is not None:
             tab = str(tab)[:200]
             previous = self._frames.get(tab)
-            if previous:  # the graph of the frame this one replaces: freed before the next forward pass, not after
-                self._graphs.drop(previous)
+            if previous:  # the trace of the frame this one replaces: freed before the next forward pass, not after
+                self._traces.drop(previous)
         item = self._add(load_image(data, self.max_pixels), name, resize)
         if tab is not None:
             with self._frames_lock:
@@ -301,13 +146,14 @@ class Toolbox:
                 # two tabs can show the same picture (a still camera): keep it while any tab still shows it
                 if previous and previous != item.id and previous not in self._frames.values():
                     self._inputs.drop(previous)
-                    self._graphs.drop(previous)
+                    self._traces.drop(previous)
         return item
 
     def get_input(self, input_id: str) -> Input:
         item = self._inputs.fetch(input_id) if isinstance(input_id, str) else None
         if item is None:
-            raise KeyError(input_id)
+            raise InputNotFound(f"unknown input {str(input_id)[:100]!r}: it may have been dropped from the cache; "
+                                "send the image again")
         return item
 
     def _add(self, image: Image.Image, name: str, resize: str | None) -> Input:
@@ -319,55 +165,26 @@ class Toolbox:
         cached = self._inputs.fetch(digest)
         if cached is not None:
             return cached
-        # the device of the first parameter (Model.device lists them all: milliseconds on every frame)
-        device = next(iter(self.model.net.parameters()), None)
-        device = device.device if device is not None else self.model.device
-        x = self.model.preprocessing.to_tensor(fitted, "stretch").unsqueeze(0).to(device)
+        x = self.model.preprocessing.to_tensor(fitted, "stretch").unsqueeze(0).to(self.model.device)
         start = time.perf_counter()
-        mode = self._graph_mode if self._graph_mode not in self._graphless_modes else None
+        mode, traced = self.trace_mode, None
         with self._lock:
             if mode is None:
                 with torch.no_grad(), Probe(self.model, self._recorded) as probe:
                     out = probe.run(x)
-                activations, graph = probe.activations, None
+                activations = probe.activations
             else:  # the next view will likely show a backward pass: one forward pass serves both
-                out, graph = self._graph_forward(x, mode)
-                activations = graph.activations
+                traced = trace(self.model, x, self._recorded, mode)
+                out, activations = traced.output, traced.activations
         forward_ms = (time.perf_counter() - start) * 1000
-        acts = {k: v[0].detach().float().cpu() for k, v in activations.items() if k in self._layer_names}
+        acts = {k: v[0].detach().float().cpu() for k, v in activations.items() if k in self.layer_names}
         predictions = self._predictions(out, activations)
         nbytes = sum(a.numel() * 4 for a in acts.values()) + x.numel() * 4
         item = Input(digest, name, fitted, x, acts, predictions, forward_ms, nbytes)
         self._inputs.put(digest, item, nbytes)
-        if graph is not None:
-            self._graphs.put(digest, graph)
+        if traced is not None:
+            self._traces.put(digest, traced)
         return item
-
-    def _graph_forward(self, x: torch.Tensor, mode: str):
-        """(output, _Graph): a forward pass recording every shown layer with the autograd graph, rectifiers
-        following ``mode``. Call with ``self._lock`` held."""
-        x = x.detach().clone().requires_grad_(True)
-        # as backprop_batch's first try: no extra work in the forward pass
-        rules = rectifier_rules(mode, save_like_autograd=True)
-        acts: dict[str, torch.Tensor] = {}
-        modified: dict[str, int] = {}
-        versions: dict[str, int] = {}
-
-        # The shown layers are known to be probeable (one call, one tensor): plain hooks, lighter than a Probe.
-        def recorder(name: str):
-            def hook(_module, _inputs, output) -> None:  # returns None: the output stays as it is
-                if isinstance(output, torch.Tensor) and name not in acts:
-                    acts[name], modified[name], versions[name] = output, rules.modified, output._version
-            return hook
-
-        handles = [self._modules[name].register_forward_hook(recorder(name)) for name in self._recorded]
-        try:
-            with torch.enable_grad(), rules if rules.rule is not None else nullcontext():
-                out = self.model.net(x)
-        finally:
-            for handle in handles:
-                handle.remove()
-        return out, _Graph(x, acts, mode, modified, versions)
 
     def _predictions(self, out, activations: dict[str, torch.Tensor], top: int = 5) -> list[Prediction]:
         probs = output_probabilities(self.model, out, activations)
@@ -375,128 +192,34 @@ class Toolbox:
 
     # ---------------------------------------------------------------- backward
     def backward(self, item: Input, origin: Unit, mode: str, layer: str | None = None):
-        """(input_grad, grad at ``layer`` or None, rectifiers modified) of one unit, cached."""
+        """(input_grad, grad at ``layer`` or None, rectifiers modified, milliseconds) of one unit, cached: from
+        the input's kept trace when it has one in ``mode`` (no forward pass), else from a new one that is kept."""
         key = (item.id, str(origin), mode, layer)
         cached = self._backward.fetch(key)
         if cached is not None:
             return cached + (0.0,)
         start = time.perf_counter()
-        extra = [layer] if layer and layer != origin.layer else []
+        to = [layer] if layer and layer != origin.layer else []
         with self._lock:
-            graph = self._graphs.fetch(item.id)
-            if (graph is None or graph.mode != mode) and mode not in self._graphless_modes:
-                # one forward pass with the graph: the next units of this input need no forward pass at all
-                self._graphs.put(item.id, self._graph_forward(item.x, mode)[1])
-            found = self._backward_from_graph(item, origin, mode, extra)
-            if found is None:
-                found = backprop_batch(self.model, item.x, origin, mode, layers=extra)
-        grad, act, layer_grads, modified = found
+            traced = self._traces.fetch(item.id)
+            if traced is None or traced.mode != mode:
+                traced = trace(self.model, item.x, self._recorded, mode)
+                self._traces.put(item.id, traced)
+            found = traced.backward(origin, to=to)
         if layer == origin.layer:
-            layer_grad = torch.zeros_like(act[0])
-            layer_grad[origin.channel] = act[0, origin.channel]
+            layer_grad = torch.zeros_like(found.activation[0])
+            layer_grad[origin.channel] = found.activation[0, origin.channel]
         else:
-            layer_grad = layer_grads[layer][0] if layer else None
-        result = (grad[0].float().cpu(), None if layer_grad is None else layer_grad.float().cpu(), modified)
+            layer_grad = found.layer_grads[layer][0] if layer else None
+        result = (found.input_grad[0].float().cpu(), None if layer_grad is None else layer_grad.float().cpu(),
+                  found.rectifiers_modified)
         self._backward.put(key, result)
         return result + ((time.perf_counter() - start) * 1000,)
 
-    def _backward_from_graph(self, item: Input, origin: Unit, mode: str, layers: list[str]):
-        """What ``backprop_batch`` returns, from the input's kept graph; None without a usable one."""
-        graph = self._graphs.fetch(item.id)
-        if graph is None or graph.mode != mode:
-            return None
-        act = graph.activations.get(origin.layer)
-        if act is None or not act.requires_grad or any(name not in graph.activations for name in layers):
-            return None
-        if any(graph.activations[name]._version != graph.versions.get(name) for name in [origin.layer, *layers]):
-            return None  # changed in place after it was recorded: backprop_batch stops the forward pass there
-        start = start_signal(act, origin, "map")
-        targets = [graph.x] + [graph.activations[name] for name in layers]
-        try:
-            with torch.enable_grad():
-                grads = torch.autograd.grad(act, targets, grad_outputs=start, retain_graph=True, allow_unused=True)
-        except RuntimeError:  # e.g. the model changed a kept tensor in place: backprop_batch knows what to do
-            self._graphs.drop(item.id)
-            self._graphless_modes.add(mode)
-            return None
-        input_grad = grads[0] if grads[0] is not None else torch.zeros_like(graph.x)
-        layer_grads = {name: (g if g is not None else torch.zeros_like(graph.activations[name])).detach()
-                       for name, g in zip(layers, grads[1:])}
-        modified = max(graph.modified.get(name, 0) for name in [origin.layer, *layers])
-        return input_grad.detach(), act.detach(), layer_grads, modified
-
     # ---------------------------------------------------------------- panes
     def view(self, request: ViewRequest) -> dict:
-        """Render every pane for one view state: grid, per-channel values, selected unit, backward image."""
-        item = self.get_input(request.input)
-        if request.layer not in self._layer_names:
-            raise DeepvisError(f"unknown layer '{request.layer}'")
-        acts = item.activations[request.layer]
-        channels = acts.shape[0]
-        channel = min(max(request.channel, 0), channels - 1)
-        start = time.perf_counter()
-        in_grid = request.cursor == "grid"
-        back_visible = request.back_enabled and (in_grid or request.back_frozen)
-        origin = None
-        if request.back_layer is not None and request.back_channel is not None:
-            if request.back_layer not in self._layer_names:
-                raise DeepvisError(f"unknown layer '{request.back_layer}'")
-            origin = Unit(request.back_layer, request.back_channel)
-        if origin is None:
-            origin = Unit(request.layer, channel)
-        need_back = back_visible or (request.show_back and request.back_enabled)
-        self._graph_mode = request.back_mode if need_back else None  # how the next input's forward pass runs
-        backward_ms, back, layer_diffs = 0.0, None, None
-        if need_back:
-            grad, layer_diffs, modified, backward_ms = self.backward(
-                item, origin, request.back_mode, request.layer if request.show_back else None)
-        render_start = time.perf_counter()
-        highlights = {}
-        if in_grid:
-            highlights[channel] = render.SELECTED_COLOR
-        if request.back_frozen and origin.layer == request.layer:
-            highlights[origin.channel] = render.FROZEN_COLOR
-        if request.show_back:
-            if layer_diffs is None:
-                grid_source, diffs = torch.zeros_like(acts), True
-            else:
-                grid_source, diffs = layer_diffs, True
-        else:
-            grid_source, diffs = acts, False
-        grid = render.tile_layer(grid_source, request.boost_indiv, request.boost_gamma, diffs=diffs,
-                                 highlights=highlights)
-        flat = acts.reshape(channels, -1)
-        response = {
-            "layer": request.layer,
-            "channel": channel,
-            "grid": {"png": _b64png(grid.image), "rows": grid.rows, "cols": grid.cols, "tile_h": grid.tile_height,
-                     "tile_w": grid.tile_width, "pad": grid.pad, "diffs": diffs},
-            "values": [round(v, 4) if math.isfinite(v) else None for v in flat.max(dim=1).values.tolist()],
-            "unit": None,
-            "back": None,
-            "predictions": [p.to_json() for p in item.predictions],
-        }
-        if in_grid:
-            # the selected unit is its tile of the grid (render.unit_image, without normalizing the layer again)
-            row, col = divmod(channel, grid.cols)
-            top, left = row * grid.cell[0] + grid.pad, col * grid.cell[1] + grid.pad
-            unit_image = grid.image[top:top + grid.tile_height, left:left + grid.tile_width]
-            if acts.dim() == 1:  # a fully connected layer's tiles are enlarged; its unit is one value
-                unit_image = unit_image[:1, :1]
-            value = float(flat[channel].max())
-            response["unit"] = {"png": _b64png(unit_image), "unit": f"{request.layer}:{channel}",
-                                "value": value if math.isfinite(value) else None,
-                                "label": self.model.label(channel) if self.label_layer(request.layer) else None}
-        if need_back and back_visible:
-            rgb = self.model.preprocessing.to_rgb(grad).permute(1, 2, 0).numpy()
-            strategy = zlib.Z_RLE if request.back_filter == "raw" else zlib.Z_DEFAULT_STRATEGY  # raw: noise-like
-            response["back"] = {"png": _b64png(render.back_image(rgb, request.back_filter), strategy),
-                                "origin": str(origin), "mode": request.back_mode, "filter": request.back_filter,
-                                "rectifiers_modified": modified}
-        response["timing"] = {"forward_ms": round(item.forward_ms, 2), "backward_ms": round(backward_ms, 2),
-                              "render_ms": round((time.perf_counter() - render_start) * 1000, 2),
-                              "total_ms": round((time.perf_counter() - start) * 1000, 2)}
-        return response
+        """Every pane for one view state (see :func:`panes.view`)."""
+        return panes.view(self, request)
 
     def input_png(self, input_id: str) -> bytes:
         import io

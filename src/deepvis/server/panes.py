@@ -1,0 +1,180 @@
+"""The panes of the live toolbox: a tab's view request, parsed and checked, and everything it shows, rendered.
+
+A tab sends its whole view state with each request (cursor, modes, boosts); :func:`view` answers with every pane
+as PNG images and numbers. The computing is the toolbox's (cached forward and backward passes) and render's.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from .. import render
+from ..backprop import MODES
+from ..errors import DeepvisError
+from ..render import FILTERS
+from ..units import Unit
+
+if TYPE_CHECKING:
+    from .session import Toolbox
+
+
+@dataclass
+class ViewRequest:
+    """A tab's view state: what the panes should show."""
+
+    input: str
+    layer: str
+    channel: int = 0
+    cursor: str = "layers"  # 'layers' (layer list) or 'grid' (unit grid)
+    boost_indiv: float = 0.0
+    boost_gamma: float = 1.0
+    show_back: bool = False  # 'a': the grid shows backward diffs instead of activations
+    back_enabled: bool = True
+    back_mode: str = "gradient"
+    back_filter: str = "raw"
+    back_layer: str | None = None  # the backward origin (the selected or the frozen unit)
+    back_channel: int | None = None
+    back_frozen: bool = False
+    highlight: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ViewRequest":
+        if not isinstance(data, dict):
+            raise DeepvisError("the view request must be a JSON object")
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "input" not in known or "layer" not in known:
+            raise DeepvisError("the view request needs 'input' (an input id) and 'layer' (a layer name)")
+        for name in ("input", "layer", "cursor", "back_mode", "back_filter", "back_layer"):
+            value = known.get(name)
+            if value is not None and not isinstance(value, str):
+                raise DeepvisError(f"bad view request: '{name}' must be a string, got {value!r:.60}")
+        for name in ("show_back", "back_enabled", "back_frozen"):
+            value = known.get(name)
+            if value is None:
+                known.pop(name, None)
+            elif not isinstance(value, (bool, int)) or value not in (0, 1):
+                raise DeepvisError(f"bad view request: '{name}' must be true or false, got {value!r:.60}")
+            else:
+                known[name] = bool(value)
+        if known.get("highlight") is None or not isinstance(known["highlight"], dict):
+            known.pop("highlight", None)
+        try:
+            request = cls(**known)
+            request.channel = _integer(request.channel, "channel")
+            request.boost_indiv = float(request.boost_indiv)
+            request.boost_gamma = float(request.boost_gamma)
+            if request.back_channel is not None:
+                request.back_channel = _integer(request.back_channel, "back_channel")
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise DeepvisError(f"bad view request: {exc}") from None
+        if request.cursor not in ("layers", "grid"):
+            raise DeepvisError(f"bad view request: 'cursor' must be 'layers' or 'grid', got {request.cursor!r:.60}")
+        if request.back_channel is not None and request.back_channel < 0:
+            raise DeepvisError(f"bad view request: 'back_channel' must be a non-negative integer, "
+                               f"got {request.back_channel}")
+        if request.back_channel is not None and request.back_layer is None:
+            request.back_channel = None
+        if request.back_mode not in MODES:
+            raise DeepvisError(f"unknown backward mode {request.back_mode!r}: use one of {', '.join(MODES)}")
+        if request.back_filter not in FILTERS:
+            raise DeepvisError(f"unknown filter {request.back_filter!r}: use one of {', '.join(FILTERS)}")
+        if not 0.0 <= request.boost_indiv <= 1.0 or not 0.05 <= request.boost_gamma <= 4.0:
+            raise DeepvisError("boost_indiv must be in [0, 1] and boost_gamma in [0.05, 4]")
+        return request
+
+
+def _integer(value, name: str) -> int:
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"'{name}' must be an integer, got {value!r}")
+    if isinstance(value, (bool, list, dict)) or value is None:
+        raise ValueError(f"'{name}' must be an integer, got {value!r:.60}")
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"'{name}' must be an integer, got {value!r:.60}") from None
+
+
+def _b64png(image: np.ndarray, strategy: int = zlib.Z_DEFAULT_STRATEGY) -> str:
+    return base64.b64encode(render.png_bytes(image, strategy)).decode("ascii")
+
+
+def view(toolbox: "Toolbox", request: ViewRequest) -> dict:
+    """Render every pane for one view state: grid, per-channel values, selected unit, backward image."""
+    item = toolbox.get_input(request.input)
+    if request.layer not in toolbox.layer_names:
+        raise DeepvisError(f"unknown layer '{request.layer}'")
+    acts = item.activations[request.layer]
+    channels = acts.shape[0]
+    channel = min(max(request.channel, 0), channels - 1)
+    start = time.perf_counter()
+    in_grid = request.cursor == "grid"
+    back_visible = request.back_enabled and (in_grid or request.back_frozen)
+    origin = None
+    if request.back_layer is not None and request.back_channel is not None:
+        if request.back_layer not in toolbox.layer_names:
+            raise DeepvisError(f"unknown layer '{request.back_layer}'")
+        origin = Unit(request.back_layer, request.back_channel)
+    if origin is None:
+        origin = Unit(request.layer, channel)
+    need_back = back_visible or (request.show_back and request.back_enabled)
+    toolbox.trace_mode = request.back_mode if need_back else None  # how the next input's forward pass runs
+    backward_ms, back, layer_diffs = 0.0, None, None
+    if need_back:
+        grad, layer_diffs, modified, backward_ms = toolbox.backward(
+            item, origin, request.back_mode, request.layer if request.show_back else None)
+    render_start = time.perf_counter()
+    highlights = {}
+    if in_grid:
+        highlights[channel] = render.SELECTED_COLOR
+    if request.back_frozen and origin.layer == request.layer:
+        highlights[origin.channel] = render.FROZEN_COLOR
+    if request.show_back:
+        if layer_diffs is None:
+            grid_source, diffs = torch.zeros_like(acts), True
+        else:
+            grid_source, diffs = layer_diffs, True
+    else:
+        grid_source, diffs = acts, False
+    grid = render.tile_layer(grid_source, request.boost_indiv, request.boost_gamma, diffs=diffs,
+                             highlights=highlights)
+    flat = acts.reshape(channels, -1)
+    response = {
+        "layer": request.layer,
+        "channel": channel,
+        "grid": {"png": _b64png(grid.image), "rows": grid.rows, "cols": grid.cols, "tile_h": grid.tile_height,
+                 "tile_w": grid.tile_width, "pad": grid.pad, "diffs": diffs},
+        "values": [round(v, 4) if math.isfinite(v) else None for v in flat.max(dim=1).values.tolist()],
+        "unit": None,
+        "back": None,
+        "predictions": [p.to_json() for p in item.predictions],
+    }
+    if in_grid:
+        # the selected unit is its tile of the grid (render.unit_image, without normalizing the layer again)
+        row, col = divmod(channel, grid.cols)
+        top, left = row * grid.cell[0] + grid.pad, col * grid.cell[1] + grid.pad
+        unit_image = grid.image[top:top + grid.tile_height, left:left + grid.tile_width]
+        if acts.dim() == 1:  # a fully connected layer's tiles are enlarged; its unit is one value
+            unit_image = unit_image[:1, :1]
+        value = float(flat[channel].max())
+        response["unit"] = {"png": _b64png(unit_image), "unit": f"{request.layer}:{channel}",
+                            "value": value if math.isfinite(value) else None,
+                            "label": toolbox.model.label(channel) if toolbox.label_layer(request.layer) else None}
+    if need_back and back_visible:
+        rgb = toolbox.model.preprocessing.to_rgb(grad).permute(1, 2, 0).numpy()
+        strategy = zlib.Z_RLE if request.back_filter == "raw" else zlib.Z_DEFAULT_STRATEGY  # raw: noise-like
+        response["back"] = {"png": _b64png(render.back_image(rgb, request.back_filter), strategy),
+                            "origin": str(origin), "mode": request.back_mode, "filter": request.back_filter,
+                            "rectifiers_modified": modified}
+    response["timing"] = {"forward_ms": round(item.forward_ms, 2), "backward_ms": round(backward_ms, 2),
+                          "render_ms": round((time.perf_counter() - render_start) * 1000, 2),
+                          "total_ms": round((time.perf_counter() - start) * 1000, 2)}
+    return response
+
