@@ -1,4 +1,5 @@
-"""Unit addresses: ``layer:channel`` or ``layer:channel@y,x`` — one parser, one printer."""
+"""Unit addresses: ``layer:channel``, ``layer:channel@y,x`` or ``layer:channel@cls`` / ``@t<i>`` — one parser, one
+printer."""
 
 from __future__ import annotations
 
@@ -8,21 +9,35 @@ from dataclasses import dataclass
 from .errors import UnitError
 
 _POSITION = re.compile(r"^\s*(\d+)\s*,\s*(\d+)\s*$")
+_TOKEN = re.compile(r"^\s*(?:(cls)|t(\d+))\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class Unit:
-    """A channel of a layer, optionally at one spatial position ``(y, x)``."""
+    """A channel of a layer, optionally at one spatial position ``(y, x)`` of its grid, or at one of a token
+    layer's extra tokens (``token``: 0 is the first, e.g. CLS; written ``@cls`` / ``@t<i>``)."""
 
     layer: str
     channel: int
     position: tuple[int, int] | None = None
+    token: int | None = None
+
+    def __post_init__(self):
+        if self.position is not None and self.token is not None:
+            raise UnitError(f"unit '{self.layer}:{self.channel}' has both a position and an extra token")
 
     def __str__(self) -> str:
         text = f"{self.layer}:{self.channel}"
         if self.position is not None:
             text += f"@{self.position[0]},{self.position[1]}"
+        elif self.token is not None:
+            text += "@cls" if self.token == 0 else f"@t{self.token}"
         return text
+
+    @property
+    def located(self) -> bool:
+        """True when the unit names one place of its channel (a grid position or an extra token)."""
+        return self.position is not None or self.token is not None
 
     def at(self, y: int, x: int) -> "Unit":
         """The same channel at a given spatial position."""
@@ -44,18 +59,23 @@ def parse_unit(text: str | Unit) -> Unit:
     channel_text = channel_text.strip()
     if not channel_text.isdigit():
         raise UnitError(f"malformed unit {text!r}: channel {channel_text!r} is not a non-negative integer; {hint}")
-    position = None
+    position = token = None
     if at:
-        match = _POSITION.match(pos_text)
-        if not match:
-            raise UnitError(f"malformed unit {text!r}: position {pos_text!r} must be 'y,x' with non-negative integers")
-        position = (int(match.group(1)), int(match.group(2)))
-    return Unit(layer.strip(), int(channel_text), position)
+        match, token_match = _POSITION.match(pos_text), _TOKEN.match(pos_text)
+        if match:
+            position = (int(match.group(1)), int(match.group(2)))
+        elif token_match:
+            token = 0 if token_match.group(1) else int(token_match.group(2))
+        else:
+            raise UnitError(f"malformed unit {text!r}: position {pos_text!r} must be 'y,x' with non-negative integers, "
+                            "'cls' or 't<i>' (an extra token of a token layer)")
+    return Unit(layer.strip(), int(channel_text), position, token)
 
 
-def check_unit(unit: Unit, shape: tuple[int, ...] | None, channel: bool = True) -> Unit:
-    """``unit`` checked against its layer's output ``shape`` (no batch dimension): the channel exists, and a
-    position only on a 2-D map and inside it. Returns the unit; raises :class:`UnitError` naming what is wrong.
+def check_unit(unit: Unit, shape: tuple[int, ...] | None, channel: bool = True, extra_tokens: int = 0) -> Unit:
+    """``unit`` checked against its layer's ``shape`` (the (C, H, W) or (C,) view, no batch dimension) and its
+    number of extra tokens: the channel exists, a position only on a 2-D map and inside it, an extra token only
+    where the layer has it. Returns the unit; raises :class:`UnitError` naming what is wrong.
 
     The one place these checks live: every consumer (backward passes, receptive fields, objectives, crops, the
     server) asks here. ``channel=False`` skips the channel check (objectives whose channel is not an index).
@@ -74,4 +94,7 @@ def check_unit(unit: Unit, shape: tuple[int, ...] | None, channel: bool = True) 
         if y >= spatial[0] or x >= spatial[1]:
             raise UnitError(f"position {y},{x} out of range for layer '{unit.layer}' of size "
                             f"{spatial[0]}x{spatial[1]}: unit '{unit}'")
+    if unit.token is not None and unit.token >= extra_tokens:
+        has = f"only {extra_tokens} extra tokens (@cls, @t1, ...)" if extra_tokens else "no extra tokens"
+        raise UnitError(f"unit '{unit}' names an extra token, but layer '{unit.layer}' has {has}")
     return unit
