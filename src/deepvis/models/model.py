@@ -45,9 +45,12 @@ class Model:
 
     @property
     def device(self) -> torch.device:
-        for tensor in list(self.net.parameters()) + list(self.net.buffers()):
-            return tensor.device
-        return torch.device("cpu")
+        """The device of the network's first parameter (or buffer; cpu when it has neither). O(1): asked on every
+        input, so it looks at one tensor, not all of them."""
+        tensor = next(iter(self.net.parameters()), None)
+        if tensor is None:
+            tensor = next(iter(self.net.buffers()), None)
+        return tensor.device if tensor is not None else torch.device("cpu")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
