@@ -5,15 +5,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 
+from .catalog import LayerInfo, list_layers
 from .preprocessing import Preprocessing
-
-if TYPE_CHECKING:
-    from ..probe import LayerInfo
 
 
 @dataclass
@@ -41,7 +39,7 @@ class Model:
     prob_layer: str | None = None
     store: str | None = None
     store_remap: dict[str, str] = field(default_factory=dict)
-    _catalog: list["LayerInfo"] | None = field(default=None, repr=False)
+    _catalog: list[LayerInfo] | None = field(default=None, repr=False)
 
     @property
     def device(self) -> torch.device:
@@ -66,11 +64,9 @@ class Model:
             return self.labels[index]
         return f"class {index}"
 
-    def layers(self) -> list["LayerInfo"]:
+    def layers(self) -> list[LayerInfo]:
         """The layer catalog (computed once, on the first call)."""
         if self._catalog is None:
-            from ..probe import list_layers
-
             self._catalog = list_layers(self)
         return self._catalog
 
@@ -92,6 +88,11 @@ class Model:
     def input(self, image, resize: str | None = None) -> torch.Tensor:
         """Any image (path, bytes, PIL, array; a tensor is taken as preprocessed) -> (1, C, H, W) input."""
         return model_input(self, image, resize)
+
+
+def as_model(model: Model | nn.Module) -> Model:
+    """``model`` itself, or a bare ``nn.Module`` wrapped in a :class:`Model` with default preprocessing."""
+    return model if isinstance(model, Model) else Model(net=model)
 
 
 def weights_hash(model: Model) -> str:
