@@ -70,3 +70,26 @@ def test_shared_module_detected_on_bare_modules():
         with Probe(net, ["1"]) as probe:
             probe.run(torch.zeros(1, 3, 4, 4))
     assert _hook_count(net) == 0
+
+
+def test_bad_layer_leaves_no_hook_behind(model):
+    """A probe whose second layer is a typo raises before hooking anything, so later probes record as usual."""
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    before = _hook_count(model.net)
+    with torch.no_grad():
+        net = model.net
+        b3 = net.blocks[:4](net.stem(x))
+        plain = {"blocks.3": b3, "classifier": net.classifier(net.flatten(net.pool(net.head(net.blocks[4:](b3))))),
+                 "output": net(x)}
+    with pytest.raises(UnitError, match="unknown layer 'blocks.3typo'"):
+        with Probe(model, ["blocks.3", "blocks.3typo"]):
+            pass
+    assert _hook_count(model.net) == before
+    for layers in (["blocks.3"], ["blocks.3", "classifier"]):
+        with torch.no_grad(), Probe(model, layers) as probe:
+            out = model.net(x)
+        assert list(probe.activations) == layers
+        for layer in layers:
+            assert torch.allclose(probe[layer], plain[layer], atol=1e-4)
+        assert torch.allclose(out, plain["output"], atol=1e-5)
+    assert _hook_count(model.net) == before

@@ -26,7 +26,8 @@ from torch.overrides import TorchFunctionMode
 from .errors import DeepvisError, UnitError
 from .models.model import Model
 from .models.preprocessing import Preprocessing
-from .probe import Probe, _as_model
+from .models.model import as_model
+from .probe import Probe
 from .units import Unit, check_unit, parse_unit
 
 Mode = Literal["gradient", "deconv", "guided"]
@@ -398,7 +399,7 @@ def backprop(model: Model | nn.Module, image, unit: str | Unit, mode: Mode = "gr
     The start signal is the unit's whole activation map (``signal='map'``, the original live view), a one-hot at
     its spatial maximum (``'argmax'``), or a one-hot at the unit's own ``@y,x`` position when it has one.
     """
-    model = _as_model(model)
+    model = as_model(model)
     unit = parse_unit(unit)
     layers = list(layers)
     x = model.input(image, resize)[:1]

@@ -9,7 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import DeepvisError
+from .errors import DeepvisError, one_line
 from .units import parse_unit
 
 
@@ -48,7 +48,7 @@ def _cmd_predict(args) -> int:
             top = predict(model, image, top=args.top, resize=args.resize)
         except DeepvisError as exc:
             failures += 1
-            print(f"deepvis: error: {_one_line(exc)}", file=sys.stderr)
+            print(f"deepvis: error: {one_line(exc)}", file=sys.stderr)
             continue
         results.append({"image": Path(image).name if args.samples and image not in args.images else image,
                         "top": [p.to_json() for p in top]})
@@ -235,10 +235,6 @@ def _cmd_serve(args) -> int:
 
 class _UsageError(Exception):
     pass
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 def _positive_int(text: str) -> int:
@@ -465,7 +461,7 @@ def _version() -> str:
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"deepvis: warning: {_one_line(message)}", file=sys.stderr if file is None else file)
+    print(f"deepvis: warning: {one_line(message)}", file=sys.stderr if file is None else file)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -477,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except _UsageError as exc:
-        print(f"deepvis {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"deepvis {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("deepvis: interrupted", file=sys.stderr)
@@ -485,12 +481,12 @@ def main(argv: list[str] | None = None) -> int:
     except (DeepvisError, OSError) as exc:
         if args.verbose:
             raise
-        print(f"deepvis: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"deepvis: error: {one_line(exc)}", file=sys.stderr)
         return 1
     except Exception as exc:  # a bug, not a user mistake: still one line, the traceback on request
         if args.verbose:
             raise
-        print(f"deepvis: internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with -v for the traceback)",
+        print(f"deepvis: internal error: {type(exc).__name__}: {one_line(exc)} (rerun with -v for the traceback)",
               file=sys.stderr)
         return 1
     finally:

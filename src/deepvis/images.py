@@ -12,7 +12,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ImageError, one_line
 
 #: Largest image (in pixels) decoded by default: 64 megapixels, about 8000 x 8000.
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -32,10 +32,6 @@ def _name(source: object) -> str:
     if isinstance(source, (bytes, bytearray)):
         return f"<{len(source)} bytes>"
     return f"<{type(source).__name__}>"
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -64,7 +60,7 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
                 raise ImageError(f"'{name}' is a directory, not an image")
             data = path.read_bytes()
         except OSError as exc:
-            raise ImageError(f"cannot read image '{name}': {_one_line(exc.strerror or exc)}") from None
+            raise ImageError(f"cannot read image '{name}': {one_line(exc.strerror or exc)}") from None
     elif isinstance(source, (bytes, bytearray)):
         data = bytes(source)
     else:
@@ -92,10 +88,10 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     except MemoryError:
         raise ImageError(f"image '{name}' is too large to decode: out of memory") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"cannot read image '{name}': {_one_line(exc)}") from None
+        raise ImageError(f"cannot read image '{name}': {one_line(exc)}") from None
     except Exception as exc:  # a corrupt file can upset a decoder in many ways; never a traceback
         raise ImageError(f"cannot read image '{name}': corrupt or unsupported file "
-                         f"({type(exc).__name__}: {_one_line(exc)})") from None
+                         f"({type(exc).__name__}: {one_line(exc)})") from None
 
 
 def _converted(convert, name: str) -> Image.Image:
@@ -104,7 +100,7 @@ def _converted(convert, name: str) -> Image.Image:
     except ImageError:
         raise
     except Exception as exc:
-        raise ImageError(f"cannot convert image {name} to RGB: {_one_line(exc)}") from None
+        raise ImageError(f"cannot convert image {name} to RGB: {one_line(exc)}") from None
 
 
 _ORIENTATION = {

@@ -18,7 +18,8 @@ from torch.overrides import TorchFunctionMode
 from .backprop import _RECTIFIERS, Trace, _arg, trace
 from .errors import UnitError
 from .models.model import Model
-from .probe import _as_model, layer_info
+from .models.model import as_model
+from .probe import layer_info
 from .units import Unit, check_unit, parse_unit
 
 _CONVS = {F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d}
@@ -122,7 +123,7 @@ def _box(traced: Trace, layer: str, y: int, x_pos: int, retain: bool):
 def input_box(model: Model, unit: str | Unit, input_size: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
     """The input pixels a unit at ``layer:channel@y,x`` sees, as ``(top, left, bottom, right)`` (inclusive),
     clipped at the image border, for an input of ``input_size`` (default: the model's)."""
-    model = _as_model(model)
+    model = as_model(model)
     unit = parse_unit(unit)
     if unit.position is None:
         raise UnitError(f"unit '{unit}' needs a position (layer:channel@y,x) for its receptive field")
@@ -141,7 +142,7 @@ def receptive_fields(model: Model, layers: list[str] | None = None,
     inside. A field still clipped then is a lower bound (``clipped``), its stride the input / output size ratio.
     ``None`` for layers without spatial dimensions or with a single position still clipped at the largest input
     (global pooling): each of their units sees the whole input."""
-    model = _as_model(model)
+    model = as_model(model)
     names = layers if layers is not None else [i.name for i in model.layers() if i.default]
     result: dict[str, ReceptiveField | None] = {}
     pending = []

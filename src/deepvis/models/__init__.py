@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ModelError
+from ..errors import ModelError, one_line
 from .config import apply_settings, check_layer_names, is_config, preprocessing_options, read_config, read_labels
 from .model import Model, prepare
 from .preprocessing import Preprocessing
@@ -68,7 +68,7 @@ def load_model(spec: str | Path | nn.Module | Model = DEFAULT_MODEL, device: str
         model.layers()  # one forward pass at the input size: a model that cannot take it fails here, clearly
     except Exception as exc:
         pre = model.preprocessing
-        first = " ".join(str(exc).split())[:300]
+        first = one_line(exc, 300)
         raise ModelError(
             f"model {model.spec!r} fails on a {pre.channels}x{pre.input_size[0]}x{pre.input_size[1]} input "
             f"({type(exc).__name__}: {first}); set its input size / channel order (e.g. --input-size H,W, or "

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
+from .catalog import unknown_layer_error
 from .files import read_text
 
 #: Spec prefixes that are not paths (a config's ``model`` is otherwise resolved against its folder).
@@ -94,8 +95,6 @@ def apply_settings(model, config: ModelConfig) -> None:
 
 def check_layer_names(model, config: ModelConfig) -> None:
     """Every layer the config names must exist; then ``pretty_replace`` is applied to the layer names."""
-    from ..probe import _unknown_layer_error
-
     names = set(model.layer_names())
     settings = config.settings
     named = {"prob_layer": [settings.get("prob_layer")], "pretty_names": list(settings.get("pretty_names", {})),
@@ -104,7 +103,7 @@ def check_layer_names(model, config: ModelConfig) -> None:
     for key, layers in named.items():
         for layer in layers:
             if layer is not None and layer not in names:
-                raise config.error(f"{key}: {_unknown_layer_error(layer, sorted(names))}")
+                raise config.error(f"{key}: {unknown_layer_error(layer, sorted(names))}")
     if config.pretty_replace:
         model.pretty_names = {**{name: pretty_name(name, config.pretty_replace) for name in names},
                               **settings.get("pretty_names", {})}

@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from ..errors import ModelError
+from ..errors import ModelError, one_line
 from .model import Model
 from .preprocessing import Preprocessing
 from .weights import load_weights
@@ -41,7 +41,7 @@ def _import(package: str, spec: str):
                          f"(pip install {package}); or use another model spec") from None
     except Exception as exc:  # installed but broken, e.g. built for another torch
         raise ModelError(f"model spec {spec!r} needs the {package} package, which fails to import: "
-                         f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
+                         f"{type(exc).__name__}: {one_line(exc, 200)}") from None
 
 
 def _preprocessing(size: tuple[int, int], channels: int, mean, std) -> Preprocessing:

@@ -5,15 +5,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 
+from .catalog import LayerInfo, list_layers
 from .preprocessing import Preprocessing
-
-if TYPE_CHECKING:
-    from ..probe import LayerInfo
 
 
 @dataclass
@@ -41,13 +39,16 @@ class Model:
     prob_layer: str | None = None
     store: str | None = None
     store_remap: dict[str, str] = field(default_factory=dict)
-    _catalog: list["LayerInfo"] | None = field(default=None, repr=False)
+    _catalog: list[LayerInfo] | None = field(default=None, repr=False)
 
     @property
     def device(self) -> torch.device:
-        for tensor in list(self.net.parameters()) + list(self.net.buffers()):
-            return tensor.device
-        return torch.device("cpu")
+        """The device of the network's first parameter (or buffer; cpu when it has neither). O(1): asked on every
+        input, so it looks at one tensor, not all of them."""
+        tensor = next(iter(self.net.parameters()), None)
+        if tensor is None:
+            tensor = next(iter(self.net.buffers()), None)
+        return tensor.device if tensor is not None else torch.device("cpu")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -63,11 +64,9 @@ class Model:
             return self.labels[index]
         return f"class {index}"
 
-    def layers(self) -> list["LayerInfo"]:
+    def layers(self) -> list[LayerInfo]:
         """The layer catalog (computed once, on the first call)."""
         if self._catalog is None:
-            from ..probe import list_layers
-
             self._catalog = list_layers(self)
         return self._catalog
 
@@ -89,6 +88,11 @@ class Model:
     def input(self, image, resize: str | None = None) -> torch.Tensor:
         """Any image (path, bytes, PIL, array; a tensor is taken as preprocessed) -> (1, C, H, W) input."""
         return model_input(self, image, resize)
+
+
+def as_model(model: Model | nn.Module) -> Model:
+    """``model`` itself, or a bare ``nn.Module`` wrapped in a :class:`Model` with default preprocessing."""
+    return model if isinstance(model, Model) else Model(net=model)
 
 
 def weights_hash(model: Model) -> str:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ModelError
+from ..errors import ModelError, one_line
 from .model import Model
 from .preprocessing import Preprocessing
 
@@ -38,7 +38,7 @@ def load_onnx(path: str | Path) -> Model:
         proto = onnx.load(str(path))
     except Exception as exc:
         raise ModelError(f"'{path}' is not a readable ONNX model ({type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())[:150]})") from None
+                         f"{one_line(exc, 150)})") from None
     if not proto.graph.node:
         raise ModelError(f"'{path}' is not an ONNX model with a graph (no nodes found)")
     net = OnnxGraph(proto, str(path))

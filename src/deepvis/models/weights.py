@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ModelError
+from ..errors import ModelError, one_line
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -30,7 +30,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = " ".join(str(exc).split())[:200]
+        first = one_line(exc, 200)
         raise ModelError(f"cannot read weights '{path}' (a state dict saved with torch.save is expected): {first}") \
             from None
     for key in ("state_dict", "model"):

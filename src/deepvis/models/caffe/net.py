@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ...errors import ModelError
+from ...errors import ModelError, one_line
 from .layers import LAYER_TYPES, PARAM_FIELDS, CaffeLayer
 from .message import Message
 from .schema import layer_type
@@ -167,7 +167,7 @@ def build_net(spec: NetSpec) -> tuple[CaffeNet, list[CaffeLayer]]:
                 out = layer.compute(*inputs)
             except (RuntimeError, ValueError, TypeError, IndexError) as exc:
                 raise layer_spec.error(f"cannot take inputs of shape {[tuple(v.shape) for v in inputs]}: "
-                                       f"{' '.join(str(exc).split())[:200]}") from None
+                                       f"{one_line(exc, 200)}") from None
             layers.append(layer)
             producer = foldable.get(layer_spec.bottoms[0]) if layer_spec.in_place else None
             if producer is not None:
