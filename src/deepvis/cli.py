@@ -124,8 +124,8 @@ def _cmd_find_max(args) -> int:
                      checkpoint_every=args.checkpoint_every, progress=not args.quiet)
     if os.environ.get("RANK", "0") == "0" and not args.quiet:
         manifest = store.read_manifest()
-        print(f"wrote {store.root}: top-{manifest['k']} of {manifest['images']} images for "
-              f"{len(manifest['layers'])} layers; {len(manifest['skipped'])} images skipped")
+        print(f"wrote {store.root}: top-{manifest.k} of {manifest.images} images for "
+              f"{len(manifest.layers)} layers; {len(manifest.skipped)} images skipped")
     return 0
 
 
@@ -135,9 +135,9 @@ def _cmd_crops(args) -> int:
 
     manifest = Store(args.store).read_manifest()
     if args.model is None:
-        args.model = manifest["model"]
+        args.model = manifest.model
     if args.input_size is None:
-        args.input_size = tuple(manifest["preprocessing"]["input_size"])
+        args.input_size = manifest.input_size
     model = _model(args)
     make_crops(model, args.store, layers=args.layers, kinds=tuple(args.kinds), channels=args.units, force=args.force,
                progress=not args.quiet)

@@ -24,10 +24,10 @@ from .models.model import Model
 from .probe import layer_info
 from .progress import Progress
 from .receptive_field import ReceptiveField, field_from_json
-from .store import Store, atomic_write_bytes
+from .store import CROP_KINDS, Store, atomic_write_bytes
 from .units import Unit
 
-KINDS = ("image", "deconv", "gradient", "guided")
+KINDS = CROP_KINDS
 
 
 def crop_box(array: np.ndarray, box: tuple[int, int, int, int], fill: float = 0.0) -> np.ndarray:
@@ -91,36 +91,35 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise DeepvisError(f"unknown kind {unknown[0]!r}: use any of {', '.join(KINDS)}")
-    layers = layers or list(manifest["layers"])
-    missing = [name for name in layers if name not in manifest["layers"]]
+    layers = layers or list(manifest.layers)
+    missing = [name for name in layers if name not in manifest.layers]
     if missing:
-        raise DeepvisError(f"layer '{missing[0]}' is not in the store (it has {', '.join(manifest['layers'])})")
-    if tuple(manifest["preprocessing"]["input_size"]) != tuple(model.preprocessing.input_size):
-        raise DeepvisError(f"the store was made at input size {manifest['preprocessing']['input_size']}, the model "
+        raise DeepvisError(f"layer '{missing[0]}' is not in the store (it has {', '.join(manifest.layers)})")
+    if manifest.input_size != tuple(model.preprocessing.input_size):
+        raise DeepvisError(f"the store was made at input size {list(manifest.input_size)}, the model "
                            f"now has {list(model.preprocessing.input_size)}: use the same --input-size")
-    root = Path(manifest["image_root"])
+    root = Path(manifest.image_root)
     files = [root / p for p in store.read_image_list()]
     inputs = _Inputs(model, files)
-    total = sum(len(channels or range(manifest["layers"][n]["channels"])) for n in layers)
+    total = sum(len(channels or range(manifest.layers[n].channels)) for n in layers)
     bar = Progress(total, "crops", unit="units", enabled=progress)
     for name in layers:
-        field = field_from_json(manifest["layers"][name].get("receptive_field"))
+        field = field_from_json(manifest.layers[name].receptive_field)
         top = store.read_topk(name)
-        count = manifest["layers"][name]["channels"]
+        count = manifest.layers[name].channels
         for channel in channels or range(count):
             if channel >= count:
                 raise DeepvisError(f"channel {channel} out of range for layer '{name}' ({count} channels)")
-            folder = store.unit_dir(name, channel)
-            if force or not all((folder / f"{kind}.jpg").exists() for kind in kinds):
-                _unit_crops(model, inputs, folder, name, channel, top, field, kinds)
+            if force or not all(store.unit_file(name, channel, kind).exists() for kind in kinds):
+                _unit_crops(model, inputs, store, name, channel, top, field, kinds)
             bar.update(1)
         for kind in kinds:
-            store.write_sprite(name, count, kind, tile_file=f"{kind}_00.jpg")
+            store.write_sprite(name, count, kind)
     bar.close()
     return store
 
 
-def _unit_crops(model, inputs: _Inputs, folder: Path, layer: str, channel: int, top: dict, field, kinds) -> None:
+def _unit_crops(model, inputs: _Inputs, store: Store, layer: str, channel: int, top: dict, field, kinds) -> None:
     ranks = [r for r in range(top["images"].shape[1]) if top["images"][channel, r] >= 0]
     if not ranks:
         return
@@ -148,5 +147,5 @@ def _unit_crops(model, inputs: _Inputs, folder: Path, layer: str, channel: int, 
             pictures[kind] = [render.back_image(crop_box(g, box), "raw") for g, box in zip(rgb, boxes)]
     for kind, images in pictures.items():
         for rank, image in zip(ranks, images):
-            atomic_write_bytes(folder / f"{kind}_{rank:02d}.jpg", _jpeg(image))
-        atomic_write_bytes(folder / f"{kind}.jpg", _jpeg(render.montage(_same_size(images), pad=2)))
+            atomic_write_bytes(store.unit_file(layer, channel, kind, rank), _jpeg(image))
+        atomic_write_bytes(store.unit_file(layer, channel, kind), _jpeg(render.montage(_same_size(images), pad=2)))
