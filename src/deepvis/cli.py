@@ -130,7 +130,7 @@ def _cmd_find_max(args) -> int:
 
 
 def _cmd_crops(args) -> int:
-    from .crops import make_crops
+    from .crops import default_kinds, make_crops
     from .store import Store
 
     manifest = Store(args.store).read_manifest()
@@ -139,10 +139,11 @@ def _cmd_crops(args) -> int:
     if args.input_size is None:
         args.input_size = manifest.input_size
     model = _model(args)
-    make_crops(model, args.store, layers=args.layers, kinds=tuple(args.kinds), channels=args.units, force=args.force,
+    kinds = tuple(args.kinds) if args.kinds else default_kinds(model)
+    make_crops(model, args.store, layers=args.layers, kinds=kinds, channels=args.units, force=args.force,
                progress=not args.quiet)
     if not args.quiet:
-        print(f"wrote crops ({', '.join(args.kinds)}) into {args.store}")
+        print(f"wrote crops ({', '.join(kinds)}) into {args.store}")
     return 0
 
 
@@ -399,7 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("crops", parents=[common], help="receptive-field crops and their backward images")
     p.add_argument("store", metavar="STORE")
     p.add_argument("--layers", nargs="+", metavar="L", help="layers (default: all in the store)")
-    p.add_argument("--kinds", nargs="+", default=["image", "deconv"], choices=["image", "deconv", "gradient", "guided"])
+    p.add_argument("--kinds", nargs="+", choices=["image", "deconv", "gradient", "guided"],
+                   help="pictures to make (default: image deconv for a network with max pooling, else image guided: "
+                        "deconv without max-pooling switches looks the same for every image)")
     p.add_argument("--units", metavar="FIRST-LAST", type=_channel_range, help="only these channels, e.g. 0-63")
     p.add_argument("--force", action="store_true", help="rewrite units already written")
     p.set_defaults(run=_cmd_crops)

@@ -4,6 +4,10 @@ For unit ``layer:channel`` and each of its k top images, the crop is the part of
 it) inside the unit's receptive field at the recorded position, padded black where the field leaves the image;
 its ``deconv`` / ``gradient`` / ``guided`` images start from a one-hot at that position. Montages of the k crops
 per kind, and a sprite of every channel's best crop per layer and kind (the toolbox's pattern mode), complete it.
+
+Zeiler & Fergus's deconv takes its image-specific information only from max-pooling switches, so in a network
+without max pooling every top image of a unit gets nearly the same deconv picture: there the default kinds are
+``image guided`` (see :func:`default_kinds`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
+from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from . import render
 from .backprop import backprop_batch
@@ -28,6 +35,49 @@ from .store import CROP_KINDS, Store, atomic_write_bytes
 from .units import Unit
 
 KINDS = CROP_KINDS
+_MAX_POOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+                     nn.AdaptiveMaxPool3d, nn.FractionalMaxPool2d, nn.FractionalMaxPool3d)
+_MAX_POOL_FUNCTIONS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.max_pool1d_with_indices, F.max_pool2d_with_indices,
+                       F.max_pool3d_with_indices, F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
+                       F.adaptive_max_pool1d_with_indices, F.adaptive_max_pool2d_with_indices,
+                       F.adaptive_max_pool3d_with_indices, F.fractional_max_pool2d, F.fractional_max_pool3d,
+                       torch.max_pool1d, torch.max_pool2d, torch.max_pool3d, torch.max_pool1d_with_indices,
+                       torch.adaptive_max_pool1d}
+
+
+class _MaxPoolSeen(TorchFunctionMode):
+    """Notes whether a forward pass calls a max-pooling function."""
+
+    seen = False
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _MAX_POOL_FUNCTIONS:
+            self.seen = True
+        return func(*args, **(kwargs or {}))
+
+
+def has_max_pooling(model: Model) -> bool:
+    """Whether the network max-pools anywhere: a max-pooling module, or a max-pooling function called in a forward
+    pass (Caffe imports and functional code)."""
+    names = {cls.__name__ for cls in _MAX_POOL_MODULES}
+    for module in model.net.modules():
+        if isinstance(module, _MAX_POOL_MODULES) or getattr(module, "original_name", None) in names:
+            return True
+    height, width = model.preprocessing.input_size
+    x = torch.zeros(1, model.preprocessing.channels, height, width, device=model.device)
+    watch = _MaxPoolSeen()
+    try:
+        with torch.no_grad(), watch:
+            model.net(x)
+    except Exception:  # a network that cannot run here: its modules said no max pooling
+        return False
+    return watch.seen
+
+
+def default_kinds(model: Model) -> tuple[str, ...]:
+    """``image deconv`` for a network with max pooling, else ``image guided``: without max-pooling switches,
+    deconv has no image-specific information and draws about the same picture for every top image."""
+    return ("image", "deconv") if has_max_pooling(model) else ("image", "guided")
 
 
 def crop_box(array: np.ndarray, box: tuple[int, int, int, int], fill: float = 0.0) -> np.ndarray:
@@ -82,12 +132,13 @@ class _Inputs:
 
 
 def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
-               kinds: tuple[str, ...] = ("image", "deconv"), channels: range | None = None,
+               kinds: tuple[str, ...] | None = None, channels: range | None = None,
                force: bool = False, progress: bool = True) -> Store:
     """Write crops, backward images, montages and sprites for the units of a find-max store (skipping units
-    already written unless ``force``)."""
+    already written unless ``force``). ``kinds``: any of :data:`KINDS`; by default :func:`default_kinds`."""
     store = Store(store)
     manifest = store.read_manifest()
+    kinds = tuple(kinds) if kinds is not None else default_kinds(model)
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise DeepvisError(f"unknown kind {unknown[0]!r}: use any of {', '.join(KINDS)}")
