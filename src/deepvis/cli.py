@@ -412,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "units into a picture (--unit UNIT -o OUT.png). Method 'paper' is Yosinski et al. 2015's "
                        "regularized optimization in 0-255 pixel space (Table 1 presets); 'modern' a Fourier-space, "
                        "colour-decorrelated image with random transformations.")
-    p.add_argument("--out", metavar="STORE", help="the store to write <layer>/<channel>/optimized.png into")
+    p.add_argument("--out", metavar="STORE", help="the store to write each unit's optimized images into")
     p.add_argument("--layers", nargs="+", metavar="L", help="layers to optimize (with --out)")
     p.add_argument("--units", metavar="FIRST-LAST", type=_channel_range, help="only these channels, e.g. 0-63")
     p.add_argument("--unit", nargs="+", type=_unit, metavar="UNIT", help="single units, e.g. classifier:285 (with -o)")
