@@ -41,7 +41,7 @@ def test_crops_of_a_small_store(tmp_path):
                progress=False)
     make_crops(model, store.root, layers=["classifier"], kinds=("image",), channels=range(285, 286), progress=False)
     top = store.read_topk("blocks.3")
-    field = field_from_json(store.read_manifest()["layers"]["blocks.3"]["receptive_field"])
+    field = field_from_json(store.read_manifest().layers["blocks.3"].receptive_field)
     files = store.read_image_list()
     for channel in range(3):
         unit = store.unit_dir("blocks.3", channel)

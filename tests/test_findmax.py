@@ -103,9 +103,9 @@ def test_equals_brute_force_for_any_batch_size(tmp_path, image_dir, small_model,
     for layer in LAYERS:
         assert_same_topk(store.read_topk(layer), brute_force[layer])
     manifest = store.read_manifest()
-    assert manifest["images"] >= 200 and manifest["skipped"] == [] and manifest["k"] == 9
-    assert manifest["layers"]["blocks.3"]["receptive_field"]["size"] == 35
-    assert manifest["layers"]["classifier"]["receptive_field"] is None
+    assert manifest.images >= 200 and manifest.skipped == [] and manifest.k == 9
+    assert manifest.layers["blocks.3"].receptive_field["size"] == 35
+    assert manifest.layers["classifier"].receptive_field is None
     assert store.read_topk("classifier")["y"].max() == -1
 
 
@@ -121,14 +121,14 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, image_dir, brute_for
                "--input-size", "112,112", "--batch-size", "4", "--checkpoint-every", "12", "-q"]
     process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
-    checkpoint = out / ".find-max-checkpoint-0-of-1.pt"
+    checkpoint = Store(out).checkpoint(0, 1)
     while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     time.sleep(0.3)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the scan ended before it could be killed"
-    assert checkpoint.exists() and not (out / "manifest.json").exists()
+    assert checkpoint.exists() and not Store(out).manifest_path.exists()
     done = torch.load(checkpoint, weights_only=True)["next"]
     assert 0 < done < 200
     rerun = _cli("find-max", str(image_dir), "--out", str(out), "--layers", *LAYERS, "--input-size", "112,112")
@@ -158,7 +158,7 @@ def test_two_torchrun_processes_equal_one(tmp_path, image_dir, brute_force):
     result = subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
     assert result.returncode == 0, result.stderr[-2000:]
     manifest = Store(out).read_manifest()
-    assert manifest["provenance"]["processes"] == 2
+    assert manifest.provenance["processes"] == 2
     for layer in LAYERS:
         assert_same_topk(Store(out).read_topk(layer), brute_force[layer])
 
@@ -180,7 +180,7 @@ def test_broken_files_are_skipped_and_listed(tmp_path, small_model):
     store = find_max(small_model, folder, tmp_path / "store", layers=["classifier"], k=2, workers=2, batch_size=3,
                      progress=False)  # decoding in worker processes, failures included
     manifest = store.read_manifest()
-    reasons = {entry["path"]: entry["reason"] for entry in manifest["skipped"]}
+    reasons = {entry.path: entry.reason for entry in manifest.skipped}
     assert set(reasons) >= {"notes.jpg", "truncated.jpg", "empty.png", "gone.jpg"}
     assert "not an image" in reasons["notes.jpg"] and "empty" in reasons["empty.png"]
     assert "not found" in reasons["gone.jpg"]
@@ -202,7 +202,7 @@ def test_refuses_to_overwrite_and_checks_settings(tmp_path, small_model):
         find_max(small_model, folder, out, layers=["classifier"], k=1, progress=False)
     assert find_max(small_model, folder, out, layers=["classifier"], k=1, resume=True, progress=False)
     find_max(small_model, folder, out, layers=["classifier"], k=2, force=True, progress=False)
-    assert Store(out).read_manifest()["k"] == 2
+    assert Store(out).read_manifest().k == 2
     with pytest.raises(deepvis.DeepvisError, match="neither a directory nor a list file"):
         find_max(small_model, tmp_path / "missing", tmp_path / "s2", progress=False)
     (tmp_path / "empty").mkdir()

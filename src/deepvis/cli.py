@@ -124,25 +124,26 @@ def _cmd_find_max(args) -> int:
                      checkpoint_every=args.checkpoint_every, progress=not args.quiet)
     if os.environ.get("RANK", "0") == "0" and not args.quiet:
         manifest = store.read_manifest()
-        print(f"wrote {store.root}: top-{manifest['k']} of {manifest['images']} images for "
-              f"{len(manifest['layers'])} layers; {len(manifest['skipped'])} images skipped")
+        print(f"wrote {store.root}: top-{manifest.k} of {manifest.images} images for "
+              f"{len(manifest.layers)} layers; {len(manifest.skipped)} images skipped")
     return 0
 
 
 def _cmd_crops(args) -> int:
-    from .crops import make_crops
+    from .crops import default_kinds, make_crops
     from .store import Store
 
     manifest = Store(args.store).read_manifest()
     if args.model is None:
-        args.model = manifest["model"]
+        args.model = manifest.model
     if args.input_size is None:
-        args.input_size = tuple(manifest["preprocessing"]["input_size"])
+        args.input_size = manifest.input_size
     model = _model(args)
-    make_crops(model, args.store, layers=args.layers, kinds=tuple(args.kinds), channels=args.units, force=args.force,
+    kinds = tuple(args.kinds) if args.kinds else default_kinds(model)
+    make_crops(model, args.store, layers=args.layers, kinds=kinds, channels=args.units, force=args.force,
                progress=not args.quiet)
     if not args.quiet:
-        print(f"wrote crops ({', '.join(args.kinds)}) into {args.store}")
+        print(f"wrote crops ({', '.join(kinds)}) into {args.store}")
     return 0
 
 
@@ -395,7 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("crops", parents=[common], help="receptive-field crops and their backward images")
     p.add_argument("store", metavar="STORE")
     p.add_argument("--layers", nargs="+", metavar="L", help="layers (default: all in the store)")
-    p.add_argument("--kinds", nargs="+", default=["image", "deconv"], choices=["image", "deconv", "gradient", "guided"])
+    p.add_argument("--kinds", nargs="+", choices=["image", "deconv", "gradient", "guided"],
+                   help="pictures to make (default: image deconv for a network with max pooling, else image guided: "
+                        "deconv without max-pooling switches looks the same for every image)")
     p.add_argument("--units", metavar="FIRST-LAST", type=_channel_range, help="only these channels, e.g. 0-63")
     p.add_argument("--force", action="store_true", help="rewrite units already written")
     p.set_defaults(run=_cmd_crops)
@@ -405,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "units into a picture (--unit UNIT -o OUT.png). Method 'paper' is Yosinski et al. 2015's "
                        "regularized optimization in 0-255 pixel space (Table 1 presets); 'modern' a Fourier-space, "
                        "colour-decorrelated image with random transformations.")
-    p.add_argument("--out", metavar="STORE", help="the store to write <layer>/<channel>/optimized.png into")
+    p.add_argument("--out", metavar="STORE", help="the store to write each unit's optimized images into")
     p.add_argument("--layers", nargs="+", metavar="L", help="layers to optimize (with --out)")
     p.add_argument("--units", metavar="FIRST-LAST", type=_channel_range, help="only these channels, e.g. 0-63")
     p.add_argument("--unit", nargs="+", type=_unit, metavar="UNIT", help="single units, e.g. classifier:285 (with -o)")

@@ -4,6 +4,10 @@ For unit ``layer:channel`` and each of its k top images, the crop is the part of
 it) inside the unit's receptive field at the recorded position, padded black where the field leaves the image;
 its ``deconv`` / ``gradient`` / ``guided`` images start from a one-hot at that position. Montages of the k crops
 per kind, and a sprite of every channel's best crop per layer and kind (the toolbox's pattern mode), complete it.
+
+Zeiler & Fergus's deconv takes its image-specific information only from max-pooling switches, so in a network
+without max pooling every top image of a unit gets nearly the same deconv picture: there the default kinds are
+``image guided`` (see :func:`default_kinds`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
+from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from . import render
 from .backprop import backprop_batch
@@ -24,10 +31,53 @@ from .models.model import Model
 from .probe import layer_info
 from .progress import Progress
 from .receptive_field import ReceptiveField, field_from_json
-from .store import Store, atomic_write_bytes
+from .store import CROP_KINDS, Store, atomic_write_bytes
 from .units import Unit
 
-KINDS = ("image", "deconv", "gradient", "guided")
+KINDS = CROP_KINDS
+_MAX_POOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+                     nn.AdaptiveMaxPool3d, nn.FractionalMaxPool2d, nn.FractionalMaxPool3d)
+_MAX_POOL_FUNCTIONS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.max_pool1d_with_indices, F.max_pool2d_with_indices,
+                       F.max_pool3d_with_indices, F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
+                       F.adaptive_max_pool1d_with_indices, F.adaptive_max_pool2d_with_indices,
+                       F.adaptive_max_pool3d_with_indices, F.fractional_max_pool2d, F.fractional_max_pool3d,
+                       torch.max_pool1d, torch.max_pool2d, torch.max_pool3d, torch.max_pool1d_with_indices,
+                       torch.adaptive_max_pool1d}
+
+
+class _MaxPoolSeen(TorchFunctionMode):
+    """Notes whether a forward pass calls a max-pooling function."""
+
+    seen = False
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _MAX_POOL_FUNCTIONS:
+            self.seen = True
+        return func(*args, **(kwargs or {}))
+
+
+def has_max_pooling(model: Model) -> bool:
+    """Whether the network max-pools anywhere: a max-pooling module, or a max-pooling function called in a forward
+    pass (Caffe imports and functional code)."""
+    names = {cls.__name__ for cls in _MAX_POOL_MODULES}
+    for module in model.net.modules():
+        if isinstance(module, _MAX_POOL_MODULES) or getattr(module, "original_name", None) in names:
+            return True
+    height, width = model.preprocessing.input_size
+    x = torch.zeros(1, model.preprocessing.channels, height, width, device=model.device)
+    watch = _MaxPoolSeen()
+    try:
+        with torch.no_grad(), watch:
+            model.net(x)
+    except Exception:  # a network that cannot run here: its modules said no max pooling
+        return False
+    return watch.seen
+
+
+def default_kinds(model: Model) -> tuple[str, ...]:
+    """``image deconv`` for a network with max pooling, else ``image guided``: without max-pooling switches,
+    deconv has no image-specific information and draws about the same picture for every top image."""
+    return ("image", "deconv") if has_max_pooling(model) else ("image", "guided")
 
 
 def crop_box(array: np.ndarray, box: tuple[int, int, int, int], fill: float = 0.0) -> np.ndarray:
@@ -82,45 +132,45 @@ class _Inputs:
 
 
 def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
-               kinds: tuple[str, ...] = ("image", "deconv"), channels: range | None = None,
+               kinds: tuple[str, ...] | None = None, channels: range | None = None,
                force: bool = False, progress: bool = True) -> Store:
     """Write crops, backward images, montages and sprites for the units of a find-max store (skipping units
-    already written unless ``force``)."""
+    already written unless ``force``). ``kinds``: any of :data:`KINDS`; by default :func:`default_kinds`."""
     store = Store(store)
     manifest = store.read_manifest()
+    kinds = tuple(kinds) if kinds is not None else default_kinds(model)
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise DeepvisError(f"unknown kind {unknown[0]!r}: use any of {', '.join(KINDS)}")
-    layers = layers or list(manifest["layers"])
-    missing = [name for name in layers if name not in manifest["layers"]]
+    layers = layers or list(manifest.layers)
+    missing = [name for name in layers if name not in manifest.layers]
     if missing:
-        raise DeepvisError(f"layer '{missing[0]}' is not in the store (it has {', '.join(manifest['layers'])})")
-    if tuple(manifest["preprocessing"]["input_size"]) != tuple(model.preprocessing.input_size):
-        raise DeepvisError(f"the store was made at input size {manifest['preprocessing']['input_size']}, the model "
+        raise DeepvisError(f"layer '{missing[0]}' is not in the store (it has {', '.join(manifest.layers)})")
+    if manifest.input_size != tuple(model.preprocessing.input_size):
+        raise DeepvisError(f"the store was made at input size {list(manifest.input_size)}, the model "
                            f"now has {list(model.preprocessing.input_size)}: use the same --input-size")
-    root = Path(manifest["image_root"])
+    root = Path(manifest.image_root)
     files = [root / p for p in store.read_image_list()]
     inputs = _Inputs(model, files)
-    total = sum(len(channels or range(manifest["layers"][n]["channels"])) for n in layers)
+    total = sum(len(channels or range(manifest.layers[n].channels)) for n in layers)
     bar = Progress(total, "crops", unit="units", enabled=progress)
     for name in layers:
-        field = field_from_json(manifest["layers"][name].get("receptive_field"))
+        field = field_from_json(manifest.layers[name].receptive_field)
         top = store.read_topk(name)
-        count = manifest["layers"][name]["channels"]
+        count = manifest.layers[name].channels
         for channel in channels or range(count):
             if channel >= count:
                 raise DeepvisError(f"channel {channel} out of range for layer '{name}' ({count} channels)")
-            folder = store.unit_dir(name, channel)
-            if force or not all((folder / f"{kind}.jpg").exists() for kind in kinds):
-                _unit_crops(model, inputs, folder, name, channel, top, field, kinds)
+            if force or not all(store.unit_file(name, channel, kind).exists() for kind in kinds):
+                _unit_crops(model, inputs, store, name, channel, top, field, kinds)
             bar.update(1)
         for kind in kinds:
-            store.write_sprite(name, count, kind, tile_file=f"{kind}_00.jpg")
+            store.write_sprite(name, count, kind)
     bar.close()
     return store
 
 
-def _unit_crops(model, inputs: _Inputs, folder: Path, layer: str, channel: int, top: dict, field, kinds) -> None:
+def _unit_crops(model, inputs: _Inputs, store: Store, layer: str, channel: int, top: dict, field, kinds) -> None:
     ranks = [r for r in range(top["images"].shape[1]) if top["images"][channel, r] >= 0]
     if not ranks:
         return
@@ -142,5 +192,5 @@ def _unit_crops(model, inputs: _Inputs, folder: Path, layer: str, channel: int, 
             pictures[kind] = [render.back_image(crop_box(g, box), "raw") for g, box in zip(rgb, boxes)]
     for kind, images in pictures.items():
         for rank, image in zip(ranks, images):
-            atomic_write_bytes(folder / f"{kind}_{rank:02d}.jpg", _jpeg(image))
-        atomic_write_bytes(folder / f"{kind}.jpg", _jpeg(render.montage(_same_size(images), pad=2)))
+            atomic_write_bytes(store.unit_file(layer, channel, kind, rank), _jpeg(image))
+        atomic_write_bytes(store.unit_file(layer, channel, kind), _jpeg(render.montage(_same_size(images), pad=2)))

@@ -22,7 +22,7 @@ from .images import IMAGE_EXTENSIONS, find_images, load_image
 from .models.model import Model, weights_hash
 from .probe import Probe, layer_info
 from .progress import Progress
-from .store import Store, atomic_write_bytes
+from .store import LayerRecord, Manifest, SkippedImage, Store, atomic_write_bytes
 from .topk import TopK
 
 
@@ -85,9 +85,9 @@ def find_max(model: Model, images: str | Path, out: str | Path, layers: list[str
     rank, world, started = _distributed(device)
     config = {"model": model.spec, "weights": weights_hash(model), "layers": layers, "k": k,
               "images": hashlib.sha256("\n".join(map(str, files)).encode()).hexdigest()[:16], "world": world}
-    checkpoint = store.root / f".find-max-checkpoint-{rank}-of-{world}.pt"
+    checkpoint = store.checkpoint(rank, world)
     if store.exists() and not force:
-        if resume and store.read_manifest().get("config") == config:
+        if resume and store.read_manifest().config == config:
             return store  # already complete: nothing to redo
         raise DeepvisError(f"'{store.root}' already holds a store: choose another --out, or --force to replace it")
     if checkpoint.exists() and force:
@@ -200,19 +200,19 @@ def _write_results(store: Store, model: Model, root: Path, files: list[Path], la
         except ValueError:
             relative.append(str(path))
     store.write_image_list(relative)
-    store.write_manifest({
-        "model": model.spec,
-        "weights_sha256": config["weights"],
-        "preprocessing": model.preprocessing.to_json(),
-        "image_root": str(root),
-        "images": len(files),
-        "k": k,
-        "layers": {name: {"channels": infos[name].channels, "shape": list(infos[name].shape),
-                          "receptive_field": fields[name].to_json() if fields[name] else None} for name in layers},
-        "skipped": [{"index": int(i), "path": relative[int(i)], "reason": reason} for i, reason in sorted(skipped)],
-        "config": config,
-        "provenance": {"command": sys.argv, "deepvis": __version__, "torch": torch.__version__,
-                       "batch_size": batch_size, "processes": world,
-                       "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started_at)),
-                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S")},
-    })
+    store.write_manifest(Manifest(
+        model=model.spec,
+        weights_sha256=config["weights"],
+        preprocessing=model.preprocessing.to_json(),
+        image_root=str(root),
+        images=len(files),
+        k=k,
+        layers={name: LayerRecord(infos[name].channels, list(infos[name].shape),
+                                  fields[name].to_json() if fields[name] else None) for name in layers},
+        skipped=[SkippedImage(int(i), relative[int(i)], reason) for i, reason in sorted(skipped)],
+        config=config,
+        provenance={"command": sys.argv, "deepvis": __version__, "torch": torch.__version__,
+                    "batch_size": batch_size, "processes": world,
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started_at)),
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")},
+    ))

@@ -14,7 +14,6 @@ from .models.catalog import (OUTPUT, LayerInfo, default_layers, layer_info, not_
                              unknown_layer_error)
 from .models.model import Model, as_model
 
-_as_model = as_model  # the name backprop and receptive_field import
 
 __all__ = ["OUTPUT", "LayerInfo", "Probe", "activations", "default_layers", "layer_info", "list_layers"]
 

@@ -1,11 +1,19 @@
-"""The on-disk store of per-unit results; the one module that knows its layout. Every write is atomic.
+"""The on-disk store of per-unit results; the one module that knows its layout (no other module, and no JavaScript,
+spells a store file name: the server hands the browser URLs from :meth:`Store.url`). Every write is atomic.
 
 ```
-STORE/manifest.json                 format, model, preprocessing, image source, k, layers, skipped images, provenance
-STORE/images.txt                    image index -> path relative to the image root
-STORE/<layer>/topk.npz              values, images, y, x: (C, k) arrays, rank 0 = highest
-STORE/<layer>/<channel:04d>/...     crops, backward images, montages, optimized images
+STORE/manifest.json                          Manifest: format, model, preprocessing, image source, k, layers, ...
+STORE/images.txt                             image index -> path relative to the image root
+STORE/.find-max-checkpoint-R-of-W.pt         an interrupted scan's progress, per process
+STORE/<layer>/topk.npz                       values, images, y, x: (C, k) arrays, rank 0 = highest
+STORE/<layer>/<channel:04d>/<kind>_<rank:02d>.jpg   crop (kind image) or backward image (deconv, gradient, guided)
+STORE/<layer>/<channel:04d>/<kind>.jpg       montage of the k pictures of one kind
+STORE/<layer>/<channel:04d>/optimized.png    best optimized image (+ optimized_input.png, optimized_NN.png copies,
+                                             optimized.json: the record, written last)
+STORE/<layer>/sprite_<kind>.jpg              every channel of one kind in a square grid (pattern mode)
 ```
+``<layer>`` is the layer name with every character outside ``[A-Za-z0-9._-]`` percent-encoded. Readers also accept
+the original toolbox's ``unit_jpg_vis`` layout (``max_im/``, ``max_deconv/``, ``regularized_opt/``).
 """
 
 from __future__ import annotations
@@ -16,7 +24,9 @@ import math
 import os
 import string
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 from PIL import Image
@@ -26,6 +36,10 @@ from .errors import DeepvisError
 FORMAT_VERSION = 1
 #: Side of one channel's cell in a layer sprite, pixels.
 SPRITE_TILE = 64
+#: Per-unit pictures made from a unit's top-k images: the receptive-field crop and its backward images.
+CROP_KINDS = ("image", "deconv", "gradient", "guided")
+#: Kinds of layer sprites: the optimized images, and the best (rank 0) picture of each crop kind.
+SPRITE_KINDS = ("optimized",) + CROP_KINDS
 _SAFE = set(string.ascii_letters + string.digits + "._-")
 
 
@@ -53,12 +67,104 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
-#: Per-unit pictures, by kind: (file in a unit's folder, file pattern of the original toolbox's unit_jpg_vis
-#: layout relative to the store root, with {layer} and {channel}).
+# ---------------------------------------------------------------------------------------------------- manifest
+@dataclass
+class LayerRecord:
+    """One scanned layer: its channel count, output shape (C, H, W) or (C,), and receptive field (JSON, None for
+    fully connected layers)."""
+
+    channels: int
+    shape: list[int]
+    receptive_field: dict | None = None
+
+    def to_json(self) -> dict:
+        return {"channels": self.channels, "shape": list(self.shape), "receptive_field": self.receptive_field}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "LayerRecord":
+        return cls(int(data["channels"]), [int(v) for v in data["shape"]], data.get("receptive_field"))
+
+
+@dataclass
+class SkippedImage:
+    """An image the scan could not read: its index in ``images.txt``, its path there, and why."""
+
+    index: int
+    path: str
+    reason: str
+
+    def to_json(self) -> dict:
+        return {"index": self.index, "path": self.path, "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "SkippedImage":
+        return cls(int(data["index"]), str(data["path"]), str(data["reason"]))
+
+
+@dataclass
+class Manifest:
+    """What a find-max scan was made from: ``manifest.json`` (``format`` is checked when read).
+
+    ``model`` the model spec, ``weights_sha256`` its weights' hash, ``preprocessing`` its JSON, ``image_root`` the
+    folder ``images.txt`` is relative to, ``images`` how many, ``k`` images per unit, ``layers`` by name,
+    ``skipped`` unreadable images, ``config`` the settings a resumed scan must match, ``provenance`` how it was run.
+    """
+
+    model: str
+    weights_sha256: str
+    preprocessing: dict
+    image_root: str
+    images: int
+    k: int
+    layers: dict[str, LayerRecord]
+    skipped: list[SkippedImage] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+    format: int = FORMAT_VERSION
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """The model input size (height, width) the store was made at."""
+        return tuple(self.preprocessing["input_size"])
+
+    def to_json(self) -> dict:
+        return {"format": self.format, "model": self.model, "weights_sha256": self.weights_sha256,
+                "preprocessing": self.preprocessing, "image_root": self.image_root, "images": self.images,
+                "k": self.k, "layers": {name: layer.to_json() for name, layer in self.layers.items()},
+                "skipped": [s.to_json() for s in self.skipped], "config": self.config, "provenance": self.provenance}
+
+    @classmethod
+    def from_json(cls, data: dict, source: str = "the manifest") -> "Manifest":
+        """Read a manifest's JSON; a format newer than this deepvis reads, or a missing field, is a DeepvisError."""
+        if not isinstance(data, dict):
+            raise DeepvisError(f"{source} is not a deepvis manifest (not a JSON object)")
+        version = data.get("format", 1)
+        if not isinstance(version, int) or version < 1:
+            raise DeepvisError(f"{source} has an unknown format {version!r}")
+        if version > FORMAT_VERSION:
+            raise DeepvisError(f"{source} was written in store format {version} by a newer deepvis; this one reads "
+                               f"format {FORMAT_VERSION} and older: upgrade deepvis (pip install -U deepvis)")
+        try:
+            return cls(model=data["model"], weights_sha256=data["weights_sha256"],
+                       preprocessing=data["preprocessing"], image_root=data["image_root"], images=int(data["images"]),
+                       k=int(data["k"]),
+                       layers={name: LayerRecord.from_json(v) for name, v in data["layers"].items()},
+                       skipped=[SkippedImage.from_json(s) for s in data.get("skipped", [])],
+                       config=data.get("config", {}), provenance=data.get("provenance", {}), format=version)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DeepvisError(f"{source} is damaged ({type(exc).__name__}: {exc}): make the store again with "
+                               "deepvis find-max") from None
+
+
+# ---------------------------------------------------------------------------------------------------- the store
+#: The pictures a unit's pane shows, by caption: (the kind in this layout, the file of the original toolbox's
+#: unit_jpg_vis layout relative to the store root, with {layer} and {channel}, or None).
 UNIT_PICTURES = {
-    "optimized": ("optimized.png", "regularized_opt/{layer}/{layer}_{channel:04d}_montage.jpg"),
-    "images": ("image.jpg", "max_im/{layer}/{layer}_{channel:04d}.jpg"),
-    "deconv": ("deconv.jpg", "max_deconv/{layer}/{layer}_{channel:04d}.jpg"),
+    "optimized": ("optimized", "regularized_opt/{layer}/{layer}_{channel:04d}_montage.jpg"),
+    "images": ("image", "max_im/{layer}/{layer}_{channel:04d}.jpg"),
+    "deconv": ("deconv", "max_deconv/{layer}/{layer}_{channel:04d}.jpg"),
+    "guided": ("guided", None),
+    "gradient": ("gradient", None),
 }
 
 
@@ -76,36 +182,98 @@ class Store:
     def unit_dir(self, layer: str, channel: int) -> Path:
         return self.layer_dir(layer) / f"{channel:04d}"
 
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def image_list_path(self) -> Path:
+        return self.root / "images.txt"
+
+    def topk_path(self, layer: str) -> Path:
+        return self.layer_dir(layer) / "topk.npz"
+
+    def checkpoint(self, rank: int, world: int) -> Path:
+        """Where process ``rank`` of ``world`` keeps an interrupted find-max scan's progress."""
+        return self.root / f".find-max-checkpoint-{rank}-of-{world}.pt"
+
+    def unit_file(self, layer: str, channel: int, kind: str, rank: int | None = None) -> Path:
+        """A unit's picture of ``kind`` (one of :data:`CROP_KINDS`) for its ``rank``-th top image, or the montage of
+        all of them when ``rank`` is None."""
+        if kind not in CROP_KINDS:
+            raise DeepvisError(f"unknown kind {kind!r}: use any of {', '.join(CROP_KINDS)}")
+        return self.unit_dir(layer, channel) / (f"{kind}.jpg" if rank is None else f"{kind}_{rank:02d}.jpg")
+
+    def optimized_file(self, layer: str, channel: int, which: str | int = "best") -> Path:
+        """A unit's optimization result: ``"best"`` image (displayed), ``"input"`` (what the network saw),
+        copy ``n`` (1, 2, ...), or ``"record"`` (the JSON of settings and per-iteration results)."""
+        names = {"best": "optimized.png", "input": "optimized_input.png", "record": "optimized.json"}
+        if isinstance(which, int) and which >= 1:
+            name = f"optimized_{which:02d}.png"
+        elif which in names:
+            name = names[which]
+        else:
+            raise ValueError(f"which optimized file: 'best', 'input', 'record' or a copy number >= 1, not {which!r}")
+        return self.unit_dir(layer, channel) / name
+
+    def sprite_path(self, layer: str, kind: str) -> Path:
+        """Where the layer's sprite of ``kind`` (one of :data:`SPRITE_KINDS`) is written."""
+        if kind not in SPRITE_KINDS:
+            raise DeepvisError(f"unknown sprite kind {kind!r}: use any of {', '.join(SPRITE_KINDS)}")
+        return self.layer_dir(layer) / f"sprite_{kind}.jpg"
+
+    def _original(self, pattern: str, layer: str, channel: int = 0) -> Path:
+        return self.root / pattern.format(layer=layer_dirname(layer), channel=channel)
+
+    def url(self, path: str | Path) -> str:
+        """The URL path of a file in the store, relative to the store root, percent-encoded once (the server
+        serves the store under a prefix and decodes it once: the result names the file exactly)."""
+        return quote(Path(path).relative_to(self.root).as_posix(), safe="/")
+
+    # ------------------------------------------------------------ what exists, for viewers
     def unit_pictures(self, layer: str, channel: int) -> dict[str, Path]:
-        """The per-unit pictures that exist for a unit, by kind (``optimized``, ``images``, ``deconv``), in this
-        project's layout or, failing that, the original toolbox's."""
+        """The per-unit pictures that exist for a unit, by caption (``optimized``, ``images``, ``deconv``,
+        ``guided``, ``gradient``), in this project's layout or, failing that, the original toolbox's."""
         found = {}
-        for kind, (name, original) in UNIT_PICTURES.items():
-            for path in (self.unit_dir(layer, channel) / name,
-                         self.root / original.format(layer=layer_dirname(layer), channel=channel)):
-                if path.is_file():
-                    found[kind] = path
+        for caption, (kind, original) in UNIT_PICTURES.items():
+            mine = self.optimized_file(layer, channel) if kind == "optimized" else self.unit_file(layer, channel, kind)
+            for path in (mine, self._original(original, layer, channel) if original else None):
+                if path is not None and path.is_file():
+                    found[caption] = path
                     break
+        return found
+
+    def sprites(self, layer: str) -> dict[str, Path]:
+        """The layer's sprites that exist, by kind; the original toolbox's ``regularized_opt/<layer>/whole_layer.jpg``
+        counts as ``optimized`` when there is no other."""
+        found = {kind: self.sprite_path(layer, kind) for kind in SPRITE_KINDS if self.sprite_path(layer, kind).is_file()}
+        original = self._original("regularized_opt/{layer}/whole_layer.jpg", layer)
+        if "optimized" not in found and original.is_file():
+            found = {"optimized": original, **found}
         return found
 
     def sprite(self, layer: str, kinds: tuple[str, ...] = ("optimized", "image")) -> Path | None:
         """The layer's sprite for pattern mode: the first of ``kinds`` that exists, else the original toolbox's
         ``regularized_opt/<layer>/whole_layer.jpg``."""
         for kind in kinds:
-            path = self.layer_dir(layer) / f"sprite_{kind}.jpg"
+            path = self.sprite_path(layer, kind)
             if path.is_file():
                 return path
-        original = self.root / "regularized_opt" / layer_dirname(layer) / "whole_layer.jpg"
+        original = self._original("regularized_opt/{layer}/whole_layer.jpg", layer)
         return original if original.is_file() else None
 
-    def write_sprite(self, layer: str, count: int, kind: str, tile_file: str) -> Path | None:
-        """Every channel's ``tile_file`` in a square grid (row-major, no spacing) as ``sprite_<kind>.jpg``, the
-        picture of a whole layer in pattern mode; channels without the file stay black. None if no channel has it."""
+    # ------------------------------------------------------------ writing pictures
+    def write_sprite(self, layer: str, count: int, kind: str) -> Path | None:
+        """Every channel's picture of ``kind`` (the best optimized image, or the rank-0 crop kind) in a square grid
+        (row-major, no spacing), the picture of a whole layer in pattern mode; channels without one stay black.
+        None if no channel has one."""
+        target = self.sprite_path(layer, kind)
         side = math.ceil(math.sqrt(count))
         sprite = Image.new("RGB", (side * SPRITE_TILE, side * SPRITE_TILE))
         found = False
         for channel in range(count):
-            path = self.unit_dir(layer, channel) / tile_file
+            path = (self.optimized_file(layer, channel) if kind == "optimized"
+                    else self.unit_file(layer, channel, kind, rank=0))
             if path.exists():
                 with Image.open(path) as tile:
                     tile = tile.convert("RGB").resize((SPRITE_TILE, SPRITE_TILE), Image.BILINEAR)
@@ -116,49 +284,69 @@ class Store:
             return None
         buffer = io.BytesIO()
         sprite.save(buffer, format="JPEG", quality=90)
-        target = self.layer_dir(layer) / f"sprite_{kind}.jpg"
         atomic_write_bytes(target, buffer.getvalue())
         return target
 
-    # ------------------------------------------------------------ manifest and image list
-    @property
-    def manifest_path(self) -> Path:
-        return self.root / "manifest.json"
+    def write_optimized(self, layer: str, channel: int, best: bytes, record: dict, input_image: bytes | None = None,
+                        copies: list[bytes] = ()) -> Path:
+        """Write a unit's optimization result (PNG bytes): the best image, what the network saw (when it differs),
+        further copies, and the JSON ``record``. The old record goes first and the new one is written last, so a
+        unit counts as done (:meth:`read_optimized_record`) only once all its pictures are new. Returns the best
+        image's path."""
+        self.optimized_file(layer, channel, "record").unlink(missing_ok=True)
+        pictures = {self.optimized_file(layer, channel): best}
+        if input_image is not None:
+            pictures[self.optimized_file(layer, channel, "input")] = input_image
+        pictures.update({self.optimized_file(layer, channel, n): data for n, data in enumerate(copies, start=1)})
+        for path, data in pictures.items():
+            atomic_write_bytes(path, data)
+        for stale in self.unit_dir(layer, channel).glob("optimized_*.png"):
+            if stale not in pictures:
+                stale.unlink()
+        atomic_write_bytes(self.optimized_file(layer, channel, "record"), json.dumps(record, indent=1).encode("utf-8"))
+        return self.optimized_file(layer, channel)
 
+    def read_optimized_record(self, layer: str, channel: int) -> dict | None:
+        """A unit's optimization record, or None when it has none (not done, or an unreadable record)."""
+        try:
+            return json.loads(self.optimized_file(layer, channel, "record").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    # ------------------------------------------------------------ manifest and image list
     def exists(self) -> bool:
         return self.manifest_path.is_file()
 
-    def read_manifest(self) -> dict:
+    def read_manifest(self) -> Manifest:
         try:
-            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise DeepvisError(f"'{self.root}' is not a deepvis store (no manifest.json): "
                                "make one with deepvis find-max IMAGES --out STORE") from None
         except (OSError, ValueError) as exc:
             raise DeepvisError(f"cannot read '{self.manifest_path}': {exc}") from None
+        return Manifest.from_json(data, f"'{self.manifest_path}'")
 
-    def write_manifest(self, manifest: dict) -> None:
-        manifest = {"format": FORMAT_VERSION, **manifest}
-        atomic_write_bytes(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=False).encode("utf-8"))
+    def write_manifest(self, manifest: Manifest) -> None:
+        atomic_write_bytes(self.manifest_path, json.dumps(manifest.to_json(), indent=2).encode("utf-8"))
 
     def write_image_list(self, relative_paths: list[str]) -> None:
-        atomic_write_bytes(self.root / "images.txt", "".join(f"{p}\n" for p in relative_paths).encode("utf-8"))
+        atomic_write_bytes(self.image_list_path, "".join(f"{p}\n" for p in relative_paths).encode("utf-8"))
 
     def read_image_list(self) -> list[str]:
-        path = self.root / "images.txt"
-        if not path.is_file():
+        if not self.image_list_path.is_file():
             raise DeepvisError(f"'{self.root}' has no images.txt")
-        return path.read_text(encoding="utf-8").splitlines()
+        return self.image_list_path.read_text(encoding="utf-8").splitlines()
 
     # ------------------------------------------------------------ top-k
     def write_topk(self, layer: str, values, images, ys, xs) -> None:
         buffer = io.BytesIO()
         np.savez(buffer, values=np.asarray(values, np.float32), images=np.asarray(images, np.int64),
                  y=np.asarray(ys, np.int64), x=np.asarray(xs, np.int64))
-        atomic_write_bytes(self.layer_dir(layer) / "topk.npz", buffer.getvalue())
+        atomic_write_bytes(self.topk_path(layer), buffer.getvalue())
 
     def read_topk(self, layer: str) -> dict[str, np.ndarray]:
-        path = self.layer_dir(layer) / "topk.npz"
+        path = self.topk_path(layer)
         if not path.is_file():
             raise DeepvisError(f"the store '{self.root}' has no top-k for layer '{layer}': "
                                f"run deepvis find-max IMAGES --out {self.root} --layers {layer}")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..render import png_bytes
-from ..store import atomic_write_bytes
+from ..store import Store
 from .objectives import Target
 
 
@@ -40,21 +39,11 @@ class OptimizeResult:
     def to_json(self) -> dict:
         return {"target": self.target.to_json(), "method": self.method, "params": self.params, "record": self.record}
 
-    def save(self, folder: str | Path, info: dict | None = None) -> Path:
-        """Write ``optimized.png`` (best image, displayed), ``optimized_input.png`` (what the network saw, when it
-        differs), ``optimized_NN.png`` (further copies) and ``optimized.json`` into ``folder``. The old JSON goes
-        first and the new one is written last, so a unit counts as done only once all its pictures are new."""
-        folder = Path(folder)
-        (folder / "optimized.json").unlink(missing_ok=True)
-        pictures = {"optimized.png": self.image}
-        if self.input_image is not self.image:
-            pictures["optimized_input.png"] = self.input_image
-        pictures.update({f"optimized_{n:02d}.png": image for n, image in enumerate(self.extra_images, start=1)})
-        for name, image in pictures.items():
-            atomic_write_bytes(folder / name, png_bytes(image))
-        for stale in folder.glob("optimized_*.png"):
-            if stale.name not in pictures:
-                stale.unlink()
-        data = {**(info or {}), **self.to_json()}
-        atomic_write_bytes(folder / "optimized.json", json.dumps(data, indent=1).encode("utf-8"))
-        return folder / "optimized.png"
+    def save(self, store: Store | str | Path, layer: str, channel: int, info: dict | None = None) -> Path:
+        """Write this result as unit ``layer:channel`` of ``store``: the best image (displayed), what the network
+        saw (when it differs), further copies, and the record (``info`` plus :meth:`to_json`), the record last
+        (:meth:`Store.write_optimized`). Returns the best image's path."""
+        store = store if isinstance(store, Store) else Store(store)
+        input_image = None if self.input_image is self.image else png_bytes(self.input_image)
+        return store.write_optimized(layer, channel, png_bytes(self.image), {**(info or {}), **self.to_json()},
+                                     input_image=input_image, copies=[png_bytes(i) for i in self.extra_images])

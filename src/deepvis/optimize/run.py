@@ -4,7 +4,6 @@ toolbox's pattern mode."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,6 @@ from .paper import optimize_paper
 from .presets import PaperParams
 from .result import OptimizeResult
 
-DONE_FILE = "optimized.json"
 #: Sprites are rebuilt from all of a layer's pictures: at most this often while a run goes on, and at its end.
 SPRITE_EVERY_SECONDS = 60.0
 
@@ -29,10 +27,10 @@ SPRITE_EVERY_SECONDS = 60.0
 def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], params: PaperParams | ModernParams,
                       channels: Sequence[int] | None = None, objective: str = "unit", batch_size: int = 16,
                       force: bool = False, progress: bool = True) -> Store:
-    """Optimize every unit (or ``channels``) of ``layers`` and write ``<layer>/<channel>/optimized.png`` and
-    ``optimized.json`` plus ``<layer>/sprite_optimized.jpg`` into the store ``out``.
+    """Optimize every unit (or ``channels``) of ``layers`` and write each unit's optimized images and record, plus
+    each layer's ``optimized`` sprite, into the store ``out`` (:meth:`Store.write_optimized`).
 
-    Units whose ``optimized.json`` records the same model, method, settings and objective are skipped; units made
+    Units whose record has the same model, method, settings and objective are skipped; units made
     with other settings are an error unless ``force`` (which redoes every unit asked for). ``batch_size`` units are
     optimized together (one image each; results do not depend on the batch).
     """
@@ -79,7 +77,7 @@ def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], para
             bar.update(len(batch) * (steps - stepped[0]))  # units that stopped early (grad 0) finish here
             seconds = time.perf_counter() - began
             for (layer, channel), result in zip(batch, results):
-                result.save(store.unit_dir(layer, channel),
+                result.save(store, layer, channel,
                             {**provenance, "seconds_per_batch": round(seconds, 3), "batch_size": len(batch),
                              "iterations": steps})
             if time.monotonic() - last_sprite > SPRITE_EVERY_SECONDS:
@@ -88,7 +86,7 @@ def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], para
     except KeyboardInterrupt:
         bar.close()
         _write_sprites(store, counts)
-        saved = sum((store.unit_dir(layer, c) / DONE_FILE).is_file() for layer, c in asked)
+        saved = sum(store.read_optimized_record(layer, c) is not None for layer, c in asked)
         print(f"optimize: interrupted; {saved} of {len(asked)} units are saved, rerun the same command to "
               "continue", file=sys.stderr)
         raise
@@ -106,7 +104,7 @@ def optimize_targets(model: Model, targets: Sequence[Target], params: PaperParam
 
 def _write_sprites(store: Store, counts: dict[str, int]) -> None:
     for layer, count in counts.items():
-        store.write_sprite(layer, count, "optimized", tile_file="optimized.png")
+        store.write_sprite(layer, count, "optimized")
 
 
 def _same_settings(saved: dict, provenance: dict) -> str | None:
@@ -121,14 +119,9 @@ def _not_done(store: Store, asked: list[tuple[str, int]], provenance: dict) -> l
     """The units still to do; an error when some were done with other settings (a mixed store misleads)."""
     todo, clash = [], None
     for layer, channel in asked:
-        path = store.unit_dir(layer, channel) / DONE_FILE
-        if not path.is_file():
+        saved = store.read_optimized_record(layer, channel)
+        if saved is None:  # not done, or an unreadable record: do it
             todo.append((layer, channel))
-            continue
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            todo.append((layer, channel))  # unreadable: redo it
             continue
         difference = _same_settings(saved, provenance)
         if difference and clash is None:
@@ -144,11 +137,11 @@ def _check_store_model(store: Store, provenance: dict) -> None:
     if not store.exists():
         return
     manifest = store.read_manifest()
-    size = manifest.get("preprocessing", {}).get("input_size")
-    if size is not None and list(size) != provenance["input_size"]:
+    size = list(manifest.input_size)
+    if size != provenance["input_size"]:
         raise DeepvisError(f"the store '{store.root}' was made at input size {size}, the model now has "
                            f"{provenance['input_size']}: use the same --input-size or another --out")
-    weights = manifest.get("config", {}).get("weights")
-    if weights is not None and weights != provenance["weights"]:
-        raise DeepvisError(f"the store '{store.root}' was made by another model ({manifest.get('model')!r}, "
+    weights = manifest.config.get("weights", manifest.weights_sha256)
+    if weights != provenance["weights"]:
+        raise DeepvisError(f"the store '{store.root}' was made by another model ({manifest.model!r}, "
                            f"weights {weights}); optimize into another --out")

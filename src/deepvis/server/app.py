@@ -17,7 +17,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..errors import DeepvisError, InputNotFound, one_line
 from .panes import ViewRequest
-from .session import Toolbox
+from .session import STORE_URL, Toolbox
 
 STATIC_ROOT = Path(str(resources.files("deepvis.server").joinpath("static")))
 #: Largest view request body (a small JSON object).
@@ -120,6 +120,9 @@ def create_app(toolbox: Toolbox) -> Starlette:
             return _error(f"channel must be a non-negative integer, got {channel!r}")
         return JSONResponse(toolbox.unit_images(layer, int(channel)))
 
+    async def layer(request: Request) -> Response:
+        return JSONResponse(toolbox.layer_sprites(request.query_params.get("layer", "")))
+
     async def store_file(request: Request) -> Response:
         if toolbox.store is None:
             return _error("no store: start the server with --store STORE", 404)
@@ -150,7 +153,8 @@ def create_app(toolbox: Toolbox) -> Starlette:
         Route("/api/inputs/{input}/image.png", input_image),
         Route("/api/view", view, methods=["POST"]),
         Route("/api/unit", unit),
-        Route("/store/{path:path}", store_file),
+        Route("/api/layer", layer),
+        Route(STORE_URL + "{path:path}", store_file),
         Mount("/static", StaticFiles(directory=STATIC_ROOT), name="static"),
     ]
     return Starlette(routes=routes, middleware=[Middleware(_SecurityHeaders)],

@@ -33,6 +33,8 @@ from .panes import ViewRequest
 
 __all__ = ["Input", "Toolbox", "ViewRequest"]
 
+#: Where the app serves the store (server/app.py): a store URL is this plus :meth:`Store.url`.
+STORE_URL = "/store/"
 #: Largest upload accepted, and largest decoded image (pixels), by default.
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000
@@ -229,22 +231,32 @@ class Toolbox:
         return buffer.getvalue()
 
     # ---------------------------------------------------------------- store
-    def unit_images(self, layer: str, channel: int) -> dict:
-        """Which precomputed per-unit images the store has for a unit (URLs), or a hint how to make them."""
-        from urllib.parse import quote
-
+    def _store_source(self, layer: str) -> tuple[Store | None, str]:
+        """The store, and the layer whose pictures ``layer`` shows (e.g. pool1 shows conv1's)."""
         if not isinstance(layer, str) or layer not in set(self.model.layer_names()):
             raise DeepvisError(f"unknown layer {str(layer)[:100]!r}")
+        return (Store(self.store) if self.store else None), self.model.store_remap.get(layer, layer)
+
+    @staticmethod
+    def _url(store: Store, path: Path) -> str:
+        return STORE_URL + store.url(path)
+
+    def layer_sprites(self, layer: str) -> dict:
+        """The store's sprites of a layer for pattern mode (URLs): ``sprite`` the one to show, ``sprites`` by kind."""
+        store, source = self._store_source(layer)
+        if store is None:
+            return {"layer": layer, "sprite": None, "sprites": {}}
+        sprite = store.sprite(source)
+        return {"layer": layer, "sprite": self._url(store, sprite) if sprite else None,
+                "sprites": {kind: self._url(store, path) for kind, path in store.sprites(source).items()}}
+
+    def unit_images(self, layer: str, channel: int) -> dict:
+        """Which precomputed per-unit images the store has for a unit (URLs), the layer's sprites, or a hint how to
+        make them."""
+        store, source = self._store_source(layer)
         hint = (f"not computed yet — run `deepvis find-max IMAGES --out STORE --layers {layer}` "
                 f"then `deepvis crops STORE --layers {layer}`, and/or `deepvis optimize --out STORE --layers {layer}`, "
                 "and restart with `deepvis serve --store STORE`")
-        if self.store is None:
-            return {"layer": layer, "channel": channel, "images": {}, "sprite": None, "hint": hint}
-        store = Store(self.store)
-        source = self.model.store_remap.get(layer, layer)  # e.g. pool1 shows conv1's pictures
-        found = {kind: "/store/" + quote(path.relative_to(self.store).as_posix())
-                 for kind, path in store.unit_pictures(source, channel).items()}
-        sprite = store.sprite(source)
-        sprite_url = "/store/" + quote(sprite.relative_to(self.store).as_posix()) if sprite else None
-        return {"layer": layer, "channel": channel, "images": found, "sprite": sprite_url,
-                "hint": None if found else hint}
+        found = ({} if store is None else
+                 {kind: self._url(store, path) for kind, path in store.unit_pictures(source, channel).items()})
+        return {"channel": channel, **self.layer_sprites(layer), "images": found, "hint": None if found else hint}

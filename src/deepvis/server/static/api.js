@@ -50,15 +50,8 @@ export const view = (viewRequest) => request('/api/view', {
   method: 'POST', body: JSON.stringify(viewRequest), headers: { 'Content-Type': 'application/json' },
 });
 
-/** The store's precomputed images of one unit ({images: {kind: url}, hint}). */
+/** The store's precomputed images of one unit ({images: {kind: url}, sprite, sprites, hint}); URLs come ready. */
 export const unitImages = (layer, channel) => request(`/api/unit?${query({ layer, channel })}`);
 
-// A layer's folder name in the store, as the server writes it: quote(layer, safe="._-").
-const storeFolder = (layer) => Array.from(new TextEncoder().encode(layer), (byte) => {
-  const c = String.fromCharCode(byte);
-  return /[A-Za-z0-9._~-]/.test(c) ? c : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
-}).join('');
-
-/** The store's sprite of a layer (all channels of one kind in a square grid), for pattern mode. */
-export const spriteUrl = (layer, kind = 'optimized') =>
-  `/store/${encodeURIComponent(storeFolder(layer))}/sprite_${kind}.jpg`;
+/** The store's sprites of a layer for pattern mode ({sprite: url or null, sprites: {kind: url}}). */
+export const layerSprites = (layer) => request(`/api/layer?${query({ layer })}`);

@@ -26,7 +26,8 @@ const initialState = () => ({
 
 // Everything view.js draws from. input.source: 'file' (input.index), 'upload' (input.upload) or the camera.
 const model = {
-  info: null, state: initialState(), result: null, units: null, sprite: null, gridMessage: null, fps: 0, busy: false,
+  info: null, state: initialState(), result: null, units: null, sprites: null, sprite: null, gridMessage: null,
+  fps: 0, busy: false,
   input: { mode: 'files', source: 'file', index: 0, upload: null, resize: 'crop', id: null, name: null,
     predictions: [], imageUrl: null, frozen: false },
 };
@@ -41,9 +42,9 @@ let hoverEvent = null; // the last mouse move over the grid, while the mouse is 
 function refresh() {
   model.busy = activity > 0 || views.pending;
   // the store's own choice (optimized, else find-max crops, else the original toolbox's whole_layer.jpg)
-  const stored = model.units && model.units.layer === layerName() ? model.units.sprite : null;
-  model.sprite = state().pattern ? (stored || api.spriteUrl(layerName())) : null;
-  model.gridMessage = model.sprite && spriteFailed === model.sprite
+  const sprites = model.sprites && model.sprites.layer === layerName() ? model.sprites : null;
+  model.sprite = state().pattern && sprites ? sprites.sprite : null;
+  model.gridMessage = state().pattern && sprites && (!sprites.sprite || spriteFailed === sprites.sprite)
     ? `no sprite for ${layerName()} in the store: run deepvis optimize --out STORE --layers ${layerName()} ` +
       `(or deepvis crops STORE --layers ${layerName()})` : null;
   view.render(model);
@@ -354,6 +355,22 @@ async function refreshUnits() {
   refresh();
 }
 
+let spritesKey = null;
+
+async function refreshSprites() {
+  const layer = layerName();
+  if (!state().pattern || layer === spritesKey) return;
+  spritesKey = layer;
+  try {
+    const sprites = await api.layerSprites(layer);
+    if (layer === spritesKey) model.sprites = sprites;
+  } catch (err) {
+    model.sprites = { layer, sprite: null, sprites: {} };
+    state().message = err.message;
+  }
+  refresh();
+}
+
 function run(action) {
   const s = state();
   s.message = null;
@@ -362,6 +379,7 @@ function run(action) {
   now.channel = Math.min(Math.max(now.channel, 0), channels() - 1);
   if (effect !== LOCAL) requestView();
   refreshUnits();
+  refreshSprites();
   refresh();
 }
 
@@ -370,6 +388,7 @@ function selectLayer(index) {
   state().channel = Math.min(state().channel, channels() - 1);
   requestView();
   refreshUnits();
+  refreshSprites();
   refresh();
 }
 
@@ -377,6 +396,7 @@ function selectUnit(channel) {
   Object.assign(state(), { channel, cursor: 'grid', message: null });
   requestView();
   refreshUnits();
+  refreshSprites();
   refresh();
 }
 
