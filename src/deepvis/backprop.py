@@ -301,7 +301,7 @@ class Trace:
                                         below_in_place=self.below_in_place, on_record=note) as probe:
             with active:
                 self.output = probe.run(x)
-        self.x, self.activations = x, probe.activations
+        self.x, self.activations, self.extra, self._raw = x, probe.activations, probe.extra, probe.raw
         self.modified, self._versions = modified, versions
         self.rectifiers_modified = getattr(rules, "modified", 0)
         self._retry_in_place = save_like_autograd
@@ -310,8 +310,7 @@ class Trace:
         return self.activations[layer]
 
     def _changed(self, names: list[str]) -> bool:
-        return any(name in self._versions and self.activations[name]._version != self._versions[name]
-                   for name in names)
+        return any(name in self._versions and self._raw[name]._version != self._versions[name] for name in names)
 
     def backward(self, start: Start, signal: Signal | torch.Tensor = "map", to: Iterable[str] = (),
                  retain_graph: bool = True) -> Backward:
@@ -343,10 +342,28 @@ class Trace:
         act = self.activations[layer]
         if not act.requires_grad:
             raise DeepvisError(f"layer '{layer}' does not depend on the input; nothing to backpropagate")
+        rows = [units] * act.shape[0] if isinstance(units, Unit) else units
+        if rows is not None and any(unit.token is not None for unit in rows):
+            return self._run_tokens(act, rows, signal, layer, to, retain_graph)
         grad_start = start_signal(act, units if units is not None else Unit(layer, 0), signal)
         return self._run(act, grad_start, layer, to, retain_graph)
 
-    def _run(self, root: torch.Tensor, grad_start: torch.Tensor | None, layer: str | None, to: list[str],
+    def _run_tokens(self, act: torch.Tensor, rows: list[Unit], signal, layer: str, to: list[str],
+                    retain_graph: bool) -> Backward:
+        """A backward pass where some units are extra tokens (``@cls``): one-hots there, the rest on the grid."""
+        extra = self.extra.get(layer)
+        count = extra.shape[2] if extra is not None else 0
+        for unit in dict.fromkeys(rows):
+            check_unit(unit, tuple(act.shape[1:]), extra_tokens=count)
+        grid_start, extra_start = torch.zeros_like(act), torch.zeros_like(extra)
+        for n, unit in enumerate(rows):
+            if unit.token is not None:
+                extra_start[n, unit.channel, unit.token] = 1.0
+            else:
+                grid_start[n:n + 1] = start_signal(act[n:n + 1], unit, signal)
+        return self._run([act, extra], [grid_start, extra_start], layer, to, retain_graph)
+
+    def _run(self, root: torch.Tensor | list[torch.Tensor], grad_start, layer: str | None, to: list[str],
              retain_graph: bool) -> Backward:
         targets = [self.x] + [self.activations[name] for name in to]
         try:
@@ -359,14 +376,17 @@ class Trace:
             self._forward(save_like_autograd=False)  # private masks, which always work
             if grad_start is None:
                 raise  # an objective was built from the old activations: the caller must build it again
-            return self._run(self.activations[layer], grad_start, layer, to, retain_graph)
+            root = self.activations[layer] if isinstance(root, torch.Tensor) else [self.activations[layer],
+                                                                                   self.extra[layer]]
+            return self._run(root, grad_start, layer, to, retain_graph)
         input_grad = grads[0] if grads[0] is not None else torch.zeros_like(self.x)
         layer_grads = {name: (g if g is not None else torch.zeros_like(self.activations[name])).detach()
                        for name, g in zip(to, grads[1:])}
         modified = self.rectifiers_modified  # an objective: everything the forward pass did
         if layer is not None:  # a layer: the rectifiers run before it (and before the other layers asked for)
             modified = max(self.modified.get(name, self.rectifiers_modified) for name in [layer, *to])
-        return Backward(input_grad.detach(), root.detach() if layer is not None else None, layer_grads, modified)
+        activation = None if layer is None else self.activations[layer].detach()
+        return Backward(input_grad.detach(), activation, layer_grads, modified)
 
 
 def trace(model: Model | nn.Module, x: torch.Tensor, layers: Iterable[str],

@@ -78,13 +78,13 @@ def _cmd_layers(args) -> int:
         return 0
     width = max((len(i.name) for i in infos), default=5)
     for info in infos:
-        shape = "x".join(map(str, info.shape)) if info.shape else "-"
         field = info.receptive_field
         rf = f"rf {'>=' if field.get('clipped') else ''}{field['size']} stride {field['stride']}" if field else ""
-        print(f"{info.name:<{width}}  {info.type:<18} {shape:<11} {rf or 'whole input'}")
+        print(f"{info.name:<{width}}  {info.type:<18} {info.describe():<20} {rf or 'whole input'}")
     if not args.all:
-        print(f"({len(infos)} default layers of {len(model.layers())}; --all lists every layer; rf: receptive field "
-              "size and stride in input pixels, '>=' where larger than the largest input tried)", file=sys.stderr)
+        print(f"({len(infos)} default layers of {len(model.layers())}; --all lists every layer; layout and channels x "
+              "height x width (+E: extra tokens such as CLS); rf: receptive field size and stride in input pixels, "
+              "'>=' where larger than the largest input tried)", file=sys.stderr)
     return 0
 
 

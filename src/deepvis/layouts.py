@@ -148,3 +148,21 @@ def detect_layout(module: nn.Module, shape: tuple[int, ...] | None, grown: tuple
                 return MAPS  # its length does not follow the patch grid: not tokens
             return Layout("tokens", tuple(grid), extra)
     return MAPS
+
+
+def parse_layout(text: str, grid: tuple[int, int] | None, layer: str = "") -> Layout:
+    """A layout as a model config file states it: ``maps``, ``nhwc``, ``vector``, ``tokens`` (no extra tokens),
+    ``tokens+E`` (E extra tokens before the patches) or ``tokens+E after``; token layouts use the patch grid."""
+    words = str(text).strip().lower().split()
+    kind, _, extra = (words[0] if words else "").partition("+")
+    after = words[1:] == ["after"]
+    if kind not in KINDS or (words[1:] and not after) or (kind != "tokens" and (extra or after)) \
+            or (extra and not extra.isdigit()):
+        raise ModelError(f"layout of layer '{layer}': expected maps, nhwc, vector, tokens, tokens+E or "
+                         f"'tokens+E after', got {text!r}")
+    if kind != "tokens":
+        return Layout(kind)
+    if grid is None:
+        raise ModelError(f"layout of layer '{layer}': tokens need a patch grid, and the network has no patch "
+                         "embedding (a convolution whose stride equals its kernel)")
+    return Layout("tokens", tuple(grid), int(extra or 0), not after)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .errors import UnitError
+from .layouts import Layout, extra_view, to_view
 from .models import catalog
 from .models.catalog import (OUTPUT, LayerInfo, default_layers, layer_info, not_tensor_error, shared_layer_error,
                              unknown_layer_error)
@@ -40,6 +41,11 @@ class Probe:
     is unchanged but gradients flow from the output *before* them, as Caffe's ``backward_from_layer`` started
     below an in-place ReLU (so a unit that is negative still gets a gradient). ``on_record(layer, output)`` is
     called as each layer is recorded (a trace notes what the forward pass had done by then).
+
+    Layers are recorded as their (N, C, H, W) or (N, C) view (:func:`deepvis.layouts.to_view`: channels-last maps
+    and token sequences read as channels on a grid), with a token layer's extra tokens in :attr:`extra` as
+    (N, C, E) and the outputs as the network made them in :attr:`raw`. A bare ``nn.Module`` has no catalog, so
+    its layers are recorded as they are.
     """
 
     def __init__(self, model: Model | nn.Module, layers: Iterable[str], keep_graph: bool = False,
@@ -53,6 +59,9 @@ class Probe:
         self.below_in_place = below_in_place
         self.on_record = on_record
         self.activations: dict[str, torch.Tensor] = {}
+        self.extra: dict[str, torch.Tensor] = {}
+        self.raw: dict[str, torch.Tensor] = {}
+        self._layouts: dict[str, Layout] = {}
         self._before_in_place: dict[str, torch.Tensor] = {}
         self._handles: list = []
         self._seen_this_pass: set[str] = set()
@@ -86,7 +95,9 @@ class Probe:
             raise UnitError(f"layer '{name}' is inside a TorchScript model, whose modules cannot be hooked; "
                             f"only '{OUTPUT}' is available (load the model from Python code to see its layers)")
         if self._checked_by_catalog:
-            layer_info(self.model, name)
+            layout = layer_info(self.model, name).layout
+            if layout.kind in ("nhwc", "tokens"):
+                self._layouts[name] = layout
         elif name not in modules or not name:
             raise unknown_layer_error(name, [n for n in modules if n])
 
@@ -108,7 +119,16 @@ class Probe:
             before = self._before_in_place.pop(name, None)
             if before is not None and self.keep_graph:
                 output = before + (output - before).detach()  # the value after, the gradient from before
-            self.activations[name] = output if self.keep_graph else output.detach()
+            output = output if self.keep_graph else output.detach()
+            self.raw[name] = output
+            layout = self._layouts.get(name)
+            if layout is None:
+                self.activations[name] = output
+            else:
+                self.activations[name] = to_view(output, layout)
+                extra = extra_view(output, layout)
+                if extra is not None:
+                    self.extra[name] = extra
             if self.on_record is not None:
                 self.on_record(name, output)
             if self.stop_early and wanted.issubset(self._seen_this_pass):
@@ -130,7 +150,7 @@ class Probe:
         except _StopForward:
             return None
         if OUTPUT in self.layers and OUTPUT not in self.activations:
-            self.activations[OUTPUT] = out if self.keep_graph else out.detach()
+            self.activations[OUTPUT] = self.raw[OUTPUT] = out if self.keep_graph else out.detach()
         return out
 
 

@@ -141,7 +141,9 @@ def receptive_fields(model: Model, layers: list[str] | None = None,
     neighbour; the input doubles (while its larger side stays within ``max_input`` pixels) until the field fits
     inside. A field still clipped then is a lower bound (``clipped``), its stride the input / output size ratio.
     ``None`` for layers without spatial dimensions or with a single position still clipped at the largest input
-    (global pooling): each of their units sees the whole input."""
+    (global pooling), and on networks that cannot run larger (vision transformers' learned position embeddings)
+    for layers whose units already see the whole input (tokens after attention): each of their units sees it all.
+    """
     model = as_model(model)
     names = layers if layers is not None else [i.name for i in model.layers() if i.default]
     result: dict[str, ReceptiveField | None] = {}
@@ -153,10 +155,17 @@ def receptive_fields(model: Model, layers: list[str] | None = None,
         else:
             pending.append(name)
     base_h, base_w = model.preprocessing.input_size
-    scale = 1
+    scale, measured = 1, {}
     while pending:
         size = (base_h * scale, base_w * scale)
-        traced = _dense_trace(model, pending, size)
+        try:
+            traced = _dense_trace(model, pending, size)
+        except UnitError:
+            raise
+        except Exception:  # noqa: BLE001 - a fixed-size network (position embedding, Linear after flatten)
+            if scale == 1:
+                raise
+            break  # it does not run at this size: the last size's fields stand
         still = []
         for n, name in enumerate(pending):
             h, w = traced[name].shape[2:]
@@ -166,23 +175,37 @@ def receptive_fields(model: Model, layers: list[str] | None = None,
             diagonal = _box(traced, name, min(cy + 1, h - 1), min(cx + 1, w - 1), retain=not last)
             if center is None:
                 raise UnitError(f"layer '{name}' does not depend on the input")
+            measured[name] = (center, diagonal, size, h, w)
             inside = center[0] > 0 and center[1] > 0 and center[2] < size[0] - 1 and center[3] < size[1] - 1
             if not inside and max(size) * 2 <= max_input:
                 still.append(name)
                 continue
-            if not inside and h == w == 1:
-                result[name] = None  # a global pool: its units see the whole input, whatever its size
-                continue
-            stride_y = diagonal[0] - center[0] if diagonal and cy + 1 < h else center[2] - center[0] + 1
-            stride_x = diagonal[1] - center[1] if diagonal and cx + 1 < w else center[3] - center[1] + 1
-            stride = (max(stride_y, 1), max(stride_x, 1))
-            if not inside:
-                stride = (max(1, round(size[0] / h)), max(1, round(size[1] / w)))
-            result[name] = ReceptiveField((center[2] - center[0] + 1, center[3] - center[1] + 1), stride,
-                                          clipped=not inside,
-                                          offset=(center[0] - cy * stride[0], center[1] - cx * stride[1]))
+            result[name] = _field(*measured[name], grew=True)
         pending, scale = still, scale * 2
+    for name in pending:  # the network would not run larger
+        result[name] = _field(*measured[name], grew=False)
     return {name: result[name] for name in names}
+
+
+def _field(center, diagonal, size, h: int, w: int, grew: bool) -> ReceptiveField | None:
+    """The field measured at a central unit and its diagonal neighbour on an input of ``size``; None where every
+    unit sees the whole input (a global pool; or, on a network that cannot run larger, a unit already seeing all
+    of it, such as a vision transformer's token after attention)."""
+    inside = center[0] > 0 and center[1] > 0 and center[2] < size[0] - 1 and center[3] < size[1] - 1
+    whole = center == (0, 0, size[0] - 1, size[1] - 1)
+    if not inside and (h == w == 1 or (whole and not grew)):
+        return None
+    cy, cx = (h - 1) // 2, (w - 1) // 2
+    stride_y = diagonal[0] - center[0] if diagonal and cy + 1 < h else center[2] - center[0] + 1
+    stride_x = diagonal[1] - center[1] if diagonal and cx + 1 < w else center[3] - center[1] + 1
+    ratio = (size[0] / h, size[1] / w)
+    stride = (max(stride_y, 1), max(stride_x, 1))
+    if not inside or any(not r / 2 <= s <= 2 * r for s, r in zip(stride, ratio)):
+        # clipped, or not translation-equivariant (windowed attention: neighbours in one window see the same
+        # pixels): the input / output size ratio, so the field's box follows the unit across the grid
+        stride = (max(1, round(ratio[0])), max(1, round(ratio[1])))
+    return ReceptiveField((center[2] - center[0] + 1, center[3] - center[1] + 1), stride, clipped=not inside,
+                          offset=(center[0] - cy * stride[0], center[1] - cx * stride[1]))
 
 
 def receptive_field(model: Model, layer: str, max_input: int = 1024) -> ReceptiveField:

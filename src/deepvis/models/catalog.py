@@ -5,13 +5,14 @@ it, the probe and every other reader look layers up here (imports point one way:
 from __future__ import annotations
 
 import difflib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..errors import UnitError
+from ..layouts import MAPS, Layout, detect_layout, parse_layout, patch_grid
 
 if TYPE_CHECKING:  # the model builds its catalog from here; this module never needs the class at run time
     from .model import Model
@@ -28,7 +29,8 @@ _VISIBLE = _ACTIVATIONS + _POOLS + (nn.Linear, nn.Softmax, nn.LogSoftmax, nn.Loc
 
 @dataclass
 class LayerInfo:
-    """One addressable layer: its type, output shape (no batch), and whether it may be probed."""
+    """One addressable layer: its type, its (C, H, W) or (C,) ``shape`` (no batch; the view of its raw output,
+    see :mod:`deepvis.layouts`), its ``layout`` and ``raw_shape``, and whether it may be probed."""
 
     name: str
     type: str
@@ -36,6 +38,9 @@ class LayerInfo:
     calls: int = 1
     default: bool = False
     receptive_field: dict | None = None
+    layout: Layout = MAPS
+    raw_shape: tuple[int, ...] | None = None
+    batch_first: bool = True  # False: the output mixes the batch with something else (attention windows)
 
     @property
     def shared(self) -> bool:
@@ -44,26 +49,60 @@ class LayerInfo:
 
     @property
     def probeable(self) -> bool:
-        return self.shape is not None and len(self.shape) >= 1 and not self.shared
+        return self.shape is not None and len(self.shape) >= 1 and not self.shared and self.batch_first
 
     @property
     def channels(self) -> int | None:
         return self.shape[0] if self.shape else None
 
+    @property
+    def extra_tokens(self) -> int:
+        return self.layout.extra_tokens
+
+    def describe(self) -> str:
+        """The layout and view shape, e.g. ``tokens 256x14x14 +1``."""
+        return self.layout.describe(self.raw_shape) if self.raw_shape is not None else "-"
+
     def to_json(self) -> dict:
-        data = asdict(self)
-        data["shape"] = list(self.shape) if self.shape is not None else None
-        data["shared"] = self.shared
-        del data["calls"]
+        data = {"name": self.name, "type": self.type, "shape": list(self.shape) if self.shape is not None else None,
+                "layout": self.layout.to_json(), "raw_shape": list(self.raw_shape) if self.raw_shape else None,
+                "default": self.default, "receptive_field": self.receptive_field, "shared": self.shared}
         return data
+
+
+def _output_shapes(net: nn.Module, modules: dict[str, nn.Module], x: torch.Tensor):
+    """Per module (forward order): output shape without the batch, call count, and whether the batch stays first."""
+    calls: dict[str, int] = {}
+    shapes: dict[str, tuple[int, ...] | None] = {}
+    batch_first: dict[str, bool] = {}
+
+    def make_hook(name: str):
+        def hook(_module, _inputs, output):
+            calls[name] = calls.get(name, 0) + 1
+            if name not in shapes:
+                tensor = isinstance(output, torch.Tensor) and output.dim() >= 1
+                shapes[name] = tuple(output.shape[1:]) if tensor else None
+                batch_first[name] = not tensor or output.shape[0] == x.shape[0]
+        return hook
+
+    handles = [m.register_forward_hook(make_hook(n)) for n, m in modules.items() if n]
+    try:
+        with torch.no_grad():
+            net(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return shapes, calls, batch_first
 
 
 def list_layers(model: Model, input_size: tuple[int, int] | None = None) -> list[LayerInfo]:
     """All modules that run in a forward pass at the model's input size, in the order they finish.
 
     Each entry has the output shape and call count; modules called more than once are ``shared`` and not
-    offered for probing. ``default`` marks the layers the toolbox shows first. (``deepvis.probe.list_layers`` also
-    takes a bare ``nn.Module``.)
+    offered for probing. ``default`` marks the layers the toolbox shows first. Layouts are found here, once: the
+    network also runs at twice the input size where it can (the dimensions that grow are the spatial ones), and
+    token layers are read against the patch grid; a model's ``layouts`` (config file) override what is found.
+    (``deepvis.probe.list_layers`` also takes a bare ``nn.Module``.)
     """
     pre = model.preprocessing
     height, width = input_size or pre.input_size
@@ -72,26 +111,25 @@ def list_layers(model: Model, input_size: tuple[int, int] | None = None) -> list
         with torch.no_grad():
             out = model.net(x)
         shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
-        return [LayerInfo(OUTPUT, "output", shape, 1, True)]
-    calls: dict[str, int] = {}
-    shapes: dict[str, tuple[int, ...] | None] = {}
+        layout = Layout("vector") if shape is not None and len(shape) == 1 else MAPS
+        return [LayerInfo(OUTPUT, "output", shape, 1, True, layout=layout, raw_shape=shape)]
     modules = dict(model.net.named_modules())
-
-    def make_hook(name: str):
-        def hook(_module, _inputs, output):
-            calls[name] = calls.get(name, 0) + 1
-            if name not in shapes:
-                shapes[name] = tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else None
-        return hook
-
-    handles = [m.register_forward_hook(make_hook(n)) for n, m in modules.items() if n]
-    try:
-        with torch.no_grad():
-            model.net(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    infos = [LayerInfo(n, type(modules[n]).__name__, shapes[n], calls[n]) for n in shapes]
+    shapes, calls, batch_first = _output_shapes(model.net, modules, x)
+    try:  # fixed-size networks (a Linear after flatten, a learned position embedding) cannot: then no growth
+        grown, _, _ = _output_shapes(model.net, modules, torch.zeros(1, pre.channels, 2 * height, 2 * width,
+                                                                      device=model.device))
+    except Exception:  # noqa: BLE001 - any failure of the larger input only means "cannot tell from growth"
+        grown = {}
+    order = list(shapes)
+    grid, grown_grid = patch_grid(modules, shapes, order), patch_grid(modules, grown, order) if grown else None
+    overrides = {name: parse_layout(text, grid, name) for name, text in (model.layouts or {}).items()}
+    infos = []
+    for name in order:
+        raw = shapes[name]
+        layout = overrides.get(name) or detect_layout(modules[name], raw, grown.get(name), grid, grown_grid)
+        view = layout.view_shape(raw) if raw is not None else None
+        infos.append(LayerInfo(name, type(modules[name]).__name__, view, calls[name], layout=layout, raw_shape=raw,
+                               batch_first=batch_first[name]))
     wanted = set(model.default_layers) if model.default_layers else guess_defaults(model.net, infos)
     for info in infos:
         info.default = info.name in wanted and info.probeable and not model.hidden(info.name)
@@ -132,6 +170,9 @@ def layer_info(model: Model, layer: str) -> LayerInfo:
                 raise shared_layer_error(layer, info.calls)
             if info.shape is None:
                 raise not_tensor_error(layer)
+            if not info.batch_first:
+                raise UnitError(f"layer '{layer}' mixes the batch with other dimensions (its output's first "
+                                "dimension is not the batch, e.g. attention over windows): probe the block around it")
             return info
     raise unknown_layer_error(layer, model.layer_names())
 

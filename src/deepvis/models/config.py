@@ -25,7 +25,7 @@ PREPROCESSING_KEYS = ("input_size", "mean", "std", "scale", "channel_order", "re
 #: The keys of a config file; those holding lists of layer names first.
 _LAYER_LISTS = ("default_layers", "hidden_layers", "label_layers")
 _KEYS = ("model", "weights", "arch", "labels", "outputs", "prob_layer", "store", "store_remap", "pretty_names",
-         "pretty_replace", "preprocessing") + _LAYER_LISTS
+         "pretty_replace", "preprocessing", "layouts") + _LAYER_LISTS
 
 
 @dataclass
@@ -78,7 +78,7 @@ def read_config(path: str | Path) -> ModelConfig:
         raise config.error(f"'outputs' must be \"logits\" or \"probs\", got {settings['outputs']!r}")
     if "store" in data:
         settings["store"] = _file(config, data, "store", base)
-    for name in ("pretty_names", "store_remap"):
+    for name in ("pretty_names", "store_remap", "layouts"):
         if name in data:
             settings[name] = _string_table(config, data, name)
     config.settings = settings
@@ -98,7 +98,7 @@ def check_layer_names(model, config: ModelConfig) -> None:
     names = set(model.layer_names())
     settings = config.settings
     named = {"prob_layer": [settings.get("prob_layer")], "pretty_names": list(settings.get("pretty_names", {})),
-             "store_remap": list(settings.get("store_remap", {})),
+             "store_remap": list(settings.get("store_remap", {})), "layouts": list(settings.get("layouts", {})),
              **{key: settings.get(key) or [] for key in ("default_layers", "label_layers")}}
     for key, layers in named.items():
         for layer in layers:

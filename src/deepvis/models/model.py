@@ -20,6 +20,7 @@ class Model:
 
     ``outputs`` says whether the network returns ``logits`` or ``probs`` (class probabilities).
     ``default_layers`` are the layers shown first (``None``: chosen from the layer catalog).
+    ``layouts``: a layer's layout where detection cannot tell (``nhwc``, ``tokens+1``...; see :mod:`deepvis.layouts`).
     ``hidden_layers``: name patterns (``fnmatch``, e.g. ``*_split_*``) of layers never shown by default.
     ``label_layers``: layers whose channels are the classes (``None``: those with one value per label).
     ``prob_layer``: the layer whose output holds the class probabilities (``None``: the network's output).
@@ -33,6 +34,7 @@ class Model:
     spec: str = "<module>"
     outputs: Literal["logits", "probs"] = "logits"
     default_layers: list[str] | None = None
+    layouts: dict[str, str] = field(default_factory=dict)
     pretty_names: dict[str, str] = field(default_factory=dict)
     hidden_layers: list[str] = field(default_factory=list)
     label_layers: list[str] | None = None

@@ -58,6 +58,9 @@ def make_target(model: Model, unit: str | Unit | Target, kind: Kind = "unit", si
     unit = parse_unit(unit)
     info = layer_info(model, unit.layer)
     channels, spatial = info.shape[0], info.shape[1:]
+    if unit.token is not None:
+        raise UnitError(f"optimize works on grid positions and whole channels: '{unit}' names an extra token; use "
+                        f"'{unit.layer}:{unit.channel}' or '@y,x'")
     check_unit(unit, info.shape, channel=kind != "direction")
     position = unit.position
     if position is not None:
