@@ -1,0 +1,215 @@
+"""Layouts on today's families: ViT / DeiT tokens (CLS, distillation, registers, non-square), ConvNeXt's
+channels-last MLPs, Swin's NHWC stages; the (C, H, W) view against the raw outputs; units at grid positions and
+extra tokens; find-max per feature against brute force; crops, optimize and the live toolbox on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import deepvis
+import zoo
+from deepvis import UnitError
+from deepvis.layouts import Layout, parse_layout
+
+MODELS = {  # factory, input size, {layer: expected description}
+    "vit": (zoo.vit, (64, 64), {"patch_embed.proj": "maps 32x4x4", "patch_embed": "tokens 32x4x4",
+                                "blocks.0.mlp.fc1": "tokens 64x4x4 +1", "blocks.1": "tokens 32x4x4 +1",
+                                "head": "vector 10"}),
+    "vit_registers": (zoo.vit_registers, (48, 80), {"blocks.0.mlp.act": "tokens 64x3x5 +5",
+                                                    "blocks.1.attn.qkv": "tokens 96x3x5 +5"}),
+    "deit": (zoo.deit, (64, 64), {"blocks.1.mlp.fc2": "tokens 32x4x4 +2", "head_dist": "vector 10"}),
+    "vit_mha": (zoo.vit_mha, (64, 64), {"blocks.0.attn": "tokens 32x4x4 +1", "blocks.0.mlp.fc1": "tokens 64x4x4 +1"}),
+    "convnext": (zoo.convnext, (64, 64), {"stages.0.blocks.0.conv_dw": "maps 16x16x16",
+                                          "stages.0.blocks.0.mlp.fc1": "nhwc 64x16x16",
+                                          "stages.1.blocks.0.mlp.act": "nhwc 128x8x8",
+                                          "stages.1.blocks.0": "maps 32x8x8", "head.fc": "vector 10"}),
+    "swin": (zoo.swin, (64, 64), {"patch_embed": "nhwc 16x16x16", "layers.0.blocks.1": "nhwc 16x16x16",
+                                  "layers.1.downsample.reduction": "nhwc 32x8x8", "layers.1": "nhwc 32x8x8"}),
+}
+
+
+def load(name: str) -> deepvis.Model:
+    factory, size, _ = MODELS[name]
+    return deepvis.load_model(factory(), input_size=size)
+
+
+def raw_outputs(model: deepvis.Model, x: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+    """The layers' outputs as the network makes them, by plain forward hooks (independent of deepvis)."""
+    modules, found = dict(model.net.named_modules()), {}
+    handles = [modules[name].register_forward_hook(lambda _m, _i, out, name=name: found.__setitem__(name, out))
+               for name in layers]
+    try:
+        with torch.no_grad():
+            model.net(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_layouts_of_each_family(name):
+    model = load(name)
+    infos = {info.name: info for info in model.layers()}
+    for layer, expected in MODELS[name][2].items():
+        assert infos[layer].describe() == expected, layer
+    assert any(info.default for info in infos.values())
+    # the view's channels are features, never tokens or rows
+    for info in infos.values():
+        if info.layout.kind == "tokens":
+            assert info.shape[1:] == info.layout.grid and info.raw_shape[1] == info.shape[0]
+
+
+def test_windowed_attention_mixes_the_batch_and_says_so():
+    model = load("swin")
+    info = next(i for i in model.layers() if i.name == "layers.0.blocks.0.attn")
+    assert not info.batch_first and not info.probeable and not info.default
+    with pytest.raises(UnitError, match="mixes the batch"):
+        deepvis.layer_info(model, "layers.0.blocks.0.attn")
+
+
+@pytest.mark.parametrize("name, layer", [("vit_registers", "blocks.0.mlp.fc1"), ("deit", "blocks.1"),
+                                         ("convnext", "stages.1.blocks.0.mlp.fc1"), ("swin", "layers.0.blocks.1")])
+def test_the_view_reads_the_raw_output(name, layer):
+    model = load(name)
+    info = deepvis.layer_info(model, layer)
+    x = torch.randn(2, 3, *model.preprocessing.input_size, generator=torch.Generator().manual_seed(0))
+    raw = raw_outputs(model, x, [layer])[layer]
+    with torch.no_grad(), deepvis.Probe(model, [layer]) as probe:
+        model.net(x)
+    view = probe[layer]
+    assert view.shape[1:] == info.shape
+    channels, height, width = info.shape
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        n, c, y, x_pos = 1, int(rng.integers(channels)), int(rng.integers(height)), int(rng.integers(width))
+        if info.layout.kind == "nhwc":
+            expected = raw[n, y, x_pos, c]
+        else:
+            expected = raw[n, info.extra_tokens + y * width + x_pos, c]
+        assert view[n, c, y, x_pos] == expected
+    if info.extra_tokens:
+        assert torch.equal(probe.extra[layer], raw[:, :info.extra_tokens].transpose(1, 2))
+
+
+def test_units_at_grid_positions_and_extra_tokens():
+    model = load("vit_registers")
+    layer = "blocks.1.mlp.fc1"
+    x = torch.randn(1, 3, 48, 80, generator=torch.Generator().manual_seed(2))
+    traced = deepvis.trace(model, x, [layer], "gradient")
+    for unit, token in (("blocks.1.mlp.fc1:7@cls", 0), ("blocks.1.mlp.fc1:7@t3", 3), ("blocks.1.mlp.fc1:7@2,4", None)):
+        got = traced.backward(unit).input_grad
+        xr = x.clone().requires_grad_(True)
+        found = {}
+        handle = dict(model.net.named_modules())[layer].register_forward_hook(
+            lambda _m, _i, out: found.__setitem__("out", out))
+        model.net(xr)
+        handle.remove()
+        row = token if token is not None else 5 + 2 * 5 + 4  # 5 extra tokens, then the 3x5 grid row by row
+        (expected,) = torch.autograd.grad(found["out"][0, row, 7], xr)
+        assert torch.allclose(got, expected, atol=1e-6, rtol=0), unit
+        assert got.abs().sum() > 0
+    with pytest.raises(UnitError, match="only 5 extra tokens"):
+        traced.backward("blocks.1.mlp.fc1:7@t5")
+    with pytest.raises(UnitError, match="no extra tokens"):
+        deepvis.trace(load("convnext"), torch.zeros(1, 3, 64, 64), ["stages.0.blocks.0.mlp.fc1"]).backward(
+            "stages.0.blocks.0.mlp.fc1:1@cls")
+    assert str(deepvis.parse_unit("blocks.1.mlp.fc1:7@t0")) == "blocks.1.mlp.fc1:7@cls"
+
+
+def test_a_config_states_a_layout_detection_cannot_tell(tmp_path):
+    model = load("vit")
+    assert parse_layout("tokens+1", (4, 4)) == Layout("tokens", (4, 4), 1)
+    assert parse_layout("tokens+2 after", (4, 4)) == Layout("tokens", (4, 4), 2, extra_first=False)
+    for bad in ("grid", "maps+1", "tokens+x", "nhwc after"):
+        with pytest.raises(deepvis.ModelError, match="layout of layer"):
+            parse_layout(bad, (4, 4), "some.layer")
+    model.layouts = {"patch_embed.proj": "nhwc"}
+    model._catalog = None
+    assert deepvis.layer_info(model, "patch_embed.proj").describe() == "nhwc 4x32x4"
+
+
+# ------------------------------------------------------------------------------------------------ find-max and on
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Real photos (scikit-image), small crops of them at several places."""
+    data = pytest.importorskip("skimage.data")
+    folder = tmp_path_factory.mktemp("photos")
+    for name in ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins"):
+        image = Image.fromarray(np.asarray(getattr(data, name)())).convert("RGB")
+        for i, box in enumerate(((0, 0, 200, 200), (100, 50, 300, 250), (50, 100, 250, 300))):
+            image.crop(box).resize((96, 96)).save(folder / f"{name}_{i}.png")
+    return folder
+
+
+@pytest.mark.parametrize("name, layer", [("vit_registers", "blocks.0.mlp.fc1"), ("convnext", "stages.1.blocks.0.mlp.act")])
+def test_find_max_keeps_one_row_per_feature_equal_to_brute_force(name, layer, photos, tmp_path):
+    from deepvis.findmax import find_max
+
+    model = load(name)
+    info = deepvis.layer_info(model, layer)
+    _, files = deepvis.images.find_images(photos)
+    x = torch.stack([model.preprocessing.to_tensor(deepvis.load_image(f)) for f in files])
+    raw = raw_outputs(model, x, [layer])[layer]
+    if info.layout.kind == "tokens":  # features on the patch grid; extra tokens have no place on it
+        features = raw[:, info.extra_tokens:, :].transpose(1, 2)  # (N, D, gh*gw)
+    else:
+        features = raw.flatten(1, 2).transpose(1, 2)  # nhwc: (N, C, H*W)
+    width = info.shape[2]
+    for batch in (1, 7):
+        store = find_max(model, photos, tmp_path / f"store{batch}", layers=[layer], k=4, batch_size=batch,
+                         progress=False)
+        top = store.read_topk(layer)
+        assert top["values"].shape == (info.channels, 4)
+        for channel in range(0, info.channels, 5):
+            best, where = features[:, channel].max(dim=1)
+            order = sorted(range(len(files)), key=lambda i: (-float(best[i]), i))[:4]
+            assert top["images"][channel].tolist() == order
+            assert np.allclose(top["values"][channel], best[order].numpy(), atol=1e-5)
+            assert top["y"][channel].tolist() == [int(where[i]) // width for i in order]
+            assert top["x"][channel].tolist() == [int(where[i]) % width for i in order]
+
+
+@pytest.mark.slow
+def test_crops_optimize_and_the_toolbox_on_a_vit(photos, tmp_path):
+    from deepvis.crops import make_crops
+    from deepvis.findmax import find_max
+    from deepvis.server.session import Toolbox, ViewRequest
+
+    model = load("vit")
+    layers = ["blocks.0.attn.qkv", "blocks.1.mlp.act"]  # before attention: one patch; after: the whole input
+    store = find_max(model, photos, tmp_path / "store", layers=layers, k=3, progress=False)
+    fields = {name: store.read_manifest().layers[name].receptive_field for name in layers}
+    assert fields == {"blocks.0.attn.qkv": {"size": 16, "stride": 16, "offset": [0, 0]}, "blocks.1.mlp.act": None}
+    make_crops(model, store.root, layers=layers, kinds=("image", "guided"), channels=range(2), progress=False)
+    with Image.open(store.unit_file("blocks.0.attn.qkv", 1, "image", 0)) as crop:
+        assert crop.size == (16, 16)
+    with Image.open(store.unit_file("blocks.1.mlp.act", 1, "guided", 0)) as crop:
+        assert crop.size == (64, 64)
+    # optimize a token feature at a grid position: the objective rises
+    result = deepvis.optimize(model, "blocks.1.mlp.fc1:3@1,2", "paper", max_iter=30)[0]
+    objective = [v for v in result.record["obj"] if v is not None]
+    assert objective[-1] > objective[0]
+    with pytest.raises(UnitError, match="extra token"):
+        deepvis.optimize(model, "blocks.1.mlp.fc1:3@cls", "paper", max_iter=2)
+    # the live toolbox: a token layer is a grid of feature tiles on the patch grid
+    toolbox = Toolbox(load("vit"))
+    item = toolbox.input_from_file(0) if toolbox.image_files else toolbox.input_from_bytes(
+        (photos / "chelsea_0.png").read_bytes(), "chelsea")
+    data = toolbox.view(ViewRequest(item.id, "blocks.1.mlp.act", 5, cursor="grid", back_mode="guided"))
+    assert (data["grid"]["tile_h"], data["grid"]["tile_w"]) == (4, 4) and len(data["values"]) == 64
+    assert data["back"] is not None and data["unit"]["unit"] == "blocks.1.mlp.act:5"
+
+
+@pytest.mark.slow
+def test_a_vit_layer_shows_256_tiles_of_14x14(skimage_pngs):
+    from deepvis.server.session import Toolbox, ViewRequest
+
+    toolbox = Toolbox(deepvis.load_model(zoo.vit_base_shape()))
+    item = toolbox.input_from_bytes(skimage_pngs["chelsea"].read_bytes(), "chelsea")
+    data = toolbox.view(ViewRequest(item.id, "blocks.1.mlp.fc2", 0, cursor="grid"))
+    assert len(data["values"]) == 256 and (data["grid"]["tile_h"], data["grid"]["tile_w"]) == (14, 14)
+    assert data["grid"]["rows"] * data["grid"]["cols"] >= 256
