@@ -489,3 +489,21 @@ def test_cli_copies_and_misplaced_flags(tmp_path, tiny_file):
                           (["--out", str(tmp_path / "s"), "--layers", "fc", "--units", "5-"], "FIRST-LAST")]:
         result = _cli("optimize", "--model", spec, *args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+
+
+def test_methods_table_and_flags_come_from_the_settings():
+    from deepvis.optimize import METHODS, method_of
+    from deepvis.optimize.methods import flag_settings
+
+    paper, modern = make_params("paper", max_iter=7), make_params("modern", steps=3)
+    assert method_of(paper) is METHODS["paper"] and method_of(modern) is METHODS["modern"]
+    assert METHODS["paper"].steps(paper) == paper.steps == 7 and METHODS["modern"].steps(modern) == 3
+    assert "steps" not in paper.to_json() and paper.to_json()["max_iter"] == 7  # stores keep their keys
+    settings = {s.name: s for s in flag_settings()}
+    assert settings["seed"].methods == ("paper", "modern") and settings["max_iter"].default == "paper3: 1000"
+    assert settings["steps"].default == "default 512" and "push_dir" not in settings
+    from deepvis import cli
+
+    help_text = cli.build_parser()._subparsers._group_actions[0].choices["optimize"].format_help()
+    for flag in ("--max-iter", "--steps", "--no-fourier", "--lr-params", "--px-abs-benefit-percentile"):
+        assert flag in help_text

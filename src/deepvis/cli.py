@@ -30,28 +30,22 @@ def _model(args):
 
 
 def _cmd_predict(args) -> int:
-    from .predict import predict
-    from .samples import sample_images
+    from .images import image_arguments
+    from .predict import predict_images
 
-    from .images import find_images
-
-    images = []
-    for item in args.images:  # a folder stands for the images in it (recursive, sorted); an empty one is an error
-        images += ([str(p) for p in find_images(item)[1]] or [item]) if Path(item).is_dir() else [item]
-    images += [str(p) for p in sample_images()] if args.samples else []
+    images = image_arguments(args.images, samples=args.samples)
     if not images:
         raise _UsageError("give at least one IMAGE, or --samples for the bundled sample images")
-    model = _model(args)
-    results, failures = [], 0
-    for image in images:
-        try:
-            top = predict(model, image, top=args.top, resize=args.resize)
-        except DeepvisError as exc:
-            failures += 1
-            print(f"deepvis: error: {one_line(exc)}", file=sys.stderr)
-            continue
-        results.append({"image": Path(image).name if args.samples and image not in args.images else image,
-                        "top": [p.to_json() for p in top]})
+    failures = []
+
+    def report(_image: str, exc: DeepvisError) -> None:
+        failures.append(exc)
+        print(f"deepvis: error: {one_line(exc)}", file=sys.stderr)
+
+    predicted = predict_images(_model(args), images, top=args.top, resize=args.resize, on_error=report)
+    # the bundled samples are named by file name, the user's images as given
+    results = [{"image": Path(image).name if args.samples and image not in args.images else image,
+                "top": [p.to_json() for p in top]} for image, top in predicted]
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -147,14 +141,8 @@ def _cmd_crops(args) -> int:
     return 0
 
 
-_PAPER_FLAGS = ("max_iter", "start_at", "seed", "decay", "blur_radius", "blur_every", "small_val_percentile",
-                "small_norm_percentile", "px_benefit_percentile", "px_abs_benefit_percentile", "lr_policy", "lr_params")
-_MODERN_FLAGS = ("steps", "lr", "seed", "jitter", "rotate", "copies", "diversity", "fourier", "decorrelate")
-
-
 def _cmd_optimize(args) -> int:
-    from .optimize import make_params, optimize, optimize_to_store
-    from .render import save_image
+    from .optimize import make_params, optimize_to_files, optimize_to_store
 
     if bool(args.unit) == bool(args.out):
         raise _UsageError("give --out STORE with --layers (whole layers into a store), or --unit UNIT -o OUT.png")
@@ -169,30 +157,10 @@ def _cmd_optimize(args) -> int:
     if misplaced:
         raise _UsageError(f"{misplaced[0]} does not go with {'--unit' if args.unit else '--out'}: --out STORE takes "
                           "--layers/--units/--batch-size/--force, --unit takes -o")
-    names, other = (_PAPER_FLAGS, _MODERN_FLAGS) if args.method == "paper" else (_MODERN_FLAGS, _PAPER_FLAGS)
-    stray = [n for n in other if n not in names and getattr(args, n) is not None]
-    if stray:
-        raise _UsageError(f"--{stray[0].replace('_', '-')} is a setting of the other method (--method)")
-    if args.preset and args.method != "paper":
-        raise _UsageError("--preset applies to --method paper")
-    settings = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-    if args.minimize:
-        settings["push_dir"] = -1.0
-    params = make_params(args.method, preset_name=args.preset, **settings)
+    params = make_params(args.method, preset_name=args.preset, **_method_settings(args))
     model = _model(args)
     if args.unit:
-        parent = Path(args.output).parent
-        if not parent.is_dir():
-            raise DeepvisError(f"cannot write '{args.output}': the folder '{parent}' does not exist")
-        results = optimize(model, args.unit, args.method, params, objective=args.objective)
-        for n, result in enumerate(results):
-            path = Path(args.output)
-            if len(results) > 1:
-                path = path.with_name(f"{path.stem}_{n:02d}{path.suffix}")
-            save_image(result.image, path)
-            for copy, image in enumerate(result.extra_images, start=1):
-                save_image(image, path.with_name(f"{path.stem}_copy{copy}{path.suffix}"))
-            path.with_suffix(".json").write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
+        for path, result in optimize_to_files(model, args.unit, args.output, params, objective=args.objective):
             if not args.quiet:
                 more = f" (+{len(result.extra_images)} copies)" if result.extra_images else ""
                 print(f"wrote {path}{more}: {result.target}, best {result.best_obj:.4g} "
@@ -203,6 +171,56 @@ def _cmd_optimize(args) -> int:
     if not args.quiet:
         print(f"wrote optimized images of {', '.join(args.layers)} into {args.out}")
     return 0
+
+
+def _method_settings(args) -> dict:
+    """The method settings given as flags, checked against ``--method`` (and ``--preset``, ``--minimize``)."""
+    from .optimize import METHODS
+    from .optimize.methods import flag_settings
+
+    method = METHODS[args.method]
+    if args.preset and not method.presets:
+        raise _UsageError(f"--preset applies to --method {' or '.join(m.name for m in METHODS.values() if m.presets)}")
+    settings = {}
+    for setting in flag_settings():
+        value = getattr(args, setting.name)
+        if value is None:
+            continue
+        if method.name not in setting.methods:
+            raise _UsageError(f"{_flag(setting)} is a setting of the other method (--method "
+                              f"{' or '.join(setting.methods)})")
+        settings[setting.name] = value
+    if args.minimize:
+        settings["push_dir"] = -1.0
+    return settings
+
+
+def _flag(setting) -> str:
+    """The flag of a method setting: ``--blur-radius``; a boolean that is on by default turns off: ``--no-fourier``."""
+    return f"--{'no-' if setting.type == 'bool' else ''}{setting.name.replace('_', '-')}"
+
+
+def _add_method_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per method setting, read from the settings dataclasses (``deepvis.optimize.methods.flag_settings``),
+    in one group per method; unset flags stay ``None`` so only the settings given change the defaults."""
+    from .optimize import METHODS
+    from .optimize.methods import flag_settings
+
+    groups = {}
+    for method in METHODS.values():
+        title = f"{method.name} method settings" + (" (default: the preset's)" if method.presets else "")
+        groups[method.name] = parser.add_argument_group(title)
+    types = {"int": int, "float": float, "str": str, "dict": _json_object}
+    for setting in flag_settings():
+        shared = f"{' and '.join(setting.methods)} methods; " if len(setting.methods) > 1 else ""
+        group = groups[setting.methods[0]]
+        if setting.type == "bool":
+            group.add_argument(_flag(setting), dest=setting.name, action="store_false", default=None,
+                               help=setting.help + (f" ({shared.rstrip('; ')})" if shared else ""))
+            continue
+        kind = _positive_int if setting.type == "int" and setting.minimum == 1 else types[setting.type]
+        group.add_argument(_flag(setting), dest=setting.name, type=kind, choices=setting.choices,
+                           metavar=setting.metavar, help=f"{setting.help} ({shared}{setting.default})")
 
 
 def _cmd_serve(args) -> int:
@@ -320,6 +338,7 @@ def _unit(text: str):
 
 def build_parser() -> argparse.ArgumentParser:
     from .backprop import MODES, SIGNALS
+    from .optimize import DEFAULT_PRESET, METHODS, PRESETS
     from .render import FILTERS
 
     common = argparse.ArgumentParser(add_help=False)
@@ -413,38 +432,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--units", metavar="FIRST-LAST", type=_channel_range, help="only these channels, e.g. 0-63")
     p.add_argument("--unit", nargs="+", type=_unit, metavar="UNIT", help="single units, e.g. classifier:285 (with -o)")
     p.add_argument("-o", "--output", metavar="OUT.png", type=_output_image, help="picture for --unit")
-    p.add_argument("--method", choices=["paper", "modern"], default="paper", help="default paper")
-    p.add_argument("--preset", choices=["paper1", "paper2", "paper3", "paper4"],
-                   help="Table 1 of the paper (default paper3); single flags below change single settings")
+    p.add_argument("--method", choices=list(METHODS), default="paper", help="default paper")
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help=f"Table 1 of the paper (default {DEFAULT_PRESET}); single flags below change single settings")
     p.add_argument("--objective", choices=["unit", "channel"], default="unit",
                    help="unit: the centre position of a conv channel (or @y,x); channel: the channel's mean")
     p.add_argument("--minimize", action="store_true", help="push the unit down instead of up")
     p.add_argument("--batch-size", type=_positive_int, help="units optimized together (default 16)")
     p.add_argument("--force", action="store_true", help="redo units already in the store")
-    paper = p.add_argument_group("paper method settings (default: the preset's)")
-    paper.add_argument("--max-iter", type=_positive_int)
-    paper.add_argument("--start-at", choices=["mean_plus_rand", "randu", "mean"])
-    paper.add_argument("--seed", type=int, help="random seed of the start image (both methods; default 0)")
-    paper.add_argument("--decay", type=float, help="L2 decay per step")
-    paper.add_argument("--blur-radius", type=float, help="Gaussian blur sigma, pixels")
-    paper.add_argument("--blur-every", type=int, help="blur every N steps (0: never)")
-    paper.add_argument("--small-val-percentile", type=float, metavar="P")
-    paper.add_argument("--small-norm-percentile", type=float, metavar="P")
-    paper.add_argument("--px-benefit-percentile", type=float, metavar="P")
-    paper.add_argument("--px-abs-benefit-percentile", type=float, metavar="P")
-    paper.add_argument("--lr-policy", choices=["constant", "progress", "progress01"])
-    paper.add_argument("--lr-params", type=_json_object, metavar="JSON", help='e.g. \'{"lr": 100}\'')
-    modern = p.add_argument_group("modern method settings")
-    modern.add_argument("--steps", type=_positive_int, help="Adam steps (default 512)")
-    modern.add_argument("--lr", type=float, help="Adam learning rate (default 0.05)")
-    modern.add_argument("--jitter", type=int, help="random shift, pixels (default 8)")
-    modern.add_argument("--rotate", type=float, help="random rotation, degrees (default 10)")
-    modern.add_argument("--copies", type=_positive_int, help="images per unit (default 1)")
-    modern.add_argument("--diversity", type=float, help="weight of the diversity term across copies (default 0)")
-    modern.add_argument("--no-fourier", dest="fourier", action="store_false", default=None,
-                        help="optimize plain pixels instead of a Fourier spectrum")
-    modern.add_argument("--no-decorrelate", dest="decorrelate", action="store_false", default=None,
-                        help="no colour decorrelation")
+    _add_method_flags(p)
     p.set_defaults(run=_cmd_optimize)
 
     p = sub.add_parser("serve", parents=[common], help="the live toolbox in the browser")

@@ -7,7 +7,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -202,6 +202,19 @@ def _to_unit(a: np.ndarray, stretch: bool = True) -> np.ndarray:
     if not stretch:
         return f
     return (f - low) / (high - low) if high > low else np.zeros_like(f)
+
+
+def image_arguments(items: Sequence[str], samples: bool = False) -> list[str]:
+    """Image arguments as image files: a folder stands for the images in it (recursive, sorted; an empty folder stays
+    itself, so reading it fails with a clear message), a file for itself; ``samples`` adds the bundled images."""
+    images: list[str] = []
+    for item in items:
+        images += ([str(p) for p in find_images(item)[1]] or [item]) if Path(item).is_dir() else [item]
+    if samples:
+        from .samples import sample_images
+
+        images += [str(p) for p in sample_images()]
+    return images
 
 
 def find_images(source: str | Path | None) -> tuple[Path | None, list[Path]]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
 
 import torch
 
-from .errors import ModelError
+from .errors import DeepvisError, ModelError
 from .models.model import Model
 
 
@@ -50,6 +51,21 @@ def top_predictions(model: Model, probs: torch.Tensor, top: int = 5) -> list[Pre
     """The ``top`` largest of one image's class probabilities (classes,), labelled."""
     values, indices = probs.topk(min(max(1, top), probs.numel()))
     return [Prediction(int(i), model.label(int(i)), float(v)) for v, i in zip(values, indices)]
+
+
+def predict_images(model: Model, images: Sequence[str], top: int = 5, resize: str | None = None,
+                   on_error: Callable[[str, DeepvisError], None] | None = None) -> list[tuple[str, list[Prediction]]]:
+    """:func:`predict` for each image; an image that fails is left out and reported to ``on_error`` (so one bad file
+    does not stop the rest), or raises without ``on_error``."""
+    results = []
+    for image in images:
+        try:
+            results.append((image, predict(model, image, top=top, resize=resize)))
+        except DeepvisError as exc:
+            if on_error is None:
+                raise
+            on_error(image, exc)
+    return results
 
 
 def predict(model: Model, image, top: int = 5, resize: str | None = None) -> list[Prediction]:

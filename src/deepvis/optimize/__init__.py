@@ -13,25 +13,28 @@ Two methods, both batched (one image per target, each target's result independen
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import DeepvisError
 from ..models.model import Model
+from ..render import save_image
 from ..units import Unit
+from .methods import METHODS, Method, Params, method_named, method_of
 from .modern import ModernParams
 from .objectives import Target, make_target
 from .presets import DEFAULT_PRESET, PRESETS, PaperParams, preset
 from .result import OptimizeResult
 from .run import optimize_targets, optimize_to_store
 
-METHODS = ("paper", "modern")
-
-__all__ = ["DEFAULT_PRESET", "METHODS", "PRESETS", "ModernParams", "OptimizeResult", "PaperParams", "Target",
-           "make_params", "make_target", "optimize", "optimize_to_store", "preset"]
+__all__ = ["DEFAULT_PRESET", "METHODS", "PRESETS", "Method", "ModernParams", "OptimizeResult", "PaperParams", "Params",
+           "Target", "make_params", "make_target", "method_named", "method_of", "optimize", "optimize_to_files",
+           "optimize_to_store", "preset"]
 
 
 def optimize(model: Model, units: Sequence[str | Unit | Target] | str | Unit | Target, method: str = "paper",
-             params: PaperParams | ModernParams | None = None, objective: str = "unit", sign: float = 1.0,
+             params: Params | None = None, objective: str = "unit", sign: float = 1.0,
              on_step: Callable[[int], None] | None = None, **settings) -> list[OptimizeResult]:
     """Optimize one image per unit, all in one batch; returns one :class:`OptimizeResult` per unit, in order.
 
@@ -50,25 +53,41 @@ def optimize(model: Model, units: Sequence[str | Unit | Target] | str | Unit | T
     return optimize_targets(model, targets, params, on_step)
 
 
-def make_params(method: str = "paper", params: PaperParams | ModernParams | None = None,
-                preset_name: str | None = None, **settings) -> PaperParams | ModernParams:
+def optimize_to_files(model: Model, units: Sequence[str | Unit | Target] | str | Unit | Target,
+                      output: str | Path, params: Params, objective: str = "unit") -> list[tuple[Path, OptimizeResult]]:
+    """Optimize single units (one batch) and write each one's picture and record beside ``output`` (``OUT.png``):
+    ``OUT.png`` and ``OUT.json`` for one unit, ``OUT_00.png``, ``OUT_01.png`` ... for several, and
+    ``OUT_copyN.png`` for further copies of the modern method. Returns each picture's path with its result."""
+    output = Path(output)
+    if not output.parent.is_dir():
+        raise DeepvisError(f"cannot write '{output}': the folder '{output.parent}' does not exist")
+    results = optimize(model, units, method_of(params).name, params, objective=objective)
+    written = []
+    for n, result in enumerate(results):
+        path = output.with_name(f"{output.stem}_{n:02d}{output.suffix}") if len(results) > 1 else output
+        save_image(result.image, path)
+        for copy, image in enumerate(result.extra_images, start=1):
+            save_image(image, path.with_name(f"{path.stem}_copy{copy}{path.suffix}"))
+        path.with_suffix(".json").write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
+        written.append((path, result))
+    return written
+
+
+def make_params(method: str = "paper", params: Params | None = None, preset_name: str | None = None,
+                **settings) -> Params:
     """The settings of a method: a preset (paper) or the defaults (modern), with single settings changed."""
     preset_name = settings.pop("preset", None) or preset_name
-    if method not in METHODS:
-        raise DeepvisError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+    chosen = method_named(method)
     if params is None:
-        params = preset(preset_name or DEFAULT_PRESET) if method == "paper" else ModernParams()
+        params = chosen.defaults(preset_name)
     elif preset_name:
         raise DeepvisError("give either params or a preset, not both")
-    if preset_name and method != "paper":
-        raise DeepvisError(f"presets belong to the paper's method, not {method!r}")
-    expected = PaperParams if method == "paper" else ModernParams
-    if not isinstance(params, expected):
-        raise DeepvisError(f"method {method!r} takes {expected.__name__}, got {type(params).__name__}")
-    unknown = [k for k in settings if k not in params.__dataclass_fields__]
+    if method_of(params) is not chosen:
+        raise DeepvisError(f"method {method!r} takes {chosen.params_type.__name__}, got {type(params).__name__}")
+    names = chosen.setting_names()
+    unknown = [k for k in settings if k not in names]
     if unknown:
-        raise DeepvisError(f"unknown {method} setting {unknown[0]!r}: use any of "
-                           f"{', '.join(params.__dataclass_fields__)}")
+        raise DeepvisError(f"unknown {method} setting {unknown[0]!r}: use any of {', '.join(names)}")
     try:
         return params.with_(**settings)
     except TypeError as exc:

@@ -5,7 +5,7 @@ across several images of the same target. Batched: one (or ``copies``) image per
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Sequence
 
 import torch
@@ -25,20 +25,21 @@ COLOR_CORRELATION_SQRT = torch.tensor([[0.26, 0.09, 0.02],
 @dataclass(frozen=True)
 class ModernParams:
     """Settings of the modern recipe. ``jitter`` in pixels, ``scale`` a (min, max) zoom, ``rotate`` in degrees;
-    ``push_dir`` +1 maximizes, -1 minimizes."""
+    ``push_dir`` +1 maximizes, -1 minimizes. A field whose metadata has ``help`` is a command-line flag (a ``True``
+    boolean as ``--no-NAME``, which the help describes)."""
 
-    steps: int = 512
-    lr: float = 0.05
-    fourier: bool = True
-    decorrelate: bool = True
+    steps: int = field(default=512, metadata={"help": "Adam steps", "min": 1})
+    lr: float = field(default=0.05, metadata={"help": "Adam learning rate"})
+    fourier: bool = field(default=True, metadata={"help": "optimize plain pixels instead of a Fourier spectrum"})
+    decorrelate: bool = field(default=True, metadata={"help": "no colour decorrelation"})
     init_sd: float = 0.01
     decay_power: float = 1.0
-    jitter: int = 8
+    jitter: int = field(default=8, metadata={"help": "random shift, pixels"})
     scale: tuple[float, float] = (0.9, 1.1)
-    rotate: float = 10.0
-    copies: int = 1
-    diversity: float = 0.0
-    seed: int = 0
+    rotate: float = field(default=10.0, metadata={"help": "random rotation, degrees"})
+    copies: int = field(default=1, metadata={"help": "images per unit", "min": 1})
+    diversity: float = field(default=0.0, metadata={"help": "weight of the diversity term across copies"})
+    seed: int = field(default=0, metadata={"help": "random seed of the start image"})
     push_dir: float = 1.0
 
     def __post_init__(self) -> None:

@@ -17,22 +17,32 @@ class PaperParams:
     """Regularized activation maximization as in Yosinski et al. 2015 (``optimize_image.py``'s options).
 
     Percentiles are 0-100 (0: off); ``blur_radius`` is the Gaussian sigma in pixels, applied every ``blur_every``
-    iterations; ``decay`` is the L2 decay per step. ``push_dir`` +1 maximizes, -1 minimizes.
+    iterations; ``decay`` is the L2 decay per step. ``push_dir`` +1 maximizes, -1 minimizes. ``max_iter`` (also
+    readable as ``steps``, the name every method shares) is the number of iterations.
+
+    A field whose metadata has ``help`` is a command-line flag (``--blur-radius``); ``choices``, ``metavar`` and
+    ``min`` shape it.
     """
 
-    start_at: str = "mean_plus_rand"
-    seed: int = 0
+    start_at: str = field(default="mean_plus_rand", metadata={
+        "help": "start image: N(0, 10) around the mean, uniform 0-255, or the mean", "choices": START_AT})
+    seed: int = field(default=0, metadata={"help": "random seed of the start image"})
     push_dir: float = 1.0
-    decay: float = 0.0
-    blur_radius: float = 0.0
-    blur_every: int = 0
-    small_val_percentile: float = 0.0
-    small_norm_percentile: float = 0.0
-    px_benefit_percentile: float = 0.0
-    px_abs_benefit_percentile: float = 0.0
-    lr_policy: str = "constant"
-    lr_params: dict = field(default_factory=lambda: {"lr": 1.0})
-    max_iter: int = 500
+    decay: float = field(default=0.0, metadata={"help": "L2 decay per step"})
+    blur_radius: float = field(default=0.0, metadata={"help": "Gaussian blur sigma, pixels"})
+    blur_every: int = field(default=0, metadata={"help": "blur every N steps, 0: never"})
+    small_val_percentile: float = field(default=0.0, metadata={
+        "help": "zero values whose magnitude is below this percentile, 0-100 (0: off)", "metavar": "P"})
+    small_norm_percentile: float = field(default=0.0, metadata={
+        "help": "zero pixels whose colour norm is below this percentile", "metavar": "P"})
+    px_benefit_percentile: float = field(default=0.0, metadata={
+        "help": "zero pixels whose benefit (gradient x -value) is below this percentile", "metavar": "P"})
+    px_abs_benefit_percentile: float = field(default=0.0, metadata={
+        "help": "zero pixels whose absolute benefit is below this percentile", "metavar": "P"})
+    lr_policy: str = field(default="constant", metadata={"help": "learning-rate policy", "choices": tuple(LR_POLICIES)})
+    lr_params: dict = field(default_factory=lambda: {"lr": 1.0}, metadata={
+        "help": "the lr policy's numbers as JSON, e.g. '{\"lr\": 100}'", "metavar": "JSON"})
+    max_iter: int = field(default=500, metadata={"help": "iterations", "min": 1})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lr_params", dict(self.lr_params))  # never shared with a preset
@@ -60,11 +70,17 @@ class PaperParams:
             if not 0 <= getattr(self, name) <= 100:
                 raise DeepvisError(f"{name} must be between 0 and 100, got {getattr(self, name)}")
 
+    @property
+    def steps(self) -> int:
+        """The number of iterations (``max_iter``), under the step-count name all methods share."""
+        return self.max_iter
+
     def with_(self, **changes) -> "PaperParams":
         """A copy with some settings changed (``None`` values are ignored)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def to_json(self) -> dict:
+        """Every setting, as stores record them (``max_iter``, not ``steps``: existing stores stay valid)."""
         return asdict(self)
 
 

@@ -14,17 +14,15 @@ from ..models.model import Model, weights_hash
 from ..probe import layer_info
 from ..progress import Progress
 from ..store import Store
-from .modern import ModernParams, optimize_modern
+from .methods import Params, method_of
 from .objectives import Target, make_target
-from .paper import optimize_paper
-from .presets import PaperParams
 from .result import OptimizeResult
 
 #: Sprites are rebuilt from all of a layer's pictures: at most this often while a run goes on, and at its end.
 SPRITE_EVERY_SECONDS = 60.0
 
 
-def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], params: PaperParams | ModernParams,
+def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], params: Params,
                       channels: Sequence[int] | None = None, objective: str = "unit", batch_size: int = 16,
                       force: bool = False, progress: bool = True) -> Store:
     """Optimize every unit (or ``channels``) of ``layers`` and write each unit's optimized images and record, plus
@@ -39,7 +37,7 @@ def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], para
     store = Store(out)
     provenance = {"model": model.spec, "weights": weights_hash(model),
                   "input_size": list(model.preprocessing.input_size), "objective": objective,
-                  "method": "paper" if isinstance(params, PaperParams) else "modern", "params": params.to_json()}
+                  "method": method_of(params).name, "params": params.to_json()}
     _check_store_model(store, provenance)
     counts = {layer: layer_info(model, layer).channels for layer in dict.fromkeys(layers)}
     asked: list[tuple[str, int]] = []
@@ -52,7 +50,7 @@ def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], para
             raise DeepvisError(f"channel {bad[0]} out of range for layer '{layer}' ({count} channels, 0-{count - 1})")
         asked += [(layer, c) for c in wanted]
     work = asked if force else _not_done(store, asked, provenance)
-    steps = params.max_iter if isinstance(params, PaperParams) else params.steps
+    steps = method_of(params).steps(params)
     # counted in unit-steps (a unit advanced by one iteration), so a long batch shows progress and an ETA too
     bar = Progress(len(asked) * steps, "optimize", unit="unit-steps", enabled=progress,
                    initial=(len(asked) - len(work)) * steps)
@@ -66,14 +64,13 @@ def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], para
             targets = [make_target(model, f"{layer}:{channel}", objective, params.push_dir)
                        for layer, channel in batch]
             began = time.perf_counter()
-            optimizer = optimize_paper if isinstance(params, PaperParams) else optimize_modern
             stepped = [0]
 
             def on_step(_ii: int, size: int = len(batch)) -> None:
                 stepped[0] += 1
                 bar.update(size)
 
-            results = optimizer(model, targets, params, on_step)
+            results = optimize_targets(model, targets, params, on_step)
             bar.update(len(batch) * (steps - stepped[0]))  # units that stopped early (grad 0) finish here
             seconds = time.perf_counter() - began
             for (layer, channel), result in zip(batch, results):
@@ -95,11 +92,10 @@ def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], para
     return store
 
 
-def optimize_targets(model: Model, targets: Sequence[Target], params: PaperParams | ModernParams,
+def optimize_targets(model: Model, targets: Sequence[Target], params: Params,
                      on_step: Callable[[int], None] | None = None) -> list[OptimizeResult]:
     """One batch of targets through the method ``params`` belongs to."""
-    optimizer = optimize_paper if isinstance(params, PaperParams) else optimize_modern
-    return optimizer(model, targets, params, on_step)
+    return method_of(params).run(model, targets, params, on_step)
 
 
 def _write_sprites(store: Store, counts: dict[str, int]) -> None:
