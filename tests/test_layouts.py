@@ -187,8 +187,13 @@ def test_crops_optimize_and_the_toolbox_on_a_vit(photos, tmp_path):
     make_crops(model, store.root, layers=layers, kinds=("image", "guided"), channels=range(2), progress=False)
     with Image.open(store.unit_file("blocks.0.attn.qkv", 1, "image", 0)) as crop:
         assert crop.size == (16, 16)
+    # after attention every unit sees the whole input: the crop is its effective field, where most of its
+    # input gradient lies (measured on the scanned images)
+    effective = store.read_manifest().layers["blocks.1.mlp.act"].effective_field
+    side = effective["size"] if isinstance(effective["size"], int) else effective["size"][0]
+    assert 8 < side < 64
     with Image.open(store.unit_file("blocks.1.mlp.act", 1, "guided", 0)) as crop:
-        assert crop.size == (64, 64)
+        assert crop.size == (side, side)
     # optimize a token feature at a grid position: the objective rises
     result = deepvis.optimize(model, "blocks.1.mlp.fc1:3@1,2", "paper", max_iter=30)[0]
     objective = [v for v in result.record["obj"] if v is not None]
@@ -213,3 +218,87 @@ def test_a_vit_layer_shows_256_tiles_of_14x14(skimage_pngs):
     data = toolbox.view(ViewRequest(item.id, "blocks.1.mlp.fc2", 0, cursor="grid"))
     assert len(data["values"]) == 256 and (data["grid"]["tile_h"], data["grid"]["tile_w"]) == (14, 14)
     assert data["grid"]["rows"] * data["grid"]["cols"] >= 256
+
+
+def test_effective_fields_lie_inside_the_theoretical_ones(model):
+    """On the bundled CNN the effective field (90% of the input-gradient mass of real photos) is smaller than the
+    theoretical one, centred near the unit; on a ViT before attention it is the unit's patch."""
+    from deepvis.receptive_field import effective_receptive_fields, receptive_fields
+
+    layers = ["blocks.3", "blocks.8", "blocks.12"]
+    photos = torch.cat([model.input(path) for path in deepvis.sample_images()])
+    effective = effective_receptive_fields(model, layers + ["classifier"], photos)
+    theoretical = receptive_fields(model, layers)
+    assert effective["classifier"] is None
+    sizes = []
+    for layer in layers:
+        field, seen = theoretical[layer], effective[layer]
+        assert seen.stride == field.stride
+        assert seen.size[0] <= field.size[0] and seen.size[1] <= field.size[1]
+        # centres agree within a stride: unit (y, x)'s boxes overlap around the same place
+        centre = [o + s / 2 for o, s in zip(seen.offset, seen.size)]
+        expected = [o + s / 2 for o, s in zip(field.offset, field.size)]
+        assert all(abs(a - b) <= s for a, b, s in zip(centre, expected, field.stride))
+        sizes.append(seen.size[0])
+    assert sizes == sorted(sizes) and sizes[-1] < 224  # growing with depth, inside the input
+    vit = load("vit")
+    patch = effective_receptive_fields(vit, ["blocks.0.attn.qkv"], torch.randn(4, 3, 64, 64))["blocks.0.attn.qkv"]
+    assert abs(patch.size[0] - 16) <= 1 and patch.stride == (16, 16)
+
+
+# ------------------------------------------------------------------------------------------------ every entry point
+FAMILIES = [("vit", "blocks.1.mlp.act:3@1,2", "64"), ("vit_registers", "blocks.0:5@t2", "48,80"),
+            ("deit", "blocks.1.mlp.fc1:2@cls", "64"), ("convnext", "stages.1.blocks.0.mlp.act:7@3,3", "64"),
+            ("swin", "layers.1.blocks.0.mlp.fc1:4@2,5", "64")]
+
+
+@pytest.mark.parametrize("name, unit, size", FAMILIES)
+def test_predict_layers_and_backprop_from_the_command_line(name, unit, size, skimage_pngs, tmp_path, capsys):
+    from deepvis import cli
+
+    spec = f"{zoo.__file__}:{name}"
+    image = str(skimage_pngs["chelsea"])
+    assert cli.main(["predict", image, "--model", spec, "--input-size", size, "--json", "--top", "3"]) == 0
+    top = __import__("json").loads(capsys.readouterr().out)[0]["top"]
+    probs = [p["prob"] for p in top]
+    assert len(top) == 3 and probs == sorted(probs, reverse=True) and 0 < probs[-1] and probs[0] < 1
+    assert cli.main(["layers", "--model", spec, "--input-size", size]) == 0
+    listing = capsys.readouterr().out
+    model = load(name)
+    for layer, description in MODELS[name][2].items():
+        if deepvis.layer_info(model, layer).default:
+            line = next(line for line in listing.splitlines() if line.startswith(f"{layer} "))
+            assert description in line, line
+    for mode in ("gradient", "guided"):
+        out = tmp_path / f"{mode}.png"
+        assert cli.main(["backprop", image, "--model", spec, "--input-size", size, "--unit", unit, "--mode", mode,
+                         "-o", str(out)]) == 0
+        assert Image.open(out).size == tuple(reversed(load(name).preprocessing.input_size))
+    captured = capsys.readouterr()
+    assert "no rectifier" in captured.out  # GELU networks: guided equals the gradient, and it says so
+
+
+def test_timm_specs_read_the_same_layouts(monkeypatch, tmp_path):
+    """The ``timm:`` spec (a stand-in package, as timm does not import beside this torch) gives the same catalog."""
+    import sys
+    import types
+
+    def create_model(name, pretrained=False):
+        net = {"vit_small_reg4_test": zoo.vit_registers, "convnext_test": zoo.convnext}[name]()
+        net.pretrained_cfg, net.num_classes = {"hf_hub_id": f"timm/{name}"}, 10
+        return net
+
+    sizes = {"vit_small_reg4_test": (3, 48, 80), "convnext_test": (3, 64, 64)}
+    fake = types.ModuleType("timm")
+    fake.is_model = lambda name: name in sizes
+    fake.create_model = create_model
+    fake.data = types.SimpleNamespace(resolve_data_config=lambda args, model: {
+        "input_size": sizes[model.pretrained_cfg["hf_hub_id"][5:]], "mean": (0.5,) * 3, "std": (0.5,) * 3})
+    monkeypatch.setitem(sys.modules, "timm", fake)
+    for name, reference in (("vit_small_reg4_test", "vit_registers"), ("convnext_test", "convnext")):
+        weights = tmp_path / f"{name}.pth"
+        torch.save(MODELS[reference][0]().state_dict(), weights)
+        model = deepvis.load_model(f"timm:{name}", weights=weights)
+        assert model.preprocessing.input_size == MODELS[reference][1]
+        got = {info.name: info.describe() for info in model.layers()}
+        assert {layer: got[layer] for layer in MODELS[reference][2]} == MODELS[reference][2]

@@ -30,7 +30,7 @@ from .images import load_image
 from .models.model import Model
 from .probe import layer_info
 from .progress import Progress
-from .receptive_field import ReceptiveField, field_from_json
+from .receptive_field import EFFECTIVE_ABOVE, ReceptiveField, field_from_json
 from .store import CROP_KINDS, Store, atomic_write_bytes
 from .units import Unit
 
@@ -91,11 +91,18 @@ def crop_box(array: np.ndarray, box: tuple[int, int, int, int], fill: float = 0.
     return out
 
 
-def unit_box(field: ReceptiveField | None, y: int, x: int, input_size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The box to crop for a unit at (y, x): its field, or the whole input for global / fully connected units and
-    fields larger than the input."""
+def unit_box(field: ReceptiveField | None, y: int, x: int, input_size: tuple[int, int],
+             effective: ReceptiveField | None = None) -> tuple[int, int, int, int]:
+    """The box to crop for a unit at (y, x): its receptive field; its effective receptive field where the
+    theoretical one is the whole input or covers more than ``EFFECTIVE_ABOVE`` of it (vision transformers after
+    attention, deep CNNs); the whole input for fully connected units and where neither says more."""
     height, width = input_size
-    if field is None or y < 0 or field.size[0] >= height or field.size[1] >= width:
+    if y < 0:
+        return 0, 0, height, width
+    large = field is None or field.size[0] * field.size[1] > EFFECTIVE_ABOVE * height * width
+    if large and effective is not None and effective.size[0] * effective.size[1] < 0.95 * height * width:
+        return effective.box(y, x)
+    if field is None or field.size[0] >= height or field.size[1] >= width:
         return 0, 0, height, width
     return field.box(y, x)
 
@@ -156,13 +163,14 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
     bar = Progress(total, "crops", unit="units", enabled=progress)
     for name in layers:
         field = field_from_json(manifest.layers[name].receptive_field)
+        effective = field_from_json(manifest.layers[name].effective_field)
         top = store.read_topk(name)
         count = manifest.layers[name].channels
         for channel in channels or range(count):
             if channel >= count:
                 raise DeepvisError(f"channel {channel} out of range for layer '{name}' ({count} channels)")
             if force or not all(store.unit_file(name, channel, kind).exists() for kind in kinds):
-                _unit_crops(model, inputs, store, name, channel, top, field, kinds)
+                _unit_crops(model, inputs, store, name, channel, top, (field, effective), kinds)
             bar.update(1)
         for kind in kinds:
             store.write_sprite(name, count, kind)
@@ -170,14 +178,14 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
     return store
 
 
-def _unit_crops(model, inputs: _Inputs, store: Store, layer: str, channel: int, top: dict, field, kinds) -> None:
+def _unit_crops(model, inputs: _Inputs, store: Store, layer: str, channel: int, top: dict, fields, kinds) -> None:
     ranks = [r for r in range(top["images"].shape[1]) if top["images"][channel, r] >= 0]
     if not ranks:
         return
     size = model.preprocessing.input_size
     loaded = [inputs.get(int(top["images"][channel, r])) for r in ranks]
     positions = [(int(top["y"][channel, r]), int(top["x"][channel, r])) for r in ranks]
-    boxes = [unit_box(field, y, x, size) for y, x in positions]
+    boxes = [unit_box(fields[0], y, x, size, fields[1]) for y, x in positions]
     pictures: dict[str, list[np.ndarray]] = {}
     if "image" in kinds:
         pictures["image"] = [crop_box(pixels, box) for (_, pixels), box in zip(loaded, boxes)]

@@ -214,3 +214,62 @@ def receptive_field(model: Model, layer: str, max_input: int = 1024) -> Receptiv
     if field is None:
         raise UnitError(f"layer '{layer}' has no spatial dimensions: each of its units sees the whole input")
     return field
+
+
+#: The share of the input-gradient mass an effective receptive field holds.
+EFFECTIVE_MASS = 0.9
+#: A theoretical field covering more than this share of the input's area is replaced by the effective one in crops.
+EFFECTIVE_ABOVE = 0.5
+
+
+def effective_receptive_fields(model: Model, layers: list[str], x: torch.Tensor,
+                               mass: float = EFFECTIVE_MASS) -> dict[str, ReceptiveField | None]:
+    """Effective receptive fields (Luo et al. 2016), measured on the model with its weights: the input-gradient
+    magnitude of a central unit, summed over the images ``x`` (N, C, H, W; each image a different channel, so
+    the field describes the layer and not one feature), and the box around its centre of mass that holds
+    ``mass`` of it. Where the theoretical field is the whole input (a vision transformer after attention, a deep
+    CNN) this is the part of the input a unit actually looks at. ``offset`` and ``stride`` place the box of any
+    grid position, as for :class:`ReceptiveField`. None for layers without spatial dimensions."""
+    model = as_model(model)
+    spatial = [name for name in layers if len(layer_info(model, name).shape) == 3]
+    result: dict[str, ReceptiveField | None] = {name: None for name in layers}
+    if not spatial:
+        return result
+    traced = trace(model, x, spatial, "gradient", stop_early=True)
+    height, width = x.shape[2:]
+    for n, name in enumerate(spatial):
+        channels, h, w = traced[name].shape[1:]
+        cy, cx = (h - 1) // 2, (w - 1) // 2
+        units = [Unit(name, (i * channels) // len(x), (cy, cx)) for i in range(len(x))]
+        grad = traced.backward(units, retain_graph=n + 1 < len(spatial)).input_grad
+        density = grad.abs().sum(dim=(0, 1)).double()
+        total = float(density.sum())
+        if total == 0:
+            continue
+        rows, cols = torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64)
+        my, mx = float((density.sum(1) * rows).sum()) / total, float((density.sum(0) * cols).sum()) / total
+        box = _box_holding(density, my, mx, mass * total)
+        stride = (max(1, round(height / h)), max(1, round(width / w)))
+        result[name] = ReceptiveField((box[2] - box[0], box[3] - box[1]), stride,
+                                      offset=(box[0] - cy * stride[0], box[1] - cx * stride[1]))
+    return result
+
+
+def _box_holding(density: torch.Tensor, my: float, mx: float, wanted: float) -> tuple[int, int, int, int]:
+    """The smallest box (grown by one pixel a side at a time, in proportion to the input) centred on (my, mx)
+    holding ``wanted`` of ``density``: (top, left, bottom, right), bottom/right exclusive, clipped to the input."""
+    height, width = density.shape
+    cumulative = density.cumsum(0).cumsum(1)
+    padded = torch.nn.functional.pad(cumulative, (1, 0, 1, 0))
+
+    def inside(top: int, left: int, bottom: int, right: int) -> float:
+        return float(padded[bottom, right] - padded[top, right] - padded[bottom, left] + padded[top, left])
+
+    ratio = width / height
+    for half in range(1, max(height, width) + 1):
+        half_w = max(1, round(half * ratio))
+        top, bottom = max(0, round(my - half)), min(height, round(my + half) + 1)
+        left, right = max(0, round(mx - half_w)), min(width, round(mx + half_w) + 1)
+        if inside(top, left, bottom, right) >= wanted:
+            return top, left, bottom, right
+    return 0, 0, height, width

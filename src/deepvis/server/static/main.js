@@ -362,7 +362,7 @@ async function refreshSprites() {
   if (!state().pattern || layer === spritesKey) return;
   spritesKey = layer;
   try {
-    const sprites = await api.layerSprites(layer);
+    const sprites = await tracked(api.layerSprites(layer)); // counted busy, like views
     if (layer === spritesKey) model.sprites = sprites;
   } catch (err) {
     model.sprites = { layer, sprite: null, sprites: {} };

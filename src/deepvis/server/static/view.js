@@ -120,7 +120,8 @@ function renderBack({ state, result }) {
   $('back-off').textContent = 'off';
   $('back-caption').classList.toggle('frozen', Boolean(back && state.frozen));
   $('back-caption').textContent = back
-    ? `${back.mode} · ${back.filter} · from ${back.origin}`
+    ? `${back.mode} · ${back.filter} · from ${back.origin}` +
+      (back.mode !== 'gradient' && back.rectifiers_modified === 0 ? ' · = gradient (no ReLU before it)' : '')
     : state.back.enabled ? 'select a unit (↓) to see its backward pass' : 'b or n turns the backward pass on';
 }
 
