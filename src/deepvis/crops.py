@@ -32,7 +32,7 @@ from .probe import layer_info
 from .progress import Progress
 from .receptive_field import EFFECTIVE_ABOVE, ReceptiveField, field_from_json
 from .store import CROP_KINDS, Store, atomic_write_bytes
-from .units import Unit
+from .units import Unit, check_unit
 
 KINDS = CROP_KINDS
 _MAX_POOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
@@ -167,8 +167,7 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
         top = store.read_topk(name)
         count = manifest.layers[name].channels
         for channel in channels or range(count):
-            if channel >= count:
-                raise DeepvisError(f"channel {channel} out of range for layer '{name}' ({count} channels)")
+            check_unit(Unit(name, channel), tuple(manifest.layers[name].shape))
             if force or not all(store.unit_file(name, channel, kind).exists() for kind in kinds):
                 _unit_crops(model, inputs, store, name, channel, top, (field, effective), kinds)
             bar.update(1)

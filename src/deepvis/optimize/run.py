@@ -14,6 +14,7 @@ from ..models.model import Model, weights_hash
 from ..probe import layer_info
 from ..progress import Progress
 from ..store import Store
+from ..units import Unit, check_unit
 from .methods import Params, method_of
 from .objectives import Target, make_target
 from .result import OptimizeResult
@@ -45,9 +46,8 @@ def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], para
         wanted = list(channels) if channels is not None else list(range(count))
         if not wanted:
             raise DeepvisError("no channels to optimize (empty channel range)")
-        bad = [c for c in wanted if not 0 <= c < count]
-        if bad:
-            raise DeepvisError(f"channel {bad[0]} out of range for layer '{layer}' ({count} channels, 0-{count - 1})")
+        for channel in wanted:
+            check_unit(Unit(layer, channel), layer_info(model, layer).shape)
         asked += [(layer, c) for c in wanted]
     work = asked if force else _not_done(store, asked, provenance)
     steps = method_of(params).steps(params)
