@@ -243,7 +243,8 @@ def rollout(maps: Mapping[str, torch.Tensor] | Sequence[torch.Tensor], head_fusi
         if result is not None and attention.shape[-1] != result.shape[-1]:
             raise DeepvisError(f"rollout needs the same tokens in every layer, got {result.shape[-1]} then "
                                f"{attention.shape[-1]} (windowed or merging attention cannot be rolled out)")
-        fused = _discard_lowest(fuse_heads(attention.float(), head_fusion), discard)
+        precise = attention.to(torch.promote_types(attention.dtype, torch.float32))  # float32, or float64 kept
+        fused = _discard_lowest(fuse_heads(precise, head_fusion), discard)
         eye = torch.eye(fused.shape[-1], dtype=fused.dtype, device=fused.device)
         a = 0.5 * fused + 0.5 * eye
         a = a / a.sum(dim=-1, keepdim=True)
