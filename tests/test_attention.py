@@ -123,6 +123,32 @@ def test_multihead_attention_records_its_own_weights_outputs_bitwise_equal():
             torch.testing.assert_close(probs, expected[layer], atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_transformer_encoder_fast_path_kept_and_recorded(norm_first):
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True, norm_first=norm_first)
+    net = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(2, 10, 32)
+    expected, h = {}, x
+    with torch.no_grad():
+        for i, block in enumerate(net.layers):
+            y = block.norm1(h) if norm_first else h
+            expected[f"layers.{i}.self_attn"] = block.self_attn.forward(y, y, y, average_attn_weights=False)[1]
+            h = block(h)
+    for grad in (False, True):  # no grad: torch._transformer_encoder_layer_fwd, which never calls self_attn
+        with torch.set_grad_enabled(grad):
+            plain = net(x)
+            with record_attention(net) as rec:
+                out = net(x)
+        assert torch.equal(out, plain)
+        assert list(rec.maps) == list(expected)
+        for name, weights in expected.items():
+            torch.testing.assert_close(rec.maps[name], weights, atol=1e-6, rtol=0)
+        assert_clean(net)
+
+
 class _Masked(nn.Module):
     """SDPA with every option a call can carry; the probabilities times V must give SDPA's own output."""
 
@@ -199,6 +225,112 @@ def test_trace_records_attention_on_request(name):
     early = Trace(net, x, ["blocks.0"], attention=True, stop_early=True)
     assert list(early.attention) == list(rec.maps)[:1]
     assert_clean(net)
+
+
+class _TorchvisionStyleViT(nn.Module):
+    """torchvision's VisionTransformer layout: ``conv_proj``, ``class_token``, ``encoder.layers.encoder_layer_i``
+    with ``self_attention = nn.MultiheadAttention(batch_first=True)`` called with ``need_weights=False``."""
+
+    def __init__(self, dim: int = 16, depth: int = 2):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv_proj = nn.Conv2d(3, dim, 8, stride=8)
+        self.class_token = nn.Parameter(torch.randn(1, 1, dim))
+        self.encoder = nn.Module()
+        self.encoder.pos_embedding = nn.Parameter(torch.randn(1, 1 + 4 * 6, dim) * 0.1)
+        self.encoder.layers = nn.Sequential()
+        for i in range(depth):
+            layer = nn.Module()
+            layer.ln_1 = nn.LayerNorm(dim)
+            layer.self_attention = nn.MultiheadAttention(dim, 2, batch_first=True)
+            self.encoder.layers.add_module(f"encoder_layer_{i}", layer)
+
+    def forward(self, x):
+        x = self.conv_proj(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1) + self.encoder.pos_embedding
+        for layer in self.encoder.layers:
+            y = layer.ln_1(x)
+            x = x + layer.self_attention(y, y, y, need_weights=False)[0]
+        return x[:, 0]
+
+
+class _HFSelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads, self.scaling = heads, (dim // heads) ** -0.5
+        self.query, self.key, self.value = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+
+    def forward(self, x, mask):
+        split = lambda t: t.view(t.shape[0], t.shape[1], self.heads, -1).transpose(1, 2)  # noqa: E731
+        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=self.scaling)
+        return out.transpose(1, 2).reshape(x.shape)
+
+
+class _HFStyleViT(nn.Module):
+    """Hugging Face ViT layout: ``embeddings.patch_embeddings.projection``, ``embeddings.cls_token``,
+    ``encoder.layer.i.attention.attention`` with separate query/key/value and SDPA given a float mask and a scale."""
+
+    def __init__(self, dim: int = 16, depth: int = 2):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embeddings = nn.Module()
+        self.embeddings.patch_embeddings = nn.Module()
+        self.embeddings.patch_embeddings.projection = nn.Conv2d(3, dim, 8, stride=8)
+        self.embeddings.cls_token = nn.Parameter(torch.randn(1, 1, dim))
+        self.encoder = nn.Module()
+        self.encoder.layer = nn.ModuleList()
+        for _ in range(depth):
+            block = nn.Module()
+            block.attention = nn.Module()
+            block.attention.attention = _HFSelfAttention(dim, 4)
+            self.encoder.layer.append(block)
+
+    def forward(self, x):
+        x = self.embeddings.patch_embeddings.projection(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.embeddings.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        mask = torch.zeros(x.shape[1], x.shape[1])
+        mask[:, -1] = -2.0  # a float mask, added to the logits
+        for block in self.encoder.layer:
+            x = x + block.attention.attention(x, mask)
+        return x[:, 0]
+
+
+def test_torchvision_and_hugging_face_layouts():
+    x = torch.randn(2, 3, 32, 48)
+    tv = _TorchvisionStyleViT().eval()
+    for p in tv.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        plain = tv(x)
+        with record_attention(tv) as rec:
+            out = tv(x)
+    assert torch.equal(out, plain)
+    assert list(rec.maps) == ["encoder.layers.encoder_layer_0.self_attention",
+                              "encoder.layers.encoder_layer_1.self_attention"]
+    assert rec.maps["encoder.layers.encoder_layer_0.self_attention"].shape == (2, 2, 25, 25)
+    assert token_grid(tv, (32, 48)) == (1, (4, 6))
+
+    hf = _HFStyleViT().eval()
+    inputs_seen = []
+    hooks = [m.register_forward_hook(lambda m, a, o: inputs_seen.append(a)) for m in hf.modules()
+             if isinstance(m, _HFSelfAttention)]
+    with torch.no_grad():
+        plain = hf(x)
+        for h in hooks:
+            h.remove()
+        with record_attention(hf) as rec:
+            out = hf(x)
+    assert torch.equal(out, plain)
+    assert list(rec.maps) == ["encoder.layer.0.attention.attention", "encoder.layer.1.attention.attention"]
+    module = hf.encoder.layer[0].attention.attention
+    tokens, mask = inputs_seen[0]
+    q = module.query(tokens).view(2, 25, 4, 4).transpose(1, 2)
+    k = module.key(tokens).view(2, 25, 4, 4).transpose(1, 2)
+    expected = torch.softmax(q @ k.transpose(-2, -1) * module.scaling + mask, dim=-1)
+    torch.testing.assert_close(rec.maps["encoder.layer.0.attention.attention"], expected, atol=1e-6, rtol=0)
+    assert token_grid(hf, (32, 48)) == (1, (4, 6))
+    assert_clean(hf)
 
 
 # ------------------------------------------------------------------------------------------------ rollout

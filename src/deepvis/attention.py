@@ -11,6 +11,8 @@ What is recorded (:class:`record_attention`, or ``Trace(..., attention=True)``):
   as it would without recording (the mode steps aside during its forward, so its fast path is kept and the outputs
   stay bitwise equal), then its weights are computed by the module itself, with ``need_weights=True,
   average_attn_weights=False``, from the same inputs. Calls of SDPA made inside it are not recorded twice.
+  ``nn.TransformerEncoderLayer`` / ``nn.TransformerEncoder`` keep their fast paths the same way; where that path
+  skips the layer's ``self_attn``, its weights are asked of ``self_attn`` afterwards (named ``<layer>.self_attn``).
 
 Each map is ``(batch, heads, N_query, N_key)`` and is named by the layer (dotted ``named_modules()`` name) whose
 forward made the call: ``blocks.3.attn`` for timm, ``blocks.3.attn.attn`` for an ``nn.MultiheadAttention`` inside
@@ -43,6 +45,8 @@ from .models.model import Model
 HEAD_FUSIONS = ("mean", "max", "min")
 
 _SDPA = F.scaled_dot_product_attention
+#: Modules with a fast path that a torch-function mode disables: the mode steps aside while they run.
+_FAST_PATHS = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerEncoder)
 _SDPA_PARAMS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
 
 
@@ -100,7 +104,9 @@ class record_attention(TorchFunctionMode):
         self.maps: dict[str, torch.Tensor] = {}
         self._handles: list = []
         self._stack: list[str] = []  # the modules running now, innermost last
-        self._mha: list[bool] = []  # per running nn.MultiheadAttention: whether this mode stepped aside
+        self._aside: list[tuple[bool, int]] = []  # per running fast-path module: stepped aside?, self_attn calls
+        self._mha_depth = 0  # nn.MultiheadAttention modules running now (they record themselves)
+        self._counts: dict[str, int] = {}  # calls recorded per layer in this pass
         self._active = False
 
     # --------------------------------------------------------------------------------------- hooks and mode
@@ -130,18 +136,20 @@ class record_attention(TorchFunctionMode):
             handle.remove()
         self._handles.clear()
         self._stack.clear()
-        self._mha.clear()
+        self._aside.clear()
+        self._mha_depth = 0
 
     def _pre_hook(self, name: str):
         def hook(module, args, kwargs):
             if not self._stack:  # a new forward pass from outside
-                self.maps = {}
+                self.maps, self._counts = {}, {}
             self._stack.append(name)
-            if isinstance(module, nn.MultiheadAttention):
+            if isinstance(module, _FAST_PATHS):
                 aside = _top_of_stack_is(self)  # let the module run as if nothing recorded (its fast path)
                 if aside:
                     torch._C._pop_torch_function_stack()
-                self._mha.append(aside)
+                self._aside.append((aside, self._counts.get(f"{name}.self_attn", 0)))
+                self._mha_depth += isinstance(module, nn.MultiheadAttention)
         return hook
 
     def _post_hook(self, name: str):
@@ -149,22 +157,34 @@ class record_attention(TorchFunctionMode):
             if not self._stack or self._stack[-1] != name:
                 return None
             try:
-                if isinstance(module, nn.MultiheadAttention) and self._mha:
+                if isinstance(module, _FAST_PATHS) and self._aside:
                     try:
                         if output is not None:  # None: the forward pass failed
-                            self._record(name, _mha_weights(module, args, kwargs))
+                            self._record_fast_path(name, module, args, kwargs)
                     finally:
-                        if self._mha.pop():
+                        aside, _ = self._aside.pop()
+                        self._mha_depth -= isinstance(module, nn.MultiheadAttention)
+                        if aside:
                             torch._C._push_on_torch_function_stack(self)
             finally:
                 self._stack.pop()
             return None
         return hook
 
+    def _record_fast_path(self, name: str, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if isinstance(module, nn.MultiheadAttention):
+            self._record(name, _mha_weights(module, args, kwargs))
+        elif isinstance(module, nn.TransformerEncoderLayer):
+            attn = f"{name}.self_attn"
+            if self._counts.get(attn, 0) == self._aside[-1][1]:  # its fast path did not call self_attn: ask it
+                weights = _encoder_layer_weights(module, args, kwargs)
+                if weights is not None:
+                    self._record(attn, weights)
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if func is _SDPA and not any(self._mha):  # inside an nn.MultiheadAttention it records itself
+        if func is _SDPA and not self._mha_depth:  # inside an nn.MultiheadAttention it records itself
             bound = dict(zip(_SDPA_PARAMS, args), **kwargs)
             probs = attention_probs(bound["query"], bound["key"], bound.get("attn_mask"),
                                     bool(bound.get("is_causal", False)), bound.get("scale"),
@@ -173,11 +193,26 @@ class record_attention(TorchFunctionMode):
         return out
 
     def _record(self, layer: str, probs: torch.Tensor) -> None:
-        key, n = layer, 0
-        while key in self.maps:
-            n += 1
-            key = f"{layer}#{n}"
-        self.maps[key] = probs
+        n = self._counts.get(layer, 0)
+        self._counts[layer] = n + 1
+        self.maps[f"{layer}#{n}" if n else layer] = probs
+
+
+def _encoder_layer_weights(module: nn.TransformerEncoderLayer, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """The per-head weights of an ``nn.TransformerEncoderLayer`` whose fast path skipped its ``self_attn``: that
+    module asked from the same input (after ``norm1`` when ``norm_first``) and masks. None for nested tensors."""
+    bound = inspect.signature(module.forward).bind(*args, **kwargs)
+    bound.apply_defaults()
+    src = bound.arguments["src"]
+    if src.is_nested:
+        return None
+    with torch.no_grad():
+        x = module.norm1(src) if module.norm_first else src
+        _, weights = module.self_attn.forward(x, x, x, attn_mask=bound.arguments["src_mask"],
+                                              key_padding_mask=bound.arguments["src_key_padding_mask"],
+                                              need_weights=True, average_attn_weights=False,
+                                              is_causal=bound.arguments["is_causal"])
+    return _as_batch_heads(weights.detach().float())
 
 
 def _mha_weights(module: nn.MultiheadAttention, args: tuple, kwargs: dict) -> torch.Tensor:
