@@ -19,7 +19,7 @@ from torch import nn
 
 import deepvis
 from deepvis import cli
-from deepvis.attention import attention_map, attention_probs, record_attention, rollout, token_grid
+from deepvis.attention import attention_map, record_attention, rollout, token_grid
 from deepvis.backprop import Trace
 from deepvis.errors import DeepvisError, UnitError
 
