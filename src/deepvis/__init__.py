@@ -9,8 +9,12 @@ Everything the toolbox shows is one call away::
     result = deepvis.backprop(model, "cat.jpg", "blocks.5:42", mode="guided")
     deepvis.save_image(result.image("norm"), "guided.png")
     best = deepvis.optimize(model, "classifier:285", max_iter=200)[0]  # an image the unit loves
+    maps = deepvis.attention_maps(vit, "cat.jpg")     # a ViT's attention probabilities, per layer
+    deepvis.save_image(deepvis.attention_map(vit, "cat.jpg", rollout=True).overlay(), "rollout.png")
 """
 
+from .attention import (AttentionMap, attention_map, attention_maps, attention_overlay, record_attention, rollout,
+                        token_grid)
 from .backprop import MODES, Backward, BackpropResult, Trace, backprop, backprop_batch, rectifier_rules, start_signal, trace
 from .errors import DeepvisError, ImageError, ModelError, UnitError
 from .images import load_image
@@ -26,6 +30,7 @@ from .units import Unit, parse_unit
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttentionMap", "attention_map", "attention_maps", "attention_overlay", "record_attention", "rollout", "token_grid",
     "DEFAULT_MODEL", "FILTERS", "MODES", "Backward", "BackpropResult", "DeepvisError", "ImageError", "LayerInfo", "Model",
     "ModelError", "ModernParams", "OptimizeResult", "PaperParams", "Prediction", "Preprocessing", "Probe",
     "TileGrid", "Unit", "UnitError", "activations", "back_image", "backprop", "backprop_batch", "color_diffs",

@@ -255,6 +255,15 @@ class Backward:
 Start = Union[Unit, str, Sequence[Union[Unit, str]], torch.Tensor]
 
 
+def _attention_recorder(model: Model | nn.Module, wanted: bool):
+    """A ``deepvis.attention.record_attention`` mode for a trace that asks for attention, else a no-op context."""
+    if not wanted:
+        return nullcontext()
+    from .attention import record_attention
+
+    return record_attention(model)
+
+
 class Trace:
     """One forward pass under a mode's rectifier rules that keeps its graph and records ``layers``; any number of
     backward passes (:meth:`backward`) from units, signals or objectives are then taken from it.
@@ -264,6 +273,8 @@ class Trace:
     ``stop_early`` ends the forward pass once every layer is recorded (no ``output``); ``below_in_place`` starts
     gradients below in-place layers folded into a layer (Caffe imports); ``detach_input=False`` keeps ``x`` in
     its own graph (an optimized image's parameterization) instead of tracing from a fresh leaf copy.
+    ``attention=True`` also records the attention probabilities of the forward pass into ``attention`` (layer name
+    -> (batch, heads, N, N), detached; see :mod:`deepvis.attention`); otherwise ``attention`` is empty.
 
     Guided mode first keeps only what autograd keeps anyway (no extra forward work); should the model change such
     a tensor in place later, the first backward pass notices, the forward pass is run again with private masks,
@@ -272,7 +283,8 @@ class Trace:
     """
 
     def __init__(self, model: Model | nn.Module, x: torch.Tensor, layers: Iterable[str], mode: Mode | TorchFunctionMode = "gradient",
-                 *, stop_early: bool = False, below_in_place: bool = False, detach_input: bool = True):
+                 *, stop_early: bool = False, below_in_place: bool = False, detach_input: bool = True,
+                 attention: bool = False):
         self.model = model  # as given: a bare module's layers are checked by name, a Model's by its catalog
         self.layers = list(dict.fromkeys(layers))
         if isinstance(mode, TorchFunctionMode):
@@ -283,6 +295,7 @@ class Trace:
             raise DeepvisError(f"unknown backprop mode {mode!r}: use one of {', '.join(MODES)}")
         self.stop_early, self.below_in_place, self.detach_input = stop_early, below_in_place, detach_input
         self._source = x
+        self._attention = attention  # also record attention probabilities (deepvis.attention) into self.attention
         rule = RULES.get(self.mode)
         self._forward(save_like_autograd=rule is not None and rule[1])
 
@@ -299,8 +312,9 @@ class Trace:
         active = rules if getattr(rules, "rule", True) is not None else nullcontext()  # gradient: no mode at all
         with torch.enable_grad(), Probe(self.model, self.layers, keep_graph=True, stop_early=self.stop_early,
                                         below_in_place=self.below_in_place, on_record=note) as probe:
-            with active:
+            with active, _attention_recorder(self.model, self._attention) as recorder:
                 self.output = probe.run(x)
+        self.attention: dict[str, torch.Tensor] = recorder.maps if recorder is not None else {}
         self.x, self.activations, self.extra, self._raw = x, probe.activations, probe.extra, probe.raw
         self.modified, self._versions = modified, versions
         self.rectifiers_modified = getattr(rules, "modified", 0)

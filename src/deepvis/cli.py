@@ -109,6 +109,41 @@ def _cmd_backprop(args) -> int:
     return 0
 
 
+def _cmd_attention(args) -> int:
+    from .attention import attention_map
+    from .render import save_image
+
+    parent = Path(args.output).parent
+    if not parent.is_dir():
+        raise DeepvisError(f"cannot write '{args.output}': the folder '{parent}' does not exist")
+    model = _model(args)
+    result = attention_map(model, args.image, layer=args.layer, head=args.head, token=args.token,
+                           rollout=args.rollout, head_fusion=args.head_fusion, discard=args.discard,
+                           resize=args.resize)
+    try:
+        save_image(result.overlay(args.alpha), args.output)
+    except OSError as exc:
+        raise DeepvisError(f"cannot write '{args.output}': {exc.strerror or exc}") from None
+    if not args.quiet:
+        what = (f"rollout of token {result.token} up to {result.layer} ({result.head_fusion} of heads"
+                f"{f', discard {result.discard:g}' if result.discard else ''})" if result.rollout else
+                f"attention of token {result.token} at {result.layer}, "
+                f"{f'head {result.head}' if result.head is not None else f'{result.head_fusion} of heads'}")
+        gh, gw = result.map.shape
+        print(f"wrote {args.output}: {what}, {gh}x{gw} patch grid, {result.extra_tokens} extra tokens")
+    return 0
+
+
+def _attention_ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
 def _cmd_find_max(args) -> int:
     from .findmax import find_max
 
@@ -398,6 +433,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from the unit's whole activation map (default) or a one-hot at its maximum")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png", type=_output_image)
     p.set_defaults(run=_cmd_backprop)
+
+    p = sub.add_parser("attention", parents=[common, resize],
+                       help="what a token of a vision transformer attends to, or its attention rollout, over the image",
+                       description="Attention probabilities recorded during one forward pass (calls of "
+                       "F.scaled_dot_product_attention and nn.MultiheadAttention), drawn over the input image. "
+                       "Without --rollout: one layer's attention row of the token (one head, or the heads fused). "
+                       "With --rollout: Abnar & Zuidema's rollout through the layers up to --layer.")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("--layer", metavar="L", help="an attention layer (default: the last; an unknown name lists them)")
+    p.add_argument("--head", type=int, metavar="H", help="one head (default: the heads fused by --head-fusion)")
+    p.add_argument("--token", type=int, default=0, metavar="T",
+                   help="the token whose attention is shown (default 0: the CLS token)")
+    p.add_argument("--rollout", action="store_true", help="attention rollout through the layers up to --layer")
+    p.add_argument("--head-fusion", choices=["mean", "max", "min"], default="mean",
+                   help="how heads are fused (default mean)")
+    p.add_argument("--discard", type=_attention_ratio, default=0.0, metavar="R",
+                   help="rollout: drop this fraction of each layer's lowest attentions (default 0)")
+    p.add_argument("--alpha", type=_attention_ratio, default=0.5, metavar="A",
+                   help="opacity of the colour map over the image (default 0.5)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png", type=_output_image)
+    p.set_defaults(run=_cmd_attention)
 
     p = sub.add_parser("find-max", parents=[common], help="the dataset images that excite each unit most")
     p.add_argument("images", metavar="IMAGES", help="a folder of images (recursive) or a list file")

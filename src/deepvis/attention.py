@@ -1,0 +1,458 @@
+"""Attention probabilities of vision transformers, recorded during any forward pass; attention rollout.
+
+What is recorded (:class:`record_attention`, or ``Trace(..., attention=True)``):
+
+- every call of ``F.scaled_dot_product_attention`` (timm, Hugging Face transformers, hand-written ViTs), seen by a
+  ``TorchFunctionMode`` active during the forward pass: the call itself runs unchanged (its output is the model's),
+  and ``softmax(Q K^T * scale + mask)`` is computed beside it from the same Q and K, detached, in float32, honouring
+  ``attn_mask`` (bool: True attends; float: added), ``is_causal``, ``scale`` and ``enable_gqa``; ``dropout_p`` is
+  ignored (eval). Rows whose keys are all masked out are zeros.
+- every call of an ``nn.MultiheadAttention`` module (torchvision's ViT and many hand-written ones): the module runs
+  as it would without recording (the mode steps aside during its forward, so its fast path is kept and the outputs
+  stay bitwise equal), then its weights are computed by the module itself, with ``need_weights=True,
+  average_attn_weights=False``, from the same inputs. Calls of SDPA made inside it are not recorded twice.
+  ``nn.TransformerEncoderLayer`` / ``nn.TransformerEncoder`` keep their fast paths the same way; where that path
+  skips the layer's ``self_attn``, its weights are asked of ``self_attn`` afterwards (named ``<layer>.self_attn``).
+
+Each map is ``(batch, heads, N_query, N_key)`` and is named by the layer (dotted ``named_modules()`` name) whose
+forward made the call: ``blocks.3.attn`` for timm, ``blocks.3.attn.attn`` for an ``nn.MultiheadAttention`` inside
+it. A layer that attends more than once per forward pass gives ``layer``, ``layer#1``, ``layer#2``, ... in call order.
+Windowed attention (Swin) is recorded as called: ``(batch * windows, heads, n, n)``, with n the tokens of one window.
+``maps`` holds the latest forward pass of the model (a new top-level call starts afresh), in call order.
+
+Rollout (Abnar & Zuidema 2020, :func:`rollout`): each layer's heads are fused (mean, max or min), optionally the
+lowest ``discard`` fraction of the fused entries are set to 0 (never a token's attention to itself), the identity is
+added for the residual connection, ``A = 0.5 * W + 0.5 * I``, rows are renormalized to sum to 1, and the layers are
+multiplied in order: ``R = A_L ... A_2 A_1``. Row t of R is how much token t at the top draws on each input token.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from .errors import DeepvisError, UnitError
+from .models.model import Model
+
+HEAD_FUSIONS = ("mean", "max", "min")
+
+_SDPA = F.scaled_dot_product_attention
+#: Modules with a fast path that a torch-function mode disables: the mode steps aside while they run.
+_FAST_PATHS = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerEncoder)
+_SDPA_PARAMS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+
+
+def _net(model: Model | nn.Module) -> nn.Module:
+    return model.net if isinstance(model, Model) else model
+
+
+def _as_batch_heads(probs: torch.Tensor) -> torch.Tensor:
+    """(..., L, S) -> (batch, heads, L, S): 2-D gets batch and head 1, 3-D is (batch, L, S) with one head, more
+    than 4 dimensions fold the leading ones into the batch."""
+    if probs.dim() == 2:
+        return probs[None, None]
+    if probs.dim() == 3:
+        return probs[:, None]
+    return probs.reshape(-1, *probs.shape[-3:])
+
+
+def attention_probs(query: torch.Tensor, key: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                    is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> torch.Tensor:
+    """The attention probabilities of a ``F.scaled_dot_product_attention`` call, ``softmax(Q K^T * scale + mask)``,
+    detached, float32, as (batch, heads, L, S). Bool masks: True attends; float masks are added; ``is_causal``
+    masks keys after the query (top-left aligned, as SDPA); fully masked rows are zeros."""
+    q, k = query.detach().float(), key.detach().float()
+    if enable_gqa and q.dim() >= 3 and k.shape[-3] != q.shape[-3]:
+        k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    logits = (q @ k.transpose(-2, -1)) * scale
+    length, source = logits.shape[-2:]
+    if is_causal:
+        keep = torch.ones(length, source, dtype=torch.bool, device=logits.device).tril()
+        logits = logits.masked_fill(~keep, float("-inf"))
+    if attn_mask is not None:
+        mask = attn_mask.detach()
+        logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask.float()
+    return _as_batch_heads(logits.softmax(dim=-1).nan_to_num(0.0))
+
+
+def _top_of_stack_is(mode: TorchFunctionMode) -> bool:
+    depth = torch._C._len_torch_function_stack()
+    return depth > 0 and torch._C._get_function_stack_at(depth - 1) is mode
+
+
+class record_attention(TorchFunctionMode):
+    """Records the attention probabilities of every attention call during forward passes of ``model`` (see the
+    module docstring); the model's outputs are unchanged, and hooks and mode are removed on exit, even on errors.
+
+    >>> with record_attention(model) as rec:
+    ...     model.net(x)
+    >>> rec.maps["blocks.0.attn"].shape      # (batch, heads, tokens, tokens)
+    """
+
+    def __init__(self, model: Model | nn.Module):
+        super().__init__()
+        self.net = _net(model)
+        self.maps: dict[str, torch.Tensor] = {}
+        self._handles: list = []
+        self._stack: list[str] = []  # the modules running now, innermost last
+        self._aside: list[tuple[bool, int]] = []  # per running fast-path module: stepped aside?, self_attn calls
+        self._mha_depth = 0  # nn.MultiheadAttention modules running now (they record themselves)
+        self._counts: dict[str, int] = {}  # calls recorded per layer in this pass
+        self._active = False
+
+    # --------------------------------------------------------------------------------------- hooks and mode
+    def __enter__(self) -> "record_attention":
+        if not isinstance(self.net, torch.jit.ScriptModule):  # compiled code calls no Python functions to see
+            for name, module in self.net.named_modules():
+                self._handles.append(module.register_forward_pre_hook(self._pre_hook(name), with_kwargs=True))
+                self._handles.append(module.register_forward_hook(self._post_hook(name), with_kwargs=True,
+                                                                  always_call=True))
+        try:
+            super().__enter__()
+        except BaseException:
+            self._remove_hooks()
+            raise
+        self._active = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._remove_hooks()
+        self._active = False
+        if not any(torch._C._get_function_stack_at(i) is self for i in range(torch._C._len_torch_function_stack())):
+            torch._C._push_on_torch_function_stack(self)  # stepped aside and never came back: restore, then pop
+        super().__exit__(*exc)
+
+    def _remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._stack.clear()
+        self._aside.clear()
+        self._mha_depth = 0
+
+    def _pre_hook(self, name: str):
+        def hook(module, args, kwargs):
+            if not self._stack:  # a new forward pass from outside
+                self.maps, self._counts = {}, {}
+            self._stack.append(name)
+            if isinstance(module, _FAST_PATHS):
+                aside = _top_of_stack_is(self)  # let the module run as if nothing recorded (its fast path)
+                if aside:
+                    torch._C._pop_torch_function_stack()
+                self._aside.append((aside, self._counts.get(f"{name}.self_attn", 0)))
+                self._mha_depth += isinstance(module, nn.MultiheadAttention)
+        return hook
+
+    def _post_hook(self, name: str):
+        def hook(module, args, kwargs, output):
+            if not self._stack or self._stack[-1] != name:
+                return None
+            try:
+                if isinstance(module, _FAST_PATHS) and self._aside:
+                    try:
+                        if output is not None:  # None: the forward pass failed
+                            self._record_fast_path(name, module, args, kwargs)
+                    finally:
+                        aside, _ = self._aside.pop()
+                        self._mha_depth -= isinstance(module, nn.MultiheadAttention)
+                        if aside:
+                            torch._C._push_on_torch_function_stack(self)
+            finally:
+                self._stack.pop()
+            return None
+        return hook
+
+    def _record_fast_path(self, name: str, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if isinstance(module, nn.MultiheadAttention):
+            self._record(name, _mha_weights(module, args, kwargs))
+        elif isinstance(module, nn.TransformerEncoderLayer):
+            attn = f"{name}.self_attn"
+            if self._counts.get(attn, 0) == self._aside[-1][1]:  # its fast path did not call self_attn: ask it
+                weights = _encoder_layer_weights(module, args, kwargs)
+                if weights is not None:
+                    self._record(attn, weights)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func is _SDPA and not self._mha_depth:  # inside an nn.MultiheadAttention it records itself
+            bound = dict(zip(_SDPA_PARAMS, args), **kwargs)
+            probs = attention_probs(bound["query"], bound["key"], bound.get("attn_mask"),
+                                    bool(bound.get("is_causal", False)), bound.get("scale"),
+                                    bool(bound.get("enable_gqa", False)))
+            self._record(self._stack[-1] if self._stack else "", probs)
+        return out
+
+    def _record(self, layer: str, probs: torch.Tensor) -> None:
+        n = self._counts.get(layer, 0)
+        self._counts[layer] = n + 1
+        self.maps[f"{layer}#{n}" if n else layer] = probs
+
+
+def _encoder_layer_weights(module: nn.TransformerEncoderLayer, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """The per-head weights of an ``nn.TransformerEncoderLayer`` whose fast path skipped its ``self_attn``: that
+    module asked from the same input (after ``norm1`` when ``norm_first``) and masks. None for nested tensors."""
+    bound = inspect.signature(module.forward).bind(*args, **kwargs)
+    bound.apply_defaults()
+    src = bound.arguments["src"]
+    if src.is_nested:
+        return None
+    with torch.no_grad():
+        x = module.norm1(src) if module.norm_first else src
+        _, weights = module.self_attn.forward(x, x, x, attn_mask=bound.arguments["src_mask"],
+                                              key_padding_mask=bound.arguments["src_key_padding_mask"],
+                                              need_weights=True, average_attn_weights=False,
+                                              is_causal=bound.arguments["is_causal"])
+    return _as_batch_heads(weights.detach().float())
+
+
+def _mha_weights(module: nn.MultiheadAttention, args: tuple, kwargs: dict) -> torch.Tensor:
+    """The per-head weights of one ``nn.MultiheadAttention`` call, computed by the module from the same inputs."""
+    bound = inspect.signature(module.forward).bind(*args, **kwargs)
+    bound.arguments["need_weights"] = True
+    bound.arguments["average_attn_weights"] = False
+    with torch.no_grad():
+        _, weights = module.forward(*bound.args, **bound.kwargs)
+    return _as_batch_heads(weights.detach().float())
+
+
+# ------------------------------------------------------------------------------------------------ rollout
+def fuse_heads(attention: torch.Tensor, head_fusion: str = "mean") -> torch.Tensor:
+    """(batch, heads, N, N) -> (batch, N, N): the heads' mean, max or min."""
+    if head_fusion == "mean":
+        return attention.mean(dim=1)
+    if head_fusion == "max":
+        return attention.amax(dim=1)
+    if head_fusion == "min":
+        return attention.amin(dim=1)
+    raise DeepvisError(f"unknown head fusion {head_fusion!r}: use one of {', '.join(HEAD_FUSIONS)}")
+
+
+def _discard_lowest(fused: torch.Tensor, discard: float) -> torch.Tensor:
+    """Zero the lowest ``discard`` fraction of each map's N*N entries, except the diagonal (self) entries."""
+    batch, n, _ = fused.shape
+    count = int(n * n * discard)
+    if count == 0:
+        return fused
+    flat = fused.reshape(batch, -1).clone()
+    lowest = flat.topk(count, dim=-1, largest=False).indices
+    drop = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, lowest, True)
+    drop.view(batch, n, n).diagonal(dim1=1, dim2=2).fill_(False)
+    return flat.masked_fill(drop, 0.0).view(batch, n, n)
+
+
+def rollout(maps: Mapping[str, torch.Tensor] | Sequence[torch.Tensor], head_fusion: str = "mean",
+            discard: float = 0.0, layers: Iterable[str] | None = None) -> torch.Tensor:
+    """Attention rollout (Abnar & Zuidema 2020) through ``maps`` in order (a dict from :class:`record_attention`,
+    or a list of (batch, heads, N, N) tensors): ``R = A_L ... A_1``, ``A = rownorm(0.5 * fuse(W) + 0.5 * I)``.
+
+    ``head_fusion``: ``mean`` (the paper), ``max`` or ``min``; ``discard``: the fraction of each fused map's lowest
+    entries set to 0 first (never the diagonal); ``layers``: the names to multiply (default all, in recording
+    order), e.g. only the last few. Returns (batch, N, N): row t is what token t at the top draws on each input token.
+    """
+    if not 0.0 <= discard < 1.0:
+        raise DeepvisError(f"discard ratio must be in [0, 1), got {discard}")
+    if isinstance(maps, Mapping):
+        names = list(maps) if layers is None else list(layers)
+        unknown = [name for name in names if name not in maps]
+        if unknown:
+            raise UnitError(_unknown_attention_layer(unknown[0], list(maps)))
+        chain = [maps[name] for name in names]
+    else:
+        chain = list(maps)
+    if not chain:
+        raise DeepvisError("no attention maps to roll out: the model made no attention calls")
+    result = None
+    for attention in chain:
+        if attention.dim() != 4 or attention.shape[-1] != attention.shape[-2]:
+            raise DeepvisError(f"rollout needs (batch, heads, N, N) self-attention maps, got {tuple(attention.shape)}")
+        if result is not None and attention.shape[-1] != result.shape[-1]:
+            raise DeepvisError(f"rollout needs the same tokens in every layer, got {result.shape[-1]} then "
+                               f"{attention.shape[-1]} (windowed or merging attention cannot be rolled out)")
+        precise = attention.to(torch.promote_types(attention.dtype, torch.float32))  # float32, or float64 kept
+        fused = _discard_lowest(fuse_heads(precise, head_fusion), discard)
+        eye = torch.eye(fused.shape[-1], dtype=fused.dtype, device=fused.device)
+        a = 0.5 * fused + 0.5 * eye
+        a = a / a.sum(dim=-1, keepdim=True)
+        if result is not None and a.shape[0] != result.shape[0]:
+            raise DeepvisError(f"rollout needs the same batch in every layer, got {result.shape[0]} then {a.shape[0]}")
+        result = a if result is None else a @ result
+    return result
+
+
+_rollout = rollout  # attention_map's argument of that name hides the function
+
+
+def _unknown_attention_layer(layer: str, names: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(layer, names, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else \
+        f"the attention layers are {', '.join(names) if names else '(none: the model made no attention calls)'}"
+    return f"layer '{layer}' made no attention call; {hint}"
+
+
+# ------------------------------------------------------------------------------------------------ token grid
+def token_grid(model: Model | nn.Module, input_size: tuple[int, int] | None = None) -> tuple[int, tuple[int, int]]:
+    """The patch grid of a vision transformer on an ``input_size`` (H, W) input: ``(extra_tokens, (gh, gw))``.
+
+    The grid is the output size of the patch embedding, found as the first ``Conv2d`` whose stride equals its
+    kernel and that is applied to the input itself (timm's ``patch_embed.proj``, torchvision's ``conv_proj``,
+    Hugging Face's ``embeddings.patch_embeddings.projection``). The extra tokens (CLS, distillation, registers) are
+    how many more tokens than ``gh * gw`` the largest (batch, tokens, features) tensor between modules holds, with
+    features the patch embedding's channels. One forward pass of zeros, no gradients.
+    """
+    net = _net(model)
+    if input_size is None:
+        if not isinstance(model, Model):
+            raise DeepvisError("token_grid of a bare module needs input_size (H, W)")
+        input_size = model.preprocessing.input_size
+    input_size = tuple(int(v) for v in input_size)
+    patch_convs = [m for m in net.modules() if isinstance(m, nn.Conv2d) and tuple(m.stride) == tuple(m.kernel_size)
+                   and max(m.kernel_size) > 1]
+    if not patch_convs:
+        raise DeepvisError("no patch embedding found: the model has no Conv2d whose stride equals its kernel")
+    channels = model.preprocessing.channels if isinstance(model, Model) else patch_convs[0].in_channels
+    found: dict[str, object] = {}
+    tokens: list[int] = []
+
+    def on_conv(module, args, output):
+        if "grid" not in found and args and args[0].dim() == 4 and tuple(args[0].shape[-2:]) == input_size:
+            found["grid"], found["dim"] = tuple(output.shape[-2:]), output.shape[1]
+
+    def on_any(module, args, output):
+        if "grid" not in found:
+            return
+        for t in (args[0] if args else None, output):
+            if isinstance(t, torch.Tensor) and t.dim() == 3 and t.shape[0] == 1 and t.shape[2] == found["dim"]:
+                tokens.append(t.shape[1])
+
+    handles = [m.register_forward_hook(on_conv) for m in patch_convs]
+    handles += [m.register_forward_hook(on_any) for m in net.modules() if m not in patch_convs]
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, channels, *input_size, device=device))
+    except Exception as exc:
+        raise DeepvisError(f"cannot run the model on a {input_size[0]}x{input_size[1]} input to find its patch grid: "
+                           f"{type(exc).__name__}: {exc}") from None
+    finally:
+        for handle in handles:
+            handle.remove()
+    if "grid" not in found:
+        raise DeepvisError("no patch embedding found: no Conv2d with stride equal to its kernel is applied to the input")
+    gh, gw = found["grid"]
+    counts = [n for n in tokens if n >= gh * gw]
+    return (max(counts) - gh * gw if counts else 0), (int(gh), int(gw))
+
+
+# ------------------------------------------------------------------------------------------------ one image
+def attention_maps(model: Model | nn.Module, image, resize: str | None = None) -> dict[str, torch.Tensor]:
+    """The attention probabilities of every attention layer for one image (path, PIL, array; a tensor is taken as
+    preprocessed), each (batch, heads, N, N) as recorded (see :class:`record_attention`)."""
+    model = _model(model)
+    x = model.input(image, resize)
+    with torch.no_grad(), record_attention(model) as rec:
+        model.net(x)
+    return rec.maps
+
+
+def _model(model: Model | nn.Module) -> Model:
+    from .probe import _as_model
+
+    return _as_model(model)
+
+
+def jet(values) -> np.ndarray:
+    """The jet colour map: values in [0, 1] (any shape) -> (..., 3) RGB in [0, 1], blue (0) to red (1)."""
+    v = np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0)[..., None]
+    return np.clip(1.5 - np.abs(4.0 * v - np.array([3.0, 2.0, 1.0], np.float32)), 0.0, 1.0)
+
+
+def attention_overlay(image, attention, alpha: float = 0.5) -> np.ndarray:
+    """A (gh, gw) attention map upsampled (bilinear) to the HxWx3 ``image`` in [0, 1], scaled to [0, 1] and
+    coloured (jet), blended over it: ``(1 - alpha) * image + alpha * colour``. HxWx3 float in [0, 1]."""
+    from .render import norm01
+
+    pixels = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image, dtype=np.float32)
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+    heat = torch.as_tensor(np.asarray(attention, dtype=np.float32))
+    if heat.dim() != 2:
+        raise DeepvisError(f"an attention overlay needs a 2-D map, got shape {tuple(heat.shape)}")
+    heat = F.interpolate(heat[None, None], size=pixels.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+    return np.clip((1.0 - alpha) * pixels[:, :, :3] + alpha * jet(norm01(heat.numpy())), 0.0, 1.0)
+
+
+@dataclass
+class AttentionMap:
+    """What one token attends to on the patch grid, for one image: ``map`` (gh, gw) float32, ``image`` the input as
+    the model saw it (HxWx3 in [0, 1]), and how it was made."""
+
+    map: np.ndarray
+    image: np.ndarray
+    layer: str
+    head: int | None
+    token: int
+    rollout: bool
+    head_fusion: str
+    discard: float
+    extra_tokens: int
+
+    def overlay(self, alpha: float = 0.5) -> np.ndarray:
+        """The map in jet colours over the image: HxWx3 float in [0, 1]."""
+        return attention_overlay(self.image, self.map, alpha)
+
+
+def attention_map(model: Model | nn.Module, image, layer: str | None = None, head: int | None = None,
+                  token: int = 0, rollout: bool = False, head_fusion: str = "mean", discard: float = 0.0,
+                  resize: str | None = None) -> AttentionMap:
+    """What ``token`` (default 0: CLS) attends to over the patch grid for one image.
+
+    Raw (default): the attention row of ``token`` at ``layer`` (default: the last attention layer), one ``head`` or
+    the heads fused by ``head_fusion``. ``rollout=True``: the rollout row of ``token`` through the layers up to and
+    including ``layer`` (default: all), heads fused by ``head_fusion``, ``discard`` of the lowest entries dropped.
+    """
+    model = _model(model)
+    if head_fusion not in HEAD_FUSIONS:
+        raise DeepvisError(f"unknown head fusion {head_fusion!r}: use one of {', '.join(HEAD_FUSIONS)}")
+    x = model.input(image, resize)
+    with torch.no_grad(), record_attention(model) as rec:
+        model.net(x)
+    maps = rec.maps
+    names = list(maps)
+    if not names:
+        raise DeepvisError(f"model '{model.spec}' made no attention call (F.scaled_dot_product_attention or "
+                           "nn.MultiheadAttention) on this image")
+    layer = names[-1] if layer is None else layer
+    if layer not in maps:
+        raise UnitError(_unknown_attention_layer(layer, names))
+    attention = maps[layer]
+    heads, tokens = attention.shape[1], attention.shape[-1]
+    if head is not None and not 0 <= head < heads:
+        raise UnitError(f"head {head} is out of range: layer '{layer}' has {heads} heads (0-{heads - 1})")
+    if head is not None and rollout:
+        raise DeepvisError("a rollout fuses the heads of every layer: give --head-fusion, not a head")
+    if not 0 <= token < tokens:
+        raise UnitError(f"token {token} is out of range: layer '{layer}' attends over {tokens} tokens "
+                        f"(0-{tokens - 1})")
+    extra, (gh, gw) = token_grid(model, tuple(x.shape[-2:]))
+    if tokens != extra + gh * gw or attention.shape[-2] != tokens:
+        raise DeepvisError(f"layer '{layer}' attends over {tokens} tokens, not the {extra} extra + {gh}x{gw} patch "
+                           "tokens of the input's grid (windowed attention, as in Swin, has no one map per image)")
+    if rollout:
+        row = _rollout(maps, head_fusion, discard, names[:names.index(layer) + 1])[0, token]
+    else:
+        row = (attention[:, head] if head is not None else fuse_heads(attention, head_fusion))[0, token]
+    grid = row[extra:].reshape(gh, gw).cpu().numpy().astype(np.float32)
+    pixels = model.preprocessing.denormalize(x[0].float()).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    return AttentionMap(grid, pixels, layer, head, token, rollout, head_fusion, discard, extra)
