@@ -40,7 +40,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .errors import DeepvisError, UnitError
-from .models.model import Model
+from .models.model import Model, as_model
 
 HEAD_FUSIONS = ("mean", "max", "min")
 
@@ -317,6 +317,11 @@ def token_grid(model: Model | nn.Module, input_size: tuple[int, int] | None = No
             raise DeepvisError("token_grid of a bare module needs input_size (H, W)")
         input_size = model.preprocessing.input_size
     input_size = tuple(int(v) for v in input_size)
+    if isinstance(model, Model) and input_size == tuple(model.preprocessing.input_size):
+        tokens = [info.layout for info in model.layers() if info.layout.kind == "tokens"]
+        if tokens:  # the layer catalog read them already (deepvis.layouts)
+            widest = max(tokens, key=lambda layout: layout.extra_tokens)
+            return widest.extra_tokens, tuple(widest.grid)
     patch_convs = [m for m in net.modules() if isinstance(m, nn.Conv2d) and tuple(m.stride) == tuple(m.kernel_size)
                    and max(m.kernel_size) > 1]
     if not patch_convs:
@@ -367,9 +372,7 @@ def attention_maps(model: Model | nn.Module, image, resize: str | None = None) -
 
 
 def _model(model: Model | nn.Module) -> Model:
-    from .probe import _as_model
-
-    return _as_model(model)
+    return as_model(model)
 
 
 def jet(values) -> np.ndarray:
