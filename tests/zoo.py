@@ -84,7 +84,7 @@ class VisionTransformer(nn.Module):
 
     def __init__(self, img_size=(64, 64), patch: int = 16, dim: int = 32, depth: int = 2, heads: int = 4,
                  classes: int = 10, registers: int = 0, distilled: bool = False, attention: str = "sdpa",
-                 seed: int = 0):
+                 mlp_ratio: float = 2.0, seed: int = 0):
         super().__init__()
         torch.manual_seed(seed)
         self.patch_embed = PatchEmbed(patch, dim)
@@ -94,7 +94,7 @@ class VisionTransformer(nn.Module):
         self.dist_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02) if distilled else None
         self.reg_token = nn.Parameter(torch.randn(1, registers, dim) * 0.02) if registers else None
         self.pos_embed = nn.Parameter(torch.randn(1, self.num_prefix_tokens + grid[0] * grid[1], dim) * 0.02)
-        self.blocks = nn.Sequential(*[Block(dim, heads, attention=attention) for _ in range(depth)])
+        self.blocks = nn.Sequential(*[Block(dim, heads, mlp_ratio, attention) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, classes)
         self.head_dist = nn.Linear(dim, classes) if distilled else None
@@ -136,6 +136,13 @@ def vit_mha(**options) -> VisionTransformer:
 def vit_base_shape(**options) -> VisionTransformer:
     """224x224 input, 16-pixel patches, 256 features: a layer shows 256 tiles of 14x14, as ViTs do."""
     return VisionTransformer(img_size=(224, 224), dim=256, depth=2, heads=4, classes=1000, **options).eval()
+
+
+def vit_tiny_shape(**options) -> VisionTransformer:
+    """ViT-Ti/16's shape (DeiT-Tiny): 224x224 input, 16-pixel patches, 192 features, 12 blocks of 3 heads, MLP ratio
+    4, 1000 classes: a stand-in of realistic cost for benchmarks."""
+    return VisionTransformer(img_size=(224, 224), dim=192, depth=12, heads=3, classes=1000, mlp_ratio=4.0,
+                             **options).eval()
 
 
 # ------------------------------------------------------------------------------------------------ ConvNeXt

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
@@ -73,15 +74,21 @@ def attention_probs(query: torch.Tensor, key: torch.Tensor, attn_mask: torch.Ten
     if enable_gqa and q.dim() >= 3 and k.shape[-3] != q.shape[-3]:
         k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    logits = (q @ k.transpose(-2, -1)) * scale
+    logits = torch.matmul(q, k.transpose(-2, -1)).mul_(scale)  # one pass fewer than (q @ k^T) * scale
     length, source = logits.shape[-2:]
     if is_causal:
         keep = torch.ones(length, source, dtype=torch.bool, device=logits.device).tril()
-        logits = logits.masked_fill(~keep, float("-inf"))
+        logits.masked_fill_(~keep, float("-inf"))
     if attn_mask is not None:
         mask = attn_mask.detach()
-        logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask.float()
-    return _as_batch_heads(logits.softmax(dim=-1).nan_to_num(0.0))
+        if mask.dtype == torch.bool:
+            logits.masked_fill_(~mask, float("-inf"))
+        else:
+            logits.add_(mask.float())
+    probs = torch.softmax(logits, dim=-1)
+    if attn_mask is not None:  # a fully masked row is all -inf: NaN after softmax, zeros as SDPA gives
+        probs = probs.nan_to_num_(0.0)
+    return _as_batch_heads(probs)
 
 
 def _top_of_stack_is(mode: TorchFunctionMode) -> bool:
@@ -103,7 +110,8 @@ class record_attention(TorchFunctionMode):
         self.net = _net(model)
         self.maps: dict[str, torch.Tensor] = {}
         self._handles: list = []
-        self._stack: list[str] = []  # the modules running now, innermost last
+        self._names: dict[int, str] = {}  # id(module) -> its layer name, to name an attention call's caller
+        self._stack: list[str] = []  # the fast-path modules running now, innermost last
         self._aside: list[tuple[bool, int]] = []  # per running fast-path module: stepped aside?, self_attn calls
         self._mha_depth = 0  # nn.MultiheadAttention modules running now (they record themselves)
         self._counts: dict[str, int] = {}  # calls recorded per layer in this pass
@@ -112,10 +120,15 @@ class record_attention(TorchFunctionMode):
     # --------------------------------------------------------------------------------------- hooks and mode
     def __enter__(self) -> "record_attention":
         if not isinstance(self.net, torch.jit.ScriptModule):  # compiled code calls no Python functions to see
+            # Hooks only where needed (a new pass; fast-path modules): an attention call finds the module that
+            # made it by walking up the Python stack, so ordinary modules run with no extra Python work at all.
+            self._names = {id(module): name for name, module in self.net.named_modules()}
+            self._handles.append(self.net.register_forward_pre_hook(self._new_pass))
             for name, module in self.net.named_modules():
-                self._handles.append(module.register_forward_pre_hook(self._pre_hook(name), with_kwargs=True))
-                self._handles.append(module.register_forward_hook(self._post_hook(name), with_kwargs=True,
-                                                                  always_call=True))
+                if isinstance(module, _FAST_PATHS):
+                    self._handles.append(module.register_forward_pre_hook(self._pre_hook(name), with_kwargs=True))
+                    self._handles.append(module.register_forward_hook(self._post_hook(name), with_kwargs=True,
+                                                                      always_call=True))
         try:
             super().__enter__()
         except BaseException:
@@ -139,10 +152,22 @@ class record_attention(TorchFunctionMode):
         self._aside.clear()
         self._mha_depth = 0
 
+    def _new_pass(self, _module, _args) -> None:
+        if not self._stack:  # a forward pass of the network from outside: a new set of maps
+            self.maps, self._counts = {}, {}
+
+    def _caller(self) -> str:
+        """The layer name of the innermost module of the network whose ``forward`` is on the Python stack."""
+        frame = sys._getframe(2)
+        while frame is not None:
+            owner = frame.f_locals.get("self")
+            if owner is not None and id(owner) in self._names:
+                return self._names[id(owner)]
+            frame = frame.f_back
+        return ""
+
     def _pre_hook(self, name: str):
         def hook(module, args, kwargs):
-            if not self._stack:  # a new forward pass from outside
-                self.maps, self._counts = {}, {}
             self._stack.append(name)
             if isinstance(module, _FAST_PATHS):
                 aside = _top_of_stack_is(self)  # let the module run as if nothing recorded (its fast path)
@@ -189,7 +214,7 @@ class record_attention(TorchFunctionMode):
             probs = attention_probs(bound["query"], bound["key"], bound.get("attn_mask"),
                                     bool(bound.get("is_causal", False)), bound.get("scale"),
                                     bool(bound.get("enable_gqa", False)))
-            self._record(self._stack[-1] if self._stack else "", probs)
+            self._record(self._caller(), probs)
         return out
 
     def _record(self, layer: str, probs: torch.Tensor) -> None:

@@ -85,12 +85,10 @@ def to_view(raw: torch.Tensor, layout: Layout) -> torch.Tensor:
     """The (N, C, H, W) view of a layer's raw output (batch first), or the raw output where it already is one."""
     if layout.kind == "nhwc":
         return raw.permute(0, 3, 1, 2)
-    if layout.kind == "tokens":
-        batch, tokens, channels = raw.shape
-        patches = tokens - layout.extra_tokens
+    if layout.kind == "tokens":  # views all the way (no copy): (N, T, D) -> (N, gh, gw, D) -> (N, D, gh, gw)
+        patches = raw.shape[1] - layout.extra_tokens
         start = layout.extra_tokens if layout.extra_first else 0
-        grid = raw.narrow(1, start, patches).transpose(1, 2)
-        return grid.reshape(batch, channels, *layout.grid)
+        return raw.narrow(1, start, patches).unflatten(1, tuple(layout.grid)).permute(0, 3, 1, 2)
     return raw
 
 

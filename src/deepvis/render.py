@@ -121,7 +121,9 @@ def normalize_layer(acts, boost_indiv: float = 0.0, boost_gamma: float = 1.0, di
     then ``a^boost_gamma``. With ``diffs`` the values are first coloured red (negative) / green (positive).
     """
     a = as_maps(acts)
-    a = color_diffs(a) if diffs else np.repeat(a[..., None], 3, axis=3)
+    # gray values are normalized once and repeated into three channels at the end (the same numbers, a third of
+    # the work): the live toolbox renders a layer on every frame
+    a = color_diffs(a) if diffs else a[..., None].astype(np.float32)
     a = a - a.min()
     a = a / (a.max() + _EPS)
     if boost_indiv > 0:
@@ -129,7 +131,8 @@ def normalize_layer(acts, boost_indiv: float = 0.0, boost_gamma: float = 1.0, di
         a = a * (per_channel ** -boost_indiv)[:, None, None, None]
     if boost_gamma != 1:
         a = a**boost_gamma
-    return np.clip(a, 0.0, 1.0).astype(np.float32)
+    a = np.clip(a, 0.0, 1.0).astype(np.float32, copy=False)
+    return a if diffs else np.repeat(a, 3, axis=3)
 
 
 def grid_shape(count: int, aspect_ratio: float = 1.0) -> tuple[int, int]:
@@ -178,15 +181,13 @@ def tile_layer(acts, boost_indiv: float = 0.0, boost_gamma: float = 1.0, diffs: 
     pad = 1
     ch, cw = th + 2 * pad, tw + 2 * pad
     pad_color = pad_color if pad_color is not None else (BACK_PAD_COLOR if diffs else PAD_COLOR)
-    canvas = np.empty((rows * ch, cols * cw, 3), np.float32)
-    canvas[:] = np.asarray(pad_color, np.float32)
-    highlights = highlights or {}
-    for index in range(count):
-        r, c = divmod(index, cols)
-        y, x = r * ch, c * cw
-        if index in highlights:
-            canvas[y:y + ch, x:x + cw] = np.asarray(highlights[index], np.float32)
-        canvas[y + pad:y + pad + th, x + pad:x + pad + tw] = tiles[index]
+    cells = np.empty((rows * cols, ch, cw, 3), np.float32)  # every tile in its ring, then laid out at once
+    cells[:] = np.asarray(pad_color, np.float32)
+    for index, color in (highlights or {}).items():
+        if 0 <= index < count:
+            cells[index] = np.asarray(color, np.float32)
+    cells[:count, pad:pad + th, pad:pad + tw] = tiles
+    canvas = cells.reshape(rows, cols, ch, cw, 3).transpose(0, 2, 1, 3, 4).reshape(rows * ch, cols * cw, 3)
     return TileGrid(canvas, rows, cols, th, tw, pad)
 
 
