@@ -719,3 +719,29 @@ def test_in_place_model_falls_back(mode):
     expected = backprop(model, frame.image, "act2:0", mode)
     assert np.abs(png_array(data["back"]["png"]).astype(int)
                   - render.to_uint8(expected.image("raw")).astype(int)).max() <= 1
+
+
+def test_all_model_work_runs_on_one_thread(model, skimage_pngs):
+    """Torch runs twice as slowly in a process once a second thread has used it: every forward and backward pass
+    of the server, whatever the request, runs on the compute thread (also where the CLI loads the model)."""
+    import threading
+
+    from deepvis.server.compute import Compute
+
+    compute = Compute()
+    toolbox = compute.run(lambda: Toolbox(model))
+    threads = set()
+    handle = model.net.register_forward_pre_hook(lambda *_: threads.add(threading.get_ident()))
+    try:
+        with TestClient(create_app(toolbox, compute)) as client:
+            for name in ("chelsea", "coffee", "camera"):
+                item = client.post(f"/api/inputs/frame?tab=t&name={name}",
+                                   content=skimage_pngs[name].read_bytes()).json()
+                for channel, mode in ((3, "gradient"), (4, "guided")):
+                    response = view(client, input=item["input"], layer="blocks.5", channel=channel, cursor="grid",
+                                    back_mode=mode)
+                    assert response.status_code == 200 and response.json()["back"] is not None
+    finally:
+        handle.remove()
+        compute.close()
+    assert threads == {compute.thread_id}

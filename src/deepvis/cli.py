@@ -265,10 +265,12 @@ def _cmd_serve(args) -> int:
     import uvicorn
 
     from .server.app import create_app
+    from .server.compute import Compute
     from .server.session import Toolbox
 
-    model = _model(args)
-    toolbox = Toolbox(model, images=args.images, store=args.store)
+    compute = Compute()  # the one thread that runs torch: loading the model and its catalog included
+    model = compute.run(_model, args)
+    toolbox = compute.run(lambda: Toolbox(model, images=args.images, store=args.store))
     host = args.host
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
@@ -283,7 +285,7 @@ def _cmd_serve(args) -> int:
               f"{args.port} can use the toolbox and upload images", file=sys.stderr, flush=True)
     if args.open:
         webbrowser.open(url)
-    uvicorn.run(create_app(toolbox), host=host, port=args.port, log_level="warning")
+    uvicorn.run(create_app(toolbox, compute), host=host, port=args.port, log_level="warning")
     return 0
 
 

@@ -7,7 +7,6 @@ from importlib import resources
 from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -17,6 +16,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..errors import DeepvisError, InputNotFound, one_line
 from .panes import ViewRequest
+from .compute import Compute
 from .session import STORE_URL, Toolbox
 
 STATIC_ROOT = Path(str(resources.files("deepvis.server").joinpath("static")))
@@ -77,8 +77,10 @@ async def _body(request: Request, limit: int, what: str = "upload") -> bytes:
     return b"".join(chunks)
 
 
-def create_app(toolbox: Toolbox) -> Starlette:
-    """The Starlette app serving one :class:`Toolbox`."""
+def create_app(toolbox: Toolbox, compute: Compute | None = None) -> Starlette:
+    """The Starlette app serving one :class:`Toolbox`; all model work runs on ``compute``'s one thread (the one
+    that loaded the model, ideally: see :mod:`.compute`)."""
+    compute = compute or Compute()
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC_ROOT / "index.html")
@@ -87,7 +89,7 @@ def create_app(toolbox: Toolbox) -> Starlette:
         return JSONResponse(toolbox.info())
 
     async def input_file(request: Request) -> Response:
-        item = await run_in_threadpool(toolbox.input_from_file, request.path_params["index"],
+        item = await compute(toolbox.input_from_file, request.path_params["index"],
                                        request.query_params.get("resize"))
         return JSONResponse(item.info())
 
@@ -97,11 +99,11 @@ def create_app(toolbox: Toolbox) -> Starlette:
             return _error("the upload is empty")
         name = request.query_params.get("name", "upload")[:200]
         tab = request.query_params.get("tab") if request.url.path.endswith("/frame") else None
-        item = await run_in_threadpool(toolbox.input_from_bytes, data, name, request.query_params.get("resize"), tab)
+        item = await compute(toolbox.input_from_bytes, data, name, request.query_params.get("resize"), tab)
         return JSONResponse(item.info())
 
     async def input_image(request: Request) -> Response:
-        png = await run_in_threadpool(toolbox.input_png, request.path_params["input"])
+        png = await compute(toolbox.input_png, request.path_params["input"])
         return Response(png, media_type="image/png")
 
     async def view(request: Request) -> Response:
@@ -110,7 +112,7 @@ def create_app(toolbox: Toolbox) -> Starlette:
             data = json.loads(body)
         except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             return _error("the view request must be JSON")
-        result = await run_in_threadpool(toolbox.view, ViewRequest.from_json(data))
+        result = await compute(toolbox.view, ViewRequest.from_json(data))
         return JSONResponse(result)
 
     async def unit(request: Request) -> Response:
