@@ -4,6 +4,8 @@ extra tokens; find-max per feature against brute force; crops, optimize and the 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -189,9 +191,12 @@ def test_crops_optimize_and_the_toolbox_on_a_vit(photos, tmp_path):
         assert crop.size == (16, 16)
     # after attention every unit sees the whole input: the crop is its effective field, where most of its
     # input gradient lies (measured on the scanned images)
-    effective = store.read_manifest().layers["blocks.1.mlp.act"].effective_field
-    side = effective["size"] if isinstance(effective["size"], int) else effective["size"][0]
-    assert 8 < side < 64
+    from deepvis.crops import _effective_field, _Inputs
+
+    files = [Path(store.read_manifest().image_root) / name for name in store.read_image_list()]
+    effective = _effective_field(model, _Inputs(model, files), "blocks.1.mlp.act", None, [64, 4, 4])
+    side = effective.size[0]
+    assert 8 < side < 64 and effective.size[0] == effective.size[1]
     with Image.open(store.unit_file("blocks.1.mlp.act", 1, "guided", 0)) as crop:
         assert crop.size == (side, side)
     # optimize a token feature at a grid position: the objective rises

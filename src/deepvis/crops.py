@@ -30,7 +30,7 @@ from .images import load_image
 from .models.model import Model
 from .probe import layer_info
 from .progress import Progress
-from .receptive_field import EFFECTIVE_ABOVE, ReceptiveField, field_from_json
+from .receptive_field import EFFECTIVE_ABOVE, ReceptiveField, effective_receptive_fields, field_from_json
 from .store import CROP_KINDS, Store, atomic_write_bytes
 from .units import Unit, check_unit
 
@@ -163,7 +163,7 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
     bar = Progress(total, "crops", unit="units", enabled=progress)
     for name in layers:
         field = field_from_json(manifest.layers[name].receptive_field)
-        effective = field_from_json(manifest.layers[name].effective_field)
+        effective = _effective_field(model, inputs, name, field, manifest.layers[name].shape)
         top = store.read_topk(name)
         count = manifest.layers[name].channels
         for channel in channels or range(count):
@@ -175,6 +175,24 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
             store.write_sprite(name, count, kind)
     bar.close()
     return store
+
+
+def _effective_field(model: Model, inputs: _Inputs, layer: str, field: ReceptiveField | None,
+                     shape: list[int], count: int = 8) -> ReceptiveField | None:
+    """The layer's effective receptive field, measured on ``count`` of the store's images spread over the set,
+    where its theoretical field is the whole input or most of it (else None: the theoretical one is used)."""
+    height, width = model.preprocessing.input_size
+    if len(shape) != 3 or (field is not None and field.size[0] * field.size[1] <= EFFECTIVE_ABOVE * height * width):
+        return None
+    total, images = len(inputs.files), []
+    for index in dict.fromkeys((i * total) // count for i in range(count)):
+        try:
+            images.append(inputs.get(index)[0])
+        except DeepvisError:  # an image find-max skipped
+            continue
+    if not images:
+        return None
+    return effective_receptive_fields(model, [layer], torch.stack(images).to(model.device))[layer]
 
 
 def _unit_crops(model, inputs: _Inputs, store: Store, layer: str, channel: int, top: dict, fields, kinds) -> None:

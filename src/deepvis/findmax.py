@@ -184,22 +184,12 @@ def _gather(tops: dict[str, TopK], skipped, world: int):
     return merged, sorted({tuple(s) for part in all_skipped for s in part})
 
 
-def _field_images(model: Model, files: list[Path], skipped, count: int = 8) -> torch.Tensor:
-    """Up to ``count`` of the scanned images, spread over the set, as one batch: what effective receptive fields
-    are measured on."""
-    bad = {int(i) for i, _ in skipped}
-    good = [path for n, path in enumerate(files) if n not in bad]
-    chosen = [good[(i * len(good)) // count] for i in range(min(count, len(good)))]
-    return torch.stack([model.preprocessing.to_tensor(load_image(path)) for path in chosen]).to(model.device)
-
-
 def _write_results(store: Store, model: Model, root: Path, files: list[Path], layers, infos, tops, skipped, k,
                    config, batch_size, world, started_at) -> None:
     from . import __version__
-    from .receptive_field import effective_receptive_fields, receptive_fields
+    from .receptive_field import receptive_fields
 
     fields = receptive_fields(model, layers)
-    effective = effective_receptive_fields(model, layers, _field_images(model, files, skipped))
     for name in layers:
         top = tops[name].to("cpu")
         store.write_topk(name, top.values.numpy(), top.images.numpy(), top.ys.numpy(), top.xs.numpy())
@@ -219,8 +209,7 @@ def _write_results(store: Store, model: Model, root: Path, files: list[Path], la
         k=k,
         layers={name: LayerRecord(infos[name].channels, list(infos[name].shape),
                                   fields[name].to_json() if fields[name] else None,
-                                  effective[name].to_json() if effective[name] else None,
-                                  infos[name].layout.to_json()) for name in layers},
+                                  layout=infos[name].layout.to_json()) for name in layers},
         skipped=[SkippedImage(int(i), relative[int(i)], reason) for i, reason in sorted(skipped)],
         config=config,
         provenance={"command": sys.argv, "deepvis": __version__, "torch": torch.__version__,

@@ -146,11 +146,15 @@ def receptive_fields(model: Model, layers: list[str] | None = None,
     """
     model = as_model(model)
     names = layers if layers is not None else [i.name for i in model.layers() if i.default]
+    key = (tuple(model.preprocessing.input_size), max_input)
+    known = model._fields.setdefault(key, {})
     result: dict[str, ReceptiveField | None] = {}
     pending = []
     for name in names:
         info = layer_info(model, name)
-        if len(info.shape) != 3:
+        if name in known:
+            result[name] = known[name]
+        elif len(info.shape) != 3:
             result[name] = None
         else:
             pending.append(name)
@@ -184,6 +188,7 @@ def receptive_fields(model: Model, layers: list[str] | None = None,
         pending, scale = still, scale * 2
     for name in pending:  # the network would not run larger
         result[name] = _field(*measured[name], grew=False)
+    known.update(result)
     return {name: result[name] for name in names}
 
 

@@ -71,18 +71,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 @dataclass
 class LayerRecord:
     """One scanned layer: its channel count, output shape (C, H, W) or (C,), receptive field (JSON, None where a
-    unit sees the whole input) and effective receptive field (JSON, where measured), layout (JSON)."""
+    unit sees the whole input), layout (JSON, see :mod:`deepvis.layouts`)."""
 
     channels: int
     shape: list[int]
     receptive_field: dict | None = None
-    effective_field: dict | None = None
     layout: dict | None = None
 
     def to_json(self) -> dict:
         data = {"channels": self.channels, "shape": list(self.shape), "receptive_field": self.receptive_field}
-        if self.effective_field is not None:
-            data["effective_field"] = self.effective_field
         if self.layout is not None:
             data["layout"] = self.layout
         return data
@@ -90,7 +87,7 @@ class LayerRecord:
     @classmethod
     def from_json(cls, data: dict) -> "LayerRecord":
         return cls(int(data["channels"]), [int(v) for v in data["shape"]], data.get("receptive_field"),
-                   data.get("effective_field"), data.get("layout"))
+                   data.get("layout"))
 
 
 @dataclass

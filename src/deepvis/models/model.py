@@ -42,6 +42,9 @@ class Model:
     store: str | None = None
     store_remap: dict[str, str] = field(default_factory=dict)
     _catalog: list[LayerInfo] | None = field(default=None, repr=False)
+    #: receptive fields measured so far, by (input size, largest input, layer): they depend on the architecture
+    #: and input size only, so a warm process (the toolbox, repeated scans) measures each once
+    _fields: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:
