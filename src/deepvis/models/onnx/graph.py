@@ -1,0 +1,230 @@
+"""The ONNX graph as an ``nn.Module``: known values folded, every other node one submodule, run in file order.
+
+Building walks the nodes once, in order, with a probe: a random input at the file's batch size and at one more
+runs through each converted module as it is made, so the shape of every tensor is known (for ``Shape`` nodes, SAME
+pads, normalized shapes) and a node that fails on its inputs is named when the file is loaded, not in the middle
+of a visualization. Nodes whose inputs are all known are folded (fold.py); an ``If`` with a known condition is
+replaced by the nodes of its chosen branch.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...errors import ModelError, one_line
+from .fold import NOT_FOLDED, Evaluator, Known, fold
+from .names import ModuleScope, node_module_name, prefixes, scope_class, scope_outputs, source_scope
+from .ops import CONVERTERS, BatchAxis, Node
+
+#: Spatial size used to fold shapes when the file's input size is not fixed (the default input size).
+DEFAULT_SIZE = (224, 224)
+
+
+class OnnxGraph(nn.Module):
+    """An ONNX graph run node by node; every run-time node is a submodule named after it, and source module
+    paths are offered as :class:`~.names.ModuleScope` submodules (see names.py)."""
+
+    def __init__(self, proto, source: str = "<onnx>", input_size: tuple[int, int] | None = None):
+        super().__init__()
+        from onnx import numpy_helper
+
+        graph = proto.graph
+        opsets = {(o.domain if o.domain != "ai.onnx" else ""): o.version for o in proto.opset_import}
+        opset = opsets.get("", 13)
+        evaluator = Evaluator(opsets, proto.functions)
+        known: dict[str, Known] = {t.name: Known(numpy_helper.to_array(t)) for t in graph.initializer}
+        inputs = [i for i in graph.input if i.name not in known]
+        if len(inputs) != 1:
+            raise ModelError(f"'{source}' has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); "
+                             "deepvis feeds a network one image tensor")
+        self._input, self._output = inputs[0].name, graph.output[0].name
+        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in inputs[0].type.tensor_type.shape.dim]
+        self.input_shape = tuple(dims[1:4]) if len(dims) == 4 else (0, 0, 0)
+        if len(dims) < 3 or not dims[1]:
+            raise ModelError(f"'{source}': the input '{self._input}' has shape {dims or '?'}; deepvis needs an "
+                             "image input (N, C, H, W) with a fixed number of channels")
+        self._file_batch = dims[0] or 1
+        spatial = dims[2:] if all(dims[2:]) else list(input_size or DEFAULT_SIZE)[:len(dims) - 2]
+        generator = torch.Generator().manual_seed(0)
+        first = torch.randn(self._file_batch, dims[1], *spatial, generator=generator)
+        probe: dict[str, list[torch.Tensor]] = {self._input: [  # the second: one more sample after the same ones
+            first, torch.cat([first, torch.randn(1, dims[1], *spatial, generator=generator)])]}
+
+        uses = _use_counts(graph)
+        self._plan: list[tuple[str, list[str], list[str], list[nn.Module]]] = []
+        scopes: dict[str, str] = {}  # module name -> source scope path
+        classes: dict[str, str] = {}  # source scope path -> source class name (dynamo exporter)
+        self._templates: dict[str, Known] = {}
+        constants: dict[str, torch.Tensor] = {}
+        unsupported, missing = [], set()
+        queue, index = deque(graph.node), 0
+
+        def shape(name: str) -> tuple[int, ...]:
+            return tuple(probe[name][0].shape) if name in probe else tuple(known[name].value.shape)
+
+        while queue:
+            proto_node = queue.popleft()
+            index += 1
+            op, names = proto_node.op_type, [i for i in proto_node.input]
+            label = f"{op} (node '{proto_node.name or index}')"
+            if any(i in missing for i in names if i):
+                missing.update(proto_node.output)
+                continue
+            if proto_node.domain not in ("", "ai.onnx"):
+                unsupported.append(f"{proto_node.domain}.{label}")
+                missing.update(proto_node.output)
+                continue
+            if op == "If" and names[0] in known and known[names[0]].constant:
+                queue.extendleft(reversed(_inline_branch(proto_node, bool(known[names[0]].value.flatten()[0]),
+                                                         known)))
+                continue
+            dynamic = [i for i in names if i and i not in known]
+            folded = None
+            if op in ("Shape", "Size") and dynamic:
+                folded = fold(evaluator, proto_node, [(tuple(probe[i][0].shape), tuple(probe[i][1].shape),
+                                                        np.float32) for i in names])
+            elif not dynamic and op not in NOT_FOLDED and names:
+                folded = fold(evaluator, proto_node, [known[i] if i else None for i in names])
+            elif op == "Constant":
+                folded = fold(evaluator, proto_node, [])
+            if folded is not None:
+                known.update(zip(proto_node.output, folded))
+                continue
+            entry = CONVERTERS.get(op)
+            if entry is None:
+                unsupported.append(label)
+                missing.update(proto_node.output)
+                continue
+            node = Node(proto_node, opset, const=lambda n: known[n].tensor() if n in known and known[n].constant
+                        else None, static=lambda n: known[n].tensor() if n in known else None, shape=shape,
+                        batch=lambda n: BatchAxis.between(*probe[n]) if n in probe
+                        else None)
+            module, used = entry[0](node)
+            used_names = [names[i] for i in used]
+            name = self._unique(node_module_name(proto_node.name, op, index))
+            self.add_module(name, module)
+            outputs = [o for o in proto_node.output]
+            results = [self._probe(node, module, used_names, probe, known, k) for k in (0, 1)]
+            for k, result in enumerate(results):
+                values = list(result) if isinstance(result, (tuple, list)) else [result]
+                for output, value in zip(outputs if len(values) > 1 else outputs[:1], values):
+                    if output:
+                        probe.setdefault(output, [None, None])[k] = value
+            outputs = outputs if isinstance(results[0], (tuple, list)) else outputs[:1]
+            for used_name in used_names:
+                if used_name in known:
+                    if known[used_name].constant:
+                        constants[used_name] = known[used_name].tensor()
+                    else:
+                        self._templates[used_name] = known[used_name]
+            self._plan.append((name, used_names, outputs, []))
+            scope, enclosing = source_scope(proto_node)
+            scopes[name] = scope
+            classes.update(enclosing)
+            for used_name in set(names):  # free probe values no later node reads
+                uses[used_name] = uses.get(used_name, 1) - 1
+                if uses[used_name] <= 0 and used_name in probe and used_name != self._output:
+                    del probe[used_name]
+        if unsupported:
+            raise ModelError(f"'{source}' uses ONNX operators deepvis cannot convert: {', '.join(unsupported[:5])}"
+                             f"{' ...' if len(unsupported) > 5 else ''}")
+        if self._output in known:
+            raise ModelError(f"'{source}': the output '{self._output}' does not depend on the input")
+        self._constant_names = {}
+        for number, name in enumerate(sorted(constants)):  # constants read at run time: buffers
+            self.register_buffer(f"_const_{number}", constants[name], persistent=False)
+            self._constant_names[name] = f"_const_{number}"
+        self.scope_paths = self._add_scopes(scopes, classes)
+
+    def _unique(self, name: str) -> str:
+        base, count = name, 1
+        while name in self._modules or hasattr(self, name):
+            count += 1
+            name = f"{base}_{count}"
+        return name
+
+    def _probe(self, node: Node, module: nn.Module, names: list[str], probe, known, variant: int):
+        args = [probe[n][variant] if n in probe else known[n].tensor(variant) for n in names]
+        try:
+            with torch.no_grad():
+                return module(*args)
+        except ModelError:
+            raise
+        except Exception as exc:
+            shapes = ", ".join(str(tuple(a.shape)) for a in args)
+            raise node.fail(f"fails on inputs of shapes {shapes} ({type(exc).__name__}: {one_line(exc, 150)})") \
+                from None
+
+    def _add_scopes(self, scopes: dict[str, str], classes: dict[str, str]) -> dict[str, str]:
+        """Register the module-path view (names.py); returns module path -> node module name."""
+        plan = [(name, scopes[name], inputs, outputs) for name, inputs, outputs, _ in self._plan]
+        targets = scope_outputs(plan, {self._output})
+        calls = {name: aliases for name, _, _, aliases in self._plan}
+        added = {}
+        for path in sorted(targets, key=lambda p: (p.count("."), p)):
+            parent, parts, ok = self, path.split("."), True
+            for depth, part in enumerate(parts):
+                child = parent._modules.get(part)
+                if child is None:
+                    if not part or ":" in part or "/" in part or hasattr(parent, part):
+                        ok = False
+                        break
+                    child = ModuleScope()
+                    parent.add_module(part, child)
+                elif not isinstance(child, ModuleScope):
+                    ok = False
+                    break
+                parent = child
+            if not ok or type(parent) is not ModuleScope:
+                continue
+            node = targets[path]
+            parent.__class__ = scope_class(classes.get(path) or type(self._modules[node]).__name__)
+            calls[node].append(parent)
+            added[path] = node
+        for aliases in calls.values():  # innermost module first, as the source network returns
+            aliases.reverse()
+        return added
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values: dict[str, torch.Tensor] = {self._input: x}
+        for name, known in self._templates.items():
+            values[name] = known.for_batch(x.shape[0], self._file_batch)
+        for name, inputs, outputs, aliases in self._plan:
+            args = [values[i] if i in values else getattr(self, self._constant_names[i]) for i in inputs]
+            out = self._modules[name](*args)
+            if len(outputs) == 1:
+                for alias in aliases:
+                    out = alias(out)
+                values[outputs[0]] = out
+            else:
+                values.update((o, v) for o, v in zip(outputs, out) if o)
+        return values[self._output]
+
+
+def _use_counts(graph) -> dict[str, int]:
+    """How many nodes read each value, in this graph and its subgraphs."""
+    counts: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            counts[name] = counts.get(name, 0) + 1
+        for attribute in node.attribute:
+            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                for name, count in _use_counts(sub).items():
+                    counts[name] = counts.get(name, 0) + count
+    return counts
+
+
+def _inline_branch(proto_node, condition: bool, known: dict[str, Known]) -> list:
+    """The nodes of an ``If``'s chosen branch, with Identity nodes giving its outputs the If's output names."""
+    from onnx import helper, numpy_helper
+
+    branch = next(a.g for a in proto_node.attribute if a.name == ("then_branch" if condition else "else_branch"))
+    for tensor in branch.initializer:
+        known[tensor.name] = Known(numpy_helper.to_array(tensor))
+    renames = [helper.make_node("Identity", [inner.name], [outer], name=f"{proto_node.name}/{outer}")
+               for inner, outer in zip(branch.output, proto_node.output)]
+    return list(branch.node) + renames
