@@ -9,6 +9,8 @@ the same network each time. Usable as model specs: ``tests/zoo.py:vit``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -428,8 +430,8 @@ def mobilenetv3(**options) -> MobileNetV3:
 def pad_same(x, kernel: int, stride: int, dilation: int = 1, value: float = 0.0):
     """timm's ``pad_same``: TensorFlow's SAME padding computed from the input size (asymmetric when odd)."""
     height, width = x.shape[-2:]
-    pad_h = max((-(height // -stride) - 1) * stride + (kernel - 1) * dilation + 1 - height, 0)
-    pad_w = max((-(width // -stride) - 1) * stride + (kernel - 1) * dilation + 1 - width, 0)
+    pad_h = max((math.ceil(height / stride) - 1) * stride + (kernel - 1) * dilation + 1 - height, 0)
+    pad_w = max((math.ceil(width / stride) - 1) * stride + (kernel - 1) * dilation + 1 - width, 0)
     return F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2], value=value)
 
 

@@ -46,7 +46,11 @@ def load_onnx(path: str | Path) -> Model:
         preprocessing = preprocessing.with_(input_size=(height, width))
     last = next((n for n in proto.graph.node if proto.graph.output[0].name in n.output), None)
     outputs = "probs" if last is not None and last.op_type == "Softmax" else "logits"
-    return Model(net=net, preprocessing=preprocessing, spec=str(path), outputs=outputs)
+    model = Model(net=net, preprocessing=preprocessing, spec=str(path), outputs=outputs)
+    if net.scope_paths:  # the catalog's guess among node layers, then module paths where they read better
+        guessed = {info.name for info in model.layers() if info.default}
+        model.default_layers, model._catalog = net.default_layers(guessed) or None, None
+    return model
 
 
 def _import_onnx():

@@ -20,6 +20,10 @@ from .fold import NOT_FOLDED, Evaluator, Known, fold
 from .names import ModuleScope, node_module_name, prefixes, scope_class, scope_outputs, source_scope
 from .ops import CONVERTERS, BatchAxis, Node
 
+#: Operators of activation functions: a module-path scope holding one is shown by default.
+_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish",
+                "Tanh", "Erf", "Gelu", "Softplus", "Mish", "Softmax"}
+
 #: Spatial size used to fold shapes when the file's input size is not fixed (the default input size).
 DEFAULT_SIZE = (224, 224)
 
@@ -49,12 +53,16 @@ class OnnxGraph(nn.Module):
                              "image input (N, C, H, W) with a fixed number of channels")
         self._file_batch = dims[0] or 1
         spatial = dims[2:] if all(dims[2:]) else list(input_size or DEFAULT_SIZE)[:len(dims) - 2]
+        #: the input size everything was folded at: the graph runs at this size only (receptive_field.py reads it)
+        self.fixed_input_size = tuple(int(v) for v in spatial)
         generator = torch.Generator().manual_seed(0)
         first = torch.randn(self._file_batch, dims[1], *spatial, generator=generator)
         probe: dict[str, list[torch.Tensor]] = {self._input: [  # the second: one more sample after the same ones
             first, torch.cat([first, torch.randn(1, dims[1], *spatial, generator=generator)])]}
 
         uses = _use_counts(graph)
+        self._ops: dict[str, str] = {}  # module name -> ONNX operator
+        self._readable: set[str] = set()  # node names that already read as the module path (TorchScript's)
         self._plan: list[tuple[str, list[str], list[str], list[nn.Module]]] = []
         scopes: dict[str, str] = {}  # module name -> source scope path
         classes: dict[str, str] = {}  # source scope path -> source class name (dynamo exporter)
@@ -62,6 +70,11 @@ class OnnxGraph(nn.Module):
         constants: dict[str, torch.Tensor] = {}
         unsupported, missing = [], set()
         queue, index = deque(graph.node), 0
+        consumers: dict[str, list] = {}
+        for proto_node in graph.node:
+            for name in proto_node.input:
+                consumers.setdefault(name, []).append(proto_node)
+        fused: set[int] = set()
 
         def shape(name: str) -> tuple[int, ...]:
             return tuple(probe[name][0].shape) if name in probe else tuple(known[name].value.shape)
@@ -69,6 +82,8 @@ class OnnxGraph(nn.Module):
         while queue:
             proto_node = queue.popleft()
             index += 1
+            if id(proto_node) in fused:
+                continue
             op, names = proto_node.op_type, [i for i in proto_node.input]
             label = f"{op} (node '{proto_node.name or index}')"
             if any(i in missing for i in names if i):
@@ -104,10 +119,16 @@ class OnnxGraph(nn.Module):
                         batch=lambda n: BatchAxis.between(*probe[n]) if n in probe
                         else None)
             module, used = entry[0](node)
+            outputs = [o for o in proto_node.output]
+            bias_add = _bias_add(proto_node, module, consumers, known)
+            if bias_add is not None:  # MatMul by a constant, then + a constant vector: one nn.Linear with bias
+                module.bias = nn.Parameter(known[bias_add.input[1] if bias_add.input[0] == outputs[0]
+                                                 else bias_add.input[0]].tensor().flatten().float())
+                fused.add(id(bias_add))
+                outputs = [bias_add.output[0]]
             used_names = [names[i] for i in used]
             name = self._unique(node_module_name(proto_node.name, op, index))
             self.add_module(name, module)
-            outputs = [o for o in proto_node.output]
             results = [self._probe(node, module, used_names, probe, known, k) for k in (0, 1)]
             for k, result in enumerate(results):
                 values = list(result) if isinstance(result, (tuple, list)) else [result]
@@ -124,6 +145,9 @@ class OnnxGraph(nn.Module):
             self._plan.append((name, used_names, outputs, []))
             scope, enclosing = source_scope(proto_node)
             scopes[name] = scope
+            self._ops[name] = op
+            if proto_node.name.startswith("/") and scope:
+                self._readable.add(name)
             classes.update(enclosing)
             for used_name in set(names):  # free probe values no later node reads
                 uses[used_name] = uses.get(used_name, 1) - 1
@@ -139,6 +163,7 @@ class OnnxGraph(nn.Module):
             self.register_buffer(f"_const_{number}", constants[name], persistent=False)
             self._constant_names[name] = f"_const_{number}"
         self.scope_paths = self._add_scopes(scopes, classes)
+        self._scopes = scopes
 
     def _unique(self, name: str) -> str:
         base, count = name, 1
@@ -189,7 +214,30 @@ class OnnxGraph(nn.Module):
             aliases.reverse()
         return added
 
+    def default_layers(self, guessed: set[str]) -> list[str]:
+        """The layers shown first, from those the catalog guessed among the node layers: a node whose name does
+        not read as its module path (dynamo's ``node_relu_3``) is shown by its module path; module paths are added
+        for blocks of containers (``blocks.0``, ``layer1.1``) and for activations exported as several nodes
+        (GELU as ``Div``/``Erf``/``Add``/``Mul``)."""
+        alias_of = {node: path for path, node in self.scope_paths.items()}
+        chosen = []
+        for name in guessed:
+            keep = name in self._readable or name not in alias_of
+            chosen.append(name if keep else alias_of[name])
+        paths = set(self.scope_paths)
+        for path, node in self.scope_paths.items():
+            if node in guessed:
+                continue
+            leaf = not any(other.startswith(path + ".") for other in paths)
+            ops = {self._ops[n] for n, scope in self._scopes.items() if scope == path or scope.startswith(path + ".")}
+            if (not leaf and path.rpartition(".")[2].isdigit()) or (leaf and ops & _ACTIVATIONS):
+                chosen.append(path)
+        return chosen
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[2:]) != self.fixed_input_size:
+            raise ModelError(f"this ONNX graph runs at input size {'x'.join(map(str, self.fixed_input_size))} "
+                             f"(its shapes were computed for it), got {'x'.join(map(str, x.shape[2:]))}")
         values: dict[str, torch.Tensor] = {self._input: x}
         for name, known in self._templates.items():
             values[name] = known.for_batch(x.shape[0], self._file_batch)
@@ -203,6 +251,22 @@ class OnnxGraph(nn.Module):
             else:
                 values.update((o, v) for o, v in zip(outputs, out) if o)
         return values[self._output]
+
+
+def _bias_add(proto_node, module: nn.Module, consumers: dict[str, list], known: dict[str, Known]):
+    """The Add node that adds a constant bias vector to a MatMul converted to ``nn.Linear`` (its only reader)."""
+    if proto_node.op_type != "MatMul" or not isinstance(module, nn.Linear) or module.bias is not None:
+        return None
+    readers = consumers.get(proto_node.output[0], [])
+    if len(readers) != 1 or readers[0].op_type != "Add":
+        return None
+    add = readers[0]
+    other = add.input[1] if add.input[0] == proto_node.output[0] else add.input[0]
+    value = known.get(other)
+    if value is None or not value.constant or value.value.size != module.out_features \
+            or value.value.ndim > 1 or not np.issubdtype(value.value.dtype, np.floating):
+        return None
+    return add
 
 
 def _use_counts(graph) -> dict[str, int]:

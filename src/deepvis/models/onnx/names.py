@@ -58,10 +58,13 @@ def source_scope(proto) -> tuple[str, list[tuple[str, str]]]:
         kinds = [str(c).rpartition(".")[2] for c in classes[1:len(names) - 1]]
         return (paths[-1] if paths else ""), list(zip(paths, kinds + [""] * (len(paths) - len(kinds))))
     if proto.name.startswith("/"):  # TorchScript exporter: /blocks/blocks.0/attn/qkv/MatMul
-        path = ""
+        parts: list[str] = []  # a container's children are named "<container>.<index>": /layer2/layer2.0/...
         for part in proto.name.split("/")[1:-1]:
-            path = part if (not path or part.startswith(path + ".")) else f"{path}.{part}"
-        return path, []
+            if parts and part.startswith(parts[-1] + "."):
+                parts[-1] = part
+            else:
+                parts.append(part)
+        return ".".join(parts), []
     return "", []
 
 
