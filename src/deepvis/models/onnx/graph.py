@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ...errors import ModelError, one_line
+from . import fuse
 from .fold import NOT_FOLDED, Evaluator, Known, fold
 from .names import ModuleScope, node_module_name, prefixes, scope_class, scope_outputs, source_scope
 from .ops import CONVERTERS, BatchAxis, Node
@@ -75,6 +76,10 @@ class OnnxGraph(nn.Module):
             for name in proto_node.input:
                 consumers.setdefault(name, []).append(proto_node)
         fused: set[int] = set()
+        for proto_node in graph.node:  # Constant nodes first: fusing looks ahead at their values
+            if proto_node.op_type == "Constant" and not proto_node.input:
+                known.update(zip(proto_node.output, fold(evaluator, proto_node, [])))
+                fused.add(id(proto_node))
 
         def shape(name: str) -> tuple[int, ...]:
             return tuple(probe[name][0].shape) if name in probe else tuple(known[name].value.shape)
@@ -118,9 +123,14 @@ class OnnxGraph(nn.Module):
                         else None, static=lambda n: known[n].tensor() if n in known else None, shape=shape,
                         batch=lambda n: BatchAxis.between(*probe[n]) if n in probe
                         else None)
-            module, used = entry[0](node)
-            outputs = [o for o in proto_node.output]
-            bias_add = _bias_add(proto_node, module, consumers, known)
+            group = fuse.layer_norm(proto_node, consumers, known, shape(names[0])) if op == "ReduceMean" else None
+            if group is not None:  # TorchScript's nn.LayerNorm before opset 17: one nn.LayerNorm
+                module, used, outputs = group[0], [0], [group[2]]
+                fused.update(id(n) for n in group[1])
+            else:
+                module, used = entry[0](node)
+                outputs = [o for o in proto_node.output]
+            bias_add = fuse.bias_add(proto_node, module, consumers, known)
             if bias_add is not None:  # MatMul by a constant, then + a constant vector: one nn.Linear with bias
                 module.bias = nn.Parameter(known[bias_add.input[1] if bias_add.input[0] == outputs[0]
                                                  else bias_add.input[0]].tensor().flatten().float())
@@ -251,22 +261,6 @@ class OnnxGraph(nn.Module):
             else:
                 values.update((o, v) for o, v in zip(outputs, out) if o)
         return values[self._output]
-
-
-def _bias_add(proto_node, module: nn.Module, consumers: dict[str, list], known: dict[str, Known]):
-    """The Add node that adds a constant bias vector to a MatMul converted to ``nn.Linear`` (its only reader)."""
-    if proto_node.op_type != "MatMul" or not isinstance(module, nn.Linear) or module.bias is not None:
-        return None
-    readers = consumers.get(proto_node.output[0], [])
-    if len(readers) != 1 or readers[0].op_type != "Add":
-        return None
-    add = readers[0]
-    other = add.input[1] if add.input[0] == proto_node.output[0] else add.input[0]
-    value = known.get(other)
-    if value is None or not value.constant or value.value.size != module.out_features \
-            or value.value.ndim > 1 or not np.issubdtype(value.value.dtype, np.floating):
-        return None
-    return add
 
 
 def _use_counts(graph) -> dict[str, int]:
