@@ -261,6 +261,7 @@ def test_module_paths_address_the_source_networks_tensors(tmp_path):
     for layer in layers:
         assert torch.allclose(ours[layer], theirs[layer], atol=1e-5), layer
     types = {info.name: info.type for info in imported.layers()}
-    assert types["blocks/blocks_0/attn/qkv/MatMul"] == "Linear" and "blocks.0.mlp.act" in deepvis.default_layers(imported)
+    assert types["blocks/blocks_0/attn/qkv/MatMul"] == "Linear"
+    assert "blocks.0.mlp.act" in deepvis.default_layers(imported)
     names = imported.layer_names()
     assert len(names) == len(set(names))

@@ -250,7 +250,7 @@ class OnnxGraph(nn.Module):
                              f"(its shapes were computed for it), got {'x'.join(map(str, x.shape[2:]))}")
         values: dict[str, torch.Tensor] = {self._input: x}
         for name, known in self._templates.items():
-            values[name] = known.for_batch(x.shape[0], self._file_batch)
+            values[name] = known.for_batch(x.shape[0], self._file_batch).to(x.device)
         for name, inputs, outputs, aliases in self._plan:
             args = [values[i] if i in values else getattr(self, self._constant_names[i]) for i in inputs]
             out = self._modules[name](*args)

@@ -372,7 +372,8 @@ def _instance_norm(node: Node):
     eps = float(node.attrs.get("epsilon", 1e-5))
     if scale is None or bias is None:
         raise node.fail("scale and bias must be constants")
-    return _op("InstanceNormalization", lambda x: F.instance_norm(x, weight=scale, bias=bias, eps=eps)), [0]
+    return _op("InstanceNormalization", lambda x: F.instance_norm(
+        x, weight=scale.to(x.device, x.dtype), bias=bias.to(x.device, x.dtype), eps=eps)), [0]
 
 
 def _group_norm(node: Node):
@@ -634,7 +635,7 @@ def _constant_of_shape(node: Node):
 
     value = node.attrs.get("value")
     fill = torch.from_numpy(numpy_helper.to_array(value).copy()) if value is not None else torch.zeros(1)
-    return _op("ConstantOfShape", lambda shape: fill.reshape(()).expand(
+    return _op("ConstantOfShape", lambda shape: fill.reshape(()).to(shape.device).expand(
         [int(v) for v in shape.tolist()]).clone()), [0]
 
 
