@@ -40,10 +40,12 @@ FAMILIES = {
     "unet": ((32, 48), ["outc:1@5,7", "conv_up1:2@3,3"]),
     "vit": ((64, 64), ["head:3", "blocks.0.mlp.act:5"]),
     "vit_mha": ((64, 64), ["head:3", "blocks.1.mlp.fc1:4"]),
+    "vit_registers": ((48, 80), ["head:3", "blocks.1.mlp.act:2"]),
+    "deit": ((64, 64), ["head_dist:3", "blocks.0:6"]),
     "convnext": ((64, 64), ["head.fc:3", "stages.1.blocks.0.mlp.act:5"]),
     "swin": ((64, 64), ["head:3", "layers.0.blocks.1.mlp.act:3"]),
 }
-ATTENTION = {"vit", "vit_mha", "swin"}
+ATTENTION = {"vit", "vit_mha", "vit_registers", "deit", "swin"}
 EXPORTS = [("torchscript", "low"), ("torchscript", 17), ("dynamo", 18), ("dynamo", 21)]
 FILES = [(family, exporter, opset) for family in FAMILIES for exporter, opset in EXPORTS]
 IDS = [f"{f}-{e}-{o}" for f, e, o in FILES]
