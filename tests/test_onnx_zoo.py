@@ -119,7 +119,7 @@ def test_backward_equals_the_source_network(folder, family, exporter, opset, mod
         relative = (a.input_grad - b.input_grad).abs().max().item() / max(scale, 1e-30)
         print(f"{family} {exporter} {opset} {mode} {unit}: max relative input-gradient difference {relative:.2e}"
               f" (scale {scale:.1e})")
-        assert relative < 1e-4
+        assert relative < 1e-4 and a.rectifiers_modified == b.rectifiers_modified
         assert scale > 0 or unit != units[0]
 
 
