@@ -18,8 +18,9 @@ from torch import nn
 from ...errors import ModelError, one_line
 from . import fuse
 from .fold import NOT_FOLDED, Evaluator, Known, fold
-from .names import ModuleScope, node_module_name, prefixes, scope_class, scope_outputs, source_scope
-from .ops import CONVERTERS, BatchAxis, Node
+from .names import ModuleScope, node_module_name, scope_class, scope_outputs, source_scope
+from .node import BatchAxis, Node
+from .ops import CONVERTERS
 
 #: Operators of activation functions: a module-path scope holding one is shown by default.
 _ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish",

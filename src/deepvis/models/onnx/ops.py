@@ -8,41 +8,22 @@ operator so the catalog shows the operator type).
 
 A converter takes a :class:`Node` and returns ``(module, indices of the node inputs the module is called with)``;
 inputs that are constants when the file is loaded (see ``fold.py``) are read with :meth:`Node.const` and baked in.
+Operators that move, select and reshape values are in ``shape_ops.py``; :class:`Node` is in ``node.py``.
 :func:`coverage` lists the table with what each converter supports (``docs/onnx-coverage.md`` is made from it).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import ModelError
-
-
-class OnnxOp(nn.Module):
-    """One ONNX node computed by a function of its inputs; subclassed per operator so the catalog shows its type."""
-
-    def __init__(self, fn: Callable):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *inputs):
-        return self.fn(*inputs)
-
-
-_OP_CLASSES: dict[str, type] = {}
-
-
-def _op(op_type: str, fn: Callable) -> OnnxOp:
-    if op_type not in _OP_CLASSES:
-        _OP_CLASSES[op_type] = type(op_type, (OnnxOp,), {"__module__": __name__})
-    return _OP_CLASSES[op_type](fn)
+from . import shape_ops as shapes
+from .node import Node, OnnxOp  # noqa: F401  (OnnxOp: the type of function nodes, re-exported)
+from .node import op as _op
 
 
 class PaddedConv2d(nn.Conv2d):
@@ -86,103 +67,6 @@ class BatchNorm(nn.modules.batchnorm._BatchNorm):
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() < 2:
             raise ValueError(f"BatchNormalization expects (N, C, ...) input, got shape {tuple(x.shape)}")
-
-
-@dataclass(frozen=True)
-class BatchAxis:
-    """How a tensor carries the batch: axis ``axis`` holds ``outer x batch x inner`` entries (the batch between
-    ``outer`` and ``inner`` others); the file's batch size is ``file_batch``. Found by graph.py from the probe at
-    the file's batch size and at one more, whose first samples are the same (:meth:`between`)."""
-
-    axis: int
-    outer: int
-    inner: int
-    file_batch: int
-
-    @classmethod
-    def between(cls, first: torch.Tensor, second: torch.Tensor) -> "BatchAxis | None":
-        """From a tensor at the file's batch size and at one more (the same samples first)."""
-        shape, other = tuple(first.shape), tuple(second.shape)
-        differ = [i for i, (a, b) in enumerate(zip(shape, other)) if a != b]
-        if len(shape) != len(other) or len(differ) != 1:
-            return None
-        axis = differ[0]
-        step = other[axis] - shape[axis]
-        if step <= 0 or shape[axis] % step:
-            return None
-        batch = shape[axis] // step
-        fits = []
-        for outer in (d for d in range(1, step + 1) if step % d == 0):  # which split of the axis holds the samples
-            inner = step // outer
-            a = first.reshape(*shape[:axis], outer, batch, inner, *shape[axis + 1:])
-            b = second.reshape(*shape[:axis], outer, batch + 1, inner, *shape[axis + 1:]).narrow(axis + 1, 0, batch)
-            if not a.is_floating_point() or torch.allclose(a, b, rtol=1e-3, atol=1e-5 * (1 + a.abs().max())):
-                fits.append(outer)
-        return cls(axis, fits[0], step // fits[0], batch) if fits else None
-
-    @property
-    def per_sample(self) -> int:
-        return self.outer * self.inner
-
-    def size(self, x: torch.Tensor) -> int:
-        """The batch size of ``x``."""
-        return x.shape[self.axis] // self.per_sample
-
-
-class Node:
-    """An ONNX node with decoded attributes, its inputs' constant values and (probe) shapes."""
-
-    def __init__(self, proto, opset: int, const: Callable, static: Callable, shape: Callable, batch: Callable):
-        from onnx import helper
-
-        self.proto, self.op, self.opset = proto, proto.op_type, opset
-        self.name = proto.name or proto.op_type
-        self.inputs = list(proto.input)
-        self.attrs = {a.name: helper.get_attribute_value(a) for a in proto.attribute}
-        self._const, self._static, self._shape, self._batch = const, static, shape, batch
-
-    def has(self, index: int) -> bool:
-        return index < len(self.inputs) and bool(self.inputs[index])
-
-    def const(self, index: int) -> torch.Tensor | None:
-        """The input at ``index`` when it is one constant (at any batch size); None if absent or computed."""
-        return self._const(self.inputs[index]) if self.has(index) else None
-
-    def static(self, index: int) -> torch.Tensor | None:
-        """The input at ``index`` when known at load time, at the file's batch size (shape values may hold the
-        batch size: use the entries that do not)."""
-        return self._static(self.inputs[index]) if self.has(index) else None
-
-    def shape(self, index: int = 0) -> tuple[int, ...]:
-        """The shape of input ``index`` at the model's input size (batch dimension as in the file)."""
-        return self._shape(self.inputs[index])
-
-    def batch(self, index: int = 0) -> "BatchAxis | None":
-        """Where input ``index`` carries the batch (see :class:`BatchAxis`); None for values the batch size does
-        not change."""
-        return self._batch(self.inputs[index]) if self.has(index) else None
-
-    def is_const(self, index: int) -> bool:
-        return self.const(index) is not None
-
-    def ints(self, name: str, default=None) -> list[int] | None:
-        value = self.attrs.get(name, default)
-        return None if value is None else [int(v) for v in value]
-
-    def text(self, name: str, default: str) -> str:
-        value = self.attrs.get(name, default)
-        return value.decode() if isinstance(value, bytes) else value
-
-    def need_const(self, index: int, what: str) -> list:
-        """The constant input ``index`` as a flat list, or the one-line error naming it."""
-        value = self.const(index)
-        if value is None:
-            raise self.fail(f"{what} must be a constant (input {index}, '{self.inputs[index]}', is computed at "
-                            "run time)")
-        return value.flatten().tolist()
-
-    def fail(self, why: str) -> ModelError:
-        return ModelError(f"ONNX {self.op} node '{self.name}': {why}")
 
 
 # ------------------------------------------------------------------------------------------ convolutions, pools
@@ -431,271 +315,6 @@ def _prelu(node: Node):
     return _op("PRelu", lambda x, slope: torch.where(x >= 0, x, x * slope)), [0, 1]
 
 
-# ------------------------------------------------------------------------------------------ shapes and indexing
-
-def _axes(node: Node, attr_before: int) -> list[int] | None:
-    """Axes given as an attribute (before opset ``attr_before``) or as a constant second input."""
-    if node.opset < attr_before:
-        return node.ints("axes")
-    return node.need_const(1, "axes") if node.has(1) else None
-
-
-def _unsqueeze(node: Node):
-    axes = _axes(node, 13)
-
-    def unsqueeze(x):
-        for axis in sorted(a % (x.dim() + len(axes)) for a in axes):
-            x = x.unsqueeze(axis)
-        return x
-    return _op("Unsqueeze", unsqueeze), [0]
-
-
-def _squeeze(node: Node):
-    axes = _axes(node, 13)
-    return _op("Squeeze", lambda x: x.squeeze() if axes is None else x.squeeze(tuple(axes))), [0]
-
-
-def _reduce(function: Callable, axes_input_since: int):
-    def convert(node: Node):
-        axes, keep = _axes(node, axes_input_since), bool(node.attrs.get("keepdims", 1))
-        if axes is None and node.attrs.get("noop_with_empty_axes", 0):
-            return nn.Identity(), [0]
-        return _op(node.op, lambda x: function(x, dim=tuple(axes) if axes else tuple(range(x.dim())),
-                                               keepdim=keep)), [0]
-    return convert
-
-
-def _reduce_l2(x, dim, keepdim):
-    return x.pow(2).sum(dim=dim, keepdim=keepdim).sqrt()
-
-
-def _batch_place(shape: tuple[int, ...], batch: BatchAxis, target: list[int]) -> int | None:
-    """The axis of ``target`` that holds the batch in a reshape of ``shape`` (batch as ``batch``), both at the
-    file's batch size: an axis of its own if there is one, else the axis the batch falls in (merged with outer
-    and / or inner entries)."""
-    outer = math.prod(shape[:batch.axis]) * batch.outer
-    inner = math.prod(shape[batch.axis + 1:]) * batch.inner
-    for j in range(len(target)):
-        if math.prod(target[:j]) == outer and target[j] == batch.file_batch and math.prod(target[j + 1:]) == inner:
-            return j
-    candidates = []
-    for j in range(len(target)):
-        before, after = math.prod(target[:j]), math.prod(target[j + 1:])
-        if outer % before == 0 and inner % after == 0 \
-                and (outer // before) * batch.file_batch * (inner // after) == target[j]:
-            # Several axes can hold the batch (the same memory layout, different shapes). Preferred, as
-            # nn.MultiheadAttention and window attention reshape: the batch with a split-off part of the inner
-            # entries (batch x heads), then with the outer entries only (tokens x batch), then anything else.
-            part = inner // after
-            candidates.append((0 if part > 1 and after > 1 else 1 if part == 1 else 2, j))
-    return min(candidates)[1] if candidates else None
-
-
-def _reshape(node: Node):
-    allow_zero = bool(node.attrs.get("allowzero", 0))
-
-    def resolve(target: list[int], shape) -> list[int]:
-        return target if allow_zero else [shape[i] if v == 0 else v for i, v in enumerate(target)]
-
-    fixed, batch = node.const(1), node.batch(0)
-    if fixed is None or batch is None:  # a shape computed for this batch, or a tensor the batch does not change
-        return _op("Reshape", lambda x, shape: x.reshape(resolve([int(v) for v in shape.tolist()], x.shape))), [0, 1]
-    # A constant shape on a batch-carrying tensor: the file fixed the batch size (dynamo exports do); scale the
-    # axis that holds the batch, found by comparing the shapes at the file's batch size.
-    shape = node.shape(0)
-    target = list(torch.empty(shape, device="meta").reshape(resolve(fixed.tolist(), shape)).shape)
-    axis = _batch_place(shape, batch, target)
-    if axis is None:
-        return _op("Reshape", lambda x: x.reshape(target)), [0]
-
-    def reshape(x):
-        scaled = list(target)
-        scaled[axis] = target[axis] // batch.file_batch * batch.size(x)
-        return x.reshape(scaled)
-    return _op("Reshape", reshape), [0]
-
-
-def _flatten(node: Node):
-    axis = int(node.attrs.get("axis", 1))
-
-    def flatten(x):  # to 2-D: the dimensions before ``axis``, and the rest
-        return x.reshape(math.prod(x.shape[:axis if axis >= 0 else axis + x.dim()]), -1)
-    return _op("Flatten", flatten), [0]
-
-
-def _transpose(node: Node):
-    perm = node.ints("perm")
-    return _op("Transpose", lambda x: x.permute(*(perm or reversed(range(x.dim()))))), [0]
-
-
-def _expand(node: Node):
-    def expand(x, shape):  # bidirectional broadcast, as ONNX's Expand
-        return x.expand(torch.broadcast_shapes(tuple(x.shape), tuple(int(v) for v in shape.tolist())))
-    return _op("Expand", expand), [0, 1]
-
-
-def _concat(node: Node):
-    axis = int(node.attrs["axis"])
-
-    def concat(*xs):
-        rank = xs[0].dim()
-        batch = max(x.shape[0] for x in xs) if rank else 1
-        if axis % max(rank, 1) != 0 and any(x.shape[0] != batch for x in xs):
-            xs = [x.expand(batch, *x.shape[1:]) if x.shape[0] == 1 else x for x in xs]  # batch 1 baked in
-        return torch.cat(xs, dim=axis)
-    return _op("Concat", concat), list(range(len(node.inputs)))
-
-
-def _split(node: Node):
-    axis = int(node.attrs.get("axis", 0))
-    count = len(node.proto.output)
-    sizes = node.ints("split") if node.opset < 13 else (node.need_const(1, "split sizes") if node.has(1) else None)
-    if sizes is None:
-        total = node.shape(0)[axis]
-        size = -(-total // int(node.attrs.get("num_outputs", count)))
-        sizes = [min(size, total - i * size) for i in range(count)]
-    return _op("Split", lambda x: torch.split(x, sizes, dim=axis)), [0]
-
-
-def _gather(node: Node):
-    axis = int(node.attrs.get("axis", 0)) % len(node.shape(0))
-    def gather(data, indices):
-        indices = indices.long() % data.shape[axis]
-        picked = data.index_select(axis, indices.flatten())
-        return picked.reshape(*data.shape[:axis], *indices.shape, *data.shape[axis + 1:])
-    indices, batch = node.const(1), node.batch(0)
-    if indices is not None and batch is not None and batch.axis == axis and batch.outer == 1 and indices.numel() \
-            and int(indices.max()) < batch.per_sample * batch.file_batch and int(indices.min()) >= 0:
-        # constant indices into the batch axis of a file exported at a fixed batch size (dynamo's as_strided):
-        # the same picks in every sample, samples stacked on the indices' first axis
-        block = batch.per_sample * batch.file_batch
-
-        def gather_per_sample(data):
-            count = batch.size(data) // batch.file_batch
-            picks = torch.cat([indices.long() + k * block for k in range(count)]) if indices.dim() else indices
-            return gather(data, picks.to(data.device))
-        return _op("Gather", gather_per_sample), [0]
-
-    return _op("Gather", gather), [0, 1]
-
-
-def _pad(node: Node):
-    mode = node.text("mode", "constant")
-    if node.opset < 11:
-        pads, value = node.ints("pads"), float(node.attrs.get("value", 0.0))
-    else:
-        pads = [int(p) for p in node.need_const(1, "pads")]
-        value = float(node.need_const(2, "the pad value")[0]) if node.has(2) else 0.0
-    rank = len(node.shape(0))
-    if node.has(3):  # pads for some axes only
-        axes = [int(a) % rank for a in node.need_const(3, "axes")]
-        full = [0] * 2 * rank
-        for i, axis in enumerate(axes):
-            full[axis], full[axis + rank] = pads[i], pads[i + len(axes)]
-        pads = full
-    rank = len(pads) // 2
-    torch_pads = [p for axis in reversed(range(rank)) for p in (pads[axis], pads[axis + rank])]  # last axis first
-    while len(torch_pads) > 2 and torch_pads[-2:] == [0, 0]:
-        torch_pads = torch_pads[:-2]  # leading axes not padded (reflect/replicate pad trailing axes only)
-    torch_mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}.get(mode)
-    if torch_mode is None:
-        raise node.fail(f"pad mode {mode!r} is not supported")
-    options = {"value": value} if torch_mode == "constant" else {}
-    return _op("Pad", lambda x: F.pad(x, torch_pads, mode=torch_mode, **options)), [0]
-
-
-def _slice(node: Node):
-    if node.opset < 10:
-        starts, ends, axes = node.ints("starts"), node.ints("ends"), node.ints("axes")
-        steps = None
-    else:
-        starts, ends = node.need_const(1, "Slice starts"), node.need_const(2, "Slice ends")
-        axes = node.need_const(3, "Slice axes") if node.has(3) else None
-        steps = node.need_const(4, "Slice steps") if node.has(4) else None
-    axes = axes or list(range(len(starts)))
-    steps = steps or [1] * len(starts)
-    if any(step < 1 for step in steps):
-        raise node.fail(f"negative Slice steps {steps} are not supported")
-
-    def slice_(x):
-        index = [slice(None)] * x.dim()
-        for start, end, axis, step in zip(starts, ends, axes, steps):
-            size = x.shape[axis]
-            index[axis] = slice(max(-size, min(int(start), size)), max(-size - 1, min(int(end), size)), int(step))
-        return x[tuple(index)]
-    return _op("Slice", slice_), [0]
-
-
-def _tile(node: Node):
-    return _op("Tile", lambda x, repeats: x.repeat(*(int(r) for r in repeats.tolist()))), [0, 1]
-
-
-def _constant_of_shape(node: Node):
-    from onnx import numpy_helper
-
-    value = node.attrs.get("value")
-    fill = torch.from_numpy(numpy_helper.to_array(value).copy()) if value is not None else torch.zeros(1)
-    return _op("ConstantOfShape", lambda shape: fill.reshape(()).to(shape.device).expand(
-        [int(v) for v in shape.tolist()]).clone()), [0]
-
-
-def _resize(node: Node):
-    if node.opset < 11:
-        scales_index, sizes_index = 1, None
-    else:
-        scales_index, sizes_index = 2, 3
-    mode = node.text("mode", "nearest")
-    transform = node.text("coordinate_transformation_mode", "half_pixel" if node.opset >= 11 else "asymmetric")
-    nearest = node.text("nearest_mode", "round_prefer_floor")
-    if node.attrs.get("antialias", 0):
-        raise node.fail("antialias=1 is not supported")
-    if node.has(4) or node.attrs.get("axes") is not None:
-        raise node.fail("the axes input / attribute is not supported")
-    shape = node.shape(0)
-    rank = len(shape) - 2
-    scales = node.static(scales_index) if node.has(scales_index) else None
-    sizes = node.static(sizes_index) if sizes_index is not None and node.has(sizes_index) else None
-    options: dict = {}
-    if sizes is not None and sizes.numel():
-        options["size"] = tuple(int(s) for s in sizes.flatten().tolist()[2:])
-    elif scales is not None and scales.numel():
-        values = [float(s) for s in scales.flatten().tolist()]
-        if values[:2] != [1.0, 1.0]:
-            raise node.fail(f"scales {values} resize the batch or channel axis")
-        options["scale_factor"] = tuple(values[2:])
-    else:
-        raise node.fail("needs constant 'scales' or 'sizes' (neither is given, or they are computed at run time)")
-    if mode == "nearest":
-        if transform == "asymmetric" and nearest == "floor":
-            torch_mode = "nearest"
-        elif transform in ("half_pixel", "pytorch_half_pixel") and nearest == "round_prefer_ceil":
-            torch_mode = "nearest-exact"
-        else:
-            raise node.fail(f"nearest resize with coordinate_transformation_mode={transform!r} and "
-                            f"nearest_mode={nearest!r} is not supported")
-    elif mode in ("linear", "cubic"):
-        if mode == "cubic" and (rank != 2 or abs(float(node.attrs.get("cubic_coeff_a", -0.75)) + 0.75) > 1e-6):
-            raise node.fail("cubic resize is supported in 2-D with cubic_coeff_a=-0.75 only")
-        if transform not in ("half_pixel", "pytorch_half_pixel", "align_corners"):
-            raise node.fail(f"{mode} resize with coordinate_transformation_mode={transform!r} is not supported")
-        torch_mode = "bicubic" if mode == "cubic" else {1: "linear", 2: "bilinear", 3: "trilinear"}[rank]
-        options["align_corners"] = transform == "align_corners"
-    else:
-        raise node.fail(f"resize mode {mode!r} is not supported")
-    return _op("Resize", lambda x: F.interpolate(x, mode=torch_mode, **options)), [0]
-
-
-def _cast(node: Node):
-    from onnx import helper
-
-    dtype = torch.from_numpy(np.zeros(0, helper.tensor_dtype_to_np_dtype(node.attrs["to"]))).dtype
-    return _op("Cast", lambda x: x.to(dtype)), [0]
-
-
-def _if(node: Node):
-    raise node.fail("the condition must be a constant (If nodes with a computed condition are not supported)")
-
-
 # ------------------------------------------------------------------------------------------ the table
 
 def _module(factory: Callable[[Node], nn.Module]):
@@ -766,32 +385,32 @@ CONVERTERS: dict[str, tuple[Callable[[Node], tuple[nn.Module, list[int]]], str]]
     "LogSoftmax": (_softmax, "axis -> nn.LogSoftmax"),
     "Dropout": (_module(lambda n: nn.Identity()), "inference: identity; not the mask output"),
     "Identity": (_module(lambda n: nn.Identity()), "-> nn.Identity"),
-    "Flatten": (_flatten, "axis"),
-    "Reshape": (_reshape, "shape from a constant or a shape chain; allowzero; a batch size of 1 baked in by the "
+    "Flatten": (shapes.flatten, "axis"),
+    "Reshape": (shapes.reshape, "shape from a constant or a shape chain; allowzero; a batch size of 1 baked in by the "
                           "export is scaled to the batch"),
-    "Transpose": (_transpose, "perm"),
-    "Squeeze": (_squeeze, "axes (attribute before opset 13, constant input after)"),
-    "Unsqueeze": (_unsqueeze, "axes (attribute before opset 13, constant input after)"),
-    "Expand": (_expand, "shape from a constant or a shape chain (bidirectional broadcast)"),
-    "Concat": (_concat, "axis; inputs exported with batch size 1 are broadcast to the batch"),
-    "Split": (_split, "axis, split sizes (attribute or constant input), num_outputs; equal parts by default"),
-    "Slice": (_slice, "starts/ends/axes/steps as constants or folded shape chains; steps >= 1"),
-    "Gather": (_gather, "axis, indices of any shape, negative indices"),
-    "Tile": (_tile, "repeats"),
-    "Pad": (_pad, "modes constant/reflect/edge/wrap, pads as constants or folded shape chains, axes input"),
-    "Resize": (_resize, "scales or sizes (constants or folded); nearest (asymmetric+floor, half_pixel+"
+    "Transpose": (shapes.transpose, "perm"),
+    "Squeeze": (shapes.squeeze, "axes (attribute before opset 13, constant input after)"),
+    "Unsqueeze": (shapes.unsqueeze, "axes (attribute before opset 13, constant input after)"),
+    "Expand": (shapes.expand, "shape from a constant or a shape chain (bidirectional broadcast)"),
+    "Concat": (shapes.concat, "axis; inputs exported with batch size 1 are broadcast to the batch"),
+    "Split": (shapes.split, "axis, split sizes (attribute or constant input), num_outputs; equal parts by default"),
+    "Slice": (shapes.slice_, "starts/ends/axes/steps as constants or folded shape chains; steps >= 1"),
+    "Gather": (shapes.gather, "axis, indices of any shape, negative indices"),
+    "Tile": (shapes.tile, "repeats"),
+    "Pad": (shapes.pad, "modes constant/reflect/edge/wrap, pads as constants or folded shape chains, axes input"),
+    "Resize": (shapes.resize, "scales or sizes (constants or folded); nearest (asymmetric+floor, half_pixel+"
                         "round_prefer_ceil), linear and cubic (half_pixel, pytorch_half_pixel, align_corners); "
                         "not antialias, not axes"),
-    "ConstantOfShape": (_constant_of_shape, "value; a shape computed at run time (batch-sized)"),
-    "Cast": (_cast, "to"),
+    "ConstantOfShape": (shapes.constant_of_shape, "value; a shape computed at run time (batch-sized)"),
+    "Cast": (shapes.cast, "to"),
     "CastLike": (_binary(lambda x, like: x.to(like.dtype)), "-> the dtype of the second input"),
-    "If": (_if, "a constant condition only: the chosen branch is inlined when the file is loaded"),
-    "ReduceMean": (_reduce(torch.mean, 18), "axes (attribute before opset 18, input after), keepdims, "
+    "If": (shapes.if_, "a constant condition only: the chosen branch is inlined when the file is loaded"),
+    "ReduceMean": (shapes.reduce(torch.mean, 18), "axes (attribute before opset 18, input after), keepdims, "
                                             "noop_with_empty_axes"),
-    "ReduceSum": (_reduce(torch.sum, 13), "axes (attribute before opset 13, input after), keepdims"),
-    "ReduceMax": (_reduce(torch.amax, 18), "axes, keepdims"),
-    "ReduceMin": (_reduce(torch.amin, 18), "axes, keepdims"),
-    "ReduceL2": (_reduce(_reduce_l2, 18), "axes, keepdims"),
+    "ReduceSum": (shapes.reduce(torch.sum, 13), "axes (attribute before opset 13, input after), keepdims"),
+    "ReduceMax": (shapes.reduce(torch.amax, 18), "axes, keepdims"),
+    "ReduceMin": (shapes.reduce(torch.amin, 18), "axes, keepdims"),
+    "ReduceL2": (shapes.reduce(shapes.reduce_l2, 18), "axes, keepdims"),
     "Add": (_binary(torch.add), "broadcasting"),
     "Sub": (_binary(torch.sub), "broadcasting"),
     "Mul": (_binary(torch.mul), "broadcasting"),
