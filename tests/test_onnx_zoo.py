@@ -153,6 +153,22 @@ def test_the_toolbox_runs_on_the_import(folder, family, exporter, opset, tmp_pat
         assert view["back"]["png"] and view["unit"]["unit"].startswith(f"{name}:1")
 
 
+@pytest.mark.parametrize("family", ["vit_mha", "swin", "tf_same"])
+def test_files_with_a_batch_axis(tmp_path, family):
+    """Exported with ``dynamic_axes`` (batch left open): the import runs the batch as ONNX Runtime does."""
+    size = FAMILIES[family][0]
+    path = tmp_path / f"{family}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(getattr(zoo, family)(), torch.zeros(1, 3, *size), str(path), dynamo=False,
+                          opset_version=17, input_names=["image"], dynamic_axes={"image": {0: "batch"}})
+    x = torch.randn(3, 3, *size, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ours = load_model(str(path)).net(x).numpy()
+    theirs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
+    assert np.abs(ours - theirs).max() < 1e-4 * np.abs(theirs).max()
+
+
 def test_zz_report():
     """Prints the measured differences (run with -s to see them)."""
     if RESULTS:
