@@ -62,108 +62,40 @@ class OnnxGraph(nn.Module):
         probe: dict[str, list[torch.Tensor]] = {self._input: [  # the second: one more sample after the same ones
             first, torch.cat([first, torch.randn(1, dims[1], *spatial, generator=generator)])]}
 
-        uses = _use_counts(graph)
+        build = _Build(proto, evaluator, known, probe)
         self._ops: dict[str, str] = {}  # module name -> ONNX operator
         self._readable: set[str] = set()  # node names that already read as the module path (TorchScript's)
         self._plan: list[tuple[str, list[str], list[str], list[nn.Module]]] = []
+        self._templates: dict[str, Known] = {}
         scopes: dict[str, str] = {}  # module name -> source scope path
         classes: dict[str, str] = {}  # source scope path -> source class name (dynamo exporter)
-        self._templates: dict[str, Known] = {}
         constants: dict[str, torch.Tensor] = {}
-        unsupported, missing = [], set()
-        queue, index = deque(graph.node), 0
-        consumers: dict[str, list] = {}
-        for proto_node in graph.node:
-            for name in proto_node.input:
-                consumers.setdefault(name, []).append(proto_node)
-        fused: set[int] = set()
-        for proto_node in graph.node:  # Constant nodes first: fusing looks ahead at their values
-            if proto_node.op_type == "Constant" and not proto_node.input:
-                known.update(zip(proto_node.output, fold(evaluator, proto_node, [])))
-                fused.add(id(proto_node))
-
-        def shape(name: str) -> tuple[int, ...]:
-            return tuple(probe[name][0].shape) if name in probe else tuple(known[name].value.shape)
-
-        while queue:
-            proto_node = queue.popleft()
-            index += 1
-            if id(proto_node) in fused:
+        unsupported = []
+        for index, proto_node in build.nodes():
+            if not domain_is_onnx(proto_node) or proto_node.op_type not in CONVERTERS:
+                domain = "" if domain_is_onnx(proto_node) else f"{proto_node.domain}."
+                unsupported.append(f"{domain}{proto_node.op_type} (node '{proto_node.name or index}')")
+                build.missing.update(proto_node.output)
                 continue
-            op, names = proto_node.op_type, [i for i in proto_node.input]
-            label = f"{op} (node '{proto_node.name or index}')"
-            if any(i in missing for i in names if i):
-                missing.update(proto_node.output)
-                continue
-            if proto_node.domain not in ("", "ai.onnx"):
-                unsupported.append(f"{proto_node.domain}.{label}")
-                missing.update(proto_node.output)
-                continue
-            if op == "If" and names[0] in known and known[names[0]].constant:
-                queue.extendleft(reversed(_inline_branch(proto_node, bool(known[names[0]].value.flatten()[0]),
-                                                         known)))
-                continue
-            dynamic = [i for i in names if i and i not in known]
-            folded = None
-            if op in ("Shape", "Size") and dynamic:
-                folded = fold(evaluator, proto_node, [(tuple(probe[i][0].shape), tuple(probe[i][1].shape),
-                                                        np.float32) for i in names])
-            elif not dynamic and op not in NOT_FOLDED and names:
-                folded = fold(evaluator, proto_node, [known[i] if i else None for i in names])
-            elif op == "Constant":
-                folded = fold(evaluator, proto_node, [])
-            if folded is not None:
-                known.update(zip(proto_node.output, folded))
-                continue
-            entry = CONVERTERS.get(op)
-            if entry is None:
-                unsupported.append(label)
-                missing.update(proto_node.output)
-                continue
-            node = Node(proto_node, opset, const=lambda n: known[n].tensor() if n in known and known[n].constant
-                        else None, static=lambda n: known[n].tensor() if n in known else None, shape=shape,
-                        batch=lambda n: BatchAxis.between(*probe[n]) if n in probe
-                        else None)
-            group = fuse.layer_norm(proto_node, consumers, known, shape(names[0])) if op == "ReduceMean" else None
-            if group is not None:  # TorchScript's nn.LayerNorm before opset 17: one nn.LayerNorm
-                module, used, outputs = group[0], [0], [group[2]]
-                fused.update(id(n) for n in group[1])
-            else:
-                module, used = entry[0](node)
-                outputs = [o for o in proto_node.output]
-            bias_add = fuse.bias_add(proto_node, module, consumers, known)
-            if bias_add is not None:  # MatMul by a constant, then + a constant vector: one nn.Linear with bias
-                module.bias = nn.Parameter(known[bias_add.input[1] if bias_add.input[0] == outputs[0]
-                                                 else bias_add.input[0]].tensor().flatten().float())
-                fused.add(id(bias_add))
-                outputs = [bias_add.output[0]]
-            used_names = [names[i] for i in used]
-            name = self._unique(node_module_name(proto_node.name, op, index))
+            node = Node(proto_node, opset, const=build.const, static=build.static, shape=build.shape,
+                        batch=build.batch)
+            module, used, outputs = build.convert(node)
+            name = self._unique(node_module_name(proto_node.name, node.op, index))
             self.add_module(name, module)
-            results = [self._probe(node, module, used_names, probe, known, k) for k in (0, 1)]
-            for k, result in enumerate(results):
-                values = list(result) if isinstance(result, (tuple, list)) else [result]
-                for output, value in zip(outputs if len(values) > 1 else outputs[:1], values):
-                    if output:
-                        probe.setdefault(output, [None, None])[k] = value
-            outputs = outputs if isinstance(results[0], (tuple, list)) else outputs[:1]
-            for used_name in used_names:
+            outputs = build.run_probe(node, module, used, outputs)
+            for used_name in used:
                 if used_name in known:
                     if known[used_name].constant:
                         constants[used_name] = known[used_name].tensor()
                     else:
                         self._templates[used_name] = known[used_name]
-            self._plan.append((name, used_names, outputs, []))
-            scope, enclosing = source_scope(proto_node)
-            scopes[name] = scope
-            self._ops[name] = op
-            if proto_node.name.startswith("/") and scope:
-                self._readable.add(name)
+            self._plan.append((name, used, outputs, []))
+            scopes[name], enclosing = source_scope(proto_node)
             classes.update(enclosing)
-            for used_name in set(names):  # free probe values no later node reads
-                uses[used_name] = uses.get(used_name, 1) - 1
-                if uses[used_name] <= 0 and used_name in probe and used_name != self._output:
-                    del probe[used_name]
+            self._ops[name] = node.op
+            if proto_node.name.startswith("/") and scopes[name]:
+                self._readable.add(name)
+            build.done(proto_node, keep=self._output)
         if unsupported:
             raise ModelError(f"'{source}' uses ONNX operators deepvis cannot convert: {', '.join(unsupported[:5])}"
                              f"{' ...' if len(unsupported) > 5 else ''}")
@@ -182,18 +114,6 @@ class OnnxGraph(nn.Module):
             count += 1
             name = f"{base}_{count}"
         return name
-
-    def _probe(self, node: Node, module: nn.Module, names: list[str], probe, known, variant: int):
-        args = [probe[n][variant] if n in probe else known[n].tensor(variant) for n in names]
-        try:
-            with torch.no_grad():
-                return module(*args)
-        except ModelError:
-            raise
-        except Exception as exc:
-            shapes = ", ".join(str(tuple(a.shape)) for a in args)
-            raise node.fail(f"fails on inputs of shapes {shapes} ({type(exc).__name__}: {one_line(exc, 150)})") \
-                from None
 
     def _add_scopes(self, scopes: dict[str, str], classes: dict[str, str]) -> dict[str, str]:
         """Register the module-path view (names.py); returns module path -> node module name."""
@@ -262,6 +182,121 @@ class OnnxGraph(nn.Module):
             else:
                 values.update((o, v) for o, v in zip(outputs, out) if o)
         return values[self._output]
+
+
+class _Build:
+    """The state of one walk over the nodes: known values, probe tensors (at the file's batch size and one
+    more), which nodes were fused or inlined, and which values are missing after an unsupported node."""
+
+    def __init__(self, proto, evaluator: Evaluator, known: dict[str, Known], probe: dict[str, list[torch.Tensor]]):
+        self.graph, self.evaluator, self.known, self.probe = proto.graph, evaluator, known, probe
+        self.uses = _use_counts(proto.graph)
+        self.missing: set[str] = set()
+        self.consumers: dict[str, list] = {}
+        for node in proto.graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.skip: set[int] = set()
+        for node in proto.graph.node:  # Constant nodes first: fusing looks ahead at their values
+            if node.op_type == "Constant" and not node.input:
+                known.update(zip(node.output, fold(evaluator, node, [])))
+                self.skip.add(id(node))
+
+    def nodes(self):
+        """(index, node) of each node left to convert: constants are folded and known Ifs inlined on the way."""
+        queue, index = deque(self.graph.node), 0
+        while queue:
+            node = queue.popleft()
+            index += 1
+            if id(node) in self.skip:
+                continue
+            names = [i for i in node.input if i]
+            if any(i in self.missing for i in names):  # after an unsupported node
+                self.missing.update(node.output)
+                continue
+            if node.op_type == "If" and names[0] in self.known and self.known[names[0]].constant:
+                condition = bool(self.known[names[0]].value.flatten()[0])
+                queue.extendleft(reversed(_inline_branch(node, condition, self.known)))
+                continue
+            folded = self._fold(node, names)
+            if folded is not None:
+                self.known.update(zip(node.output, folded))
+                continue
+            yield index, node
+
+    def _fold(self, node, names: list[str]) -> list[Known] | None:
+        dynamic = [i for i in names if i not in self.known]
+        if node.op_type in ("Shape", "Size") and dynamic:  # shapes are known: the probe has them
+            return fold(self.evaluator, node, [(tuple(self.probe[i][0].shape), tuple(self.probe[i][1].shape),
+                                                np.float32) for i in node.input])
+        if not dynamic and node.op_type not in NOT_FOLDED and domain_is_onnx(node):
+            return fold(self.evaluator, node, [self.known[i] if i else None for i in node.input])
+        return None
+
+    def const(self, name: str) -> torch.Tensor | None:
+        value = self.known.get(name)
+        return value.tensor() if value is not None and value.constant else None
+
+    def static(self, name: str) -> torch.Tensor | None:
+        return self.known[name].tensor() if name in self.known else None
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.probe[name][0].shape) if name in self.probe else tuple(self.known[name].value.shape)
+
+    def batch(self, name: str) -> BatchAxis | None:
+        return BatchAxis.between(*self.probe[name]) if name in self.probe else None
+
+    def convert(self, node: Node) -> tuple[nn.Module, list[str], list[str]]:
+        """(module, names of its inputs, names of its outputs) for a node, or for the group it starts."""
+        proto = node.proto
+        group = fuse.layer_norm(proto, self.consumers, self.known, self.shape(node.inputs[0])) \
+            if node.op == "ReduceMean" else None
+        if group is not None:  # TorchScript's nn.LayerNorm before opset 17: one nn.LayerNorm
+            module, used, outputs = group[0], [0], [group[2]]
+            self.skip.update(id(n) for n in group[1])
+        else:
+            (module, used), outputs = CONVERTERS[node.op][0](node), list(proto.output)
+        add = fuse.bias_add(proto, module, self.consumers, self.known)
+        if add is not None:  # MatMul by a constant, then + a constant vector: one nn.Linear with bias
+            bias = add.input[1] if add.input[0] == outputs[0] else add.input[0]
+            module.bias = nn.Parameter(self.known[bias].tensor().flatten().float())
+            self.skip.add(id(add))
+            outputs = [add.output[0]]
+        return module, [node.inputs[i] for i in used], outputs
+
+    def run_probe(self, node: Node, module: nn.Module, used: list[str], outputs: list[str]) -> list[str]:
+        """Run the new module on the probe at both batch sizes; returns the outputs it gives."""
+        results = []
+        for variant in (0, 1):
+            args = [self.probe[n][variant] if n in self.probe else self.known[n].tensor(variant) for n in used]
+            try:
+                with torch.no_grad():
+                    results.append(module(*args))
+            except ModelError:
+                raise
+            except Exception as exc:
+                shapes = ", ".join(str(tuple(a.shape)) for a in args)
+                raise node.fail(f"fails on inputs of shapes {shapes} ({type(exc).__name__}: "
+                                f"{one_line(exc, 150)})") from None
+        several = isinstance(results[0], (tuple, list))
+        outputs = outputs if several else outputs[:1]
+        for variant, result in enumerate(results):
+            for output, value in zip(outputs, result if several else [result]):
+                if output:
+                    self.probe.setdefault(output, [None, None])[variant] = value
+        return outputs
+
+    def done(self, proto, keep: str) -> None:
+        """Free the probe values no later node reads."""
+        for name in set(proto.input):
+            self.uses[name] = self.uses.get(name, 1) - 1
+            if self.uses[name] <= 0 and name in self.probe and name != keep:
+                del self.probe[name]
+
+
+def domain_is_onnx(node) -> bool:
+    """True for a node of the default (ai.onnx) operator set."""
+    return node.domain in ("", "ai.onnx")
 
 
 def _use_counts(graph) -> dict[str, int]:
