@@ -265,3 +265,9 @@ def test_module_paths_address_the_source_networks_tensors(tmp_path):
     assert "blocks.0.mlp.act" in deepvis.default_layers(imported)
     names = imported.layer_names()
     assert len(names) == len(set(names))
+
+
+def test_the_graph_runs_at_its_input_size(pair):
+    _, imported = pair
+    with pytest.raises(ModelError, match=r"runs at input size 30x26 .* got 32x32"):
+        imported.net(torch.randn(1, 3, 32, 32))
