@@ -159,3 +159,115 @@ def test_asymmetric_padding_and_explicit_graph_ops(tmp_path):
     with torch.no_grad():
         assert torch.allclose(model.net(x), expected, atol=1e-5)
     assert backprop(model, x[0], "fc:1", mode="guided").rectifiers_modified == 1  # clamp(0, 1) is a rectifier
+
+
+def test_coverage_page_matches_the_operator_table():
+    from importlib import util
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "docs" / "make_onnx_coverage.py"
+    spec = util.spec_from_file_location("make_onnx_coverage", script)
+    module = util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.PAGE.read_text() == module.render(), "run: PYTHONPATH=src python docs/make_onnx_coverage.py"
+    from deepvis.models.onnx import CONVERTERS
+
+    assert {"LayerNormalization", "Erf", "Gelu", "Resize", "ConvTranspose", "Split", "Expand", "Where",
+            "Einsum", "HardSwish"} <= set(CONVERTERS)
+
+
+def _save(tmp_path, nodes, inits, in_shape, out_shape, name, opset=17):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    path = tmp_path / name
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), str(path))
+    return path
+
+
+def test_same_padding_constant_if_and_folded_shape_chains(tmp_path):
+    """auto_pad SAME_UPPER / SAME_LOWER on an odd input, an If with a constant condition, a Slice whose end comes
+    from Shape (folded), ConvTranspose with asymmetric pads: equal to onnxruntime on the same file."""
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    inits = {"w": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+             "wt": rng.standard_normal((4, 2, 3, 3)).astype(np.float32),
+             "cond": np.array(True), "zero": np.array([0], np.int64), "two": np.array([2], np.int64),
+             "one": np.array([1], np.int64)}
+    then = helper.make_graph([helper.make_node("Relu", ["c"], ["t"])], "then", [],
+                             [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)])
+    other = helper.make_graph([helper.make_node("Sigmoid", ["c"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", auto_pad="SAME_UPPER", strides=[2, 2]),
+             helper.make_node("If", ["cond"], ["r"], name="branch", then_branch=then, else_branch=other),
+             helper.make_node("MaxPool", ["r"], ["p"], name="pool", auto_pad="SAME_LOWER", kernel_shape=[3, 3],
+                              strides=[2, 2]),
+             helper.make_node("Shape", ["p"], ["s"], name="shape"),
+             helper.make_node("Gather", ["s", "two"], ["last"], name="bounds", axis=0),  # the height: 4
+             helper.make_node("Slice", ["p", "zero", "last", "one"], ["q"], name="crop"),
+             helper.make_node("ConvTranspose", ["q", "wt"], ["y"], name="up", strides=[2, 2], pads=[0, 1, 1, 0])]
+    path = _save(tmp_path, nodes, inits, [1, 3, 13, 11], None, "same.onnx")
+    model = load_model(str(path))
+    x = torch.randn(1, 3, 13, 11)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"x": x.numpy()})[0]
+    with torch.no_grad():
+        ours = model.net(x).numpy()
+    assert ours.shape == expected.shape and np.abs(ours - expected).max() <= 1e-4 * np.abs(expected).max()
+    assert not any(info.type in ("Shape", "Gather", "If") for info in model.layers())
+
+
+def test_what_cannot_be_converted_is_named_in_one_line(tmp_path):
+    from onnx import helper
+
+    # a Slice bound computed from the data (not from a shape): nothing to fold
+    nodes = [helper.make_node("ReduceMax", ["x"], ["m"], name="peak", keepdims=0),
+             helper.make_node("Cast", ["m"], ["e"], name="to_int", to=7),
+             helper.make_node("Reshape", ["e", "one"], ["end"], name="as_list"),
+             helper.make_node("Slice", ["x", "zero", "end", "three"], ["y"], name="data_slice")]
+    inits = {"zero": np.array([0], np.int64), "one": np.array([1], np.int64), "three": np.array([3], np.int64)}
+    path = _save(tmp_path, nodes, inits, [1, 3, 8, 8], None, "slice.onnx")
+    with pytest.raises(ModelError) as error:
+        load_model(str(path))
+    message = str(error.value)
+    assert "\n" not in message and "Slice" in message and "data_slice" in message and "constant" in message
+    nodes = [helper.make_node("NonMaxSuppression", ["x", "x"], ["y"], name="nms")]
+    path = _save(tmp_path, nodes, {}, [1, 3, 8, 8], None, "nms.onnx")
+    with pytest.raises(ModelError, match=r"cannot convert: NonMaxSuppression \(node 'nms'\)"):
+        load_model(str(path))
+
+
+def test_module_paths_address_the_source_networks_tensors(tmp_path):
+    """A ViT exported by the TorchScript exporter: ``blocks.0.mlp.act`` (GELU written as Div/Erf/Add/Mul) and
+    ``blocks.0.attn.qkv`` (MatMul + Add: one nn.Linear) hold the source network's values."""
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    import zoo
+
+    source = zoo.vit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(zoo.vit(), torch.zeros(1, 3, 64, 64), str(tmp_path / "vit.onnx"), dynamo=False,
+                          opset_version=14)
+    imported = load_model(str(tmp_path / "vit.onnx"))
+    source = load_model(source, input_size=(64, 64))
+    layers = ["blocks.0.mlp.act", "blocks.0.attn.qkv", "blocks.1", "head"]
+    image = torch.randn(3, 64, 64)
+    ours, theirs = deepvis.activations(imported, image, layers), deepvis.activations(source, image, layers)
+    for layer in layers:
+        assert torch.allclose(ours[layer], theirs[layer], atol=1e-5), layer
+    types = {info.name: info.type for info in imported.layers()}
+    assert types["blocks/blocks_0/attn/qkv/MatMul"] == "Linear"
+    assert "blocks.0.mlp.act" in deepvis.default_layers(imported)
+    names = imported.layer_names()
+    assert len(names) == len(set(names))
+
+
+def test_the_graph_runs_at_its_input_size(pair):
+    _, imported = pair
+    with pytest.raises(ModelError, match=r"runs at input size 30x26 .* got 32x32"):
+        imported.net(torch.randn(1, 3, 32, 32))

@@ -9,6 +9,8 @@ the same network each time. Usable as model specs: ``tests/zoo.py:vit``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -310,3 +312,214 @@ class SwinTransformer(nn.Module):
 def swin(**options) -> SwinTransformer:
     """A Swin-shaped net on 64x64 inputs: NHWC stages (16x16, then 8x8), windows of 4, shifted every other block."""
     return SwinTransformer(**options).eval()
+
+
+# ------------------------------------------------------------------------------------------------ ResNet
+class BasicBlock(nn.Module):
+    """torchvision's / timm's BasicBlock: conv-bn-relu, conv-bn, optional 1x1 downsample, residual, relu."""
+
+    def __init__(self, dim_in: int, dim: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(dim_in, dim, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(dim)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(dim, dim, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(dim)
+        self.downsample = (nn.Sequential(nn.Conv2d(dim_in, dim, 1, stride=stride, bias=False), nn.BatchNorm2d(dim))
+                           if stride != 1 or dim_in != dim else None)
+
+    def forward(self, x):
+        shortcut = x if self.downsample is None else self.downsample(x)
+        x = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(x)) + shortcut)
+
+
+class ResNet(nn.Module):
+    """torchvision's ResNet layout (``conv1``, ``bn1``, ``relu``, ``maxpool``, ``layer1..``, ``fc``), small."""
+
+    def __init__(self, dims=(8, 16, 24), classes: int = 10, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv1 = nn.Conv2d(3, dims[0], 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(dims[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        for i, dim in enumerate(dims):
+            self.add_module(f"layer{i + 1}", nn.Sequential(BasicBlock(dims[max(i - 1, 0)], dim, 1 if i == 0 else 2),
+                                                           BasicBlock(dim, dim)))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(dims[-1], classes)
+        _randomize_batchnorm(self)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def _randomize_batchnorm(net: nn.Module) -> None:
+    """Non-trivial BatchNorm statistics, so a folded or mis-converted BatchNorm shows in the outputs."""
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.3, 0.3)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+
+
+def resnet(**options) -> ResNet:
+    """A ResNet-shaped net (BasicBlocks with BatchNorm, in-place ReLU modules, strided 1x1 shortcuts) on 64x64."""
+    return ResNet(**options).eval()
+
+
+# ------------------------------------------------------------------------------------------------ MobileNetV3
+class SqueezeExcite(nn.Module):
+    """torchvision's SqueezeExcitation: pool, 1x1 conv, ReLU, 1x1 conv, Hardsigmoid, scale."""
+
+    def __init__(self, dim: int, squeeze: int):
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(dim, squeeze, 1)
+        self.activation = nn.ReLU()
+        self.fc2 = nn.Conv2d(squeeze, dim, 1)
+        self.scale_activation = nn.Hardsigmoid()
+
+    def forward(self, x):
+        return x * self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+
+
+class InvertedResidual(nn.Module):
+    """Expand 1x1, depthwise kxk, optional squeeze-excite, project 1x1; residual when shapes allow."""
+
+    def __init__(self, dim_in: int, hidden: int, dim: int, kernel: int, stride: int, se: bool, act: type):
+        super().__init__()
+        layers = [nn.Conv2d(dim_in, hidden, 1, bias=False), nn.BatchNorm2d(hidden), act(),
+                  nn.Conv2d(hidden, hidden, kernel, stride, kernel // 2, groups=hidden, bias=False),
+                  nn.BatchNorm2d(hidden), act()]
+        if se:
+            layers.append(SqueezeExcite(hidden, max(8, hidden // 4)))
+        layers += [nn.Conv2d(hidden, dim, 1, bias=False), nn.BatchNorm2d(dim)]
+        self.block = nn.Sequential(*layers)
+        self.use_res_connect = stride == 1 and dim_in == dim
+
+    def forward(self, x):
+        return x + self.block(x) if self.use_res_connect else self.block(x)
+
+
+class MobileNetV3(nn.Module):
+    """torchvision's MobileNetV3 layout (``features.N.block``, ``avgpool``, ``classifier``) with Hardswish and
+    squeeze-excite, small."""
+
+    def __init__(self, classes: int = 10, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.features = nn.Sequential(
+            nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.Hardswish()),
+            InvertedResidual(16, 16, 16, 3, 2, se=True, act=nn.ReLU),
+            InvertedResidual(16, 48, 24, 3, 2, se=False, act=nn.ReLU),
+            InvertedResidual(24, 64, 24, 5, 1, se=True, act=nn.Hardswish),
+            nn.Sequential(nn.Conv2d(24, 96, 1, bias=False), nn.BatchNorm2d(96), nn.Hardswish()))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Linear(96, 64), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(64, classes))
+        _randomize_batchnorm(self)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def mobilenetv3(**options) -> MobileNetV3:
+    """A MobileNetV3-shaped net (Hardswish, squeeze-excite with Hardsigmoid, depthwise convs) on 64x64."""
+    return MobileNetV3(**options).eval()
+
+
+# ------------------------------------------------------------------------------------------------ TF "same" padding
+def pad_same(x, kernel: int, stride: int, dilation: int = 1, value: float = 0.0):
+    """timm's ``pad_same``: TensorFlow's SAME padding computed from the input size (asymmetric when odd)."""
+    height, width = x.shape[-2:]
+    pad_h = max((math.ceil(height / stride) - 1) * stride + (kernel - 1) * dilation + 1 - height, 0)
+    pad_w = max((math.ceil(width / stride) - 1) * stride + (kernel - 1) * dilation + 1 - width, 0)
+    return F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2], value=value)
+
+
+class Conv2dSame(nn.Conv2d):
+    """timm's Conv2dSame: TF-style SAME padding by ``F.pad`` with pads computed from the input shape."""
+
+    def forward(self, x):
+        x = pad_same(x, self.kernel_size[0], self.stride[0], self.dilation[0])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class MaxPool2dSame(nn.MaxPool2d):
+    def forward(self, x):
+        x = pad_same(x, self.kernel_size, self.stride, value=-float("inf"))
+        return F.max_pool2d(x, self.kernel_size, self.stride, 0, self.dilation, self.ceil_mode)
+
+
+class TfSameNet(nn.Module):
+    """A TF-ported net (EfficientNet-TF / MnasNet ports in timm): SAME-padded strided convs and pool, SiLU, on
+    an odd-sized input so the pads are asymmetric."""
+
+    def __init__(self, classes: int = 10, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv_stem = Conv2dSame(3, 16, 3, stride=2, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.act1 = nn.SiLU()
+        self.pool = MaxPool2dSame(3, 2)
+        self.conv_dw = Conv2dSame(16, 16, 5, stride=2, groups=16)
+        self.act2 = nn.ReLU()
+        self.conv_pw = Conv2dSame(16, 24, 1)
+        self.act3 = nn.ReLU6()
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(24, classes)
+        _randomize_batchnorm(self)
+
+    def forward(self, x):
+        x = self.pool(self.act1(self.bn1(self.conv_stem(x))))
+        x = self.act3(self.conv_pw(self.act2(self.conv_dw(x))))
+        return self.classifier(self.global_pool(x).flatten(1))
+
+
+def tf_same(**options) -> TfSameNet:
+    """TF-style SAME padding (F.pad with pads computed from the input shape); use an odd input such as 61x67."""
+    return TfSameNet(**options).eval()
+
+
+# ------------------------------------------------------------------------------------------------ U-Net
+class DoubleConv(nn.Sequential):
+    def __init__(self, dim_in: int, dim: int):
+        super().__init__(nn.Conv2d(dim_in, dim, 3, padding=1), nn.BatchNorm2d(dim), nn.ReLU(),
+                         nn.Conv2d(dim, dim, 3, padding=1), nn.BatchNorm2d(dim), nn.ReLU())
+
+
+class UNet(nn.Module):
+    """A U-Net (``inc``, ``down1..``, ``up1..``, ``outc``): max-pool encoder, a ConvTranspose2d and an
+    F.interpolate (bilinear, then nearest) decoder with skip concats; per-pixel class maps as output."""
+
+    def __init__(self, classes: int = 3, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.inc = DoubleConv(3, 8)
+        self.down1 = nn.Sequential(nn.MaxPool2d(2), DoubleConv(8, 16))
+        self.down2 = nn.Sequential(nn.MaxPool2d(2), DoubleConv(16, 24))
+        self.up1 = nn.ConvTranspose2d(24, 16, 2, stride=2)
+        self.conv_up1 = DoubleConv(32, 16)
+        self.conv_up2 = DoubleConv(24, 8)
+        self.outc = nn.Conv2d(8, classes, 1)
+        _randomize_batchnorm(self)
+
+    def forward(self, x):
+        x1 = self.inc(x)
+        x2 = self.down1(x1)
+        x3 = self.down2(x2)
+        x = self.conv_up1(torch.cat([x2, self.up1(x3)], dim=1))
+        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        x = self.conv_up2(torch.cat([x1, x], dim=1))
+        x = F.interpolate(x, size=(x.shape[-2] // 2, x.shape[-1] // 2), mode="nearest")
+        return self.outc(x)
+
+
+def unet(**options) -> UNet:
+    """A U-Net-shaped net on 32x48 inputs: ConvTranspose2d, bilinear and nearest F.interpolate, skip concats."""
+    return UNet(**options).eval()

@@ -159,6 +159,8 @@ def receptive_fields(model: Model, layers: list[str] | None = None,
         else:
             pending.append(name)
     base_h, base_w = model.preprocessing.input_size
+    if getattr(model.net, "fixed_input_size", None):  # a graph that runs at one input size (an ONNX import)
+        max_input = min(max_input, max(base_h, base_w))
     scale, measured = 1, {}
     while pending:
         size = (base_h * scale, base_w * scale)
