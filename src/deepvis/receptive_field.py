@@ -159,7 +159,8 @@ def receptive_fields(model: Model, layers: list[str] | None = None,
         else:
             pending.append(name)
     base_h, base_w = model.preprocessing.input_size
-    if getattr(model.net, "fixed_input_size", None):  # a graph that runs at one input size (an ONNX import)
+    fixed = bool(getattr(model.net, "fixed_input_size", None))  # a graph that runs at one size (ONNX imports)
+    if fixed:
         max_input = min(max_input, max(base_h, base_w))
     scale, measured = 1, {}
     while pending:
@@ -186,7 +187,7 @@ def receptive_fields(model: Model, layers: list[str] | None = None,
             if not inside and max(size) * 2 <= max_input:
                 still.append(name)
                 continue
-            result[name] = _field(*measured[name], grew=True)
+            result[name] = _field(*measured[name], grew=not fixed)
         pending, scale = still, scale * 2
     for name in pending:  # the network would not run larger
         result[name] = _field(*measured[name], grew=False)
