@@ -745,3 +745,19 @@ def test_all_model_work_runs_on_one_thread(model, skimage_pngs):
         handle.remove()
         compute.close()
     assert threads == {compute.thread_id}
+
+
+def test_each_new_frame_costs_exactly_one_forward_pass(client, forwards, skimage_pngs):
+    """A webcam frame and the view that shows its panes (backward pane on) share one forward pass: the frame is
+    traced in the backward mode the tab showed last, and the view's backward pass starts from that trace."""
+    base = Image.open(SAMPLES / "rocket.jpg").convert("RGB").resize((224, 224))
+    for mode in ("gradient", "guided", "guided", "deconv"):
+        for shift in range(3):
+            before = forwards.count
+            frame = client.post(f"/api/inputs/frame?tab=one-forward-{mode}",
+                                content=jpeg_bytes(base.rotate(shift * 7 + len(mode)))).json()
+            data = view(client, input=frame["input"], layer="blocks.7", channel=shift, cursor="grid",
+                        back_mode=mode).json()
+            assert data["back"]["mode"] == mode
+            if shift:  # the first frame after a mode change is traced in the old mode: its view needs a new trace
+                assert forwards.count - before == 1, (mode, shift)
