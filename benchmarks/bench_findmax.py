@@ -6,6 +6,13 @@ batches, and vs a port of the original toolbox's per-channel update loop (MaxTra
 Every variant sees the same preprocessed batches (decoded once, so image decoding is not measured); rounds are
 interleaved and medians compared. Also prints the scan's memory (RSS) at several dataset sizes: it is bounded by
 the batch size, not the number of images.
+
+End to end (``--e2e-images N``, default 200; 0 skips it): N JPEG photos on disk; ``find_max()`` as users call it
+(file listing, decoding in the DataLoader, probe + top-k, receptive fields, store writes) against a bare loop over
+the same files and batches (PIL decode + preprocessing + forward), both in this warm process, interleaved
+(target >= 0.9x the bare loop's throughput); then both as whole commands (``python -m deepvis find-max`` against
+``python -c`` running the bare loop), startup and model loading included. ``--workers`` (default 0): the
+DataLoader's decoding processes; on 2 cores they only compete with torch's own threads for the same cores.
 """
 
 from __future__ import annotations
@@ -67,12 +74,101 @@ def dataset(model, count: int) -> torch.Tensor:
     return torch.stack(images)
 
 
+BARE_LOOP = """
+import sys, torch, deepvis
+from deepvis.images import find_images, load_image
+model = deepvis.load_model()
+files = find_images(sys.argv[1])[1]
+batch = int(sys.argv[2])
+with torch.no_grad():
+    for start in range(0, len(files), batch):
+        x = torch.stack([model.preprocessing.to_tensor(load_image(f)) for f in files[start:start + batch]])
+        model.net(x)
+"""
+
+
+def write_photos(folder, count: int) -> None:
+    """``count`` JPEG photos (crops, flips and scales of scikit-image's samples), 200-400 px, quality 90."""
+    from skimage import data
+
+    bases = [Image.fromarray(getattr(data, n)()).convert("RGB") for n in ("chelsea", "coffee", "astronaut",
+                                                                          "rocket", "camera", "coins", "horse")]
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        base = bases[i % len(bases)]
+        w, h = base.size
+        side = int(min(w, h) * rng.uniform(0.5, 1.0))
+        left, top = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+        photo = base.crop((left, top, left + side, top + side)).resize((int(rng.integers(200, 400)),) * 2)
+        (ImageOps.mirror(photo) if i % 2 else photo).save(folder / f"photo_{i:04d}.jpg", quality=90)
+
+
+def end_to_end(model, layers, args) -> None:
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from deepvis.findmax import find_max
+    from deepvis.images import find_images, load_image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "photos"
+        folder.mkdir()
+        write_photos(folder, args.e2e_images)
+        files = find_images(folder)[1]
+
+        def bare():
+            with torch.no_grad():
+                for start in range(0, len(files), args.batch_size):
+                    x = torch.stack([model.preprocessing.to_tensor(load_image(f))
+                                     for f in files[start:start + args.batch_size]])
+                    model.net(x)
+
+        def scan():
+            find_max(model, folder, Path(tmp) / "store", layers=layers, k=args.k, batch_size=args.batch_size,
+                     workers=args.workers, force=True, progress=False)
+
+        scan()  # warm: the model's receptive fields are measured once per process, as in a session
+        times = {"bare": [], "scan": []}
+        for r in range(args.e2e_rounds):
+            for name, fn in ((("bare", bare), ("scan", scan)) if r % 2 == 0 else (("scan", scan), ("bare", bare))):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+        bare_s, scan_s = statistics.median(times["bare"]), statistics.median(times["scan"])
+        ratio = bare_s / scan_s
+        print(f"\nend to end, warm process, {len(files)} JPEG photos, batches of {args.batch_size}, "
+              f"{args.workers} workers: find_max() {len(files) / scan_s:.1f} images/s, bare decode + forward loop "
+              f"{len(files) / bare_s:.1f} images/s -> {ratio:.3f}x  (target >= 0.9x)  "
+              f"{'MET' if ratio >= 0.9 else 'MISSED'}")
+
+        commands = {
+            "deepvis find-max": [sys.executable, "-m", "deepvis", "find-max", str(folder), "--out",
+                                 str(Path(tmp) / "cli"), "--force", "-q", "--batch-size", str(args.batch_size),
+                                 "--k", str(args.k), "--workers", str(args.workers)],
+            "python bare loop": [sys.executable, "-c", BARE_LOOP, str(folder), str(args.batch_size)],
+        }
+        whole = {name: [] for name in commands}
+        for r in range(args.e2e_rounds):
+            for name in (list(commands) if r % 2 == 0 else list(commands)[::-1]):
+                start = time.perf_counter()
+                subprocess.run(commands[name], check=True, capture_output=True)
+                whole[name].append(time.perf_counter() - start)
+        cli_s, loop_s = (statistics.median(whole[name]) for name in commands)
+        print(f"whole commands: deepvis find-max {cli_s:.1f} s, bare loop script {loop_s:.1f} s -> "
+              f"{loop_s / cli_s:.3f}x the bare script's throughput")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--k", type=int, default=9)
+    parser.add_argument("--e2e-images", type=int, default=200, help="photos of the end-to-end section (0: skip)")
+    parser.add_argument("--e2e-rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=0)
     args = parser.parse_args()
     torch.manual_seed(0)
     model = deepvis.load_model()
@@ -169,6 +265,9 @@ def main() -> None:
     print(f"tracking step alone ({args.images} images, {len(layers)} layers): streaming {fast * 1000:.1f} ms, "
           f"original loop {slow * 1000:.1f} ms -> {slow / fast:.1f}x faster  (target >= 10x)  "
           f"{'MET' if slow / fast >= 10 else 'MISSED'}")
+
+    if args.e2e_images:
+        end_to_end(model, layers, args)
 
     # memory: the top-k state does not grow with the dataset
     state = sum(t.values.numel() * 8 * 4 for t in tops.values()) / 1e6
