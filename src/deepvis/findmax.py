@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from .errors import DeepvisError
 from .images import IMAGE_EXTENSIONS, find_images, load_image
 from .models.model import Model, weights_hash
+from .models.recipe import hashed
 from .probe import Probe, layer_info
 from .progress import Progress
 from .store import LayerRecord, Manifest, SkippedImage, Store, atomic_write_bytes
@@ -209,8 +210,12 @@ def _write_results(store: Store, model: Model, root: Path, files: list[Path], la
             relative.append(str(path.relative_to(root)))
         except ValueError:
             relative.append(str(path))
+    try:
+        previous = store.read_manifest() if store.exists() else None
+    except DeepvisError:
+        previous = None
     store.write_image_list(relative)
-    store.write_manifest(Manifest(
+    manifest = Manifest(
         model=model.spec,
         weights_sha256=config["weights"],
         preprocessing=model.preprocessing.to_json(),
@@ -227,4 +232,10 @@ def _write_results(store: Store, model: Model, root: Path, files: list[Path], la
                     "batch_size": batch_size, "processes": world,
                     "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started_at)),
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S")},
-    ))
+        recipe=hashed(model.recipe),
+    )
+    store.write_manifest(manifest)
+    removed = store.invalidate(manifest, previous)
+    if any(removed.values()):
+        print(f"find-max: removed what the new scan made stale: crops of {removed['crops']} units, optimized images "
+              f"of {removed['optimized']} units (deepvis crops / optimize redo them)", file=sys.stderr)

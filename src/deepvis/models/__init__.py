@@ -10,6 +10,7 @@ import warnings
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -17,6 +18,7 @@ from ..errors import ModelError, one_line
 from .config import apply_settings, check_layer_names, is_config, preprocessing_options, read_config, read_labels
 from .model import Model, prepare
 from .preprocessing import Preprocessing
+from .recipe import add_file, make_recipe
 from .weights import load_weights
 
 DEFAULT_MODEL = "efficientnet-lite0"
@@ -46,12 +48,21 @@ def load_model(spec: str | Path | nn.Module | Model = DEFAULT_MODEL, device: str
     ``.npy`` / ``.binaryproto`` file), ``std``, ``channel_order``, ``value_scale`` or ``scale`` (multiplier of 0-255
     pixel values), ``resize``); they also override a config file's.
     """
+    recipe = make_recipe(spec, arch, weights, labels, preprocessing)
     config = read_config(spec) if is_config(spec) else None
     if config is not None:
         spec, arch, weights = config.model, arch or config.arch, weights or config.weights
+        if not str(spec).startswith(("builtin:", "torchvision:", "timm:")) and Path(str(spec)).suffix:
+            add_file(recipe, "spec", spec)
+        add_file(recipe, "weights", weights)
+        mean = config.preprocessing.get("mean")
+        if isinstance(mean, np.ndarray) and "mean" not in preprocessing:
+            add_file(recipe, "mean", config.mean_file)
         labels = labels if labels is not None else config.labels
         preprocessing = {**config.preprocessing, **preprocessing}
     model = _load(spec, arch, weights)
+    if model.recipe is None and isinstance(recipe, dict) and "spec" in recipe:
+        model.recipe = recipe
     if labels is not None:
         model.labels = read_labels(labels) if isinstance(labels, (str, Path)) else list(labels)
     if config is not None:
@@ -148,7 +159,9 @@ def _load_caffe(prototxt: Path, weights: str | Path | None) -> Model:
     if weights is None:
         warnings.warn(f"no weights given for '{prototxt}': the network has random weights (structure only); give "
                       "--weights x.caffemodel", stacklevel=3)
-    return load_caffe(prototxt, weights)
+    model = load_caffe(prototxt, weights)
+    model.random_weights = weights is None
+    return model
 
 
 def _efficientnet_lite0(spec: str) -> Model:

@@ -41,6 +41,7 @@ class ModelConfig:
     preprocessing: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     pretty_replace: list[tuple[str, str]] = field(default_factory=list)
+    mean_file: str | None = None
 
     def error(self, message: str) -> ModelError:
         return ModelError(f"config '{self.path}': {message}")
@@ -70,6 +71,9 @@ def read_config(path: str | Path) -> ModelConfig:
     labels = _string(config, data, "labels")
     config.labels = labels if labels in (None, "imagenet") else str(base / Path(labels).expanduser())
     config.preprocessing = _preprocessing(config, data.get("preprocessing", {}), base)
+    mean = data.get("preprocessing", {}).get("mean") if isinstance(data.get("preprocessing"), dict) else None
+    if isinstance(mean, str) and isinstance(config.preprocessing.get("mean"), np.ndarray):
+        config.mean_file = str(base / Path(mean).expanduser())
     settings = {name: _string_list(config, data, name) for name in _LAYER_LISTS if name in data}
     for name in ("prob_layer", "outputs"):
         if name in data:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import warnings
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -68,11 +69,18 @@ class Toolbox:
 
     def __init__(self, model: Model, images: str | Path | None = None, store: str | Path | None = None,
                  max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS,
-                 cache_bytes: int = 512 * 1024 * 1024):
+                 cache_bytes: int = 512 * 1024 * 1024, store_images: bool = False):
         self.model = model
-        self.image_root, self.image_files = find_images(images)
-        store = store or model.store  # the model's own store (a config file's `store`) unless one is given
+        if store is not None:
+            _check_store(Store(Path(store).expanduser()))
+        elif model.store:  # the model's own store (a config file's `store`): shown when it is there
+            if Path(model.store).expanduser().is_dir():
+                store = model.store
+            else:
+                warnings.warn(f"the store '{model.store}' of model {model.spec!r} is not there: serving without it")
         self.store = Path(store).expanduser().resolve() if store else None
+        store_files = _store_images(Store(self.store)) if store_images and images is None and self.store else None
+        self.image_root, self.image_files = store_files or find_images(images)
         self.max_upload_bytes, self.max_pixels = max_upload_bytes, max_pixels
         self.layers = [i for i in model.layers() if i.default]
         if not self.layers:
@@ -112,6 +120,7 @@ class Toolbox:
             "modes": list(MODES),
             "filters": list(FILTERS),
             "limits": {"max_upload_bytes": self.max_upload_bytes, "max_pixels": self.max_pixels},
+            "random_weights": bool(getattr(self.model, "random_weights", False)),
         }
 
     def _display_name(self, path: Path) -> str:
@@ -254,9 +263,49 @@ class Toolbox:
         """Which precomputed per-unit images the store has for a unit (URLs), the layer's sprites, or a hint how to
         make them."""
         store, source = self._store_source(layer)
-        hint = (f"not computed yet — run `deepvis find-max IMAGES --out STORE --layers {layer}` "
-                f"then `deepvis crops STORE --layers {layer}`, and/or `deepvis optimize --out STORE --layers {layer}`, "
-                "and restart with `deepvis serve --store STORE`")
         found = ({} if store is None else
                  {kind: self._url(store, path) for kind, path in store.unit_pictures(source, channel).items()})
-        return {"channel": channel, **self.layer_sprites(layer), "images": found, "hint": None if found else hint}
+        return {"channel": channel, **self.layer_sprites(layer), "images": found,
+                "hint": None if found else self._hint(store, source, channel)}
+
+    @staticmethod
+    def _hint(store: Store | None, layer: str, channel: int) -> str:
+        """What is missing for a unit's pictures, and the command that makes each."""
+        if store is None:
+            return (f"not computed yet — run `deepvis find-max IMAGES --out STORE --layers {layer}` "
+                    f"then `deepvis crops STORE --layers {layer}`, and/or `deepvis optimize --out STORE --layers "
+                    f"{layer}`, and restart with `deepvis serve --store STORE`")
+        root = store.root
+        try:
+            scanned = store.exists() and layer in store.read_manifest().layers
+        except DeepvisError:
+            scanned = False
+        steps = []
+        if not scanned:
+            steps.append(f"the store has no top-k images of layer {layer}: run `deepvis find-max IMAGES --out "
+                         f"{root} --layers {layer} ...` (--force: a new scan, with every layer it should hold)")
+        else:
+            steps.append(f"no crops of {layer}:{channel}: run `deepvis crops {root} --layers {layer}`")
+        steps.append(f"no optimized image: run `deepvis optimize --out {root} --layers {layer}`")
+        return "not computed yet — " + "; ".join(steps)
+
+
+def _check_store(store: Store) -> None:
+    """A store to serve must be there and hold something: a manifest, per-unit pictures (an optimize-only store),
+    or the original toolbox's unit_jpg_vis layout."""
+    if not store.root.is_dir():
+        raise DeepvisError(f"store '{store.root}' not found: give the folder deepvis find-max --out wrote")
+    if not store.exists() and not store.has_pictures():
+        raise DeepvisError(f"'{store.root}' is not a deepvis store (no manifest.json, no per-unit pictures): make "
+                           f"one with deepvis find-max IMAGES --out {store.root}")
+
+
+def _store_images(store: Store) -> tuple[Path, list[Path]] | None:
+    """The image root and images a store was made from (its manifest and images.txt), or None."""
+    if not store.exists():
+        return None
+    manifest = store.read_manifest()
+    skipped = {entry.index for entry in manifest.skipped}
+    root = Path(manifest.image_root)
+    files = [root / p for n, p in enumerate(store.read_image_list()) if n not in skipped]
+    return (root, files) if files else None
