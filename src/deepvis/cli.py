@@ -427,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "the input size")
     pre.add_argument("--std", type=_numbers, metavar="S", help="divisor per channel (e.g. 58.4,57.1,57.4)")
     common.add_argument("--labels", metavar="FILE", help="class labels, one per line")
+    common.add_argument("--max-pixels", type=_positive_int, metavar="N",
+                        help="largest image decoded, in pixels (default 64000000); larger ones are refused before "
+                             "decoding (the server's uploads too)")
     common.add_argument("-q", "--quiet", action="store_true", help="print less")
     common.add_argument("-v", "--verbose", action="store_true", help="print tracebacks of errors")
     resize = argparse.ArgumentParser(add_help=False)
@@ -558,7 +561,12 @@ def main(argv: list[str] | None = None) -> int:
     show_warning = warnings.showwarning
     if not args.verbose:
         warnings.showwarning = _one_line_warning  # library warnings on one line, like errors
+    from .images import max_pixels, set_max_pixels
+
+    pixel_limit = max_pixels()
     try:
+        if getattr(args, "max_pixels", None) is not None:
+            set_max_pixels(args.max_pixels)
         return args.run(args)
     except _UsageError as exc:
         print(f"deepvis {args.command}: error: {one_line(exc)}", file=sys.stderr)
@@ -579,3 +587,4 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         warnings.showwarning = show_warning
+        set_max_pixels(pixel_limit)

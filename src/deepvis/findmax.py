@@ -134,6 +134,11 @@ def find_max(model: Model, images: str | Path, out: str | Path, layers: list[str
         raise
     bar.close()
     tops, skipped = _gather(tops, skipped, world)
+    if len({int(i) for i, _ in skipped}) >= len(files):
+        checkpoint.unlink(missing_ok=True)
+        first = min(skipped)
+        raise DeepvisError(f"none of the {len(files)} images of '{images}' could be read (e.g. '{files[first[0]]}': "
+                           f"{first[1]}): no store written")
     if rank == 0:
         _write_results(store, model, root, files, layers, infos, tops, skipped, k, config, batch_size, world,
                        started_at)

@@ -10,7 +10,6 @@ import warnings
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -55,11 +54,11 @@ def load_model(spec: str | Path | nn.Module | Model = DEFAULT_MODEL, device: str
         if not str(spec).startswith(("builtin:", "torchvision:", "timm:")) and Path(str(spec)).suffix:
             add_file(recipe, "spec", spec)
         add_file(recipe, "weights", weights)
-        mean = config.preprocessing.get("mean")
-        if isinstance(mean, np.ndarray) and "mean" not in preprocessing:
+        if config.mean_file and "mean" not in preprocessing:
             add_file(recipe, "mean", config.mean_file)
         labels = labels if labels is not None else config.labels
         preprocessing = {**config.preprocessing, **preprocessing}
+        _check_config_files(config, spec, weights)
     model = _load(spec, arch, weights)
     if model.recipe is None and isinstance(recipe, dict) and "spec" in recipe:
         model.recipe = recipe
@@ -71,6 +70,10 @@ def load_model(spec: str | Path | nn.Module | Model = DEFAULT_MODEL, device: str
     if preprocessing:
         try:
             model.preprocessing = model.preprocessing.with_(**preprocessing_options(preprocessing))
+        except ModelError as exc:
+            if config is not None and not str(exc).startswith("config "):
+                raise config.error(str(exc)) from None
+            raise
         except (TypeError, ValueError) as exc:
             raise ModelError(f"bad preprocessing for model {model.spec!r}: {exc}") from None
     prepare(model.net)
@@ -89,6 +92,19 @@ def load_model(spec: str | Path | nn.Module | Model = DEFAULT_MODEL, device: str
     elif model.prob_layer and model.prob_layer not in model.layer_names():
         raise ModelError(f"model {model.spec!r}: its prob_layer '{model.prob_layer}' is not one of its layers")
     return model
+
+
+def _check_config_files(config, spec, weights) -> None:
+    """A config's files, in the order a user fixes them: the model file, then the weights (the mean is read
+    later, when the preprocessing is applied)."""
+    spec = str(spec)
+    target = spec.rpartition(":")[0] if spec.rpartition(":")[0].endswith(".py") else spec
+    if not spec.startswith(("builtin:", "torchvision:", "timm:")) and Path(target).suffix \
+            and not Path(target).expanduser().exists():
+        raise config.error(f"model file not found: '{target}'")
+    if weights is not None and not Path(weights).expanduser().exists():
+        raise config.error(f"weights file not found: '{weights}' (fetch it: the comments at the top of "
+                           f"{config.path.name} say where from)")
 
 
 def _device(device: str | torch.device) -> torch.device:

@@ -21,7 +21,8 @@ from PIL import Image
 
 from ..backprop import MODES, trace
 from ..errors import DeepvisError, InputNotFound
-from ..images import find_images, load_image
+from ..images import DEFAULT_MAX_PIXELS, find_images, load_image
+from ..images import max_pixels as current_max_pixels
 from ..models.model import Model
 from ..predict import Prediction, output_probabilities, top_predictions
 from ..probe import Probe
@@ -36,9 +37,10 @@ __all__ = ["Input", "Toolbox", "ViewRequest"]
 
 #: Where the app serves the store (server/app.py): a store URL is this plus :meth:`Store.url`.
 STORE_URL = "/store/"
-#: Largest upload accepted, and largest decoded image (pixels), by default.
+#: Largest upload accepted by default. Decoded images are limited as everywhere else (``--max-pixels``,
+#: :func:`deepvis.images.max_pixels`).
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-MAX_PIXELS = 40_000_000
+MAX_PIXELS = DEFAULT_MAX_PIXELS
 #: Traces kept (forward passes with their graph, about 80 MB each for EfficientNet-Lite0 at 224x224), so the
 #: backward pass of a new unit on the same input needs no forward pass.
 TRACES = 2
@@ -68,7 +70,7 @@ class Toolbox:
     """The model, the image list and the caches behind the web app; every pane is one call (:func:`panes.view`)."""
 
     def __init__(self, model: Model, images: str | Path | None = None, store: str | Path | None = None,
-                 max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS,
+                 max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int | None = None,
                  cache_bytes: int = 512 * 1024 * 1024, store_images: bool = False):
         self.model = model
         if store is not None:
@@ -81,7 +83,8 @@ class Toolbox:
         self.store = Path(store).expanduser().resolve() if store else None
         store_files = _store_images(Store(self.store)) if store_images and images is None and self.store else None
         self.image_root, self.image_files = store_files or find_images(images)
-        self.max_upload_bytes, self.max_pixels = max_upload_bytes, max_pixels
+        self.max_upload_bytes = max_upload_bytes
+        self.max_pixels = current_max_pixels() if max_pixels is None else max_pixels
         self.layers = [i for i in model.layers() if i.default]
         if not self.layers:
             raise DeepvisError(f"model {model.spec!r} has no layers that can be shown")
@@ -147,7 +150,7 @@ class Toolbox:
             previous = self._frames.get(tab)
             if previous:  # the trace of the frame this one replaces: freed before the next forward pass, not after
                 self._traces.drop(previous)
-        item = self._add(load_image(data, self.max_pixels), name, resize)
+        item = self._add(load_image(data, self.max_pixels, name=name), name, resize)
         if tab is not None:
             with self._frames_lock:
                 previous = self._frames.pop(tab, None)
