@@ -428,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--std", type=_numbers, metavar="S", help="divisor per channel (e.g. 58.4,57.1,57.4)")
     common.add_argument("--labels", metavar="FILE", help="class labels, one per line")
     common.add_argument("--max-pixels", type=_positive_int, metavar="N",
-                        help="largest image decoded, in pixels (default 64000000); larger ones are refused before "
+                        help="largest image decoded, in pixels (default 40000000); larger ones are refused before "
                              "decoding (the server's uploads too)")
     common.add_argument("-q", "--quiet", action="store_true", help="print less")
     common.add_argument("-v", "--verbose", action="store_true", help="print tracebacks of errors")

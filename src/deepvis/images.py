@@ -14,14 +14,14 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError, one_line
 
-#: Largest image (in pixels) decoded by default: 64 megapixels, about 8000 x 8000; every command and the server
+#: Largest image (in pixels) decoded by default: 40 megapixels, about 6300 x 6300; every command and the server
 #: use :func:`max_pixels` (``--max-pixels`` sets it, :func:`set_max_pixels`).
-DEFAULT_MAX_PIXELS = 64_000_000
+DEFAULT_MAX_PIXELS = 40_000_000
 _max_pixels = DEFAULT_MAX_PIXELS
 
 
 def max_pixels() -> int:
-    """The largest image (pixels) decoded when no limit is given: ``--max-pixels``, else 64 megapixels."""
+    """The largest image (pixels) decoded when no limit is given: ``--max-pixels``, else 40 megapixels."""
     return _max_pixels
 
 

@@ -8,10 +8,15 @@ STORE/.find-max-checkpoint-R-of-W.pt         an interrupted scan's progress, per
 STORE/<layer>/topk.npz                       values, images, y, x: (C, k) arrays, rank 0 = highest
 STORE/<layer>/<channel:04d>/<kind>_<rank:02d>.jpg   crop (kind image) or backward image (deconv, gradient, guided)
 STORE/<layer>/<channel:04d>/<kind>.jpg       montage of the k pictures of one kind
+STORE/<layer>/<channel:04d>/crops.json       what the unit's crops were made from (top-k hash, basis, network,
+                                             kinds), written last; no record or another top-k: stale
 STORE/<layer>/<channel:04d>/optimized.png    best optimized image (+ optimized_input.png, optimized_NN.png copies,
                                              optimized.json: the record, written last)
 STORE/<layer>/sprite_<kind>.jpg              every channel of one kind in a square grid (pattern mode)
+STORE/<layer>/sprites.json                   what each sprite was made from
 ```
+The manifest's ``recipe`` reloads the store's model (:func:`model_from_manifest`); :func:`check_model` refuses
+another. A re-scan (:meth:`Store.invalidate`) removes exactly the derived files it made stale.
 ``<layer>`` is the layer name with every character outside ``[A-Za-z0-9._-]`` percent-encoded. Readers also accept
 the original toolbox's ``unit_jpg_vis`` layout (``max_im/``, ``max_deconv/``, ``regularized_opt/``).
 """
