@@ -107,6 +107,8 @@ def test_the_unit_hint_names_what_is_missing_and_serve_shows_the_stores_images(t
     assert "find-max" in toolbox.unit_images("fc", 0)["hint"]  # a layer the store has no top-k of
     assert [p.name for p in toolbox.image_files] == ["0.jpg", "1.jpg", "2.jpg"] and toolbox.image_root == photos
     assert toolbox.info()["random_weights"] is False
+    with pytest.raises(deepvis.DeepvisError, match="cannot be loaded again.*--model"):  # made in Python
+        deepvis.store.model_from_manifest(store)
 
 
 def test_upload_errors_name_the_file_and_one_pixel_limit(tmp_path, spec, capsys):

@@ -237,7 +237,8 @@ def _write_results(store: Store, model: Model, root: Path, files: list[Path], la
                     "batch_size": batch_size, "processes": world,
                     "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started_at)),
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S")},
-        recipe=hashed(model.recipe),
+        recipe=hashed(model.recipe) if model.recipe else
+        {"unreloadable": f"the model {model.spec} was made in Python, not loaded from a spec"},
     )
     store.write_manifest(manifest)
     removed = store.invalidate(manifest, previous)
