@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import deepvis
 from deepvis import cli
 from deepvis.models.caffe import write_caffemodel
 from deepvis.models.model import weights_hash
