@@ -502,7 +502,7 @@ def test_upload_by_file_picker_and_drop_and_server_errors(page, server, tmp_path
     bad = tmp_path / "notes.png"
     bad.write_bytes(b"this is not a picture at all")
     expected = httpx.post(f"{server}/api/inputs/upload?name=notes.png", content=bad.read_bytes())
-    assert expected.status_code == 400
+    assert expected.status_code == 400 and "'notes.png'" in expected.json()["error"]  # its name, not '<28 bytes>'
     page.set_input_files("#file-input", str(bad))
     settle(page)
     assert expected.json()["error"] in status(page)
@@ -518,6 +518,7 @@ def test_upload_by_file_picker_and_drop_and_server_errors(page, server, tmp_path
     settle(page)
     assert page.inner_text("#input-caption") == "dropped-chelsea.png · crop"
     assert predictions(page)[0] == "Egyptian cat"
+    assert expected.json()["error"] not in status(page)  # the rejected upload's message went with the next upload
 
 
 def test_webcam_frames_flow_with_back_pressure(page):

@@ -150,10 +150,7 @@ def test_config_errors_name_the_key(config_dir, body, message):
 
 @pytest.mark.parametrize("name", ["caffenet-yos", "bvlc-googlenet", "squeezenet"])
 def test_shipped_configs_of_the_original_models(name, monkeypatch, tmp_path):
-    monkeypatch.setenv("HOME", str(tmp_path))
-    folder = tmp_path / "deep-visualization-toolbox" / "models" / name
-    folder.mkdir(parents=True)
-    np.save(folder / "ilsvrc_2012_mean.npy", np.zeros((3, 256, 256), np.float32))
+    folder = ROOT / "configs" / name  # the configs' files live beside them (issue 13), the prototxt shipped
     config = read_config(ROOT / "configs" / f"{name}.toml")
     assert config.model.startswith(str(folder)) and config.weights.startswith(str(folder))
     assert config.labels == "imagenet" and config.settings["prob_layer"] == "prob"
@@ -296,9 +293,8 @@ def test_shipped_configs_name_real_caffe_layers(monkeypatch, tmp_path):
     pytest.importorskip("deepvis.models.caffe")
     if not ORIGINAL.is_dir():
         pytest.skip("the original prototxts (../shared/data/original-models) are not here")
-    monkeypatch.setenv("HOME", str(tmp_path))
     for name in ("bvlc-googlenet", "squeezenet"):
-        folder = tmp_path / "deep-visualization-toolbox" / "models" / name
+        folder = tmp_path / name  # the config's folder for its files, as in configs/ (issue 13)
         folder.mkdir(parents=True)
         prototxt = next((ORIGINAL / name).glob("*.prototxt"))
         (folder / prototxt.name).symlink_to(prototxt)

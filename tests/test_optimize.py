@@ -366,8 +366,12 @@ def test_cli_single_units_and_usage_errors(tmp_path, tiny_file):
         result = _cli("optimize", "--model", spec, *args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
-    bad = _cli("optimize", "--model", spec, "--out", str(tmp_path / "s"), "--layers", "fc", "--units", "8-12")
+    bad = _cli("optimize", "--model", spec, "--out", str(tmp_path / "s"), "--layers", "fc", "--units", "10-12")
     assert bad.returncode == 1 and "channel 10 out of range for layer 'fc'" in bad.stderr
+    # a range past the last channel is clamped, with a note (issue 13)
+    clamped = _cli("optimize", "--model", spec, "--out", str(tmp_path / "s"), "--layers", "fc", "--units", "8-12",
+                   "--max-iter", "2", "-q")
+    assert clamped.returncode == 0 and "doing 8-9 of 8-12" in clamped.stderr, clamped.stderr
     bad = _cli("optimize", "--model", spec, "--out", str(tmp_path / "s"), "--layers", "fc",
                "--lr-policy", "progress")
     assert bad.returncode == 1 and "needs lr_params" in bad.stderr

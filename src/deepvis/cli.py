@@ -29,6 +29,27 @@ def _model(args):
                       weights=getattr(args, "weights", None), labels=getattr(args, "labels", None), **overrides)
 
 
+def _store_model(args, store, force: bool = False):
+    """The model of a command that works on a store: the store's own, loaded from its manifest's recipe (files and
+    network checked against its hashes), unless --model is given; other model flags change the recipe's settings.
+    Any model other than the store's is refused unless ``force``. A folder without a manifest: the flags' model."""
+    from .store import Store, check_model, model_from_manifest
+
+    store = Store(store)
+    if not store.exists():
+        return _model(args)
+    manifest = store.read_manifest()
+    if args.model is None:
+        given = {key: getattr(args, key) for key in ("arch", "weights", "labels") + _PREPROCESSING_FLAGS
+                 if getattr(args, key, None) is not None}
+        return model_from_manifest(store, device=args.device, force=force, **given)
+    if args.input_size is None:
+        args.input_size = manifest.input_size
+    model = _model(args)
+    check_model(store, model, force=force, manifest=manifest)
+    return model
+
+
 def _cmd_predict(args) -> int:
     from .images import image_arguments
     from .predict import predict_images
@@ -162,12 +183,8 @@ def _cmd_crops(args) -> int:
     from .crops import default_kinds, make_crops
     from .store import Store
 
-    manifest = Store(args.store).read_manifest()
-    if args.model is None:
-        args.model = manifest.model
-    if args.input_size is None:
-        args.input_size = manifest.input_size
-    model = _model(args)
+    Store(args.store).read_manifest()  # a clear error for a folder that is not a store, before any model loads
+    model = _store_model(args, args.store, force=args.force)
     kinds = tuple(args.kinds) if args.kinds else default_kinds(model)
     make_crops(model, args.store, layers=args.layers, kinds=kinds, channels=args.units, force=args.force,
                progress=not args.quiet)
@@ -193,7 +210,7 @@ def _cmd_optimize(args) -> int:
         raise _UsageError(f"{misplaced[0]} does not go with {'--unit' if args.unit else '--out'}: --out STORE takes "
                           "--layers/--units/--batch-size/--force, --unit takes -o")
     params = make_params(args.method, preset_name=args.preset, **_method_settings(args))
-    model = _model(args)
+    model = _store_model(args, args.out, force=args.force) if args.out else _model(args)
     if args.unit:
         for path, result in optimize_to_files(model, args.unit, args.output, params, objective=args.objective):
             if not args.quiet:
@@ -268,9 +285,18 @@ def _cmd_serve(args) -> int:
     from .server.compute import Compute
     from .server.session import Toolbox
 
+    from .store import Store
+
     compute = Compute()  # the one thread that runs torch: loading the model and its catalog included
-    model = compute.run(_model, args)
-    toolbox = compute.run(lambda: Toolbox(model, images=args.images, store=args.store))
+    if args.store is not None:
+        store = Store(Path(args.store).expanduser())
+        if not store.root.is_dir():
+            raise DeepvisError(f"store '{args.store}' not found: give the folder deepvis find-max --out wrote")
+        model = compute.run(lambda: _store_model(args, store.root, force=args.force))
+    else:
+        model = compute.run(_model, args)
+    toolbox = compute.run(lambda: Toolbox(model, images=args.images, store=args.store,
+                                          store_images=args.images is None))
     host = args.host
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
@@ -382,7 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--model", default=None, metavar="SPEC",
                         help="model spec: efficientnet-lite0 (default), module.path:factory, file.py:factory, "
                              "a TorchScript, ONNX (.onnx) or Caffe (.prototxt) file, torchvision:NAME, timm:NAME, "
-                             "or a model config file (.toml; see docs/model-config.md)")
+                             "or a model config file (.toml; see docs/model-config.md); crops, optimize --out and "
+                             "serve --store use the store's own model unless --model is given")
     common.add_argument("--arch", metavar="FACTORY", help="architecture factory for a state-dict --model file")
     common.add_argument("--weights", metavar="FILE",
                         help="weights: the .caffemodel of a .prototxt, or a state dict (.pth, .safetensors) for "
@@ -403,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "the input size")
     pre.add_argument("--std", type=_numbers, metavar="S", help="divisor per channel (e.g. 58.4,57.1,57.4)")
     common.add_argument("--labels", metavar="FILE", help="class labels, one per line")
+    common.add_argument("--max-pixels", type=_positive_int, metavar="N",
+                        help="largest image decoded, in pixels (default 40000000); larger ones are refused before "
+                             "decoding (the server's uploads too)")
     common.add_argument("-q", "--quiet", action="store_true", help="print less")
     common.add_argument("-v", "--verbose", action="store_true", help="print tracebacks of errors")
     resize = argparse.ArgumentParser(add_help=False)
@@ -477,7 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pictures to make (default: image deconv for a network with max pooling, else image guided: "
                         "deconv without max-pooling switches looks the same for every image)")
     p.add_argument("--units", metavar="FIRST-LAST", type=_channel_range, help="only these channels, e.g. 0-63")
-    p.add_argument("--force", action="store_true", help="rewrite units already written")
+    p.add_argument("--force", action="store_true",
+                   help="rewrite units already written, and use --model even where it is not the store's model")
     p.set_defaults(run=_cmd_crops)
 
     p = sub.add_parser("optimize", parents=[common], help="synthetic images that maximize units (activation "
@@ -497,16 +528,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unit: the centre position of a conv channel (or @y,x); channel: the channel's mean")
     p.add_argument("--minimize", action="store_true", help="push the unit down instead of up")
     p.add_argument("--batch-size", type=_positive_int, help="units optimized together (default 16)")
-    p.add_argument("--force", action="store_true", help="redo units already in the store")
+    p.add_argument("--force", action="store_true",
+                   help="redo units already in the store, and use --model even where it is not the store's model")
     _add_method_flags(p)
     p.set_defaults(run=_cmd_optimize)
 
     p = sub.add_parser("serve", parents=[common], help="the live toolbox in the browser")
-    p.add_argument("--images", metavar="DIR|LIST", help="a folder of images or a list file (default: bundled samples)")
-    p.add_argument("--store", metavar="STORE", help="precomputed per-unit images (deepvis find-max / optimize)")
+    p.add_argument("--images", metavar="DIR|LIST",
+                   help="a folder of images or a list file (default: the store's images with --store, else the "
+                        "bundled samples)")
+    p.add_argument("--store", metavar="STORE", help="precomputed per-unit images (deepvis find-max / optimize); its "
+                   "model is used unless --model is given")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--open", action="store_true", help="open the toolbox in a web browser")
+    p.add_argument("--force", action="store_true", help="with --store: use --model even where it is not the model "
+                   "the store was made by")
     p.set_defaults(run=_cmd_serve)
     return parser
 
@@ -527,7 +564,12 @@ def main(argv: list[str] | None = None) -> int:
     show_warning = warnings.showwarning
     if not args.verbose:
         warnings.showwarning = _one_line_warning  # library warnings on one line, like errors
+    from .images import max_pixels, set_max_pixels
+
+    pixel_limit = max_pixels()
     try:
+        if getattr(args, "max_pixels", None) is not None:
+            set_max_pixels(args.max_pixels)
         return args.run(args)
     except _UsageError as exc:
         print(f"deepvis {args.command}: error: {one_line(exc)}", file=sys.stderr)
@@ -548,3 +590,4 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         warnings.showwarning = show_warning
+        set_max_pixels(pixel_limit)

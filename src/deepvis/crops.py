@@ -12,7 +12,10 @@ without max pooling every top image of a unit gets nearly the same deconv pictur
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -27,12 +30,12 @@ from . import render
 from .backprop import backprop_batch
 from .errors import DeepvisError
 from .images import load_image
-from .models.model import Model
+from .models.model import Model, weights_hash
 from .probe import layer_info
 from .progress import Progress
 from .receptive_field import EFFECTIVE_ABOVE, ReceptiveField, effective_receptive_fields, field_from_json
-from .store import CROP_KINDS, Store, atomic_write_bytes
-from .units import Unit, check_unit
+from .store import CROP_KINDS, Store, check_model
+from .units import Unit, check_unit, clamp_channels
 
 KINDS = CROP_KINDS
 _MAX_POOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
@@ -141,10 +144,17 @@ class _Inputs:
 def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
                kinds: tuple[str, ...] | None = None, channels: range | None = None,
                force: bool = False, progress: bool = True) -> Store:
-    """Write crops, backward images, montages and sprites for the units of a find-max store (skipping units
-    already written unless ``force``). ``kinds``: any of :data:`KINDS`; by default :func:`default_kinds`."""
+    """Write crops, backward images, montages and sprites for the units of a find-max store. ``kinds``: any of
+    :data:`KINDS`; by default :func:`default_kinds`. ``channels`` past a layer's last are left out (with a note).
+
+    Each unit's pictures are followed by a record of what they were made from (its top-k, the layer's receptive
+    fields, the network and preprocessing, the kinds); a unit whose record says these kinds from the current top-k
+    is skipped, any other is (re)made and its stale pictures removed. The model must be the store's (its weights
+    hash and preprocessing; :func:`deepvis.store.check_model`): ``force`` uses another one anyway, and redoes every
+    unit asked for."""
     store = Store(store)
     manifest = store.read_manifest()
+    check_model(store, model, force=force, manifest=manifest)
     kinds = tuple(kinds) if kinds is not None else default_kinds(model)
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
@@ -159,21 +169,37 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
     root = Path(manifest.image_root)
     files = [root / p for p in store.read_image_list()]
     inputs = _Inputs(model, files)
-    total = sum(len(channels or range(manifest.layers[n].channels)) for n in layers)
+    wanted = {name: clamp_channels(channels, manifest.layers[name].channels, name, "crops") for name in layers}
+    total = sum(len(wanted[n]) for n in layers)
     bar = Progress(total, "crops", unit="units", enabled=progress)
+    network = weights_hash(model)
+    current_count = 0
     for name in layers:
         field = field_from_json(manifest.layers[name].receptive_field)
         effective = _effective_field(model, inputs, name, field, manifest.layers[name].shape)
         top = store.read_topk(name)
+        hashes = store.topk_hashes(name)
+        made_from = {"basis": store.crops_basis(manifest, name), "network": network}
         count = manifest.layers[name].channels
-        for channel in channels or range(count):
+        for channel in wanted[name]:
             check_unit(Unit(name, channel), tuple(manifest.layers[name].shape))
-            if force or not all(store.unit_file(name, channel, kind).exists() for kind in kinds):
-                _unit_crops(model, inputs, store, name, channel, top, (field, effective), kinds)
+            record = {"topk": hashes[channel], **made_from}
+            saved = store.read_crops_record(name, channel) or {}
+            current = all(saved.get(key) == value for key, value in record.items())
+            if force or not current or not set(kinds) <= set(saved.get("kinds", [])):
+                _unit_crops(model, inputs, store, name, channel, top, (field, effective), kinds, record)
+            else:
+                current_count += 1
             bar.update(1)
+        current = [c for c in range(count) if _current(store.read_crops_record(name, c), hashes[c], made_from)]
+        digest = hashlib.sha256(json.dumps([made_from, [hashes[c] for c in current]]).encode()).hexdigest()[:16]
         for kind in kinds:
-            store.write_sprite(name, count, kind)
+            store.write_sprite(name, count, kind, [c for c in current
+                                                   if kind in store.read_crops_record(name, c)["kinds"]], digest)
     bar.close()
+    if progress and current_count:
+        print(f"crops: {current_count} of {total} units were already made from their current top-k (--force redoes "
+              "them)", file=sys.stderr, flush=True)
     return store
 
 
@@ -195,9 +221,15 @@ def _effective_field(model: Model, inputs: _Inputs, layer: str, field: Receptive
     return effective_receptive_fields(model, [layer], torch.stack(images).to(model.device))[layer]
 
 
-def _unit_crops(model, inputs: _Inputs, store: Store, layer: str, channel: int, top: dict, fields, kinds) -> None:
+def _current(record: dict | None, topk: str, made_from: dict) -> bool:
+    return record is not None and record.get("topk") == topk and all(record.get(k) == v for k, v in made_from.items())
+
+
+def _unit_crops(model, inputs: _Inputs, store: Store, layer: str, channel: int, top: dict, fields, kinds,
+                record: dict) -> None:
     ranks = [r for r in range(top["images"].shape[1]) if top["images"][channel, r] >= 0]
     if not ranks:
+        store.remove_crops(layer, channel)
         return
     size = model.preprocessing.input_size
     loaded = [inputs.get(int(top["images"][channel, r])) for r in ranks]
@@ -215,7 +247,9 @@ def _unit_crops(model, inputs: _Inputs, store: Store, layer: str, channel: int, 
             grads = backprop_batch(model, x, units, kind, signal="argmax").input_grad
             rgb = model.preprocessing.to_rgb(grads).permute(0, 2, 3, 1).cpu().numpy()
             pictures[kind] = [render.back_image(crop_box(g, box), "raw") for g, box in zip(rgb, boxes)]
+    files: dict[tuple[str, int | None], bytes] = {}
     for kind, images in pictures.items():
         for rank, image in zip(ranks, images):
-            atomic_write_bytes(store.unit_file(layer, channel, kind, rank), _jpeg(image))
-        atomic_write_bytes(store.unit_file(layer, channel, kind), _jpeg(render.montage(_same_size(images), pad=2)))
+            files[(kind, rank)] = _jpeg(image)
+        files[(kind, None)] = _jpeg(render.montage(_same_size(images), pad=2))
+    store.write_crops(layer, channel, files, record)

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from .errors import DeepvisError
 from .images import IMAGE_EXTENSIONS, find_images, load_image
 from .models.model import Model, weights_hash
+from .models.recipe import hashed
 from .probe import Probe, layer_info
 from .progress import Progress
 from .store import LayerRecord, Manifest, SkippedImage, Store, atomic_write_bytes
@@ -133,6 +134,11 @@ def find_max(model: Model, images: str | Path, out: str | Path, layers: list[str
         raise
     bar.close()
     tops, skipped = _gather(tops, skipped, world)
+    if len({int(i) for i, _ in skipped}) >= len(files):
+        checkpoint.unlink(missing_ok=True)
+        first = min(skipped)
+        raise DeepvisError(f"none of the {len(files)} images of '{images}' could be read (e.g. '{files[first[0]]}': "
+                           f"{first[1]}): no store written")
     if rank == 0:
         _write_results(store, model, root, files, layers, infos, tops, skipped, k, config, batch_size, world,
                        started_at)
@@ -199,8 +205,12 @@ def _write_results(store: Store, model: Model, root: Path, files: list[Path], la
             relative.append(str(path.relative_to(root)))
         except ValueError:
             relative.append(str(path))
+    try:
+        previous = store.read_manifest() if store.exists() else None
+    except DeepvisError:
+        previous = None
     store.write_image_list(relative)
-    store.write_manifest(Manifest(
+    manifest = Manifest(
         model=model.spec,
         weights_sha256=config["weights"],
         preprocessing=model.preprocessing.to_json(),
@@ -216,4 +226,11 @@ def _write_results(store: Store, model: Model, root: Path, files: list[Path], la
                     "batch_size": batch_size, "processes": world,
                     "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started_at)),
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S")},
-    ))
+        recipe=hashed(model.recipe) if model.recipe else
+        {"unreloadable": f"the model {model.spec} was made in Python, not loaded from a spec"},
+    )
+    store.write_manifest(manifest)
+    removed = store.invalidate(manifest, previous)
+    if any(removed.values()):
+        print(f"find-max: removed what the new scan made stale: crops of {removed['crops']} units, optimized images "
+              f"of {removed['optimized']} units (deepvis crops / optimize redo them)", file=sys.stderr)

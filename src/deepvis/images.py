@@ -14,8 +14,26 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError, one_line
 
-#: Largest image (in pixels) decoded by default: 64 megapixels, about 8000 x 8000.
-DEFAULT_MAX_PIXELS = 64_000_000
+#: Largest image (in pixels) decoded by default: 40 megapixels, about 6300 x 6300; every command and the server
+#: use :func:`max_pixels` (``--max-pixels`` sets it, :func:`set_max_pixels`).
+DEFAULT_MAX_PIXELS = 40_000_000
+_max_pixels = DEFAULT_MAX_PIXELS
+
+
+def max_pixels() -> int:
+    """The largest image (pixels) decoded when no limit is given: ``--max-pixels``, else 40 megapixels."""
+    return _max_pixels
+
+
+def set_max_pixels(pixels: int) -> None:
+    """Set the limit :func:`load_image` (and the server) use when none is given."""
+    global _max_pixels
+    if int(pixels) < 1:
+        raise ImageError(f"the pixel limit must be at least 1, got {pixels}")
+    _max_pixels = int(pixels)
+
+#: List files of image paths, by extension (any other file is a list when it is text, else an image).
+LIST_EXTENSIONS = (".txt", ".lst")
 
 #: File name extensions treated as images when scanning folders.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -34,23 +52,27 @@ def _name(source: object) -> str:
     return f"<{type(source).__name__}>"
 
 
-def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_image(source: ImageSource, max_pixels: int | None = None, name: str | None = None) -> Image.Image:
     """Decode an image file, bytes, PIL image or array into an 8-bit RGB PIL image.
 
     Grayscale, palette, RGBA (composited over white), CMYK, 16-bit and float images are converted;
-    EXIF orientation is applied; images over ``max_pixels`` are refused before they are decoded.
-    Raises :class:`ImageError` with a one-line message naming the source on any failure.
+    EXIF orientation is applied; images over ``max_pixels`` (default :func:`max_pixels`) are refused before they
+    are decoded. Raises :class:`ImageError` with a one-line message naming the source (or ``name``, e.g. an
+    upload's file name) on any failure.
     """
+    max_pixels = _max_pixels if max_pixels is None else max_pixels
+    if name is not None:
+        name = _name(str(name))
     if isinstance(source, Image.Image):
-        name = _name(source)
+        name = name or _name(source)
         _check_size(source, name, max_pixels)
         return _converted(lambda: to_rgb(source), name)
     if isinstance(source, np.ndarray):
-        name = _name(source)
+        name = name or _name(source)
         if source.ndim >= 2:
             _check_size_wh(source.shape[1], source.shape[0], name, max_pixels)
         return _converted(lambda: array_to_rgb(source), name)
-    name = _name(source)
+    name = name or _name(source)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         try:
@@ -217,9 +239,32 @@ def image_arguments(items: Sequence[str], samples: bool = False) -> list[str]:
     return images
 
 
+def is_image_list(path: Path) -> bool:
+    """Whether a file is a list of image paths: a ``.txt`` / ``.lst`` file, or one that is not named as an image
+    and holds text (UTF-8, no NUL byte); a file named as an image (``.jpg``...) is an image, whatever it holds."""
+    suffix = path.suffix.lower()
+    if suffix in LIST_EXTENSIONS:
+        return True
+    if suffix in IMAGE_EXTENSIONS:
+        return False
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8192)
+    except OSError:
+        return False
+    if b"\0" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3  # a character cut at the end of the block
+    return True
+
+
 def find_images(source: str | Path | None) -> tuple[Path | None, list[Path]]:
-    """The image root and its image files: a directory (recursive, sorted, by extension, any case) or a list file
-    (one path per line, relative to the list file, an optional label after whitespace)."""
+    """The image root and its image files: a directory (recursive, sorted, by extension, any case), a list file
+    (one path per line, relative to the list file, an optional label after whitespace; see :func:`is_image_list`),
+    or a single image file."""
     if source is None:
         from .samples import sample_images
 
@@ -231,6 +276,8 @@ def find_images(source: str | Path | None) -> tuple[Path | None, list[Path]]:
         files = sorted(p for p in path.rglob("*")
                        if (p.is_file() or p.is_symlink()) and p.suffix.lower() in IMAGE_EXTENSIONS)
         return path.resolve(), [path.resolve() / p.relative_to(path) for p in files]
+    if path.is_file() and not is_image_list(path):
+        return path.parent.resolve(), [path.resolve()]  # one image
     if path.is_file():
         root = path.parent.resolve()
         files = []

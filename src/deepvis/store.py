@@ -8,16 +8,22 @@ STORE/.find-max-checkpoint-R-of-W.pt         an interrupted scan's progress, per
 STORE/<layer>/topk.npz                       values, images, y, x: (C, k) arrays, rank 0 = highest
 STORE/<layer>/<channel:04d>/<kind>_<rank:02d>.jpg   crop (kind image) or backward image (deconv, gradient, guided)
 STORE/<layer>/<channel:04d>/<kind>.jpg       montage of the k pictures of one kind
+STORE/<layer>/<channel:04d>/crops.json       what the unit's crops were made from (top-k hash, basis, network,
+                                             kinds), written last; no record or another top-k: stale
 STORE/<layer>/<channel:04d>/optimized.png    best optimized image (+ optimized_input.png, optimized_NN.png copies,
                                              optimized.json: the record, written last)
 STORE/<layer>/sprite_<kind>.jpg              every channel of one kind in a square grid (pattern mode)
+STORE/<layer>/sprites.json                   what each sprite was made from
 ```
+The manifest's ``recipe`` reloads the store's model (:func:`model_from_manifest`); :func:`check_model` refuses
+another. A re-scan (:meth:`Store.invalidate`) removes exactly the derived files it made stale.
 ``<layer>`` is the layer name with every character outside ``[A-Za-z0-9._-]`` percent-encoded. Readers also accept
 the original toolbox's ``unit_jpg_vis`` layout (``max_im/``, ``max_deconv/``, ``regularized_opt/``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -112,7 +118,10 @@ class Manifest:
 
     ``model`` the model spec, ``weights_sha256`` its weights' hash, ``preprocessing`` its JSON, ``image_root`` the
     folder ``images.txt`` is relative to, ``images`` how many, ``k`` images per unit, ``layers`` by name,
-    ``skipped`` unreadable images, ``config`` the settings a resumed scan must match, ``provenance`` how it was run.
+    ``skipped`` unreadable images, ``config`` the settings a resumed scan must match, ``provenance`` how it was run,
+    ``recipe`` how to load the model again (:mod:`deepvis.models.recipe`: spec, weights, config, mean and labels
+    files as absolute paths with their SHA-256 hashes, ``--arch``, every preprocessing setting given; absent in
+    stores of older deepvis versions, which still read: format 1 gains only this optional key).
     """
 
     model: str
@@ -125,6 +134,7 @@ class Manifest:
     skipped: list[SkippedImage] = field(default_factory=list)
     config: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    recipe: dict | None = None
     format: int = FORMAT_VERSION
 
     @property
@@ -136,7 +146,8 @@ class Manifest:
         return {"format": self.format, "model": self.model, "weights_sha256": self.weights_sha256,
                 "preprocessing": self.preprocessing, "image_root": self.image_root, "images": self.images,
                 "k": self.k, "layers": {name: layer.to_json() for name, layer in self.layers.items()},
-                "skipped": [s.to_json() for s in self.skipped], "config": self.config, "provenance": self.provenance}
+                "skipped": [s.to_json() for s in self.skipped], "config": self.config, "provenance": self.provenance,
+                **({"recipe": self.recipe} if self.recipe is not None else {})}
 
     @classmethod
     def from_json(cls, data: dict, source: str = "the manifest") -> "Manifest":
@@ -155,7 +166,8 @@ class Manifest:
                        k=int(data["k"]),
                        layers={name: LayerRecord.from_json(v) for name, v in data["layers"].items()},
                        skipped=[SkippedImage.from_json(s) for s in data.get("skipped", [])],
-                       config=data.get("config", {}), provenance=data.get("provenance", {}), format=version)
+                       config=data.get("config", {}), provenance=data.get("provenance", {}),
+                       recipe=data.get("recipe"), format=version)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DeepvisError(f"{source} is damaged ({type(exc).__name__}: {exc}): make the store again with "
                                "deepvis find-max") from None
@@ -221,6 +233,14 @@ class Store:
             raise ValueError(f"which optimized file: 'best', 'input', 'record' or a copy number >= 1, not {which!r}")
         return self.unit_dir(layer, channel) / name
 
+    def crops_record_path(self, layer: str, channel: int) -> Path:
+        """A unit's "made from" record of its crops, backward images and montages (written last)."""
+        return self.unit_dir(layer, channel) / "crops.json"
+
+    def sprites_record_path(self, layer: str) -> Path:
+        """The layer's "made from" record of its sprites, by kind."""
+        return self.layer_dir(layer) / "sprites.json"
+
     def sprite_path(self, layer: str, kind: str) -> Path:
         """Where the layer's sprite of ``kind`` (one of :data:`SPRITE_KINDS`) is written."""
         if kind not in SPRITE_KINDS:
@@ -268,15 +288,16 @@ class Store:
         return original if original.is_file() else None
 
     # ------------------------------------------------------------ writing pictures
-    def write_sprite(self, layer: str, count: int, kind: str) -> Path | None:
+    def write_sprite(self, layer: str, count: int, kind: str, channels=None, made_from: str | None = None) -> Path | None:
         """Every channel's picture of ``kind`` (the best optimized image, or the rank-0 crop kind) in a square grid
-        (row-major, no spacing), the picture of a whole layer in pattern mode; channels without one stay black.
-        None if no channel has one."""
+        (row-major, no spacing), the picture of a whole layer in pattern mode; channels without one (or not in
+        ``channels``, when given: the units whose pictures are current) stay black. None, and no sprite left, if no
+        channel has one. ``made_from`` (what the pictures were made from) goes into the layer's sprites record."""
         target = self.sprite_path(layer, kind)
         side = math.ceil(math.sqrt(count))
         sprite = Image.new("RGB", (side * SPRITE_TILE, side * SPRITE_TILE))
         found = False
-        for channel in range(count):
+        for channel in range(count) if channels is None else sorted(channels):
             path = (self.optimized_file(layer, channel) if kind == "optimized"
                     else self.unit_file(layer, channel, kind, rank=0))
             if path.exists():
@@ -286,11 +307,140 @@ class Store:
                 sprite.paste(tile, (col * SPRITE_TILE, row * SPRITE_TILE))
                 found = True
         if not found:
+            self.remove_sprite(layer, kind)
             return None
         buffer = io.BytesIO()
         sprite.save(buffer, format="JPEG", quality=90)
         atomic_write_bytes(target, buffer.getvalue())
+        records = self._read_json(self.sprites_record_path(layer)) or {}
+        records[kind] = {"made_from": made_from}
+        atomic_write_bytes(self.sprites_record_path(layer), json.dumps(records, indent=1).encode("utf-8"))
         return target
+
+    def remove_sprite(self, layer: str, kind: str) -> None:
+        self.sprite_path(layer, kind).unlink(missing_ok=True)
+        records = self._read_json(self.sprites_record_path(layer))
+        if records and kind in records:
+            del records[kind]
+            atomic_write_bytes(self.sprites_record_path(layer), json.dumps(records, indent=1).encode("utf-8"))
+
+    @staticmethod
+    def _read_json(path: Path) -> dict | None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    # ------------------------------------------------------------ crops and their "made from" records
+    def crop_files(self, layer: str, channel: int) -> list[Path]:
+        """Every crop, backward image and montage file a unit has (any kind, any rank)."""
+        folder = self.unit_dir(layer, channel)
+        if not folder.is_dir():
+            return []
+        return [p for kind in CROP_KINDS for p in folder.glob(f"{kind}*.jpg")
+                if p.stem == kind or (p.stem[len(kind):len(kind) + 1] == "_" and p.stem[len(kind) + 1:].isdigit())]
+
+    def read_crops_record(self, layer: str, channel: int) -> dict | None:
+        """What a unit's crops were made from (``topk``, ``basis``, ``network``, ``kinds``), or None."""
+        return self._read_json(self.crops_record_path(layer, channel))
+
+    def write_crops(self, layer: str, channel: int, pictures: dict[tuple[str, int | None], bytes],
+                    record: dict) -> None:
+        """Write a unit's pictures (``(kind, rank or None for the montage)`` -> JPEG bytes) and, last, its record.
+        The old record goes first; files of the kinds written that are not among the new pictures (ranks a
+        smaller k no longer has) are removed, and so is every other kind unless the old record was made from the
+        same (``topk``, ``basis``, ``network``): then its kinds are kept and added to the record."""
+        old = self.read_crops_record(layer, channel)
+        self.crops_record_path(layer, channel).unlink(missing_ok=True)
+        same = old is not None and all(old.get(key) == record.get(key) for key in ("topk", "basis", "network"))
+        kinds = sorted({kind for kind, _ in pictures})
+        keep = set(old.get("kinds", [])) - set(kinds) if same else set()
+        paths = {self.unit_file(layer, channel, kind, rank): data for (kind, rank), data in pictures.items()}
+        for path, data in paths.items():
+            atomic_write_bytes(path, data)
+        for stale in self.crop_files(layer, channel):
+            if stale not in paths and stale.stem.split("_")[0] not in keep:
+                stale.unlink(missing_ok=True)
+        record = {**record, "kinds": sorted(set(kinds) | keep)}
+        atomic_write_bytes(self.crops_record_path(layer, channel), json.dumps(record, indent=1).encode("utf-8"))
+
+    def remove_crops(self, layer: str, channel: int) -> bool:
+        """Remove a unit's crops, backward images, montages and record; True if there was anything."""
+        files = self.crop_files(layer, channel)
+        record = self.crops_record_path(layer, channel)
+        for path in [record] + files:
+            path.unlink(missing_ok=True)
+        return bool(files)
+
+    def remove_optimized(self, layer: str, channel: int) -> bool:
+        """Remove a unit's optimized images and record; True if there was anything."""
+        folder = self.unit_dir(layer, channel)
+        files = list(folder.glob("optimized*.png")) + list(folder.glob("optimized.json")) if folder.is_dir() else []
+        self.optimized_file(layer, channel, "record").unlink(missing_ok=True)
+        for path in files:
+            path.unlink(missing_ok=True)
+        return bool(files)
+
+    def unit_channels(self, layer: str) -> list[int]:
+        """The channels that have a folder in the store."""
+        folder = self.layer_dir(layer)
+        if not folder.is_dir():
+            return []
+        return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and len(p.name) == 4 and p.name.isdigit())
+
+    def topk_hashes(self, layer: str) -> list[str]:
+        """Per channel, a hash of its top-k: the images (their paths in ``images.txt``) and positions, rank order.
+        A unit's crops are current while this and the layer's :meth:`crops_basis` are what they were made from."""
+        top = self.read_topk(layer)
+        names = self.read_image_list()
+        hashes = []
+        for channel in range(top["images"].shape[0]):
+            entries = [f"{names[i] if 0 <= i < len(names) else i}|{y}|{x}"
+                       for i, y, x in zip(top["images"][channel].tolist(), top["y"][channel].tolist(),
+                                          top["x"][channel].tolist()) if i >= 0]
+            hashes.append(hashlib.sha256("\n".join(entries).encode("utf-8")).hexdigest()[:16])
+        return hashes
+
+    @staticmethod
+    def crops_basis(manifest: "Manifest", layer: str) -> str:
+        """A hash of what every crop of a layer depends on besides its top-k: the network, the preprocessing, the
+        layer's receptive fields."""
+        record = manifest.layers[layer]
+        basis = [manifest.weights_sha256, manifest.preprocessing, record.receptive_field, record.effective_field]
+        return hashlib.sha256(json.dumps(basis, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+    def invalidate(self, manifest: "Manifest", previous: "Manifest | None" = None) -> dict[str, int]:
+        """After a (re-)scan: remove every derived file that is no longer what the store's top-k and model would
+        make — crops whose unit's top-k or layer basis changed (or whose record is missing), the crop sprites of a
+        layer where any changed, optimized images of another network or input size, and everything of a layer
+        the previous scan had and this one has not. Returns counts of removed units by what was removed."""
+        removed = {"crops": 0, "optimized": 0}
+        layers = list(manifest.layers) + [name for name in (previous.layers if previous else {})
+                                          if name not in manifest.layers]
+        for layer in layers:
+            scanned = layer in manifest.layers
+            hashes = self.topk_hashes(layer) if scanned else []
+            basis = self.crops_basis(manifest, layer) if scanned else None
+            changed = not scanned
+            for channel in self.unit_channels(layer):
+                record = self.read_crops_record(layer, channel)
+                current = (record is not None and channel < len(hashes) and record.get("topk") == hashes[channel]
+                           and record.get("basis") == basis and record.get("network") == manifest.weights_sha256)
+                if not current and self.remove_crops(layer, channel):
+                    removed["crops"] += 1
+                    changed = True
+                saved = self.read_optimized_record(layer, channel)
+                if saved is not None and (saved.get("weights") != manifest.weights_sha256 or
+                                          saved.get("input_size") != list(manifest.input_size)):
+                    removed["optimized"] += self.remove_optimized(layer, channel)
+                    self.remove_sprite(layer, "optimized")
+            if changed:
+                for kind in CROP_KINDS:
+                    self.remove_sprite(layer, kind)
+            if not scanned:
+                self.topk_path(layer).unlink(missing_ok=True)
+        return removed
 
     def write_optimized(self, layer: str, channel: int, best: bytes, record: dict, input_image: bytes | None = None,
                         copies: list[bytes] = ()) -> Path:
@@ -321,6 +471,18 @@ class Store:
     # ------------------------------------------------------------ manifest and image list
     def exists(self) -> bool:
         return self.manifest_path.is_file()
+
+    def has_pictures(self) -> bool:
+        """Whether the folder holds per-unit pictures without a manifest (an optimize-only store) or the original
+        toolbox's ``unit_jpg_vis`` layout."""
+        if any((self.root / name).is_dir() for name in ("max_im", "max_deconv", "regularized_opt")):
+            return True
+        try:
+            layers = [p for p in self.root.iterdir() if p.is_dir()]
+            return any(unit.is_dir() and len(unit.name) == 4 and unit.name.isdigit()
+                       for layer in layers for unit in layer.iterdir())
+        except OSError:
+            return False
 
     def read_manifest(self) -> Manifest:
         try:
@@ -357,3 +519,101 @@ class Store:
                                f"run deepvis find-max IMAGES --out {self.root} --layers {layer}")
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in ("values", "images", "y", "x")}
+
+
+# ---------------------------------------------------------------------------------------------------- its model
+def model_differences(manifest: Manifest, model) -> list[str]:
+    """How ``model`` differs from the model a store was made by: its network (weights hash) and preprocessing."""
+    from .models.model import weights_hash
+
+    differences = []
+    network = weights_hash(model)
+    if network != manifest.weights_sha256:
+        random = " (random weights: no --weights given)" if getattr(model, "random_weights", False) else ""
+        differences.append(f"weights (network hash {network}{random}, the store's {manifest.weights_sha256})")
+    now = json.loads(json.dumps(model.preprocessing.to_json()))
+    for key in sorted(set(now) | set(manifest.preprocessing)):
+        if now.get(key) != manifest.preprocessing.get(key):
+            differences.append(f"{key} {json.dumps(now.get(key))} (the store's {json.dumps(manifest.preprocessing.get(key))})")
+    return differences
+
+
+def _made_by(manifest: Manifest) -> str:
+    from .models.recipe import describe
+
+    made = describe(manifest.recipe) if manifest.recipe else repr(manifest.model)
+    return f"{made} (network hash {manifest.weights_sha256})"
+
+
+def check_model(store: "Store | str | Path", model, force: bool = False, manifest: Manifest | None = None) -> None:
+    """Refuse (a :class:`DeepvisError` naming what differs) a model other than the one the store was made by, unless
+    ``force`` (then a warning)."""
+    import warnings
+
+    store = store if isinstance(store, Store) else Store(store)
+    manifest = manifest or store.read_manifest()
+    differences = model_differences(manifest, model)
+    if not differences:
+        return
+    message = (f"the store '{store.root}' was made by {_made_by(manifest)}; the model given differs in "
+               f"{'; '.join(differences)}")
+    if not force:
+        raise DeepvisError(f"{message}: leave out --model to use the store's own model, or add --force to use this "
+                           "one anyway")
+    warnings.warn(f"{message} (used anyway: --force)", stacklevel=2)
+
+
+def model_from_manifest(store: "Store | str | Path", device: str = "cpu", force: bool = False, **overrides):
+    """Load the model a store was made by, from its manifest's recipe (files checked against their recorded hashes
+    first, the loaded network against the store's weights hash after); ``overrides`` (``load_model`` arguments, e.g.
+    ``weights=``) replace the recipe's. A missing or changed file, or a different network, is a
+    :class:`DeepvisError` naming it, unless ``force``. A store of an older deepvis has no recipe: its recorded spec
+    and input size are tried, and the network checked."""
+    import contextlib
+    import sys
+
+    from .models import load_model
+    from .models.recipe import describe, file_sha256, load_arguments
+
+    store = store if isinstance(store, Store) else Store(store)
+    manifest = store.read_manifest()
+    recipe = manifest.recipe
+    cwd = None
+    if recipe is None:
+        arguments = {"spec": manifest.model, "input_size": tuple(manifest.input_size)}
+        path = Path(manifest.model)
+        if path.suffix and not path.expanduser().exists():
+            raise DeepvisError(
+                f"the store '{store.root}' (made by an older deepvis) names its model only as '{manifest.model}', "
+                "relative to the folder find-max ran in, without its weights or preprocessing: give them with "
+                "--model, --weights and the preprocessing flags it was made with")
+    elif recipe.get("unreloadable"):
+        raise DeepvisError(f"the store '{store.root}' was made by a model that cannot be loaded again "
+                           f"({recipe['unreloadable']}): give it with --model")
+    else:
+        changed = []
+        for role, entry in recipe.get("files", {}).items():
+            path = Path(entry["path"] if isinstance(entry, dict) else entry)
+            if role in overrides or (role == "spec" and "spec" in overrides):
+                continue
+            if not path.is_file():
+                raise DeepvisError(f"the {role} file '{path}' the store '{store.root}' was made with is missing "
+                                   f"(model {describe(recipe)}): restore it, or give the model with --model")
+            if isinstance(entry, dict) and entry.get("sha256") and file_sha256(path) != entry["sha256"]:
+                changed.append(f"{role} file '{path}' (sha256 {file_sha256(path)[:12]}, recorded "
+                               f"{entry['sha256'][:12]})")
+        if changed and not force:
+            raise DeepvisError(f"the store '{store.root}' was made by {describe(recipe)}, but its "
+                               f"{'; '.join(changed)} changed since: add --force to use the files as they are now, "
+                               "or make the store again")
+        arguments = load_arguments(recipe)
+        cwd = recipe.get("cwd")
+    arguments.update(overrides)
+    spec = arguments.pop("spec")
+    with contextlib.ExitStack() as stack:
+        if cwd and cwd not in sys.path:  # a module.path:factory spec imports from where the store was made
+            sys.path.append(cwd)
+            stack.callback(lambda: cwd in sys.path and sys.path.remove(cwd))
+        model = load_model(spec, device=device, **arguments)
+    check_model(store, model, force=force, manifest=manifest)
+    return model

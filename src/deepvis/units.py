@@ -98,3 +98,31 @@ def check_unit(unit: Unit, shape: tuple[int, ...] | None, channel: bool = True, 
         has = f"only {extra_tokens} extra tokens (@cls, @t1, ...)" if extra_tokens else "no extra tokens"
         raise UnitError(f"unit '{unit}' names an extra token, but layer '{unit.layer}' has {has}")
     return unit
+
+
+def clamp_channels(channels, count: int, layer: str, command: str) -> list[int]:
+    """The channels of a ``--units FIRST-LAST`` range (all ``count`` when None) that a layer of ``count`` channels
+    has; those past its last are left out with a note on stderr (``command: ...``). None left is a
+    :class:`UnitError`."""
+    import sys
+
+    if channels is None:
+        return list(range(count))
+    asked = list(channels)
+    kept = [c for c in asked if 0 <= c < count]
+    if not kept:
+        first = next((c for c in asked if not 0 <= c < count), asked[0] if asked else 0)
+        raise UnitError(f"channel {first} out of range for layer '{layer}', which has {count} channels "
+                        f"(0-{count - 1}): {command} --units {_span(asked)} names none of them")
+    if len(kept) < len(asked):
+        print(f"{command}: note: layer '{layer}' has {count} channels (0-{count - 1}): doing {_span(kept)} of "
+              f"{_span(asked)}", file=sys.stderr, flush=True)
+    return kept
+
+
+def _span(channels: list[int]) -> str:
+    if not channels:
+        return "none"
+    if channels == list(range(channels[0], channels[-1] + 1)):
+        return f"{channels[0]}-{channels[-1]}" if len(channels) > 1 else str(channels[0])
+    return ",".join(map(str, channels))

@@ -17,6 +17,7 @@ from ..errors import ModelError, one_line
 from .config import apply_settings, check_layer_names, is_config, preprocessing_options, read_config, read_labels
 from .model import Model, prepare
 from .preprocessing import Preprocessing
+from .recipe import add_file, make_recipe
 from .weights import load_weights
 
 DEFAULT_MODEL = "efficientnet-lite0"
@@ -46,12 +47,21 @@ def load_model(spec: str | Path | nn.Module | Model = DEFAULT_MODEL, device: str
     ``.npy`` / ``.binaryproto`` file), ``std``, ``channel_order``, ``value_scale`` or ``scale`` (multiplier of 0-255
     pixel values), ``resize``); they also override a config file's.
     """
+    recipe = make_recipe(spec, arch, weights, labels, preprocessing)
     config = read_config(spec) if is_config(spec) else None
     if config is not None:
         spec, arch, weights = config.model, arch or config.arch, weights or config.weights
+        if not str(spec).startswith(("builtin:", "torchvision:", "timm:")) and Path(str(spec)).suffix:
+            add_file(recipe, "spec", spec)
+        add_file(recipe, "weights", weights)
+        if config.mean_file and "mean" not in preprocessing:
+            add_file(recipe, "mean", config.mean_file)
         labels = labels if labels is not None else config.labels
         preprocessing = {**config.preprocessing, **preprocessing}
+        _check_config_files(config, spec, weights)
     model = _load(spec, arch, weights)
+    if model.recipe is None and isinstance(recipe, dict) and "spec" in recipe:
+        model.recipe = recipe
     if labels is not None:
         model.labels = read_labels(labels) if isinstance(labels, (str, Path)) else list(labels)
     if config is not None:
@@ -60,6 +70,10 @@ def load_model(spec: str | Path | nn.Module | Model = DEFAULT_MODEL, device: str
     if preprocessing:
         try:
             model.preprocessing = model.preprocessing.with_(**preprocessing_options(preprocessing))
+        except ModelError as exc:
+            if config is not None and not str(exc).startswith("config "):
+                raise config.error(str(exc)) from None
+            raise
         except (TypeError, ValueError) as exc:
             raise ModelError(f"bad preprocessing for model {model.spec!r}: {exc}") from None
     prepare(model.net)
@@ -78,6 +92,19 @@ def load_model(spec: str | Path | nn.Module | Model = DEFAULT_MODEL, device: str
     elif model.prob_layer and model.prob_layer not in model.layer_names():
         raise ModelError(f"model {model.spec!r}: its prob_layer '{model.prob_layer}' is not one of its layers")
     return model
+
+
+def _check_config_files(config, spec, weights) -> None:
+    """A config's files, in the order a user fixes them: the model file, then the weights (the mean is read
+    later, when the preprocessing is applied)."""
+    spec = str(spec)
+    target = spec.rpartition(":")[0] if spec.rpartition(":")[0].endswith(".py") else spec
+    if not spec.startswith(("builtin:", "torchvision:", "timm:")) and Path(target).suffix \
+            and not Path(target).expanduser().exists():
+        raise config.error(f"model file not found: '{target}'")
+    if weights is not None and not Path(weights).expanduser().exists():
+        raise config.error(f"weights file not found: '{weights}' (fetch it: the comments at the top of "
+                           f"{config.path.name} say where from)")
 
 
 def _device(device: str | torch.device) -> torch.device:
@@ -148,7 +175,9 @@ def _load_caffe(prototxt: Path, weights: str | Path | None) -> Model:
     if weights is None:
         warnings.warn(f"no weights given for '{prototxt}': the network has random weights (structure only); give "
                       "--weights x.caffemodel", stacklevel=3)
-    return load_caffe(prototxt, weights)
+    model = load_caffe(prototxt, weights)
+    model.random_weights = weights is None
+    return model
 
 
 def _efficientnet_lite0(spec: str) -> Model:

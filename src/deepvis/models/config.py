@@ -41,6 +41,7 @@ class ModelConfig:
     preprocessing: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     pretty_replace: list[tuple[str, str]] = field(default_factory=list)
+    mean_file: str | None = None
 
     def error(self, message: str) -> ModelError:
         return ModelError(f"config '{self.path}': {message}")
@@ -131,7 +132,8 @@ def preprocessing_options(options: dict, base: Path | None = None) -> dict:
         if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
             raise ModelError(f"scale must be a positive number (multiplier of 0-255 pixel values), got {scale!r}")
         options["value_scale"] = 255.0 * scale
-    if isinstance(options.get("mean"), (str, Path)):
+    if isinstance(options.get("mean"), (str, Path)) and not (base is not None and Path(options["mean"]).is_absolute()
+                                                             and not _numbers(str(options["mean"]))):
         options["mean"] = parse_mean(options["mean"], base)
     return options
 
@@ -242,7 +244,20 @@ def _preprocessing(config: ModelConfig, table, base: Path) -> dict:
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
                 raise config.error(f"'preprocessing.{key}' must be numbers, got {value!r}")
             options[key] = tuple(value)
+    mean = options.get("mean")
+    if isinstance(mean, str) and not _numbers(mean):
+        # a mean file: read by load_model after the model and its weights, the order a user fixes missing files in
+        options["mean"] = str(base / Path(mean).expanduser())
+        config.mean_file = options["mean"]
     try:
         return preprocessing_options(options, base)
     except ModelError as exc:
         raise config.error(str(exc)) from None
+
+
+def _numbers(text: str) -> bool:
+    try:
+        [float(v) for v in text.split(",")]
+        return True
+    except ValueError:
+        return False

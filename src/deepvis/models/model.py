@@ -26,6 +26,8 @@ class Model:
     ``prob_layer``: the layer whose output holds the class probabilities (``None``: the network's output).
     ``store``: the per-unit store shown by default; ``store_remap`` shows another layer's pictures for a layer
     (e.g. ``pool1`` -> ``conv1``).
+    ``recipe``: the ``load_model`` arguments that made it, files as absolute paths (:mod:`deepvis.models.recipe`;
+    ``None`` for a model made in Python). ``random_weights``: True when no weights were given (structure only).
     """
 
     net: nn.Module
@@ -41,6 +43,8 @@ class Model:
     prob_layer: str | None = None
     store: str | None = None
     store_remap: dict[str, str] = field(default_factory=dict)
+    recipe: dict | None = field(default=None, repr=False)
+    random_weights: bool = False
     _catalog: list[LayerInfo] | None = field(default=None, repr=False)
     #: receptive fields measured so far, by (input size, largest input, layer): they depend on the architecture
     #: and input size only, so a warm process (the toolbox, repeated scans) measures each once

@@ -13,8 +13,8 @@ from ..errors import DeepvisError
 from ..models.model import Model, weights_hash
 from ..probe import layer_info
 from ..progress import Progress
-from ..store import Store
-from ..units import Unit, check_unit
+from ..store import Store, check_model
+from ..units import Unit, check_unit, clamp_channels
 from .methods import Params, method_of
 from .objectives import Target, make_target
 from .result import OptimizeResult
@@ -39,13 +39,13 @@ def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], para
     provenance = {"model": model.spec, "weights": weights_hash(model),
                   "input_size": list(model.preprocessing.input_size), "objective": objective,
                   "method": method_of(params).name, "params": params.to_json()}
-    _check_store_model(store, provenance)
+    _check_store_model(store, model, provenance, force)
     counts = {layer: layer_info(model, layer).channels for layer in dict.fromkeys(layers)}
     asked: list[tuple[str, int]] = []
     for layer, count in counts.items():
-        wanted = list(channels) if channels is not None else list(range(count))
-        if not wanted:
+        if channels is not None and not list(channels):
             raise DeepvisError("no channels to optimize (empty channel range)")
+        wanted = clamp_channels(channels, count, layer, "optimize")
         for channel in wanted:
             check_unit(Unit(layer, channel), layer_info(model, layer).shape)
         asked += [(layer, c) for c in wanted]
@@ -128,16 +128,14 @@ def _not_done(store: Store, asked: list[tuple[str, int]], provenance: dict) -> l
     return todo
 
 
-def _check_store_model(store: Store, provenance: dict) -> None:
-    """A store holds one model's pictures: refuse another model's weights or input size."""
+def _check_store_model(store: Store, model: Model, provenance: dict, force: bool) -> None:
+    """A store holds one model's pictures: refuse another model's weights, preprocessing or input size (with
+    ``force``: a warning, and the units redone)."""
     if not store.exists():
         return
     manifest = store.read_manifest()
     size = list(manifest.input_size)
-    if size != provenance["input_size"]:
+    if size != provenance["input_size"] and not force:
         raise DeepvisError(f"the store '{store.root}' was made at input size {size}, the model now has "
                            f"{provenance['input_size']}: use the same --input-size or another --out")
-    weights = manifest.config.get("weights", manifest.weights_sha256)
-    if weights != provenance["weights"]:
-        raise DeepvisError(f"the store '{store.root}' was made by another model ({manifest.model!r}, "
-                           f"weights {weights}); optimize into another --out")
+    check_model(store, model, force=force, manifest=manifest)

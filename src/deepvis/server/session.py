@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import warnings
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from PIL import Image
 
 from ..backprop import MODES, trace
 from ..errors import DeepvisError, InputNotFound
-from ..images import find_images, load_image
+from ..images import DEFAULT_MAX_PIXELS, find_images, load_image
+from ..images import max_pixels as current_max_pixels
 from ..models.model import Model
 from ..predict import Prediction, output_probabilities, top_predictions
 from ..probe import Probe
@@ -35,9 +37,10 @@ __all__ = ["Input", "Toolbox", "ViewRequest"]
 
 #: Where the app serves the store (server/app.py): a store URL is this plus :meth:`Store.url`.
 STORE_URL = "/store/"
-#: Largest upload accepted, and largest decoded image (pixels), by default.
+#: Largest upload accepted by default. Decoded images are limited as everywhere else (``--max-pixels``,
+#: :func:`deepvis.images.max_pixels`).
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-MAX_PIXELS = 40_000_000
+MAX_PIXELS = DEFAULT_MAX_PIXELS
 #: Traces kept (forward passes with their graph, about 80 MB each for EfficientNet-Lite0 at 224x224), so the
 #: backward pass of a new unit on the same input needs no forward pass.
 TRACES = 2
@@ -67,13 +70,21 @@ class Toolbox:
     """The model, the image list and the caches behind the web app; every pane is one call (:func:`panes.view`)."""
 
     def __init__(self, model: Model, images: str | Path | None = None, store: str | Path | None = None,
-                 max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS,
-                 cache_bytes: int = 512 * 1024 * 1024):
+                 max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int | None = None,
+                 cache_bytes: int = 512 * 1024 * 1024, store_images: bool = False):
         self.model = model
-        self.image_root, self.image_files = find_images(images)
-        store = store or model.store  # the model's own store (a config file's `store`) unless one is given
+        if store is not None:
+            _check_store(Store(Path(store).expanduser()))
+        elif model.store:  # the model's own store (a config file's `store`): shown when it is there
+            if Path(model.store).expanduser().is_dir():
+                store = model.store
+            else:
+                warnings.warn(f"the store '{model.store}' of model {model.spec!r} is not there: serving without it")
         self.store = Path(store).expanduser().resolve() if store else None
-        self.max_upload_bytes, self.max_pixels = max_upload_bytes, max_pixels
+        store_files = _store_images(Store(self.store)) if store_images and images is None and self.store else None
+        self.image_root, self.image_files = store_files or find_images(images)
+        self.max_upload_bytes = max_upload_bytes
+        self.max_pixels = current_max_pixels() if max_pixels is None else max_pixels
         self.layers = [i for i in model.layers() if i.default]
         if not self.layers:
             raise DeepvisError(f"model {model.spec!r} has no layers that can be shown")
@@ -112,6 +123,7 @@ class Toolbox:
             "modes": list(MODES),
             "filters": list(FILTERS),
             "limits": {"max_upload_bytes": self.max_upload_bytes, "max_pixels": self.max_pixels},
+            "random_weights": bool(getattr(self.model, "random_weights", False)),
         }
 
     def _display_name(self, path: Path) -> str:
@@ -138,7 +150,7 @@ class Toolbox:
             previous = self._frames.get(tab)
             if previous:  # the trace of the frame this one replaces: freed before the next forward pass, not after
                 self._traces.drop(previous)
-        item = self._add(load_image(data, self.max_pixels), name, resize)
+        item = self._add(load_image(data, self.max_pixels, name=name), name, resize)
         if tab is not None:
             with self._frames_lock:
                 previous = self._frames.pop(tab, None)
@@ -254,9 +266,49 @@ class Toolbox:
         """Which precomputed per-unit images the store has for a unit (URLs), the layer's sprites, or a hint how to
         make them."""
         store, source = self._store_source(layer)
-        hint = (f"not computed yet — run `deepvis find-max IMAGES --out STORE --layers {layer}` "
-                f"then `deepvis crops STORE --layers {layer}`, and/or `deepvis optimize --out STORE --layers {layer}`, "
-                "and restart with `deepvis serve --store STORE`")
         found = ({} if store is None else
                  {kind: self._url(store, path) for kind, path in store.unit_pictures(source, channel).items()})
-        return {"channel": channel, **self.layer_sprites(layer), "images": found, "hint": None if found else hint}
+        return {"channel": channel, **self.layer_sprites(layer), "images": found,
+                "hint": None if found else self._hint(store, source, channel)}
+
+    @staticmethod
+    def _hint(store: Store | None, layer: str, channel: int) -> str:
+        """What is missing for a unit's pictures, and the command that makes each."""
+        if store is None:
+            return (f"not computed yet — run `deepvis find-max IMAGES --out STORE --layers {layer}` "
+                    f"then `deepvis crops STORE --layers {layer}`, and/or `deepvis optimize --out STORE --layers "
+                    f"{layer}`, and restart with `deepvis serve --store STORE`")
+        root = store.root
+        try:
+            scanned = store.exists() and layer in store.read_manifest().layers
+        except DeepvisError:
+            scanned = False
+        steps = []
+        if not scanned:
+            steps.append(f"the store has no top-k images of layer {layer}: run `deepvis find-max IMAGES --out "
+                         f"{root} --layers {layer} ...` (--force: a new scan, with every layer it should hold)")
+        else:
+            steps.append(f"no crops of {layer}:{channel}: run `deepvis crops {root} --layers {layer}`")
+        steps.append(f"no optimized image: run `deepvis optimize --out {root} --layers {layer}`")
+        return "not computed yet — " + "; ".join(steps)
+
+
+def _check_store(store: Store) -> None:
+    """A store to serve must be there and hold something: a manifest, per-unit pictures (an optimize-only store),
+    or the original toolbox's unit_jpg_vis layout."""
+    if not store.root.is_dir():
+        raise DeepvisError(f"store '{store.root}' not found: give the folder deepvis find-max --out wrote")
+    if not store.exists() and not store.has_pictures():
+        raise DeepvisError(f"'{store.root}' is not a deepvis store (no manifest.json, no per-unit pictures): make "
+                           f"one with deepvis find-max IMAGES --out {store.root}")
+
+
+def _store_images(store: Store) -> tuple[Path, list[Path]] | None:
+    """The image root and images a store was made from (its manifest and images.txt), or None."""
+    if not store.exists():
+        return None
+    manifest = store.read_manifest()
+    skipped = {entry.index for entry in manifest.skipped}
+    root = Path(manifest.image_root)
+    files = [root / p for n, p in enumerate(store.read_image_list()) if n not in skipped]
+    return (root, files) if files else None

@@ -94,6 +94,7 @@ const requestView = () => views.request();
 
 // ------------------------------------------------------------------ inputs
 let inputSeq = 0;
+let inputError = null; // the message of the last input that failed: cleared when the next one loads
 
 async function loadInput(fetchInput, name) {
   const seq = ++inputSeq;
@@ -103,10 +104,12 @@ async function loadInput(fetchInput, name) {
     const item = await fetchInput();
     if (seq === inputSeq) { // else a newer input was asked for meanwhile
       setInput(item, name);
+      if (inputError !== null && state().message === inputError) state().message = null;
+      inputError = null;
       requestView(); // before the finally below, so the page never looks idle in between
     }
   } catch (err) {
-    state().message = err.message;
+    state().message = inputError = err.message;
   } finally {
     activity -= 1;
     refresh();
@@ -460,6 +463,16 @@ async function start() {
     return;
   }
   model.input.resize = model.info.resize;
+  if (model.info.random_weights) { // plainly: nothing this model shows was learned
+    const banner = document.createElement('div');
+    banner.id = 'random-weights';
+    banner.setAttribute('role', 'alert');
+    banner.textContent = `${model.info.model} runs with random weights (no weights file given): its pictures show `
+      + 'the structure of the network, not what it learned';
+    Object.assign(banner.style, { position: 'fixed', top: '0', left: '50%', transform: 'translateX(-50%)',
+      zIndex: '1000', background: '#b00020', color: '#fff', padding: '4px 8px', fontWeight: 'bold' });
+    document.body.prepend(banner);
+  }
   view.setup(model.info, selectLayer);
   wire();
   refreshUnits();
