@@ -11,10 +11,12 @@ Everything the toolbox shows is one call away::
     best = deepvis.optimize(model, "classifier:285", max_iter=200)[0]  # an image the unit loves
     maps = deepvis.attention_maps(vit, "cat.jpg")     # a ViT's attention probabilities, per layer
     deepvis.save_image(deepvis.attention_map(vit, "cat.jpg", rollout=True).overlay(), "rollout.png")
+    cam = deepvis.attribute(model, "cat.jpg", "classifier:285", "gradcam")  # .map (H, W), .overlay()
 """
 
 from .attention import (AttentionMap, attention_map, attention_maps, attention_overlay, record_attention, rollout,
                         token_grid)
+from .attribution import Attribution, attribute
 from .backprop import MODES, Backward, BackpropResult, Trace, backprop, backprop_batch, rectifier_rules, start_signal, trace
 from .errors import DeepvisError, ImageError, ModelError, UnitError
 from .images import load_image
@@ -30,7 +32,7 @@ from .units import Unit, parse_unit
 __version__ = "0.1.0"
 
 __all__ = [
-    "AttentionMap", "attention_map", "attention_maps", "attention_overlay", "record_attention", "rollout", "token_grid",
+    "Attribution", "attribute", "AttentionMap", "attention_map", "attention_maps", "attention_overlay", "record_attention", "rollout", "token_grid",
     "DEFAULT_MODEL", "FILTERS", "MODES", "Backward", "BackpropResult", "DeepvisError", "ImageError", "LayerInfo", "Model",
     "ModelError", "ModernParams", "OptimizeResult", "PaperParams", "Prediction", "Preprocessing", "Probe",
     "TileGrid", "Unit", "UnitError", "activations", "back_image", "backprop", "backprop_batch", "color_diffs",

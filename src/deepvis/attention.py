@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from . import render
 from .errors import DeepvisError, UnitError
 from .models.model import Model, as_model
 
@@ -400,25 +401,17 @@ def _model(model: Model | nn.Module) -> Model:
     return as_model(model)
 
 
-def jet(values) -> np.ndarray:
-    """The jet colour map: values in [0, 1] (any shape) -> (..., 3) RGB in [0, 1], blue (0) to red (1)."""
-    v = np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0)[..., None]
-    return np.clip(1.5 - np.abs(4.0 * v - np.array([3.0, 2.0, 1.0], np.float32)), 0.0, 1.0)
+jet = render.jet  # the colour map lives in deepvis.render (attribution overlays use it too)
 
 
 def attention_overlay(image, attention, alpha: float = 0.5) -> np.ndarray:
     """A (gh, gw) attention map upsampled (bilinear) to the HxWx3 ``image`` in [0, 1], scaled to [0, 1] and
     coloured (jet), blended over it: ``(1 - alpha) * image + alpha * colour``. HxWx3 float in [0, 1]."""
-    from .render import norm01
-
-    pixels = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image, dtype=np.float32)
-    if pixels.ndim == 2:
-        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
-    heat = torch.as_tensor(np.asarray(attention, dtype=np.float32))
-    if heat.dim() != 2:
+    heat = np.asarray(attention, dtype=np.float32)
+    if heat.ndim != 2:
         raise DeepvisError(f"an attention overlay needs a 2-D map, got shape {tuple(heat.shape)}")
-    heat = F.interpolate(heat[None, None], size=pixels.shape[:2], mode="bilinear", align_corners=False)[0, 0]
-    return np.clip((1.0 - alpha) * pixels[:, :, :3] + alpha * jet(norm01(heat.numpy())), 0.0, 1.0)
+    pixels = image.detach().cpu() if isinstance(image, torch.Tensor) else image
+    return render.heat_overlay(pixels, heat, alpha)
 
 
 @dataclass

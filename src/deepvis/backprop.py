@@ -27,6 +27,7 @@ from .errors import DeepvisError, UnitError
 from .models.model import Model
 from .models.preprocessing import Preprocessing
 from .models.model import as_model
+from .layouts import to_view
 from .probe import Probe
 from .units import Unit, check_unit, parse_unit
 
@@ -244,7 +245,7 @@ class Backward:
     at each requested layer (``layer_grads``, zeros for layers the start does not depend on), and how many
     rectifier calls before the start got the mode's rule (0: deconv / guided equal the plain gradient here)."""
 
-    input_grad: torch.Tensor
+    input_grad: torch.Tensor | None  # None when the pass was asked to stop at the layers (``to_input=False``)
     activation: torch.Tensor | None
     layer_grads: dict[str, torch.Tensor]
     rectifiers_modified: int
@@ -316,6 +317,7 @@ class Trace:
                 self.output = probe.run(x)
         self.attention: dict[str, torch.Tensor] = recorder.maps if recorder is not None else {}
         self.x, self.activations, self.extra, self._raw = x, probe.activations, probe.extra, probe.raw
+        self._layouts = probe._layouts
         self.modified, self._versions = modified, versions
         self.rectifiers_modified = getattr(rules, "modified", 0)
         self._retry_in_place = save_like_autograd
@@ -327,8 +329,11 @@ class Trace:
         return any(name in self._versions and self._raw[name]._version != self._versions[name] for name in names)
 
     def backward(self, start: Start, signal: Signal | torch.Tensor = "map", to: Iterable[str] = (),
-                 retain_graph: bool = True) -> Backward:
+                 retain_graph: bool = True, to_input: bool = True) -> Backward:
         """The backward pass from ``start`` to the input and to the recorded layers ``to``.
+
+        ``to_input=False`` stops at the layers ``to`` (``input_grad`` is None): a Grad-CAM needs only its layer's
+        gradient, and the pass then never walks below it.
 
         ``start``: a unit (``'blocks.5:42'``, ``@y,x`` for a one-hot there), one unit per batch row, a layer name
         with ``signal`` a tensor of its output's shape, or a scalar tensor computed from this trace's activations
@@ -336,7 +341,7 @@ class Trace:
         """
         to = list(dict.fromkeys(to))
         if isinstance(start, torch.Tensor):
-            return self._run(start, None, None, to, retain_graph)
+            return self._run(start, None, None, to, retain_graph, to_input)
         if isinstance(start, str) and isinstance(signal, torch.Tensor) and ":" not in start:
             layer, units = start, None
         else:
@@ -352,18 +357,18 @@ class Trace:
         if not self.stop_early and self._changed([layer, *to]):  # as a trace stopped there would have seen them
             again = Trace(self.model, self._source, [layer, *to], self._rewrite or self.mode, stop_early=True,
                           below_in_place=self.below_in_place, detach_input=self.detach_input)
-            return again.backward(start, signal, to, retain_graph)
+            return again.backward(start, signal, to, retain_graph, to_input)
         act = self.activations[layer]
         if not act.requires_grad:
             raise DeepvisError(f"layer '{layer}' does not depend on the input; nothing to backpropagate")
         rows = [units] * act.shape[0] if isinstance(units, Unit) else units
         if rows is not None and any(unit.token is not None for unit in rows):
-            return self._run_tokens(act, rows, signal, layer, to, retain_graph)
+            return self._run_tokens(act, rows, signal, layer, to, retain_graph, to_input)
         grad_start = start_signal(act, units if units is not None else Unit(layer, 0), signal)
-        return self._run(act, grad_start, layer, to, retain_graph)
+        return self._run(act, grad_start, layer, to, retain_graph, to_input)
 
     def _run_tokens(self, act: torch.Tensor, rows: list[Unit], signal, layer: str, to: list[str],
-                    retain_graph: bool) -> Backward:
+                    retain_graph: bool, to_input: bool = True) -> Backward:
         """A backward pass where some units are extra tokens (``@cls``): one-hots there, the rest on the grid."""
         extra = self.extra.get(layer)
         count = extra.shape[2] if extra is not None else 0
@@ -375,11 +380,18 @@ class Trace:
                 extra_start[n, unit.channel, unit.token] = 1.0
             else:
                 grid_start[n:n + 1] = start_signal(act[n:n + 1], unit, signal)
-        return self._run([act, extra], [grid_start, extra_start], layer, to, retain_graph)
+        return self._run([act, extra], [grid_start, extra_start], layer, to, retain_graph, to_input)
 
     def _run(self, root: torch.Tensor | list[torch.Tensor], grad_start, layer: str | None, to: list[str],
-             retain_graph: bool) -> Backward:
-        targets = [self.x] + [self.activations[name] for name in to]
+             retain_graph: bool, to_input: bool = True) -> Backward:
+        if not to_input and not to:
+            raise DeepvisError("a backward pass with to_input=False needs layers to stop at (to=[...])")
+        # a layer recorded as a view of its output (channels-last maps, tokens on their grid) is reached through the
+        # output itself (the view is a branch off the graph, not on it), its gradient then read through the view
+        viewed = {name: self._layouts[name] for name in to
+                  if name in self._layouts and self.activations[name] is not self._raw.get(name, self.activations[name])}
+        targets = ([self.x] if to_input else []) + [self._raw[name] if name in viewed else self.activations[name]
+                                                    for name in to]
         try:
             with torch.enable_grad():
                 grads = torch.autograd.grad(root, targets, grad_outputs=grad_start, retain_graph=retain_graph,
@@ -392,15 +404,20 @@ class Trace:
                 raise  # an objective was built from the old activations: the caller must build it again
             root = self.activations[layer] if isinstance(root, torch.Tensor) else [self.activations[layer],
                                                                                    self.extra[layer]]
-            return self._run(root, grad_start, layer, to, retain_graph)
-        input_grad = grads[0] if grads[0] is not None else torch.zeros_like(self.x)
+            return self._run(root, grad_start, layer, to, retain_graph, to_input)
+        if to_input:
+            input_grad, grads = (grads[0] if grads[0] is not None else torch.zeros_like(self.x)).detach(), grads[1:]
+        else:
+            input_grad = None
+        layer_grads = {name: (g if g is None or name not in viewed else to_view(g, viewed[name]))
+                       for name, g in zip(to, grads)}
         layer_grads = {name: (g if g is not None else torch.zeros_like(self.activations[name])).detach()
-                       for name, g in zip(to, grads[1:])}
+                       for name, g in layer_grads.items()}
         modified = self.rectifiers_modified  # an objective: everything the forward pass did
         if layer is not None:  # a layer: the rectifiers run before it (and before the other layers asked for)
             modified = max(self.modified.get(name, self.rectifiers_modified) for name in [layer, *to])
         activation = None if layer is None else self.activations[layer].detach()
-        return Backward(input_grad.detach(), activation, layer_grads, modified)
+        return Backward(input_grad, activation, layer_grads, modified)
 
 
 def trace(model: Model | nn.Module, x: torch.Tensor, layers: Iterable[str],

@@ -155,6 +155,54 @@ def _cmd_attention(args) -> int:
     return 0
 
 
+def _attribute_outputs(images: list[str], output: str) -> list[Path]:
+    """Where each image's overlay goes: OUT itself for one image (a file), OUT/{stem}.png in a folder, or OUT with
+    {stem} replaced by each image's file name stem."""
+    out = Path(output)
+    if "{stem}" in output:
+        paths = [Path(output.replace("{stem}", Path(image).stem)) for image in images]
+    elif out.is_dir():
+        paths = [out / f"{Path(image).stem}.png" for image in images]
+    elif len(images) == 1:
+        paths = [out]
+    else:
+        raise _UsageError(f"{len(images)} images need -o FOLDER (existing) or a pattern with {{stem}}, got {output!r}")
+    if len(set(paths)) != len(paths):
+        raise _UsageError(f"two images would write the same file under -o {output!r}: their names share a stem")
+    for path in paths:
+        if not path.parent.is_dir():
+            raise DeepvisError(f"cannot write '{path}': the folder '{path.parent}' does not exist")
+        if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"):
+            raise _UsageError(f"output {str(path)!r} needs an image extension such as .png")
+    return paths
+
+
+def _cmd_attribute(args) -> int:
+    import numpy as np
+
+    from .attribution import attribute
+    from .render import save_image
+
+    outputs = _attribute_outputs(args.images, args.output)
+    model = _model(args)
+    for image, path in zip(args.images, outputs):
+        result = attribute(model, image, args.unit, args.method, layer=args.layer, steps=args.steps,
+                           samples=args.samples, sigma=args.sigma, mode=args.base, baseline=args.baseline,
+                           integration=args.integration, seed=args.seed, batch_size=args.batch_size,
+                           resize=args.resize)
+        try:
+            save_image(result.overlay(args.alpha), path)
+            if args.npy:
+                np.save(path.with_suffix(".npy"), result.map)
+        except OSError as exc:
+            raise DeepvisError(f"cannot write '{path}': {exc.strerror or exc}") from None
+        if not args.quiet:
+            settings = ", ".join(f"{k} {v}" for k, v in result.settings.items())
+            print(f"wrote {path}{' (+ .npy)' if args.npy else ''}: {args.method} of {result.unit}"
+                  f"{f' ({settings})' if settings else ''}")
+    return 0
+
+
 def _attention_ratio(text: str) -> float:
     try:
         value = float(text)
@@ -400,6 +448,8 @@ def _unit(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .attribution import BASELINES, INTEGRATIONS
+    from .attribution import METHODS as ATTRIBUTION_METHODS
     from .backprop import MODES, SIGNALS
     from .optimize import DEFAULT_PRESET, METHODS, PRESETS
     from .render import FILTERS
@@ -486,6 +536,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="opacity of the colour map over the image (default 0.5)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png", type=_output_image)
     p.set_defaults(run=_cmd_attention)
+
+    p = sub.add_parser("attribute", parents=[common, resize],
+                       help="attribution maps of a unit (Grad-CAM, Grad-CAM++, guided Grad-CAM, input x gradient, "
+                            "SmoothGrad, integrated gradients) over the images",
+                       description="What a unit's score (a class logit such as classifier:285, a channel's sum, a "
+                       "value at @y,x or @cls) draws on in each image, drawn in jet colours over it. -o OUT: a file "
+                       "for one image; an existing folder (OUT/<stem>.png) or a pattern with {stem} (e.g. "
+                       "cams/{stem}-cam.png) for several. See docs/attribution.md.")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--unit", required=True, type=_unit, help="layer:channel, layer:channel@y,x or layer:channel@cls")
+    p.add_argument("--method", choices=ATTRIBUTION_METHODS, default="gradcam", help="default gradcam")
+    p.add_argument("--layer", metavar="L", help="Grad-CAM layer (default: the last spatial layer before the unit's)")
+    p.add_argument("--steps", type=_positive_int, default=32, help="integrated gradients: path points (default 32)")
+    p.add_argument("--integration", choices=INTEGRATIONS, default="gausslegendre",
+                   help="integrated gradients: the rule (default gausslegendre)")
+    p.add_argument("--baseline", choices=BASELINES, default="black",
+                   help="integrated gradients: start image (default black)")
+    p.add_argument("--samples", type=_positive_int, default=32, help="SmoothGrad: noisy copies (default 32)")
+    p.add_argument("--sigma", type=float, default=0.15,
+                   help="SmoothGrad: noise standard deviation as a fraction of the input range (default 0.15)")
+    p.add_argument("--base", choices=MODES, default="gradient", help="SmoothGrad: the base mode (default gradient)")
+    p.add_argument("--seed", type=int, default=0, help="SmoothGrad noise and uniform baseline seed (default 0)")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="rows per forward pass (default 16)")
+    p.add_argument("--alpha", type=_attention_ratio, default=0.5, metavar="A",
+                   help="opacity of the colour map over the image (default 0.5)")
+    p.add_argument("--npy", action="store_true", help="also save the map (H x W float32) as OUT.npy")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="file, folder, or pattern with {stem}")
+    p.set_defaults(run=_cmd_attribute)
 
     p = sub.add_parser("find-max", parents=[common], help="the dataset images that excite each unit most")
     p.add_argument("images", metavar="IMAGES", help="a folder of images (recursive) or a list file")

@@ -221,6 +221,29 @@ def upscale(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
 
 
+def jet(values) -> np.ndarray:
+    """The jet colour map: values in [0, 1] (any shape) -> (..., 3) RGB in [0, 1], blue (0) to red (1)."""
+    v = np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0)[..., None]
+    return np.clip(1.5 - np.abs(4.0 * v - np.array([3.0, 2.0, 1.0], np.float32)), 0.0, 1.0)
+
+
+def heat_overlay(image, heat, alpha: float = 0.5, scaled: bool = False) -> np.ndarray:
+    """A 2-D heat map (any size: upsampled bilinearly to the HxWx3 ``image`` in [0, 1]) scaled to [0, 1]
+    (:func:`norm01`, unless ``scaled``) and coloured (:func:`jet`), blended over the image:
+    ``(1 - alpha) * image + alpha * colour``. HxWx3 float in [0, 1]. Attention and attribution overlays use it."""
+    pixels = _np(image)
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+    heat = torch.as_tensor(_np(heat))
+    if heat.dim() != 2:
+        raise ValueError(f"a heat overlay needs a 2-D map, got shape {tuple(heat.shape)}")
+    if tuple(heat.shape) != pixels.shape[:2]:
+        heat = F.interpolate(heat[None, None], size=pixels.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+    heat = heat.numpy()
+    colour = jet(np.clip(heat, 0.0, 1.0) if scaled else norm01(heat))
+    return np.clip((1.0 - alpha) * pixels[:, :, :3] + alpha * colour, 0.0, 1.0)
+
+
 def to_uint8(image) -> np.ndarray:
     """Float [0, 1] -> uint8 [0, 255] (values outside are clipped)."""
     return np.clip(np.rint(_np(image) * 255.0), 0, 255).astype(np.uint8)

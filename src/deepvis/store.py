@@ -405,9 +405,9 @@ class Store:
     @staticmethod
     def crops_basis(manifest: "Manifest", layer: str) -> str:
         """A hash of what every crop of a layer depends on besides its top-k: the network, the preprocessing, the
-        layer's receptive fields."""
+        layer's receptive field and layout (its effective field is measured from these, on the store's images)."""
         record = manifest.layers[layer]
-        basis = [manifest.weights_sha256, manifest.preprocessing, record.receptive_field, record.effective_field]
+        basis = [manifest.weights_sha256, manifest.preprocessing, record.receptive_field, record.layout]
         return hashlib.sha256(json.dumps(basis, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
     def invalidate(self, manifest: "Manifest", previous: "Manifest | None" = None) -> dict[str, int]:

@@ -21,6 +21,7 @@ from ..backprop import MODES
 from ..errors import DeepvisError
 from ..render import FILTERS
 from ..units import Unit
+from .overlays import TRACE_METHODS
 
 if TYPE_CHECKING:
     from .session import Toolbox
@@ -44,6 +45,11 @@ class ViewRequest:
     back_channel: int | None = None
     back_frozen: bool = False
     highlight: dict = field(default_factory=dict)
+    overlay: str | None = None  # the input pane's overlay: an attribution method, 'rollout' or 'attention'; None: off
+    overlay_alpha: float = 0.5
+    overlay_layer: str | None = None  # the Grad-CAM layer (None: the last spatial layer before the unit's)
+    overlay_head: int = 0  # attention: 0 the mean of the heads, k head k - 1 (taken modulo heads + 1)
+    overlay_token: list | None = None  # attention: the [y, x] patch-grid position of the token (None: CLS)
 
     @classmethod
     def from_json(cls, data: dict) -> "ViewRequest":
@@ -52,7 +58,7 @@ class ViewRequest:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         if "input" not in known or "layer" not in known:
             raise DeepvisError("the view request needs 'input' (an input id) and 'layer' (a layer name)")
-        for name in ("input", "layer", "cursor", "back_mode", "back_filter", "back_layer"):
+        for name in ("input", "layer", "cursor", "back_mode", "back_filter", "back_layer", "overlay", "overlay_layer"):
             value = known.get(name)
             if value is not None and not isinstance(value, str):
                 raise DeepvisError(f"bad view request: '{name}' must be a string, got {value!r:.60}")
@@ -73,6 +79,12 @@ class ViewRequest:
             request.boost_gamma = float(request.boost_gamma)
             if request.back_channel is not None:
                 request.back_channel = _integer(request.back_channel, "back_channel")
+            request.overlay_alpha = float(request.overlay_alpha)
+            request.overlay_head = _integer(request.overlay_head, "overlay_head")
+            if request.overlay_token is not None:
+                if not isinstance(request.overlay_token, list) or len(request.overlay_token) != 2:
+                    raise ValueError(f"'overlay_token' must be [y, x], got {request.overlay_token!r:.60}")
+                request.overlay_token = [_integer(v, "overlay_token") for v in request.overlay_token]
         except (TypeError, ValueError, OverflowError) as exc:
             raise DeepvisError(f"bad view request: {exc}") from None
         if request.cursor not in ("layers", "grid"):
@@ -86,6 +98,8 @@ class ViewRequest:
             raise DeepvisError(f"unknown backward mode {request.back_mode!r}: use one of {', '.join(MODES)}")
         if request.back_filter not in FILTERS:
             raise DeepvisError(f"unknown filter {request.back_filter!r}: use one of {', '.join(FILTERS)}")
+        if not 0.0 <= request.overlay_alpha <= 1.0 or request.overlay_head < 0:
+            raise DeepvisError("overlay_alpha must be in [0, 1] and overlay_head a non-negative integer")
         if not 0.0 <= request.boost_indiv <= 1.0 or not 0.05 <= request.boost_gamma <= 4.0:
             raise DeepvisError("boost_indiv must be in [0, 1] and boost_gamma in [0.05, 4]")
         return request
@@ -125,7 +139,8 @@ def view(toolbox: "Toolbox", request: ViewRequest) -> dict:
     if origin is None:
         origin = Unit(request.layer, channel)
     need_back = back_visible or (request.show_back and request.back_enabled)
-    toolbox.trace_mode = request.back_mode if need_back else None  # how the next input's forward pass runs
+    # how the next input's forward pass runs: traced for a backward pass, or for a Grad-CAM overlay
+    toolbox.trace_mode = request.back_mode if need_back else "gradient" if request.overlay in TRACE_METHODS else None
     backward_ms, back, layer_diffs = 0.0, None, None
     if need_back:
         grad, layer_diffs, modified, backward_ms = toolbox.backward(
@@ -173,6 +188,7 @@ def view(toolbox: "Toolbox", request: ViewRequest) -> dict:
         response["back"] = {"png": _b64png(render.back_image(rgb, request.back_filter), strategy),
                             "origin": str(origin), "mode": request.back_mode, "filter": request.back_filter,
                             "rectifiers_modified": modified}
+    response["overlay"] = toolbox.overlays.render(item, request, origin) if request.overlay else None
     response["timing"] = {"forward_ms": round(item.forward_ms, 2), "backward_ms": round(backward_ms, 2),
                           "render_ms": round((time.perf_counter() - render_start) * 1000, 2),
                           "total_ms": round((time.perf_counter() - start) * 1000, 2)}

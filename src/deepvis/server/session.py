@@ -31,6 +31,7 @@ from ..store import Store
 from ..units import Unit
 from . import panes
 from .cache import LRU
+from .overlays import Overlays
 from .panes import ViewRequest
 
 __all__ = ["Input", "Toolbox", "ViewRequest"]
@@ -101,6 +102,7 @@ class Toolbox:
         self._frames: OrderedDict[str, str] = OrderedDict()  # tab -> its latest webcam input id
         self._frames_lock = threading.Lock()
         self._lock = threading.Lock()  # the model: one pass at a time
+        self.overlays = Overlays(self)  # the input pane's attribution and attention overlays
 
     # ---------------------------------------------------------------- description
     def pretty(self, layer: str) -> str:
@@ -117,11 +119,13 @@ class Toolbox:
             "input_size": list(self.model.preprocessing.input_size),
             "resize": self.model.preprocessing.resize,
             "layers": [{"name": i.name, "pretty": self.pretty(i.name), "type": i.type, "shape": list(i.shape),
-                        "label_layer": self.label_layer(i.name)} for i in self.layers],
+                        "label_layer": self.label_layer(i.name), "tokens": i.layout.kind == "tokens"}
+                       for i in self.layers],
             "images": [{"index": n, "name": self._display_name(p)} for n, p in enumerate(self.image_files)],
             "store": str(self.store) if self.store else None,
             "modes": list(MODES),
             "filters": list(FILTERS),
+            "overlays": self.overlays.info(),
             "limits": {"max_upload_bytes": self.max_upload_bytes, "max_pixels": self.max_pixels},
             "random_weights": bool(getattr(self.model, "random_weights", False)),
         }

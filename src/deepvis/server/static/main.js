@@ -12,6 +12,7 @@ const INDIVS = [0, 0.3, 0.5, 0.8, 1];
 const EASY_BACK = [['gradient', 'raw'], ['gradient', 'norm'], ['deconv', 'raw'], ['guided', 'raw']];
 const MODES = ['gradient', 'deconv', 'guided'];
 const FAST = 3;
+const ATTENTION = ['rollout', 'attention']; // overlays that follow the token under the mouse
 const LOCAL = 'local'; // an action that needs no new /api/view
 const TAB = crypto.randomUUID?.() ?? `${Date.now()}-${Math.random()}`;
 const $ = (id) => document.getElementById(id);
@@ -22,6 +23,7 @@ const initialState = () => ({
   back: { enabled: false, mode: 'gradient', filter: 'raw' }, frozen: null, // frozen: {layer, channel} of the origin
   boostGamma: GAMMAS[0], boostIndiv: INDIVS[0], showPredictions: true, showUnitPane: true, timing: 0,
   help: false, message: 'h for help',
+  overlay: { on: false, method: 'gradcam', alpha: 0.5, head: 0 },
 });
 
 // Everything view.js draws from. input.source: 'file' (input.index), 'upload' (input.upload) or the camera.
@@ -34,10 +36,13 @@ const model = {
 const state = () => model.state;
 const layerName = (index = state().layer) => model.info.layers[index].name;
 const channels = (index = state().layer) => model.info.layers[index].shape[0];
+const originName = () => (state().frozen ? `${state().frozen.layer}:${state().frozen.channel}`
+  : `${layerName()}:${state().channel}`);
 
 let activity = 0; // requests in progress (inputs, views)
 let spriteFailed = null;
 let hoverEvent = null; // the last mouse move over the grid, while the mouse is there
+let hoverToken = null; // [y, x] of the token layer's grid position under the mouse (attention overlays)
 
 function refresh() {
   model.busy = activity > 0 || views.pending;
@@ -75,6 +80,8 @@ function viewRequest() {
     boost_indiv: s.boostIndiv, boost_gamma: s.boostGamma, show_back: s.showBack && s.back.enabled,
     back_enabled: s.back.enabled, back_mode: s.back.mode, back_filter: s.back.filter,
     back_layer: s.frozen?.layer ?? null, back_channel: s.frozen?.channel ?? null, back_frozen: Boolean(s.frozen),
+    overlay: s.overlay.on ? s.overlay.method : null, overlay_alpha: s.overlay.alpha, overlay_head: s.overlay.head,
+    overlay_token: s.overlay.on && ATTENTION.includes(s.overlay.method) ? hoverToken : null,
   };
 }
 
@@ -327,6 +334,30 @@ const ACTIONS = {
     else state().message = 'the backward pane is off: nothing to save (b turns it on, ↓ selects a unit)';
     return LOCAL;
   },
+  overlay: () => {
+    const o = state().overlay;
+    o.on = !o.on;
+    state().message = o.on ? `overlay: ${o.method}` : 'overlay off';
+  },
+  overlay_method: () => {
+    const o = state().overlay;
+    if (o.on) o.method = cycle(model.info.overlays.methods, o.method);
+    o.on = true;
+    state().message = `overlay: ${o.method}`;
+  },
+  overlay_head: () => {
+    const o = state().overlay;
+    o.head += 1;
+    if (!ATTENTION.includes(o.method)) state().message = 'y cycles attention heads: g selects the attention overlay';
+  },
+  alpha_down: () => { state().overlay.alpha = Math.max(0, Math.round(state().overlay.alpha * 10 - 1) / 10); },
+  alpha_up: () => { state().overlay.alpha = Math.min(1, Math.round(state().overlay.alpha * 10 + 1) / 10); },
+  save_overlay: () => {
+    const overlay = model.result?.overlay;
+    if (overlay?.png) download(base64Blob(overlay.png), `deepvis-overlay-${overlay.method}-${originName()}.png`);
+    else state().message = 'no overlay to save: v turns it on';
+    return LOCAL;
+  },
   save_view: () => {
     snapshot($('app')).then((blob) => download(blob, `deepvis-view-${layerName()}-${state().channel}.png`), showError);
     return LOCAL;
@@ -403,6 +434,18 @@ function selectUnit(channel) {
   refresh();
 }
 
+/** The token under the mouse (a grid position of a token layer) drives the attention overlay: a new view when it moves. */
+function followToken(position) {
+  const token = position && model.info.layers[state().layer].tokens ? [position.y, position.x] : null;
+  if (String(token) === String(hoverToken)) return;
+  hoverToken = token;
+  const o = state().overlay;
+  if (o.on && ATTENTION.includes(o.method)) {
+    requestView();
+    refresh(); // busy until the answer came
+  }
+}
+
 function wire() {
   window.addEventListener('keydown', (event) => {
     if (event.target instanceof HTMLInputElement) return;
@@ -419,10 +462,12 @@ function wire() {
   grid.addEventListener('mousemove', (event) => {
     hoverEvent = event;
     view.showHover(event, model, view.gridHit(event, model));
+    followToken(view.gridPosition(event, model));
   });
   grid.addEventListener('mouseleave', () => {
     hoverEvent = null;
     view.showHover(null, model, null);
+    followToken(null);
   });
   grid.addEventListener('load', refresh);
   grid.addEventListener('error', () => {

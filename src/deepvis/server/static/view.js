@@ -60,6 +60,9 @@ export function statusText(model) {
     ? `Back: ${state.back.mode} (from ${originName(model)}, ${state.back.filter}${state.frozen ? ', frozen' : ''})`
     : 'Back: off';
   const parts = [`${grid} ${unitName(model)}`, back, `Boost: ${fmt(state.boostIndiv)}/${fmt(state.boostGamma)}`];
+  if (state.overlay.on) {
+    parts.push(`Overlay: ${state.overlay.method} α ${fmt(state.overlay.alpha)}`);
+  }
   if (input.mode === 'camera') parts.push(`FPS: ${fps.toFixed(1)}${input.frozen ? ' (frozen)' : ''}`);
   const t = result?.timing;
   if (t && state.timing === 1) parts.push(`${t.total_ms.toFixed(0)} ms`);
@@ -71,13 +74,18 @@ export function statusText(model) {
   return parts.join(' | ');
 }
 
-function renderInput({ input }) {
+function renderInput({ input, state, result }) {
   const camera = input.mode === 'camera';
-  $('video').hidden = !camera;
+  // the overlay: the server's picture of the input (the frame the network saw) with the colour map over it
+  const overlay = state.overlay.on && result?.overlay?.png ? result.overlay : null;
+  $('video').hidden = !camera || Boolean(overlay);
   $('video').classList.toggle('stretch', input.resize === 'stretch');
-  setSrc($('input-img'), camera ? null : input.imageUrl);
-  $('input-caption').textContent = camera
-    ? `camera${input.frozen ? ' (frozen)' : ''}` : `${input.name ?? ''} · ${input.resize}`;
+  setSrc($('input-img'), camera || overlay ? null : input.imageUrl);
+  setSrc($('overlay-img'), overlay ? png(overlay.png) : null);
+  const caption = camera ? `camera${input.frozen ? ' (frozen)' : ''}` : `${input.name ?? ''} · ${input.resize}`;
+  const error = state.overlay.on && result?.overlay?.error;
+  $('input-caption').textContent = overlay ? `${overlay.caption} · α ${fmt(overlay.alpha)}`
+    : error ? `${caption} · overlay: ${error}` : caption;
 }
 
 function renderLayers({ info, state }) {
@@ -209,6 +217,23 @@ export function gridHit(event, model) {
   const channel = Math.floor(y / geo.cellH) * geo.cols + Math.floor(x / geo.cellW);
   const inside = x >= 0 && y >= 0 && x < img.naturalWidth && y < img.naturalHeight;
   return inside && Math.floor(x / geo.cellW) < geo.cols && channel < geo.count ? channel : null;
+}
+
+/** The position (y, x) in the selected layer's (C, H, W) view under a mouse event on the grid, or null. */
+export function gridPosition(event, model) {
+  const channel = gridHit(event, model);
+  const geo = gridGeometry(model);
+  const shape = model.info.layers[model.state.layer].shape;
+  if (channel === null || !geo || model.state.pattern || shape.length !== 3) return null;
+  const img = $('grid-img');
+  const box = img.getBoundingClientRect();
+  const x = ((event.clientX - box.left) * img.naturalWidth) / box.width;
+  const y = ((event.clientY - box.top) * img.naturalHeight) / box.height;
+  const [tileW, tileH] = [geo.cellW - 2 * geo.pad, geo.cellH - 2 * geo.pad];
+  const tx = x - (channel % geo.cols) * geo.cellW - geo.pad;
+  const ty = y - Math.floor(channel / geo.cols) * geo.cellH - geo.pad;
+  if (tx < 0 || ty < 0 || tx >= tileW || ty >= tileH) return null; // on the padding
+  return { channel, y: Math.floor((ty * shape[1]) / tileH), x: Math.floor((tx * shape[2]) / tileW) };
 }
 
 /** The hover label "layer:channel = value" next to the mouse, or hidden when channel is null. */
