@@ -115,14 +115,26 @@ def patch_grid(modules: dict[str, nn.Module], shapes: dict[str, tuple[int, ...] 
     return None
 
 
+def _grid_like(a: int, b: int, input_size: tuple[int, int] | None) -> bool:
+    """Whether (a, b) can be the spatial grid of an ``input_size`` input: one integer stride for both sides."""
+    if input_size is None or a < 1 or b < 1:
+        return False
+    stride_h, stride_w = input_size[0] / a, input_size[1] / b
+    return abs(stride_h - stride_w) <= 0.25 * max(stride_h, stride_w) and max(stride_h, stride_w) >= 1
+
+
 def detect_layout(module: nn.Module, shape: tuple[int, ...] | None, grown: tuple[int, ...] | None,
-                  grid: tuple[int, int] | None, grown_grid: tuple[int, int] | None = None) -> Layout:
+                  grid: tuple[int, int] | None, grown_grid: tuple[int, int] | None = None,
+                  input_size: tuple[int, int] | None = None, before: Layout | None = None) -> Layout:
     """A layer's layout from its output shape at the model's input size (``shape``) and, where the network also
     runs at a larger input, its shape there (``grown``); ``grid`` / ``grown_grid``: the patch grid at both sizes.
 
     Dimensions that grow with the input are spatial: (C, H, W) grows in its last two, (H, W, C) in its first two.
-    A 2-D output of E + gh * gw rows (E small) is a token sequence. Without a grown shape, a ``Linear`` or
-    ``LayerNorm`` over the last dimension of a 3-D output is channels-last, any other 3-D output a map.
+    A 2-D output of E + gh * gw rows (E small) is a token sequence. A network that runs at one size only (a learned
+    position embedding, an ONNX graph) is read from the shape: the pair of dimensions that fits the input with one
+    stride is the grid; where both pairs fit (C = H = W), a ``Linear`` or ``LayerNorm`` over the last dimension is
+    channels-last, and an output shaped as the layer before it (``before``: an activation after a Linear) keeps
+    that layer's layout.
     """
     if shape is None:
         return MAPS
@@ -135,8 +147,13 @@ def detect_layout(module: nn.Module, shape: tuple[int, ...] | None, grown: tuple
                 return Layout("nhwc")
             if growing == (False, True, True):
                 return MAPS
+        last, first = _grid_like(shape[0], shape[1], input_size), _grid_like(shape[1], shape[2], input_size)
+        if last != first:
+            return Layout("nhwc") if last else MAPS
         if isinstance(module, (nn.Linear, nn.LayerNorm)):
             return Layout("nhwc")
+        if before is not None and before.kind == "nhwc":
+            return before
         return MAPS
     if len(shape) == 2 and grid is not None:
         extra = shape[0] - grid[0] * grid[1]

@@ -124,9 +124,13 @@ def list_layers(model: Model, input_size: tuple[int, int] | None = None) -> list
     grid, grown_grid = patch_grid(modules, shapes, order), patch_grid(modules, grown, order) if grown else None
     overrides = {name: parse_layout(text, grid, name) for name, text in (model.layouts or {}).items()}
     infos = []
+    by_shape: dict[tuple[int, ...], Layout] = {}  # the layout of the last layer of each raw shape, in forward order
     for name in order:
         raw = shapes[name]
-        layout = overrides.get(name) or detect_layout(modules[name], raw, grown.get(name), grid, grown_grid)
+        layout = overrides.get(name) or detect_layout(modules[name], raw, grown.get(name), grid, grown_grid,
+                                                      (height, width), by_shape.get(raw))
+        if raw is not None:
+            by_shape[raw] = layout
         view = layout.view_shape(raw) if raw is not None else None
         infos.append(LayerInfo(name, type(modules[name]).__name__, view, calls[name], layout=layout, raw_shape=raw,
                                batch_first=batch_first[name]))
