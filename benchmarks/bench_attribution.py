@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=float, default=240.0, help="stop measuring after this many seconds")
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--samples", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=16, help="rows per forward pass, both libraries")
+    parser.add_argument("--batch-size", type=int, default=32, help="rows per forward pass, both libraries (default 32)")
     args = parser.parse_args(argv)
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -265,7 +265,7 @@ def input_x_gradient(model, x: torch.Tensor, unit) -> torch.Tensor:
 
 
 def smoothgrad(model, x: torch.Tensor, unit, samples: int = 32, sigma: float = 0.15, mode: str = "gradient",
-               noise: torch.Tensor | None = None, seed: int = 0, batch_size: int = 16) -> torch.Tensor:
+               noise: torch.Tensor | None = None, seed: int = 0, batch_size: int = 32) -> torch.Tensor:
     """SmoothGrad of one preprocessed input (1, C, H, W): the mean input signal of ``mode`` over ``samples`` copies
     with Gaussian noise of standard deviation ``sigma * (max x - min x)`` (or the given ``noise`` tensor, (samples,
     C, H, W), added as it is). (1, C, H, W)."""
@@ -284,7 +284,7 @@ def smoothgrad(model, x: torch.Tensor, unit, samples: int = 32, sigma: float = 0
 
 
 def integrated_gradients(model, x: torch.Tensor, unit, steps: int = 32, baseline: str | torch.Tensor = "black",
-                         method: str = "gausslegendre", seed: int = 0, batch_size: int = 16) -> torch.Tensor:
+                         method: str = "gausslegendre", seed: int = 0, batch_size: int = 32) -> torch.Tensor:
     """Integrated gradients of one preprocessed input (1, C, H, W) from a ``baseline`` along the straight path,
     ``steps`` points of an integration ``method`` (see :func:`integration_rule`), in batches: (1, C, H, W)."""
     model, unit = as_model(model), parse_unit(unit)
@@ -302,7 +302,7 @@ def integrated_gradients(model, x: torch.Tensor, unit, steps: int = 32, baseline
 def attribute(model: Model | nn.Module, image, unit: str | Unit, method: str = "gradcam", layer: str | None = None,
               *, steps: int = 32, samples: int = 32, sigma: float = 0.15, mode: str = "gradient",
               baseline: str | torch.Tensor = "black", integration: str = "gausslegendre",
-              noise: torch.Tensor | None = None, seed: int = 0, batch_size: int = 16, resize: str | None = None,
+              noise: torch.Tensor | None = None, seed: int = 0, batch_size: int = 32, resize: str | None = None,
               traced: Trace | None = None) -> Attribution:
     """The attribution map of ``unit`` for one image (path, PIL, array; a tensor is taken as preprocessed).
 
