@@ -14,7 +14,8 @@ SITE/<layer>/<channel>/         its pictures: optimized.jpg (+ optimized_input.j
 external requests, no build step: the folder opens from disk or from any static host.
 """
 
-from .writer import CROP_QUALITY, CROP_SIZE, OPTIMIZED_QUALITY, OPTIMIZED_SIZE, ExportReport, export_site, site_unit_page
+from .writer import (CROP_QUALITY, CROP_SIZE, OPTIMIZED_QUALITY, OPTIMIZED_SIZE, ExportReport, export_site, site_page_url,
+                     site_unit_page)
 
 __all__ = ["CROP_QUALITY", "CROP_SIZE", "OPTIMIZED_QUALITY", "OPTIMIZED_SIZE", "ExportReport", "export_site",
-           "site_unit_page"]
+           "site_page_url", "site_unit_page"]

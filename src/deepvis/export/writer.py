@@ -242,7 +242,6 @@ def export_site(store: str | Path, out: str | Path, layers: list[str] | None = N
     for li, layer in enumerate(chosen):
         top = store.read_topk(layer)
         labels = _labels_of(model, manifest, layer)
-        record = manifest.layers[layer]
         maxima = top["values"][:, 0].astype(np.float64) if top["values"].size else np.zeros(0)
         finite = maxima[np.isfinite(maxima)]
         edges = (np.histogram_bin_edges(finite, bins=20) if finite.size else np.zeros(0))
@@ -455,3 +454,10 @@ def _search_index(layer_info) -> str:
                        for channel, _, label in tiles]}
     return ("// deepvis export: the layers and labels, for the search box (a script, not JSON: file:// pages cannot "
             "fetch)\nwindow.DEEPVIS_SEARCH = " + json.dumps(data, sort_keys=True, separators=(",", ":")) + ";\n")
+
+
+def site_page_url(store: Store, layer: str, channel: int) -> str | None:
+    """The URL path of a unit's page in the store's own site (:attr:`Store.site_path`), relative to the site root
+    and percent-encoded once, or None when no export there has the unit."""
+    page = site_unit_page(store.site_path, layer, channel)
+    return f"{_href(layer)}/{channel}.html" if page.is_file() else None
