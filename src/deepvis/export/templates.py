@@ -35,6 +35,7 @@ def page(root: str, title: str, heading: str, crumbs: list[tuple[str, str | None
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
 <title>{escape(title)}</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="{root}assets/site.css">
 </head>
 <body class="{kind}" data-root="{_attr(root)}"{data}>
