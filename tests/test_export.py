@@ -57,7 +57,7 @@ def store(model, tmp_path_factory):
 def site(store, model, tmp_path_factory):
     out = tmp_path_factory.mktemp("site") / "site"
     report = export_site(store, out, channels=CHANNELS, model=model, progress=False)
-    assert report.units == 12 and report.encoded == 12
+    assert report.units == 12 and report.encoded == 7  # units with pictures
     return out
 
 
@@ -126,6 +126,36 @@ def test_resume_re_encodes_only_what_is_missing_or_changed_and_drops_stale_files
     assert "classifier/index.html" not in left and "classifier/1.html" not in left
     with pytest.raises(deepvis.DeepvisError, match="not in the store"):
         export_site(store, out, layers=["blocks.9"], progress=False)
+
+
+def test_an_interrupted_export_resumes_where_it_stopped(store, model, tmp_path, monkeypatch):
+    from deepvis.export import writer
+
+    encode, calls = writer._jpeg, []
+
+    def interrupted(*args):
+        calls.append(args)
+        if len(calls) == 25:  # the third unit: two units (12 pictures each) are done
+            raise KeyboardInterrupt
+        return encode(*args)
+
+    monkeypatch.setattr(writer, "_jpeg", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_site(store, tmp_path / "site", channels=CHANNELS, model=model, progress=False)
+    monkeypatch.setattr(writer, "_jpeg", encode)
+    done = json.loads((tmp_path / "site" / "export.json").read_text())["units"]
+    assert sorted(done) == ["blocks.3:0", "blocks.3:1"]
+    report = export_site(store, tmp_path / "site", channels=CHANNELS, model=model, progress=False)
+    assert report.encoded == 5  # blocks.3:2, :3, classifier:0-2 (blocks.3:4, :5, classifier:3-5 have no pictures)
+    export_site(store, tmp_path / "again", channels=CHANNELS, model=model, progress=False)
+    assert _files(tmp_path / "site") == _files(tmp_path / "again")
+    (store.unit_dir("blocks.3", 3) / "image_01.jpg").rename(store.unit_dir("blocks.3", 3) / "image_01.bak")
+    try:
+        (store.unit_dir("blocks.3", 3) / "image_01.jpg").write_bytes(b"not a jpeg")
+        with pytest.raises(deepvis.DeepvisError, match="cannot read the picture .* of blocks.3:3"):
+            export_site(store, tmp_path / "bad", channels=CHANNELS, progress=False)
+    finally:
+        (store.unit_dir("blocks.3", 3) / "image_01.bak").replace(store.unit_dir("blocks.3", 3) / "image_01.jpg")
 
 
 @pytest.mark.slow

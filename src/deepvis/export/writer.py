@@ -48,7 +48,8 @@ MANIFEST_NAME = "export.json"
 
 @dataclass
 class ExportReport:
-    """What an export wrote: units (pages), units whose pictures were encoded (the rest were current), bytes."""
+    """What an export wrote: units (pages), units whose pictures were encoded (the others' were current, or they
+    have none), bytes, seconds."""
 
     site: Path
     units: int
@@ -69,7 +70,8 @@ class ExportReport:
 
     def summary(self) -> str:
         return (f"exported {self.units} units of {len(self.layers)} layers into {self.site} "
-                f"({self.encoded} encoded, {self.units - self.encoded} current): {self.bytes_total / 1e6:.2f} MB, "
+                f"(pictures of {self.encoded} units encoded, the others current or without pictures): "
+                f"{self.bytes_total / 1e6:.2f} MB, "
                 f"{self.bytes_per_unit / 1e3:.1f} KB per unit (page and pictures), "
                 f"{self.seconds_per_1000_units:.1f} s per 1000 units")
 
@@ -239,55 +241,64 @@ def export_site(store: str | Path, out: str | Path, layers: list[str] | None = N
     units: dict[str, dict] = {}
     encoded = 0
     layer_info = []
-    for li, layer in enumerate(chosen):
-        top = store.read_topk(layer)
-        labels = _labels_of(model, manifest, layer)
-        maxima = top["values"][:, 0].astype(np.float64) if top["values"].size else np.zeros(0)
-        finite = maxima[np.isfinite(maxima)]
-        edges = (np.histogram_bin_edges(finite, bins=20) if finite.size else np.zeros(0))
-        counts = np.histogram(finite, bins=edges)[0] if finite.size else np.zeros(0, int)
-        tiles, kinds = [], {"auto"}
-        exported = plan[layer]
-        for position, channel in enumerate(exported):
-            unit = _unit_sources(store, layer, channel, manifest.k)
-            key = f"{layer}:{channel}"
-            previous = old_units.get(key)
-            if not (previous and previous.get("source") == unit.source and
-                    all((root / name).is_file() for name in unit.pictures)):
-                for name, source in unit.pictures.items():
-                    optimized = Path(name).name.startswith("optimized")
-                    writer.put(name, _jpeg(Path(source), *(
-                        (OPTIMIZED_SIZE, OPTIMIZED_QUALITY) if optimized else (CROP_SIZE, CROP_QUALITY))))
-                encoded += 1
-            else:
-                for name in unit.pictures:
-                    writer.sizes[name] = (root / name).stat().st_size
-            neighbours = (exported[position - 1] if position > 0 else None,
-                          exported[position + 1] if position + 1 < len(exported) else None)
-            page = _unit_page(manifest, layer, channel, unit, top, names, labels, neighbours, title,
-                              (finite, edges, counts))
-            page_name = f"{layer_dirname(layer)}/{channel}.html"
-            writer.text(page_name, page)
-            files = sorted([page_name, *unit.pictures])
-            units[key] = {"source": unit.source, "files": files,
-                          "bytes": sum(writer.sizes[name] for name in files)}
-            pics = {"auto": None}
-            for kind, ranks in unit.crops.items():
-                if ranks[0]:
-                    pics[kind] = ranks[0]
-                    kinds.add(kind)
-            if unit.optimized:
-                pics["optimized"] = unit.optimized[0][1]
-                kinds.add("optimized")
-            pics["auto"] = pics.get("optimized") or pics.get("image")
-            tiles.append((channel, {k: v for k, v in pics.items() if v}, labels[channel] if labels else None))
-            bar.update(1)
-            if len(units) % CHECKPOINT_UNITS == 0:
-                _write_manifest(writer, manifest, {**old_units, **units}, SETTINGS, None)
-        order = [k for k in ("auto", "optimized", "image", "deconv", "guided", "gradient") if k in kinds]
-        writer.text(f"{layer_dirname(layer)}/index.html",
-                    _layer_page(manifest, chosen, li, tiles, order, title, labels is not None))
-        layer_info.append((layer, tiles, labels))
+    try:
+        for li, layer in enumerate(chosen):
+            top = store.read_topk(layer)
+            labels = _labels_of(model, manifest, layer)
+            maxima = top["values"][:, 0].astype(np.float64) if top["values"].size else np.zeros(0)
+            finite = maxima[np.isfinite(maxima)]
+            edges = (np.histogram_bin_edges(finite, bins=20) if finite.size else np.zeros(0))
+            counts = np.histogram(finite, bins=edges)[0] if finite.size else np.zeros(0, int)
+            tiles, kinds = [], {"auto"}
+            exported = plan[layer]
+            for position, channel in enumerate(exported):
+                unit = _unit_sources(store, layer, channel, manifest.k)
+                key = f"{layer}:{channel}"
+                previous = old_units.get(key)
+                if not (previous and previous.get("source") == unit.source and
+                        all((root / name).is_file() for name in unit.pictures)):
+                    for name, source in unit.pictures.items():
+                        optimized = Path(name).name.startswith("optimized")
+                        try:
+                            data = _jpeg(Path(source), *((OPTIMIZED_SIZE, OPTIMIZED_QUALITY) if optimized
+                                                         else (CROP_SIZE, CROP_QUALITY)))
+                        except (OSError, ValueError) as exc:
+                            raise DeepvisError(f"cannot read the picture '{source}' of {key} ({exc}): make it again "
+                                               "(deepvis crops / optimize with --force)") from None
+                        writer.put(name, data)
+                    encoded += bool(unit.pictures)
+                else:
+                    for name in unit.pictures:
+                        writer.sizes[name] = (root / name).stat().st_size
+                neighbours = (exported[position - 1] if position > 0 else None,
+                              exported[position + 1] if position + 1 < len(exported) else None)
+                page = _unit_page(manifest, layer, channel, unit, top, names, labels, neighbours, title,
+                                  (finite, edges, counts))
+                page_name = f"{layer_dirname(layer)}/{channel}.html"
+                writer.text(page_name, page)
+                files = sorted([page_name, *unit.pictures])
+                units[key] = {"source": unit.source, "files": files,
+                              "bytes": sum(writer.sizes[name] for name in files)}
+                pics = {"auto": None}
+                for kind, ranks in unit.crops.items():
+                    if ranks[0]:
+                        pics[kind] = ranks[0]
+                        kinds.add(kind)
+                if unit.optimized:
+                    pics["optimized"] = unit.optimized[0][1]
+                    kinds.add("optimized")
+                pics["auto"] = pics.get("optimized") or pics.get("image")
+                tiles.append((channel, {k: v for k, v in pics.items() if v}, labels[channel] if labels else None))
+                bar.update(1)
+                if len(units) % CHECKPOINT_UNITS == 0:
+                    _write_manifest(writer, manifest, {**old_units, **units}, SETTINGS, None)
+            order = [k for k in ("auto", "optimized", "image", "deconv", "guided", "gradient") if k in kinds]
+            writer.text(f"{layer_dirname(layer)}/index.html",
+                        _layer_page(manifest, chosen, li, tiles, order, title, labels is not None))
+            layer_info.append((layer, tiles, labels))
+    except BaseException:  # interrupted (Ctrl-C, a bad picture): keep what is done, so a rerun resumes there
+        _write_manifest(writer, manifest, {**old_units, **units}, SETTINGS, None)
+        raise
     bar.close()
 
     writer.text("index.html", _index_page(manifest, layer_info, title))
