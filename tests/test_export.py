@@ -22,7 +22,6 @@ from deepvis.crops import make_crops
 from deepvis.export import export_site, site_page_url
 from deepvis.findmax import find_max
 from deepvis.optimize import make_params, optimize_to_store
-from deepvis.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "test-output" / "export"

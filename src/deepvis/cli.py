@@ -336,7 +336,8 @@ def _cmd_export(args) -> int:
         model = None
     report = export_site(store, args.out or store.site_path, layers=args.layers, channels=args.units,
                          title=args.title, model=model, progress=not args.quiet)
-    print(report.summary())
+    if not args.quiet:
+        print(report.summary())
     return 0
 
 
