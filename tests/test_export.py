@@ -330,3 +330,45 @@ def test_keys_search_and_kinds(browser, site):
     page.wait_for_url("**/blocks.3/1.html")
     assert not page.errors, page.errors
     context.close()
+
+
+@pytest.mark.slow
+def test_the_live_toolbox_links_a_units_exported_page(browser, store, model):
+    import threading
+
+    import uvicorn
+
+    from deepvis.server.app import create_app
+    from deepvis.server.session import Toolbox
+
+    export_site(store, store.site_path, layers=["blocks.3"], channels=CHANNELS, progress=False)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(Toolbox(model, store=store.root)), log_level="warning",
+                                           lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+            time.sleep(0.05)
+        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        context, page = _open(browser, "toolbox")
+        page.goto(base + "/")
+        page.wait_for_selector("body[data-busy='0']", state="attached")
+        page.locator("#layers .layer", has_text="block 3").first.click()
+        link = page.locator("#units-body .export-link a")
+        link.wait_for()
+        assert link.get_attribute("href") == "/export/blocks.3/0.html"
+        page.shot("unit-pane")
+        page.goto(base + "/export/blocks.3/0.html")  # served from the site's own root, under the app's CSP
+        assert page.inner_text("h1") == "blocks.3:0"
+        page.keyboard.press("ArrowRight")
+        page.wait_for_url("**/export/blocks.3/1.html")
+        assert not page.errors, page.errors
+        context.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        shutil.rmtree(store.site_path)

@@ -261,7 +261,7 @@ function renderUnits({ state, units, info }) {
   // the unit's page in the store's exported site (deepvis export), when there is one: the URL comes ready
   const page = units.export ? [el('p', { className: 'export-link' },
     el('a', { href: units.export, target: '_blank', rel: 'noopener', textContent: 'exported page ↗' }))] : [];
-  $('units-body').replaceChildren(...(figures.length ? figures : [hint()]), ...page);
+  $('units-body').replaceChildren(...page, ...(figures.length ? figures : [hint()]));
 }
 
 /** Bring the whole page in line with the model. */
