@@ -85,6 +85,7 @@ def test_layout_of_the_site(site, store):
     index = files["index.html"].decode()
     assert store.read_manifest().weights_sha256 in index
     assert "find-max command" in index and "receptive field" in index
+    assert "optimized (modern), image, deconv, guided" in index and "<td>image</td>" in index  # pictures per layer
     search = files["search-index.js"].decode()
     assert search.splitlines()[-1].startswith("window.DEEPVIS_SEARCH = ")
     data = json.loads(search.splitlines()[-1][len("window.DEEPVIS_SEARCH = "):-1])
@@ -251,6 +252,8 @@ def _crawl(browser, start: str, name: str) -> int:
         seen.add(url)
         page.goto(url)
         page.wait_for_load_state("load")
+        if url == start:
+            page.shot("index")
         pages += 1
         links = page.eval_on_selector_all(
             "a[href], img[src], script[src], link[href]", "els => els.map(e => e.href || e.src)")

@@ -249,7 +249,7 @@ def export_site(store: str | Path, out: str | Path, layers: list[str] | None = N
             finite = maxima[np.isfinite(maxima)]
             edges = (np.histogram_bin_edges(finite, bins=20) if finite.size else np.zeros(0))
             counts = np.histogram(finite, bins=edges)[0] if finite.size else np.zeros(0, int)
-            tiles, kinds = [], {"auto"}
+            tiles, kinds, methods = [], {"auto"}, set()
             exported = plan[layer]
             for position, channel in enumerate(exported):
                 unit = _unit_sources(store, layer, channel, manifest.k)
@@ -287,6 +287,8 @@ def export_site(store: str | Path, out: str | Path, layers: list[str] | None = N
                 if unit.optimized:
                     pics["optimized"] = unit.optimized[0][1]
                     kinds.add("optimized")
+                    if unit.record and unit.record.get("method"):
+                        methods.add(str(unit.record["method"]))
                 pics["auto"] = pics.get("optimized") or pics.get("image")
                 tiles.append((channel, {k: v for k, v in pics.items() if v}, labels[channel] if labels else None))
                 bar.update(1)
@@ -295,7 +297,9 @@ def export_site(store: str | Path, out: str | Path, layers: list[str] | None = N
             order = [k for k in ("auto", "optimized", "image", "deconv", "guided", "gradient") if k in kinds]
             writer.text(f"{layer_dirname(layer)}/index.html",
                         _layer_page(manifest, chosen, li, tiles, order, title, labels is not None))
-            layer_info.append((layer, tiles, labels))
+            pictures = [f"optimized ({', '.join(sorted(methods))})" if k == "optimized" and methods else k
+                        for k in order[1:]]
+            layer_info.append((layer, tiles, labels, ", ".join(pictures) or "top-k only"))
     except BaseException:  # interrupted (Ctrl-C, a bad picture): keep what is done, so a rerun resumes there
         _write_manifest(writer, manifest, {**old_units, **units}, SETTINGS, None)
         raise
@@ -441,7 +445,7 @@ def _index_page(manifest: Manifest, layer_info, title: str) -> str:
         if key in prov:
             facts.append((key, t.escape(str(prov[key]))))
     rows = []
-    for layer, tiles, labels in layer_info:
+    for layer, tiles, labels, pictures in layer_info:
         record = manifest.layers[layer]
         href = f"{_href(layer)}/"
         strip = "".join(t.tile(href + f"{channel}.html", channel,
@@ -451,17 +455,18 @@ def _index_page(manifest: Manifest, layer_info, title: str) -> str:
                     f"<td>{t.escape((record.layout or {}).get('kind', '?'))}</td>"
                     f"<td>{' × '.join(str(v) for v in record.shape)}</td>"
                     f"<td>{t.escape(_field_text(record.receptive_field))}</td><td>{len(tiles)}</td>"
+                    f"<td>{t.escape(pictures)}</td>"
                     f'<td><div class="strip">{strip}</div></td></tr>')
     body = (t.table(facts) + '\n<h2>Layers</h2>\n<table class="layers"><tr><th>layer</th><th>layout</th><th>shape</th>'
-            "<th>receptive field</th><th>units</th><th>first units</th></tr>" + "".join(rows) + "</table>")
+            "<th>receptive field</th><th>units</th><th>pictures</th><th>first units</th></tr>" + "".join(rows) + "</table>")
     first = f"{_href(layer_info[0][0])}/index.html" if layer_info else None
     return t.page("", title, title, [(title, None)], body, {"next": first}, "index")
 
 
 def _search_index(layer_info) -> str:
     data = {"layers": [{"name": layer, "dir": _href(layer), "channels": [c for c, _, _ in tiles]}
-                       for layer, tiles, _ in layer_info],
-            "labels": [[li, channel, label] for li, (_, tiles, labels) in enumerate(layer_info) if labels
+                       for layer, tiles, _, _ in layer_info],
+            "labels": [[li, channel, label] for li, (_, tiles, labels, _) in enumerate(layer_info) if labels
                        for channel, _, label in tiles]}
     return ("// deepvis export: the layers and labels, for the search box (a script, not JSON: file:// pages cannot "
             "fetch)\nwindow.DEEPVIS_SEARCH = " + json.dumps(data, sort_keys=True, separators=(",", ":")) + ";\n")
