@@ -158,6 +158,33 @@ def test_an_interrupted_export_resumes_where_it_stopped(store, model, tmp_path, 
         (store.unit_dir("blocks.3", 3) / "image_01.bak").replace(store.unit_dir("blocks.3", 3) / "image_01.jpg")
 
 
+def test_layer_names_outside_the_safe_set_and_a_store_of_top_k_only(tmp_path):
+    from deepvis.store import LayerRecord, Manifest, Store
+
+    store = Store(tmp_path / "store")
+    layers = {"conv1/7x7 s2": LayerRecord(3, [3, 8, 8], {"size": [7, 7], "stride": [2, 2]}, {"kind": "maps"}),
+              "fc": LayerRecord(2, [2])}
+    store.write_manifest(Manifest(model="m.py:build", weights_sha256="abc", preprocessing={"input_size": [32, 32]},
+                                  image_root="/images", images=2, k=2, layers=layers, provenance={"command": ["x"]}))
+    store.write_image_list(["a <b>.jpg", "c.jpg"])
+    for name, record in layers.items():
+        c = record.channels
+        store.write_topk(name, [[2.0, 1.0]] * c, [[0, 1]] * c, [[1, 2]] * c if record.layout else [[-1, -1]] * c,
+                         [[3, 4]] * c if record.layout else [[-1, -1]] * c)
+    report = export_site(store, tmp_path / "site", progress=False)
+    assert report.units == 5 and report.encoded == 0
+    files = _files(tmp_path / "site")
+    assert "conv1%2F7x7%20s2/2.html" in files and "conv1%2F7x7%20s2/index.html" in files
+    index = files["index.html"].decode()
+    assert 'href="conv1%252F7x7%2520s2/index.html"' in index  # the folder name, percent-encoded once more in URLs
+    assert "7 px, stride 2" in index and "top-k only" in index
+    unit = files["conv1%2F7x7%20s2/0.html"].decode()
+    assert "a &lt;b&gt;.jpg" in unit and "at y=1, x=3" in unit and "<b>" not in unit
+    assert "no crops made" in unit and "Optimized images" not in unit
+    search = files["search-index.js"].decode()
+    assert '"dir":"conv1%252F7x7%2520s2"' in search and '"labels":[]' in search
+
+
 @pytest.mark.slow
 def test_cli_and_the_toolbox_link(store, model):
     done = subprocess.run([sys.executable, "-m", "deepvis", "export", str(store.root), "--units", "0-2", "--layers",

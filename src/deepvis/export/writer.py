@@ -201,10 +201,11 @@ def _labels_of(model, manifest: Manifest, layer: str) -> list[str] | None:
 def _field_text(field_json: dict | None) -> str:
     if not field_json:
         return "the whole input"
+    def text(value):
+        return "×".join(str(v) for v in dict.fromkeys(value)) if isinstance(value, (list, tuple)) else str(value)
+
     size, stride = field_json.get("size"), field_json.get("stride")
-    size = size if isinstance(size, (int, float)) else "×".join(str(v) for v in size)
-    stride = stride if isinstance(stride, (int, float)) else "×".join(str(v) for v in stride)
-    return f"{size} px, stride {stride}"
+    return f"{text(size)} px" + (f", stride {text(stride)}" if stride is not None else "")
 
 
 def export_site(store: str | Path, out: str | Path, layers: list[str] | None = None, channels=None,
