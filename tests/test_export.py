@@ -323,6 +323,14 @@ def test_keys_search_and_kinds(browser, site):
     page.wait_for_url("**/blocks.3/index.html")
     page.keyboard.press("ArrowRight")
     page.wait_for_url("**/classifier/index.html")
+    page.keyboard.press("ArrowDown")  # into the layer's first unit
+    page.wait_for_url("**/classifier/0.html")
+    page.keyboard.press("ArrowUp")
+    page.wait_for_url("**/classifier/index.html")
+    page.keyboard.press("ArrowUp")
+    page.wait_for_url("**/site/index.html")
+    page.keyboard.press("ArrowDown")
+    page.wait_for_url("**/blocks.3/index.html")
     page.keyboard.press("ArrowUp")
     page.wait_for_url("**/site/index.html")
 

@@ -50,7 +50,7 @@ def page(root: str, title: str, heading: str, crumbs: list[tuple[str, str | None
 <h1>{escape(heading)}</h1>
 {body}
 </main>
-<footer>Keys: ← → previous / next, ↑ up, / search{', k kind' if kind == 'layer' else ''}. Made by deepvis export.</footer>
+<footer>Keys: ← → previous / next, ↑ up, ↓ into, / search{', k kind' if kind == 'layer' else ''}. Made by deepvis export.</footer>
 <script src="{root}search-index.js"></script>
 <script src="{root}assets/site.js"></script>
 </body>

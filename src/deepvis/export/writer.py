@@ -425,7 +425,7 @@ def _layer_page(manifest: Manifest, layers: list[str], index: int, tiles, kinds:
     body = f'{facts}\n{t.kind_switch(kinds)}\n<div class="grid{" labelled" if labelled else ""}">{grid}</div>'
     nav = {"prev": f"../{_href(layers[index - 1])}/index.html" if index > 0 else None,
            "next": f"../{_href(layers[index + 1])}/index.html" if index + 1 < len(layers) else None,
-           "up": "../index.html"}
+           "up": "../index.html", "down": f"{tiles[0][0]}.html" if tiles else None}
     return t.page("../", f"{layer} · {title}", f"layer {layer}", [(title, "../index.html"), (layer, None)], body, nav,
                   "layer")
 
@@ -461,7 +461,7 @@ def _index_page(manifest: Manifest, layer_info, title: str) -> str:
     body = (t.table(facts) + '\n<h2>Layers</h2>\n<table class="layers"><tr><th>layer</th><th>layout</th><th>shape</th>'
             "<th>receptive field</th><th>units</th><th>pictures</th><th>first units</th></tr>" + "".join(rows) + "</table>")
     first = f"{_href(layer_info[0][0])}/index.html" if layer_info else None
-    return t.page("", title, title, [(title, None)], body, {"next": first}, "index")
+    return t.page("", title, title, [(title, None)], body, {"next": first, "down": first}, "index")
 
 
 def _search_index(layer_info) -> str:

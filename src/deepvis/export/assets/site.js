@@ -93,6 +93,7 @@
     if (event.key === 'ArrowLeft') go('prev');
     else if (event.key === 'ArrowRight') go('next');
     else if (event.key === 'ArrowUp' && !event.shiftKey) go('up');
+    else if (event.key === 'ArrowDown' && !event.shiftKey) go('down');
     else if (event.key === '/') { event.preventDefault(); input.focus(); }
     else if (event.key === 'k' && buttons.length) {
       const at = buttons.findIndex((b) => b.dataset.kind === body.dataset.kind);
