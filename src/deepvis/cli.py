@@ -323,6 +323,24 @@ def _add_method_flags(parser: argparse.ArgumentParser) -> None:
                            metavar=setting.metavar, help=f"{setting.help} ({shared}{setting.default})")
 
 
+def _cmd_export(args) -> int:
+    from .export import export_site
+    from .store import Store
+
+    store = Store(args.store)
+    store.read_manifest()  # a clear error for a folder that is not a store, before any model loads
+    try:  # the store's model gives the labels of label layers; a site without them is still a site
+        model = _store_model(args, args.store)
+    except DeepvisError as exc:
+        warnings.warn(f"exporting without labels: the store's model does not load ({one_line(exc)})")
+        model = None
+    report = export_site(store, args.out or store.site_path, layers=args.layers, channels=args.units,
+                         title=args.title, model=model, progress=not args.quiet)
+    if not args.quiet:
+        print(report.summary())
+    return 0
+
+
 def _cmd_serve(args) -> int:
     import ipaddress
     import webbrowser
@@ -624,6 +642,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="with --store: use --model even where it is not the model "
                    "the store was made by")
     p.set_defaults(run=_cmd_serve)
+
+    p = sub.add_parser("export", parents=[common], help="a static, shareable site of a store: one page per unit",
+                       description="Write a folder of HTML, CSS, a little JS and the store's pictures (re-encoded "
+                       "once) that opens from disk or any static host. Rerunning on an unchanged store changes no "
+                       "file; an interrupted export resumes.")
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("--out", metavar="SITE", help="the site folder (default STORE/site, which deepvis serve --store "
+                   "STORE links from each unit)")
+    p.add_argument("--title", help="the site's title (default: deepvis · MODEL)")
+    p.add_argument("--layers", nargs="+", metavar="L", help="layers (default: all in the store)")
+    p.add_argument("--units", metavar="FIRST-LAST", type=_channel_range, help="only these channels, e.g. 0-63")
+    p.set_defaults(run=_cmd_export)
     return parser
 
 

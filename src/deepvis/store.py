@@ -14,6 +14,7 @@ STORE/<layer>/<channel:04d>/optimized.png    best optimized image (+ optimized_i
                                              optimized.json: the record, written last)
 STORE/<layer>/sprite_<kind>.jpg              every channel of one kind in a square grid (pattern mode)
 STORE/<layer>/sprites.json                   what each sprite was made from
+STORE/site/                                  the static site deepvis export writes by default (deepvis.export)
 ```
 The manifest's ``recipe`` reloads the store's model (:func:`model_from_manifest`); :func:`check_model` refuses
 another. A re-scan (:meth:`Store.invalidate`) removes exactly the derived files it made stale.
@@ -206,6 +207,11 @@ class Store:
     @property
     def image_list_path(self) -> Path:
         return self.root / "images.txt"
+
+    @property
+    def site_path(self) -> Path:
+        """Where ``deepvis export`` writes the store's static site by default (and the toolbox looks for it)."""
+        return self.root / "site"
 
     def topk_path(self, layer: str) -> Path:
         return self.layer_dir(layer) / "topk.npz"

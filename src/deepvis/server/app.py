@@ -15,9 +15,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..errors import DeepvisError, InputNotFound, one_line
+from ..store import Store
 from .panes import ViewRequest
 from .compute import Compute
-from .session import STORE_URL, Toolbox
+from .session import EXPORT_URL, STORE_URL, Toolbox
 
 STATIC_ROOT = Path(str(resources.files("deepvis.server").joinpath("static")))
 #: Largest view request body (a small JSON object).
@@ -125,17 +126,24 @@ def create_app(toolbox: Toolbox, compute: Compute | None = None) -> Starlette:
     async def layer(request: Request) -> Response:
         return JSONResponse(toolbox.layer_sprites(request.query_params.get("layer", "")))
 
-    async def store_file(request: Request) -> Response:
-        if toolbox.store is None:
-            return _error("no store: start the server with --store STORE", 404)
-        root = toolbox.store
-        try:  # symlinks are resolved: a link to a file outside the store is not served
-            target = (root / request.path_params["path"]).resolve()
+    def file_under(root: Path, path: str) -> Response:
+        try:  # symlinks are resolved: a link to a file outside the root is not served
+            target = (root / path).resolve()
             if not target.is_relative_to(root) or not target.is_file():
                 return _error("not found", 404)
         except (OSError, ValueError):  # a name too long, a NUL byte...
             return _error("not found", 404)
         return FileResponse(target)
+
+    async def store_file(request: Request) -> Response:
+        if toolbox.store is None:
+            return _error("no store: start the server with --store STORE", 404)
+        return file_under(toolbox.store, request.path_params["path"])
+
+    async def export_file(request: Request) -> Response:  # the store's exported site (deepvis export), from its root
+        if toolbox.store is None:
+            return _error("no store: start the server with --store STORE", 404)
+        return file_under(Store(toolbox.store).site_path.resolve(), request.path_params["path"])
 
     async def deepvis_error(request: Request, exc: DeepvisError) -> Response:
         return _error(one_line(exc), 404 if isinstance(exc, InputNotFound) else 400)
@@ -157,6 +165,7 @@ def create_app(toolbox: Toolbox, compute: Compute | None = None) -> Starlette:
         Route("/api/unit", unit),
         Route("/api/layer", layer),
         Route(STORE_URL + "{path:path}", store_file),
+        Route(EXPORT_URL + "{path:path}", export_file),
         Mount("/static", StaticFiles(directory=STATIC_ROOT), name="static"),
     ]
     return Starlette(routes=routes, middleware=[Middleware(_SecurityHeaders)],

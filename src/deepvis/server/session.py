@@ -27,7 +27,10 @@ from ..models.model import Model
 from ..predict import Prediction, output_probabilities, top_predictions
 from ..probe import Probe
 from ..render import FILTERS
+from ..export import site_page_url
 from ..store import Store
+from .stores import check_store, store_hint
+from .stores import store_images as images_of_store
 from ..units import Unit
 from . import panes
 from .cache import LRU
@@ -38,6 +41,8 @@ __all__ = ["Input", "Toolbox", "ViewRequest"]
 
 #: Where the app serves the store (server/app.py): a store URL is this plus :meth:`Store.url`.
 STORE_URL = "/store/"
+#: Where the app serves the store's exported site (``deepvis export``; server/app.py).
+EXPORT_URL = "/export/"
 #: Largest upload accepted by default. Decoded images are limited as everywhere else (``--max-pixels``,
 #: :func:`deepvis.images.max_pixels`).
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -75,14 +80,14 @@ class Toolbox:
                  cache_bytes: int = 512 * 1024 * 1024, store_images: bool = False):
         self.model = model
         if store is not None:
-            _check_store(Store(Path(store).expanduser()))
+            check_store(Store(Path(store).expanduser()))
         elif model.store:  # the model's own store (a config file's `store`): shown when it is there
             if Path(model.store).expanduser().is_dir():
                 store = model.store
             else:
                 warnings.warn(f"the store '{model.store}' of model {model.spec!r} is not there: serving without it")
         self.store = Path(store).expanduser().resolve() if store else None
-        store_files = _store_images(Store(self.store)) if store_images and images is None and self.store else None
+        store_files = images_of_store(Store(self.store)) if store_images and images is None and self.store else None
         self.image_root, self.image_files = store_files or find_images(images)
         self.max_upload_bytes = max_upload_bytes
         self.max_pixels = current_max_pixels() if max_pixels is None else max_pixels
@@ -272,47 +277,6 @@ class Toolbox:
         store, source = self._store_source(layer)
         found = ({} if store is None else
                  {kind: self._url(store, path) for kind, path in store.unit_pictures(source, channel).items()})
-        return {"channel": channel, **self.layer_sprites(layer), "images": found,
-                "hint": None if found else self._hint(store, source, channel)}
-
-    @staticmethod
-    def _hint(store: Store | None, layer: str, channel: int) -> str:
-        """What is missing for a unit's pictures, and the command that makes each."""
-        if store is None:
-            return (f"not computed yet — run `deepvis find-max IMAGES --out STORE --layers {layer}` "
-                    f"then `deepvis crops STORE --layers {layer}`, and/or `deepvis optimize --out STORE --layers "
-                    f"{layer}`, and restart with `deepvis serve --store STORE`")
-        root = store.root
-        try:
-            scanned = store.exists() and layer in store.read_manifest().layers
-        except DeepvisError:
-            scanned = False
-        steps = []
-        if not scanned:
-            steps.append(f"the store has no top-k images of layer {layer}: run `deepvis find-max IMAGES --out "
-                         f"{root} --layers {layer} ...` (--force: a new scan, with every layer it should hold)")
-        else:
-            steps.append(f"no crops of {layer}:{channel}: run `deepvis crops {root} --layers {layer}`")
-        steps.append(f"no optimized image: run `deepvis optimize --out {root} --layers {layer}`")
-        return "not computed yet — " + "; ".join(steps)
-
-
-def _check_store(store: Store) -> None:
-    """A store to serve must be there and hold something: a manifest, per-unit pictures (an optimize-only store),
-    or the original toolbox's unit_jpg_vis layout."""
-    if not store.root.is_dir():
-        raise DeepvisError(f"store '{store.root}' not found: give the folder deepvis find-max --out wrote")
-    if not store.exists() and not store.has_pictures():
-        raise DeepvisError(f"'{store.root}' is not a deepvis store (no manifest.json, no per-unit pictures): make "
-                           f"one with deepvis find-max IMAGES --out {store.root}")
-
-
-def _store_images(store: Store) -> tuple[Path, list[Path]] | None:
-    """The image root and images a store was made from (its manifest and images.txt), or None."""
-    if not store.exists():
-        return None
-    manifest = store.read_manifest()
-    skipped = {entry.index for entry in manifest.skipped}
-    root = Path(manifest.image_root)
-    files = [root / p for n, p in enumerate(store.read_image_list()) if n not in skipped]
-    return (root, files) if files else None
+        page = site_page_url(store, source, channel) if store else None  # the unit's page in the store's export
+        return {"channel": channel, **self.layer_sprites(layer), "images": found, "export": page and EXPORT_URL + page,
+                "hint": None if found else store_hint(store, source, channel)}

@@ -258,7 +258,10 @@ function renderUnits({ state, units, info }) {
   // the hint names commands in `backticks`: show those as code
   const hint = () => el('p', { className: 'hint' }, ...(units.hint ?? '').split('`').map(
     (part, i) => (i % 2 ? el('code', { textContent: part }) : part)));
-  $('units-body').replaceChildren(...(figures.length ? figures : [hint()]));
+  // the unit's page in the store's exported site (deepvis export), when there is one: the URL comes ready
+  const page = units.export ? [el('p', { className: 'export-link' },
+    el('a', { href: units.export, target: '_blank', rel: 'noopener', textContent: 'exported page ↗' }))] : [];
+  $('units-body').replaceChildren(...page, ...(figures.length ? figures : [hint()]));
 }
 
 /** Bring the whole page in line with the model. */
