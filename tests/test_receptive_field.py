@@ -73,3 +73,19 @@ def test_default_model_fields_grow_with_depth():
         receptive_field(model, "classifier")
     with pytest.raises(deepvis.UnitError, match="needs a position"):
         input_box(model, "blocks.5:3")
+
+
+@pytest.mark.slow
+def test_the_bundled_models_shipped_fields_are_what_it_measures(model):
+    """The bundled model ships its fields (measuring them is a fixed cost of every command otherwise): a fresh
+    measurement of the default layers and a spread of the others gives the same table."""
+    from deepvis.models.efficientnet_lite import shipped_fields
+    from deepvis.receptive_field import receptive_fields
+
+    table = next(iter(shipped_fields().values()))
+    fresh = deepvis.load_model()
+    fresh._fields.clear()
+    spatial_defaults = [name for name in deepvis.default_layers(fresh) if name in table]
+    sample = list(dict.fromkeys(spatial_defaults + sorted(table)[::25]))
+    assert len(spatial_defaults) >= 15 and len(sample) > 20
+    assert receptive_fields(fresh, sample) == receptive_fields(model, sample)

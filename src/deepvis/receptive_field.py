@@ -152,8 +152,8 @@ def receptive_fields(model: Model, layers: list[str] | None = None,
     pending = []
     for name in names:
         info = layer_info(model, name)
-        if name in known:
-            result[name] = known[name]
+        if name in known:  # measured before in this process, or shipped with the model (as JSON)
+            result[name] = field_from_json(known[name]) if isinstance(known[name], dict) else known[name]
         elif len(info.shape) != 3:
             result[name] = None
         else:
