@@ -183,3 +183,24 @@ def test_cli_maco_accentuate_evaluate(tmp_path, tiny_file, scanned):
                           "--layers", "fc"], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
     assert "| fc | maco |" in run.stdout and "of the optimize time" in run.stdout
+
+
+# ---------------------------------------------------------------- one set of objectives for every method
+@pytest.mark.slow
+def test_combined_objectives_in_every_method(tiny):
+    from deepvis.optimize.objectives import Combination, evaluate, make_target
+
+    difference = make_target(tiny, "conv2:1 - conv2:2")
+    product = make_target(tiny, "fc:1 * conv2:3", kind="channel")
+    assert isinstance(difference, Combination) and str(difference) == "conv2:1@8,8 - conv2:2@8,8"
+    x = torch.randn(2, 3, 32, 32)
+    one = evaluate(tiny, x, [make_target(tiny, "conv2:1")] * 2).values
+    two = evaluate(tiny, x, [make_target(tiny, "conv2:2")] * 2).values
+    both = evaluate(tiny, x, [difference, make_target(tiny, "conv2:1")]).values
+    assert torch.allclose(both, torch.stack([one[0] - two[0], one[1]]))
+    left = evaluate(tiny, x[:1], [make_target(tiny, "fc:1", "channel")]).values[0]
+    right = evaluate(tiny, x[:1], [make_target(tiny, "conv2:3", "channel")]).values[0]
+    assert torch.allclose(evaluate(tiny, x[:1], [product]).values[0], left * right)
+    for method, settings in (("paper", {"max_iter": 6}), ("modern", {"steps": 6}), ("maco", {"steps": 6, "crops": 2})):
+        results = optimize(tiny, ["conv2:1 - conv2:2", "fc:1"], method, **settings)
+        assert results[0].to_json()["target"]["op"] == "-" and np.isfinite(results[0].best_obj), method
