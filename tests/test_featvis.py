@@ -204,3 +204,11 @@ def test_combined_objectives_in_every_method(tiny):
     for method, settings in (("paper", {"max_iter": 6}), ("modern", {"steps": 6}), ("maco", {"steps": 6, "crops": 2})):
         results = optimize(tiny, ["conv2:1 - conv2:2", "fc:1"], method, **settings)
         assert results[0].to_json()["target"]["op"] == "-" and np.isfinite(results[0].best_obj), method
+
+
+def test_maco_copies_with_diversity_differ(tiny):
+    result, = optimize(tiny, "conv2:1", "maco", steps=6, crops=2, copies=2, diversity=1.0)
+    assert len(result.extra_images) == 1 and len(result.record["final_obj"]) == 2
+    assert np.abs(result.image - result.extra_images[0]).mean() > 0.01
+    with pytest.raises(deepvis.DeepvisError, match="copies >= 2"):
+        MacoParams(diversity=1.0)

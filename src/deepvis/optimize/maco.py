@@ -37,6 +37,8 @@ class MacoParams:
     crops: int = field(default=4, metadata={"help": "random crops of the canvas per step", "min": 1})
     crop_size: tuple[float, float] = (0.5, 0.8)
     noise: float = field(default=0.05, metadata={"help": "Gaussian noise added to each crop"})
+    copies: int = field(default=1, metadata={"help": "images per unit", "min": 1})
+    diversity: float = field(default=0.0, metadata={"help": "weight of the diversity term across copies"})
     seed: int = field(default=0, metadata={"help": "random seed of the start phase and the crops"})
     push_dir: float = 1.0
 
@@ -45,8 +47,11 @@ class MacoParams:
             raise DeepvisError(f"push_dir must be +1 (maximize) or -1 (minimize), got {self.push_dir}")
         if not all(math.isfinite(v) for v in (self.lr, self.canvas, self.noise, *self.crop_size)):
             raise DeepvisError("lr, canvas, noise and crop_size must be finite numbers")
-        if self.steps < 1 or self.crops < 1 or self.lr <= 0 or self.canvas < 1 or self.noise < 0:
-            raise DeepvisError("steps and crops must be >= 1, lr > 0, canvas >= 1 and noise >= 0")
+        if self.steps < 1 or self.crops < 1 or self.copies < 1 or self.lr <= 0 or self.canvas < 1 or \
+                self.noise < 0 or self.diversity < 0:
+            raise DeepvisError("steps, crops and copies must be >= 1, lr > 0, canvas >= 1, noise and diversity >= 0")
+        if self.diversity > 0 and self.copies < 2:
+            raise DeepvisError("the diversity term compares several images of a unit: give copies >= 2")
         if not 0 < self.crop_size[0] <= self.crop_size[1] <= 1:
             raise DeepvisError(f"crop_size must be (min, max) with 0 < min <= max <= 1, got {self.crop_size}")
 
@@ -170,11 +175,13 @@ def optimize_maco(model: Model, targets: Sequence[Target], params: MacoParams,
                            f"{(3, height, width // 2 + 1)}")
     device = model.device
     generator = torch.Generator().manual_seed(int(params.seed))
-    image = PhaseImage(len(targets), magnitude, height, width, generator).to(device)
+    copies = params.copies
+    canvases = [t for t in targets for _ in range(copies)]
+    image = PhaseImage(len(canvases), magnitude, height, width, generator).to(device)
     optimizer = torch.optim.NAdam(image.parameters(), lr=params.lr)
-    expanded = [t for t in targets for _ in range(params.crops)]
+    expanded = [t for t in canvases for _ in range(params.crops)]
     signs = torch.tensor([t.sign for t in expanded], device=device)
-    alpha = torch.zeros(len(targets), height, width, device=device)
+    alpha = torch.zeros(len(canvases), height, width, device=device)
     history: list[list[float]] = []
     for step in range(params.steps):
         optimizer.zero_grad(set_to_none=True)
@@ -183,28 +190,55 @@ def optimize_maco(model: Model, targets: Sequence[Target], params: MacoParams,
         crops = random_crops(canvas, params.crops, params.crop_size, size, generator)
         if params.noise:
             crops = crops + params.noise * torch.randn(crops.shape, generator=generator).to(crops)
-        values = evaluate(model, pre.normalize(crops), expanded).values
+        evaluation = evaluate(model, pre.normalize(crops), expanded)
+        values = evaluation.values
         loss = -(values * signs).sum()
+        if params.diversity:
+            loss = loss + params.diversity * _diversity(evaluation.by_layer, params.crops, copies)
         loss.backward()
         alpha += canvas.grad.detach().abs().sum(1)
         optimizer.step()
-        history.append([float(v) for v in values.detach().view(len(targets), params.crops).mean(1)])
+        history.append([float(v) for v in values.detach().view(len(canvases), params.crops).mean(1)])
         if on_step is not None:
             on_step(step)
     with torch.no_grad():
         fraction = sum(params.crop_size) / 2
         final = centre_crop(image(), fraction, size)
-        values = evaluate(model, pre.normalize(final), list(targets)).values
+        values = evaluate(model, pre.normalize(final), canvases).values
     results = []
     for i, target in enumerate(targets):
-        picture = final[i].permute(1, 2, 0).float().cpu().numpy()
-        a = alpha[i] / alpha[i].max().clamp(min=1e-12)
+        rows = list(range(i * copies, (i + 1) * copies))
+        pictures = [final[r].permute(1, 2, 0).float().cpu().numpy() for r in rows]
+        a = alpha[rows[0]] / alpha[rows[0]].max().clamp(min=1e-12)
         a = centre_crop(a[None], fraction, size)[0].cpu().numpy()
-        record = {"ii": list(range(params.steps)), "obj": [h[i] for h in history], "final_obj": [float(values[i])]}
-        record.update(best_obj=float(values[i]), best_ii=params.steps, last_obj=float(values[i]), meta_result="done",
-                      canvas=[height, width])
-        results.append(OptimizeResult(target, "maco", picture, picture, picture, record, params.to_json(), alpha=a))
+        record = {"ii": list(range(params.steps)), "obj": [h[rows[0]] for h in history],
+                  "final_obj": [float(values[r]) for r in rows]}
+        first = record["final_obj"][0]
+        record.update(best_obj=first, best_ii=params.steps, last_obj=first, meta_result="done", canvas=[height, width])
+        results.append(OptimizeResult(target, "maco", pictures[0], pictures[0], pictures[0], record, params.to_json(),
+                                      extra_images=pictures[1:], alpha=a))
     return results
+
+
+def _diversity(by_layer: dict, crops: int, copies: int) -> torch.Tensor:
+    """Mean cosine similarity between the Gram matrices (averaged over each canvas's crops) of the copies of each
+    target, at the target layers (lower: more diverse)."""
+    total = None
+    for rows, acts in by_layer.values():
+        if acts.dim() != 4 or copies < 2:
+            continue
+        flat = acts.reshape(acts.shape[0], acts.shape[1], -1)
+        grams = F.normalize((flat @ flat.transpose(1, 2)).reshape(acts.shape[0], -1), dim=1)
+        canvas_of = torch.tensor([r // crops for r in rows], device=acts.device)
+        for target in sorted({int(c) // copies for c in canvas_of}):
+            mine = [torch.stack([grams[j] for j in range(len(rows)) if int(canvas_of[j]) == c]).mean(0)
+                    for c in range(target * copies, (target + 1) * copies) if (canvas_of == c).any()]
+            if len(mine) > 1:
+                g = F.normalize(torch.stack(mine), dim=1)
+                similarity = g @ g.T
+                term = (similarity.sum() - similarity.diagonal().sum()) / len(mine)
+                total = term if total is None else total + term
+    return total if total is not None else torch.zeros(())
 
 
 def store_spectrum(model: Model, params: MacoParams, store) -> np.ndarray:
