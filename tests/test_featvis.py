@@ -186,7 +186,6 @@ def test_cli_maco_accentuate_evaluate(tmp_path, tiny_file, scanned):
 
 
 # ---------------------------------------------------------------- one set of objectives for every method
-@pytest.mark.slow
 def test_combined_objectives_in_every_method(tiny):
     from deepvis.optimize.objectives import Combination, evaluate, make_target
 
@@ -212,3 +211,19 @@ def test_maco_copies_with_diversity_differ(tiny):
     assert np.abs(result.image - result.extra_images[0]).mean() > 0.01
     with pytest.raises(deepvis.DeepvisError, match="copies >= 2"):
         MacoParams(diversity=1.0)
+
+
+@pytest.mark.slow
+def test_on_the_bundled_model_maco_keeps_natural_slope_and_accentuation_raises(model, single_thread_torch):
+    """The direction of the measured effects, on 2 units of EfficientNet-Lite0 and few steps."""
+    photos = [np.asarray(deepvis.load_image(p).resize((224, 224)), np.float32) / 255 for p in deepvis.sample_images()]
+    natural = float(np.median([spectral_slope(p) for p in photos]))
+    units = ["blocks.8:0", "blocks.8:40"]
+    maco = optimize(model, units, "maco", steps=12, crops=2)
+    modern = optimize(model, units, "modern", steps=12)
+    for a, b in zip(maco, modern):
+        assert abs(spectral_slope(a.image) - natural) < abs(spectral_slope(b.image) - natural)
+        assert abs(spectral_slope(a.image) - natural) < 0.5
+    for unit in units:
+        result = accentuate(model, deepvis.sample_images()[1], unit, steps=8)
+        assert result.after > result.before and result.distance < 0.01
