@@ -32,7 +32,7 @@ from deepvis.optimize.accentuate import accentuate
 from deepvis.optimize.evaluate import evaluate_store, format_table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_optimize_quality import skimage_photos  # noqa: E402
+from bench_optimize_quality import skimage_photos
 
 
 def main() -> None:
@@ -138,7 +138,8 @@ def lucent_speed(model, args) -> None:
             stamps = []
             began = time.perf_counter()
             result, = optimize(model, f"{layer}:{channel}", method, objective="channel", steps=args.steps,
-                               on_step=lambda _i: stamps.append(time.perf_counter() - began))
+                               on_step=lambda _i, stamps=stamps, began=began: stamps.append(
+                                   time.perf_counter() - began))
             reached = next((stamps[i] for i, v in enumerate(result.record["obj"]) if v >= target), None)
             line.append(f"{method} " + (f"reached it in {reached:.1f} s ({reached / lucent_seconds:.2f}x)"
                                         if reached is not None else f"did not reach it ({result.best_obj:.2f})"))

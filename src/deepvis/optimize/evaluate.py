@@ -212,7 +212,7 @@ def evaluate_layer(model: Model, store: Store, layer: str, images: dict[str, dic
         units[str(channel)] = unit
     natural = float(np.median(slopes_natural)) if slopes_natural else -2.0
     for unit in units.values():
-        for method, scores in unit.items():
+        for scores in unit.values():
             if "slope" in scores:
                 scores["slope_gap"] = abs(scores["slope"] - natural)
     medians = {}
