@@ -7,7 +7,8 @@ photos and the bundled samples; feature accentuation on the same units; optional
 Prints, per layer, the medians of each metric per method (the table in docs/optimize.md), and the acceptance
 numbers: MACO's spectral slope within 0.2 of the natural images' (units), plausibility of MACO >= modern (units),
 both against the random-crop baseline, accentuation raising the unit (units) and its L2 (RMS) change, the share of
-the optimize time that evaluate took. ``--lucent`` (needs ``pip install --no-deps lucent==0.1.8`` and kornia):
+the optimize time that evaluate took. ``--lucent`` (needs ``pip install --no-deps torch-lucent==0.1.8 kornia
+kornia_rs``, which leaves torch alone):
 the time deepvis takes to reach Lucent's final activation after ``--steps`` steps, for modern and MACO (from the
 per-step objective of the transformed views, which the runs record).
 """
