@@ -125,6 +125,11 @@ def lucent_speed(model, args) -> None:
     from deepvis.optimize import optimize
 
     _stand_in_torchvision()
+    import kornia  # Lucent calls kornia.get_rotation_matrix2d / warp_affine, which newer kornia keeps in .geometry
+
+    for name in ("get_rotation_matrix2d", "warp_affine"):
+        if not hasattr(kornia, name):
+            setattr(kornia, name, getattr(kornia.geometry.transform, name))
     layer = args.layers[0]
     channels = np.linspace(0, model.layers()[model.layer_names().index(layer)].channels - 1,
                            min(args.units, 4)).round().astype(int).tolist()
