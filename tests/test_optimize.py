@@ -504,7 +504,7 @@ def test_methods_table_and_flags_come_from_the_settings():
     assert METHODS["paper"].steps(paper) == paper.steps == 7 and METHODS["modern"].steps(modern) == 3
     assert "steps" not in paper.to_json() and paper.to_json()["max_iter"] == 7  # stores keep their keys
     settings = {s.name: s for s in flag_settings()}
-    assert settings["seed"].methods == ("paper", "modern") and settings["max_iter"].default == "paper3: 1000"
+    assert settings["seed"].methods == ("paper", "modern", "maco") and settings["max_iter"].default == "paper3: 1000"
     assert settings["steps"].default == "default 512" and "push_dir" not in settings
     from deepvis import cli
 

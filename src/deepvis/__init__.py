@@ -21,7 +21,9 @@ from .backprop import MODES, Backward, BackpropResult, Trace, backprop, backprop
 from .errors import DeepvisError, ImageError, ModelError, UnitError
 from .images import load_image
 from .models import DEFAULT_MODEL, Model, Preprocessing, imagenet_labels, load_model
-from .optimize import ModernParams, OptimizeResult, PaperParams, make_params, optimize, optimize_to_store
+from .optimize import (AccentuationResult, MacoParams, ModernParams, OptimizeResult, PaperParams, accentuate,
+                       make_params, optimize, optimize_to_store)
+from .optimize.evaluate import evaluate_store
 from .predict import Prediction, predict, probabilities
 from .probe import LayerInfo, Probe, activations, default_layers, layer_info, list_layers
 from .render import (FILTERS, TileGrid, back_image, color_diffs, montage, norm01, norm01c, normalize_layer,
@@ -33,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Attribution", "attribute", "AttentionMap", "attention_map", "attention_maps", "attention_overlay", "record_attention", "rollout", "token_grid",
+    "AccentuationResult", "MacoParams", "accentuate", "evaluate_store",
     "DEFAULT_MODEL", "FILTERS", "MODES", "Backward", "BackpropResult", "DeepvisError", "ImageError", "LayerInfo", "Model",
     "ModelError", "ModernParams", "OptimizeResult", "PaperParams", "Prediction", "Preprocessing", "Probe",
     "TileGrid", "Unit", "UnitError", "activations", "back_image", "backprop", "backprop_batch", "color_diffs",

@@ -273,6 +273,49 @@ def _cmd_optimize(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    import json
+
+    from .optimize.evaluate import evaluate_store, format_table
+    from .store import Store
+
+    Store(args.store).read_manifest()  # a clear error for a folder that is not a store, before any model loads
+    model = _store_model(args, args.store)
+    results = evaluate_store(model, args.store, layers=args.layers, others=args.compare or (), seed=args.seed)
+    if args.json:
+        print(json.dumps({layer: {k: v for k, v in e.items() if k != "units"} for layer, e in results.items()},
+                         indent=1))
+    elif not args.quiet:
+        print(format_table(results))
+        for layer, evaluation in results.items():
+            share = f"{100 * evaluation['share']:.1f}% of" if evaluation["share"] is not None else "(no record of)"
+            print(f"{layer}: evaluated in {evaluation['seconds']:.1f} s, {share} the optimize time "
+                  f"({evaluation['optimize_seconds']:.1f} s); natural slope {evaluation['natural_slope']:.2f}")
+    return 0
+
+
+def _cmd_accentuate(args) -> int:
+    import json
+
+    from .optimize.accentuate import accentuate
+    from .render import save_image
+
+    model = _model(args)
+    result = accentuate(model, args.image, args.unit, objective=args.objective, steps=args.steps, lr=args.lr,
+                        reg=args.reg, seed=args.seed)
+    try:
+        save_image(result.image, args.output)
+        Path(args.output).with_suffix(".json").write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
+    except OSError as exc:
+        raise DeepvisError(f"cannot write '{args.output}': {exc.strerror or exc}") from None
+    if args.json:
+        print(json.dumps({k: v for k, v in result.to_json().items() if k != "record"}))
+    elif not args.quiet:
+        print(f"wrote {args.output}: {result.target} {result.before:.3f} -> {result.after:.3f}, RMS change "
+              f"{result.distance:.4f}, path similarity {result.path_similarity:.3f}")
+    return 0
+
+
 def _method_settings(args) -> dict:
     """The method settings given as flags, checked against ``--method`` (and ``--preset``, ``--minimize``)."""
     from .optimize import METHODS
@@ -612,7 +655,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "maximization)", description="Whole layers into a store (--out STORE --layers L...), or single "
                        "units into a picture (--unit UNIT -o OUT.png). Method 'paper' is Yosinski et al. 2015's "
                        "regularized optimization in 0-255 pixel space (Table 1 presets); 'modern' a Fourier-space, "
-                       "colour-decorrelated image with random transformations.")
+                       "colour-decorrelated image with random transformations; 'maco' (Fel et al. 2023) only the "
+                       "Fourier phase, the magnitude fixed to your images' spectrum, crops of a larger canvas.")
     p.add_argument("--out", metavar="STORE", help="the store to write each unit's optimized images into")
     p.add_argument("--layers", nargs="+", metavar="L", help="layers to optimize (with --out)")
     p.add_argument("--units", metavar="FIRST-LAST", type=_channel_range, help="only these channels, e.g. 0-63")
@@ -629,6 +673,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="redo units already in the store, and use --model even where it is not the store's model")
     _add_method_flags(p)
     p.set_defaults(run=_cmd_optimize)
+
+    p = sub.add_parser("evaluate", parents=[common], help="quality metrics of a store's optimized images",
+                       description="Per unit and method: activation relative to the best dataset example, "
+                       "plausibility (penultimate-feature similarity to the unit's top-k crops, against random "
+                       "crops), path similarity to the top-k images, spectral slope. Writes <layer>/evaluation.json "
+                       "into STORE. See docs/optimize.md.")
+    p.add_argument("store", metavar="STORE", help="a find-max store (with optimized images)")
+    p.add_argument("--layers", nargs="+", metavar="L", help="layers (default: all in the store)")
+    p.add_argument("--compare", nargs="+", metavar="OTHER", help="optimize-only stores of other methods to score too")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random baseline crops (default 0)")
+    p.add_argument("--json", action="store_true", help="medians and costs as JSON")
+    p.set_defaults(run=_cmd_evaluate)
+
+    p = sub.add_parser("accentuate", parents=[common], help="change a real image just enough to excite a unit "
+                       "(feature accentuation)")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("--unit", required=True, type=_unit, help="layer:channel or layer:channel@y,x")
+    p.add_argument("--objective", choices=["unit", "channel"],
+                   help="default: unit with @y,x, else the channel's mean")
+    p.add_argument("--steps", type=_positive_int, default=64, help="Adam steps (default 64)")
+    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
+    p.add_argument("--reg", type=float, default=20.0, help="weight of the L2 pull toward the image (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the crops and noise (default 0)")
+    p.add_argument("--json", action="store_true", help="the result as JSON")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png", type=_output_image)
+    p.set_defaults(run=_cmd_accentuate)
 
     p = sub.add_parser("serve", parents=[common], help="the live toolbox in the browser")
     p.add_argument("--images", metavar="DIR|LIST",

@@ -11,7 +11,10 @@ STORE/<layer>/<channel:04d>/<kind>.jpg       montage of the k pictures of one ki
 STORE/<layer>/<channel:04d>/crops.json       what the unit's crops were made from (top-k hash, basis, network,
                                              kinds), written last; no record or another top-k: stale
 STORE/<layer>/<channel:04d>/optimized.png    best optimized image (+ optimized_input.png, optimized_NN.png copies,
-                                             optimized.json: the record, written last)
+                                             optimized_alpha.png: MACO's transparency map, optimized.json: the
+                                             record, written last)
+STORE/<layer>/evaluation.json                deepvis evaluate: quality metrics per unit and method
+STORE/spectrum.npz                           MACO's fixed magnitude spectrum, estimated from the store's images
 STORE/<layer>/sprite_<kind>.jpg              every channel of one kind in a square grid (pattern mode)
 STORE/<layer>/sprites.json                   what each sprite was made from
 STORE/site/                                  the static site deepvis export writes by default (deepvis.export)
@@ -179,6 +182,7 @@ class Manifest:
 #: unit_jpg_vis layout relative to the store root, with {layer} and {channel}, or None).
 UNIT_PICTURES = {
     "optimized": ("optimized", "regularized_opt/{layer}/{layer}_{channel:04d}_montage.jpg"),
+    "attribution": ("optimized_alpha", None),
     "images": ("image", "max_im/{layer}/{layer}_{channel:04d}.jpg"),
     "deconv": ("deconv", "max_deconv/{layer}/{layer}_{channel:04d}.jpg"),
     "guided": ("guided", None),
@@ -230,14 +234,25 @@ class Store:
     def optimized_file(self, layer: str, channel: int, which: str | int = "best") -> Path:
         """A unit's optimization result: ``"best"`` image (displayed), ``"input"`` (what the network saw),
         copy ``n`` (1, 2, ...), or ``"record"`` (the JSON of settings and per-iteration results)."""
-        names = {"best": "optimized.png", "input": "optimized_input.png", "record": "optimized.json"}
+        names = {"best": "optimized.png", "input": "optimized_input.png", "record": "optimized.json",
+                 "alpha": "optimized_alpha.png"}
         if isinstance(which, int) and which >= 1:
             name = f"optimized_{which:02d}.png"
         elif which in names:
             name = names[which]
         else:
-            raise ValueError(f"which optimized file: 'best', 'input', 'record' or a copy number >= 1, not {which!r}")
+            raise ValueError(f"which optimized file: 'best', 'input', 'alpha', 'record' or a copy number >= 1, not "
+                             f"{which!r}")
         return self.unit_dir(layer, channel) / name
+
+    @property
+    def spectrum_path(self) -> Path:
+        """MACO's fixed magnitude spectrum, estimated from the store's own images."""
+        return self.root / "spectrum.npz"
+
+    def evaluation_path(self, layer: str) -> Path:
+        """The layer's quality metrics (``deepvis evaluate``)."""
+        return self.layer_dir(layer) / "evaluation.json"
 
     def crops_record_path(self, layer: str, channel: int) -> Path:
         """A unit's "made from" record of its crops, backward images and montages (written last)."""
@@ -267,7 +282,9 @@ class Store:
         ``guided``, ``gradient``), in this project's layout or, failing that, the original toolbox's."""
         found = {}
         for caption, (kind, original) in UNIT_PICTURES.items():
-            mine = self.optimized_file(layer, channel) if kind == "optimized" else self.unit_file(layer, channel, kind)
+            mine = (self.optimized_file(layer, channel) if kind == "optimized" else
+                    self.optimized_file(layer, channel, "alpha") if kind == "optimized_alpha" else
+                    self.unit_file(layer, channel, kind))
             for path in (mine, self._original(original, layer, channel) if original else None):
                 if path is not None and path.is_file():
                     found[caption] = path
@@ -449,7 +466,7 @@ class Store:
         return removed
 
     def write_optimized(self, layer: str, channel: int, best: bytes, record: dict, input_image: bytes | None = None,
-                        copies: list[bytes] = ()) -> Path:
+                        copies: list[bytes] = (), alpha: bytes | None = None) -> Path:
         """Write a unit's optimization result (PNG bytes): the best image, what the network saw (when it differs),
         further copies, and the JSON ``record``. The old record goes first and the new one is written last, so a
         unit counts as done (:meth:`read_optimized_record`) only once all its pictures are new. Returns the best
@@ -459,6 +476,8 @@ class Store:
         if input_image is not None:
             pictures[self.optimized_file(layer, channel, "input")] = input_image
         pictures.update({self.optimized_file(layer, channel, n): data for n, data in enumerate(copies, start=1)})
+        if alpha is not None:
+            pictures[self.optimized_file(layer, channel, "alpha")] = alpha
         for path, data in pictures.items():
             atomic_write_bytes(path, data)
         for stale in self.unit_dir(layer, channel).glob("optimized_*.png"):
@@ -473,6 +492,27 @@ class Store:
             return json.loads(self.optimized_file(layer, channel, "record").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+
+    def write_spectrum(self, magnitude: np.ndarray, made_from: dict) -> None:
+        """Save MACO's magnitude spectrum (and what it was estimated from)."""
+        buffer = io.BytesIO()
+        np.savez(buffer, magnitude=np.asarray(magnitude, np.float32), made_from=np.asarray(json.dumps(made_from)))
+        atomic_write_bytes(self.spectrum_path, buffer.getvalue())
+
+    def read_spectrum(self) -> dict | None:
+        """``{"magnitude": (3, H, W//2+1) array, "made_from": dict}``, or None when the store has none."""
+        try:
+            with np.load(self.spectrum_path, allow_pickle=False) as data:
+                return {"magnitude": data["magnitude"], "made_from": json.loads(str(data["made_from"]))}
+        except (OSError, KeyError, ValueError):
+            return None
+
+    def write_evaluation(self, layer: str, evaluation: dict) -> Path:
+        atomic_write_bytes(self.evaluation_path(layer), json.dumps(evaluation, indent=1).encode("utf-8"))
+        return self.evaluation_path(layer)
+
+    def read_evaluation(self, layer: str) -> dict | None:
+        return self._read_json(self.evaluation_path(layer))
 
     # ------------------------------------------------------------ manifest and image list
     def exists(self) -> bool:

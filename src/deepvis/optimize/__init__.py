@@ -5,7 +5,12 @@ Two methods, both batched (one image per target, each target's result independen
 - ``paper``: Yosinski et al. 2015's regularized gradient ascent in pixel space (decay, blur, percentile clipping,
   learning-rate policies; presets ``paper1``-``paper4`` from Table 1, ``paper3`` by default);
 - ``modern``: a Fourier-space, colour-decorrelated image with random jitter / scale / rotation, Adam, and an
-  optional diversity term (Olah et al. 2017).
+  optional diversity term (Olah et al. 2017);
+- ``maco``: only the Fourier phase is optimized, the magnitude fixed to natural images' spectrum; crops of a larger
+  canvas; a transparency map from the accumulated gradients (Fel et al. 2023).
+
+``accentuate`` changes a real image just enough to excite a unit (Hamblin et al. 2024); ``evaluate.py`` measures
+the quality of optimized images against a unit's dataset examples.
 
 >>> results = deepvis.optimize(model, ["classifier:285", "blocks.10:7"], preset="paper3", max_iter=200)
 >>> deepvis.save_image(results[0].image, "cat.png")
@@ -22,13 +27,15 @@ from ..models.model import Model
 from ..render import save_image
 from ..units import Unit
 from .methods import METHODS, Method, Params, method_named, method_of
+from .accentuate import AccentuationResult, accentuate
+from .maco import MacoParams
 from .modern import ModernParams
 from .objectives import Target, make_target
 from .presets import DEFAULT_PRESET, PRESETS, PaperParams, preset
 from .result import OptimizeResult
 from .run import optimize_targets, optimize_to_store
 
-__all__ = ["DEFAULT_PRESET", "METHODS", "PRESETS", "Method", "ModernParams", "OptimizeResult", "PaperParams", "Params",
+__all__ = ["AccentuationResult", "accentuate", "DEFAULT_PRESET", "METHODS", "PRESETS", "MacoParams", "Method", "ModernParams", "OptimizeResult", "PaperParams", "Params",
            "Target", "make_params", "make_target", "method_named", "method_of", "optimize", "optimize_to_files",
            "optimize_to_store", "preset"]
 
@@ -68,6 +75,8 @@ def optimize_to_files(model: Model, units: Sequence[str | Unit | Target] | str |
         save_image(result.image, path)
         for copy, image in enumerate(result.extra_images, start=1):
             save_image(image, path.with_name(f"{path.stem}_copy{copy}{path.suffix}"))
+        if result.alpha is not None:
+            save_image(result.alpha, path.with_name(f"{path.stem}_alpha{path.suffix}"))
         path.with_suffix(".json").write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
         written.append((path, result))
     return written

@@ -9,13 +9,14 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Mapping
 
 from ..errors import DeepvisError
+from .maco import MacoParams, optimize_maco, store_spectrum
 from .modern import ModernParams, optimize_modern
 from .paper import optimize_paper
 from .presets import DEFAULT_PRESET, PRESETS, PaperParams, preset
 from .result import OptimizeResult
 
 #: The settings of any method (a frozen dataclass with ``steps``, ``seed``, ``push_dir``, ``with_`` and ``to_json``).
-Params = PaperParams | ModernParams
+Params = PaperParams | ModernParams | MacoParams
 #: A method's loop ``run(model, targets, params, on_step)``: one image (or more) per target, all targets in one batch,
 #: ``on_step(i)`` after each step.
 RunFunction = Callable[..., list[OptimizeResult]]
@@ -24,13 +25,16 @@ RunFunction = Callable[..., list[OptimizeResult]]
 @dataclass(frozen=True)
 class Method:
     """One optimization method: ``name`` (also what its results and stores record), ``params_type`` (its settings
-    dataclass), ``run`` (its batched loop), and optionally named ``presets`` with the ``default_preset``."""
+    dataclass), ``run`` (its batched loop), optionally named ``presets`` with the ``default_preset``, and
+    ``prepare(model, params, store) -> dict``: keyword arguments of ``run`` taken from a store being optimized
+    into (MACO's spectrum of the store's images)."""
 
     name: str
     params_type: type
     run: RunFunction
     presets: Mapping[str, Any] = field(default_factory=dict)
     default_preset: str | None = None
+    prepare: Callable[..., dict] | None = None
 
     def steps(self, params: Params) -> int:
         """How many optimizer steps a run takes (the paper's ``max_iter``, the modern recipe's ``steps``)."""
@@ -57,6 +61,8 @@ class Method:
 METHODS: dict[str, Method] = {
     "paper": Method("paper", PaperParams, optimize_paper, PRESETS, DEFAULT_PRESET),
     "modern": Method("modern", ModernParams, optimize_modern),
+    "maco": Method("maco", MacoParams, optimize_maco,
+                   prepare=lambda model, params, store: {"spectrum": store_spectrum(model, params, store)}),
 }
 _BY_TYPE = {m.params_type: m for m in METHODS.values()}
 
@@ -121,4 +127,6 @@ def _default_text(setting: Setting) -> str:
     text = json.dumps(shown) if isinstance(shown, dict) else str(shown)
     if all(v == values[0] for v in values):
         return f"default {text}"
+    if first.default_preset is None:  # methods without presets that differ: each method's default
+        return ", ".join(f"{m}: {getattr(METHODS[m].defaults(), setting.name)}" for m in setting.methods)
     return f"{first.default_preset}: {text}"

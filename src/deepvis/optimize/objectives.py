@@ -46,11 +46,51 @@ class Target:
                 "vector": list(self.vector) if self.vector is not None else None}
 
 
-def make_target(model: Model, unit: str | Unit | Target, kind: Kind = "unit", sign: float = 1.0,
-                vector: Sequence[float] | None = None) -> Target:
-    """Check a unit against the layer catalog and fill in its position (the centre for a ``unit`` of a conv layer)."""
-    if isinstance(unit, Target):
+#: How two targets combine on one image: ``a - b`` excites a but not b, ``a + b`` both, ``a * b`` their interaction
+#: (high only where both are).
+OPERATORS = {"-": torch.sub, "+": torch.add, "*": torch.mul}
+
+
+@dataclass(frozen=True)
+class Combination:
+    """Two targets evaluated on the same image and combined (``left op right``): an objective like any other,
+    for every method. Written ``"blocks.8:3 - blocks.8:5"`` (spaces around the operator)."""
+
+    left: Target
+    op: str
+    right: Target
+    sign: float = 1.0
+    kind = "combination"
+    position = None
+
+    @property
+    def layer(self) -> str:
+        return self.left.layer
+
+    @property
+    def channel(self) -> int:
+        return self.left.channel
+
+    def __str__(self) -> str:
+        return f"{self.left} {self.op} {self.right}"
+
+    def to_json(self) -> dict:
+        return {"target": str(self), "layer": self.layer, "kind": self.kind, "op": self.op, "sign": self.sign,
+                "left": self.left.to_json(), "right": self.right.to_json()}
+
+
+def make_target(model: Model, unit: str | Unit | Target | Combination, kind: Kind = "unit", sign: float = 1.0,
+                vector: Sequence[float] | None = None) -> Target | Combination:
+    """Check a unit against the layer catalog and fill in its position (the centre for a ``unit`` of a conv layer).
+    A string ``"A - B"``, ``"A + B"`` or ``"A * B"`` makes a :class:`Combination` of two targets of ``kind``."""
+    if isinstance(unit, (Target, Combination)):
         return unit
+    if isinstance(unit, str):
+        for op in OPERATORS:
+            left, found, right = unit.partition(f" {op} ")
+            if found:
+                return Combination(make_target(model, left.strip(), kind, 1.0, vector), op,
+                                   make_target(model, right.strip(), kind, 1.0, vector), float(sign))
     if kind not in KINDS:
         raise UnitError(f"unknown objective {kind!r}: use one of {', '.join(KINDS)}")
     if kind == "direction" and isinstance(unit, str) and ":" not in unit:
@@ -111,20 +151,38 @@ class Evaluation:
         return self.trace.backward(objective, retain_graph=False).input_grad
 
 
-def evaluate(model: Model, x: torch.Tensor, targets: Sequence[Target]) -> Evaluation:
+def evaluate(model: Model, x: torch.Tensor, targets: Sequence[Target | Combination]) -> Evaluation:
     """Evaluate the targets on ``x`` (one per image) in one traced forward pass, stopped after the last target
     layer; ``x`` keeps its own graph (a parameterization's). A layer that folds in-place layers (a Caffe import)
-    gives its gradient from below them, as Caffe's backward pass did."""
-    layers = list(dict.fromkeys(t.layer for t in targets))
+    gives its gradient from below them, as Caffe's backward pass did. A :class:`Combination` evaluates both its
+    targets on its image; ``by_layer`` lists it under its left target's layer."""
+    parts: list[tuple[int, Target, bool]] = []  # (image, target, is the image's main part)
+    for n, t in enumerate(targets):
+        if isinstance(t, Combination):
+            parts += [(n, t.left, True), (n, t.right, False)]
+        else:
+            parts.append((n, t, True))
+    layers = list(dict.fromkeys(t.layer for _, t, _ in parts))
     traced = trace(model, x, layers, stop_early=True, below_in_place=True, detach_input=False)
     values = x.new_zeros(len(targets))
+    others = x.new_zeros(len(targets))
     by_layer = {}
     for layer in layers:
-        rows = [n for n, t in enumerate(targets) if t.layer == layer]
+        mine = [p for p in parts if p[1].layer == layer]
+        rows = [n for n, _, _ in mine]
         acts = traced[layer][rows]
-        values = values.index_put((torch.tensor(rows, device=x.device),),
-                                  objective_values(acts, [targets[n] for n in rows]))
-        by_layer[layer] = (rows, acts)
+        found = objective_values(acts, [t for _, t, _ in mine])
+        main = [i for i, (_, _, is_main) in enumerate(mine) if is_main]
+        second = [i for i, (_, _, is_main) in enumerate(mine) if not is_main]
+        if main:
+            values = values.index_put((torch.tensor([rows[i] for i in main], device=x.device),), found[main])
+            by_layer[layer] = ([rows[i] for i in main], acts[main] if len(main) < len(mine) else acts)
+        if second:
+            others = others.index_put((torch.tensor([rows[i] for i in second], device=x.device),), found[second])
+    for n, t in enumerate(targets):
+        if isinstance(t, Combination):
+            values = values.index_put((torch.tensor([n], device=x.device),),
+                                      OPERATORS[t.op](values[n], others[n]).reshape(1))
     return Evaluation(values, by_layer, traced)
 
 

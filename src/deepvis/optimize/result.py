@@ -31,6 +31,8 @@ class OptimizeResult:
     record: dict
     params: dict
     extra_images: list[np.ndarray] = field(default_factory=list)
+    #: MACO's transparency map (H, W) in [0, 1]: where the accumulated input gradient was large; else None.
+    alpha: np.ndarray | None = None
 
     @property
     def best_obj(self) -> float:
@@ -46,4 +48,5 @@ class OptimizeResult:
         store = store if isinstance(store, Store) else Store(store)
         input_image = None if self.input_image is self.image else png_bytes(self.input_image)
         return store.write_optimized(layer, channel, png_bytes(self.image), {**(info or {}), **self.to_json()},
-                                     input_image=input_image, copies=[png_bytes(i) for i in self.extra_images])
+                                     input_image=input_image, copies=[png_bytes(i) for i in self.extra_images],
+                                     alpha=None if self.alpha is None else png_bytes(self.alpha))

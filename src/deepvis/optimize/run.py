@@ -58,6 +58,8 @@ def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], para
         print(f"optimize: {len(asked) - len(work)} of {len(asked)} units already done with these settings "
               "(--force redoes them)", file=sys.stderr, flush=True)
     last_sprite = time.monotonic()
+    method = method_of(params)
+    context = method.prepare(model, params, store) if method.prepare is not None and work else {}
     try:
         for start in range(0, len(work), batch_size):
             batch = work[start:start + batch_size]
@@ -70,7 +72,7 @@ def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], para
                 stepped[0] += 1
                 bar.update(size)
 
-            results = optimize_targets(model, targets, params, on_step)
+            results = optimize_targets(model, targets, params, on_step, **context)
             bar.update(len(batch) * (steps - stepped[0]))  # units that stopped early (grad 0) finish here
             seconds = time.perf_counter() - began
             for (layer, channel), result in zip(batch, results):
@@ -93,9 +95,9 @@ def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], para
 
 
 def optimize_targets(model: Model, targets: Sequence[Target], params: Params,
-                     on_step: Callable[[int], None] | None = None) -> list[OptimizeResult]:
-    """One batch of targets through the method ``params`` belongs to."""
-    return method_of(params).run(model, targets, params, on_step)
+                     on_step: Callable[[int], None] | None = None, **context) -> list[OptimizeResult]:
+    """One batch of targets through the method ``params`` belongs to (``context``: what its ``prepare`` gave)."""
+    return method_of(params).run(model, targets, params, on_step, **context)
 
 
 def _write_sprites(store: Store, counts: dict[str, int]) -> None:

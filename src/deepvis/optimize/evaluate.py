@@ -1,0 +1,283 @@
+"""Quality you can measure for feature visualizations (``deepvis evaluate``), per unit and per method, against the
+unit's own top-k dataset examples from find-max:
+
+- ``activation``: the unit's channel maximum (over positions, as find-max measures it) on the image, relative to
+  the best dataset example's (``topk.npz`` rank 0);
+- ``plausibility``: cosine similarity, in the model's penultimate features (the input of the classifier), between
+  the image's crop at the unit (the receptive field at the unit's position) and the unit's top-k dataset crops;
+  ``random_crops`` is the same for random crops of random dataset images: the baseline (Fel et al. 2023);
+- ``path``: Spearman rank correlation of per-layer activations (the mean of each channel, over the model's default
+  conv layers) between the image and the mean of the unit's top-k images, averaged over layers (Geirhos et al.
+  2024: a visualization may take another path through the network than natural images);
+- ``slope``: the log-log slope of the image's radially averaged power spectrum; ``slope_gap`` its distance from the
+  natural images' median (``natural_slope``, of the dataset images).
+
+The dataset examples themselves are scored as the ``dataset`` method (leave-one-out among the top-k). Deterministic
+given ``seed`` (which picks the random crops)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..crops import _effective_field, _Inputs, crop_box, unit_box
+from ..errors import DeepvisError
+from ..images import load_image
+from ..models.model import Model
+from ..probe import Probe, default_layers, layer_info
+from ..receptive_field import field_from_json
+from ..store import Store
+
+METRICS = ("activation", "plausibility", "path", "slope", "slope_gap")
+
+
+def penultimate_layer(model: Model) -> str:
+    """The input of the classifier: the default layer before the first one with one channel per label (the
+    logits), else the second-to-last layer."""
+    names = default_layers(model)
+    labels = len(model.labels or [])
+    for before, name in zip(names, names[1:]):
+        if labels and layer_info(model, name).shape[0] == labels and len(layer_info(model, name).shape) == 1:
+            return before
+    return model.layer_names()[-2]
+
+
+def path_layers(model: Model) -> list[str]:
+    """The default layers with a spatial map (C, H, W), H * W > 1: the path an image takes."""
+    out = []
+    for name in default_layers(model):
+        shape = layer_info(model, name).shape
+        if len(shape) == 3 and shape[1] * shape[2] > 1:
+            out.append(name)
+    return out
+
+
+def spectral_slope(image: np.ndarray) -> float:
+    """The slope of log power against log spatial frequency (radially averaged, grey levels, frequencies from 2
+    cycles per image to 0.4 of Nyquist... up to the largest full ring): about -2 for natural images."""
+    grey = np.asarray(image, np.float64)
+    if grey.ndim == 3:
+        grey = grey.mean(axis=2)
+    grey = grey - grey.mean()
+    h, w = grey.shape
+    window = np.outer(np.hanning(h), np.hanning(w))
+    power = np.abs(np.fft.fftshift(np.fft.fft2(grey * window))) ** 2
+    yy, xx = np.indices((h, w))
+    radius = np.hypot(yy - h // 2, xx - w // 2).astype(int)
+    counts = np.bincount(radius.ravel())
+    sums = np.bincount(radius.ravel(), power.ravel())
+    top = min(h, w) // 2
+    r = np.arange(2, top)
+    ring = sums[r] / np.maximum(counts[r], 1)
+    keep = ring > 0
+    if keep.sum() < 2:
+        return 0.0
+    return float(np.polyfit(np.log(r[keep]), np.log(ring[keep]), 1)[0])
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = np.argsort(np.argsort(a)).astype(np.float64), np.argsort(np.argsort(b)).astype(np.float64)
+    ra -= ra.mean()
+    rb -= rb.mean()
+    denominator = np.sqrt((ra ** 2).sum() * (rb ** 2).sum())
+    return float((ra * rb).sum() / denominator) if denominator > 0 else 0.0
+
+
+class _Features:
+    """One forward pass per batch of (H, W, 3) [0, 1] images: the penultimate features, the per-channel means of
+    the path layers, and the target layer's channel maxima."""
+
+    def __init__(self, model: Model, layer: str):
+        self.model, self.layer = model, layer
+        self.penultimate, self.path = penultimate_layer(model), path_layers(model)
+        self.forwards = 0
+
+    def __call__(self, images: Sequence[np.ndarray], batch: int = 16) -> dict[str, torch.Tensor]:
+        pre = self.model.preprocessing
+        size = tuple(pre.input_size)
+        out: dict[str, list] = {"features": [], "path": [], "channel_max": []}
+        layers = list(dict.fromkeys(self.path + [self.penultimate, self.layer]))
+        for start in range(0, len(images), batch):
+            chunk = []
+            for image in images[start:start + batch]:
+                x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)
+                if tuple(x.shape[1:]) != size:
+                    x = F.interpolate(x[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+                chunk.append(x)
+            x = pre.normalize(torch.stack(chunk).to(self.model.device))
+            with torch.no_grad(), Probe(self.model, layers, stop_early=True) as probe:
+                probe.run(x)
+            self.forwards += len(chunk)
+            out["features"].append(probe[self.penultimate].reshape(len(chunk), -1).float().cpu())
+            out["path"].append([probe[name].reshape(len(chunk), probe[name].shape[1], -1).mean(2).float().cpu()
+                                for name in self.path])
+            acts = probe[self.layer]
+            out["channel_max"].append(acts.reshape(len(chunk), acts.shape[1], -1).amax(2).float().cpu())
+        return {"features": torch.cat(out["features"]),
+                "path": [torch.cat([p[i] for p in out["path"]]) for i in range(len(self.path))],
+                "channel_max": torch.cat(out["channel_max"])}
+
+
+def _path_similarity(one: list[torch.Tensor], index: int, reference: list[torch.Tensor]) -> float:
+    return float(np.mean([_spearman(layer[index].numpy(), ref.numpy()) for layer, ref in zip(one, reference)]))
+
+
+def evaluate_layer(model: Model, store: Store, layer: str, images: dict[str, dict[int, np.ndarray]],
+                   seed: int = 0, baseline: int = 16) -> dict:
+    """Score ``images`` (method -> channel -> (H, W, 3) image in [0, 1]) of ``layer`` against the store's top-k;
+    returns the evaluation (per unit, per method, and the medians)."""
+    started = time.perf_counter()
+    manifest = store.read_manifest()
+    if layer not in manifest.layers:
+        raise DeepvisError(f"layer '{layer}' is not in the store (it has {', '.join(manifest.layers)})")
+    top = store.read_topk(layer)
+    root = Path(manifest.image_root)
+    files = [root / p for p in store.read_image_list()]
+    inputs = _Inputs(model, files)
+    size = tuple(model.preprocessing.input_size)
+    shape = manifest.layers[layer].shape
+    field = field_from_json(manifest.layers[layer].receptive_field)
+    effective = _effective_field(model, inputs, layer, field, shape)
+    centre = (shape[1] // 2, shape[2] // 2) if len(shape) == 3 else (-1, -1)
+    features = _Features(model, layer)
+    rng = np.random.default_rng(seed)
+
+    def resized(picture: np.ndarray) -> np.ndarray:
+        if picture.shape[:2] == size:
+            return picture
+        return np.asarray(Image.fromarray((np.clip(picture, 0, 1) * 255).astype(np.uint8)).resize(size[::-1]),
+                          np.float32) / 255.0
+
+    # the random crops of the baseline: random images, random positions, the layer's box
+    baseline_crops = []
+    usable = [i for i in range(len(files))]
+    for _ in range(baseline if usable else 0):
+        index = int(rng.choice(usable))
+        try:
+            pixels = inputs.get(index)[1]
+        except DeepvisError:
+            continue
+        y, x = (int(rng.integers(shape[1])), int(rng.integers(shape[2]))) if len(shape) == 3 else (-1, -1)
+        baseline_crops.append(resized(crop_box(pixels, unit_box(field, y, x, size, effective))))
+    base = F.normalize(features(baseline_crops)["features"], dim=1) if baseline_crops else None
+
+    channels = sorted({c for per in images.values() for c in per})
+    slopes_natural: list[float] = []
+    units: dict[str, dict] = {}
+    for channel in channels:
+        ranks = [r for r in range(top["images"].shape[1]) if top["images"][channel, r] >= 0]
+        if not ranks:
+            continue
+        loaded = [inputs.get(int(top["images"][channel, r]))[1] for r in ranks]
+        positions = [(int(top["y"][channel, r]), int(top["x"][channel, r])) for r in ranks]
+        crops = [resized(crop_box(p, unit_box(field, y, x, size, effective))) for p, (y, x) in zip(loaded, positions)]
+        full = features(loaded)
+        crop_features = F.normalize(features(crops)["features"], dim=1)
+        best = float(top["values"][channel, 0]) or 1e-12
+        reference_path = [p.mean(0) for p in full["path"]]
+        slopes = [spectral_slope(p) for p in loaded]
+        slopes_natural += slopes
+        unit: dict[str, dict] = {}
+        # the dataset examples: leave-one-out among the top-k
+        k = len(ranks)
+        similarity = crop_features @ crop_features.T
+        unit["dataset"] = {
+            "activation": float(np.mean(top["values"][channel, ranks] / best)),
+            "plausibility": float((similarity.sum() - similarity.diagonal().sum()) / max(k * (k - 1), 1)),
+            "path": float(np.mean([np.mean([_spearman(layer_acts[i].numpy(),
+                                                      ((layer_acts.sum(0) - layer_acts[i]) / max(k - 1, 1)).numpy())
+                                            for layer_acts in full["path"]]) for i in range(k)])) if k > 1 else 1.0,
+            "slope": float(np.median(slopes))}
+        if base is not None:
+            unit["random_crops"] = {"plausibility": float((base @ crop_features.T).mean())}
+        for method, per in images.items():
+            if channel not in per:
+                continue
+            picture = resized(per[channel])
+            y, x = centre
+            crop = resized(crop_box(picture, unit_box(field, y, x, size, effective)))
+            whole = features([picture, crop])
+            own = F.normalize(whole["features"][1:2], dim=1)
+            unit[method] = {"activation": float(whole["channel_max"][0, channel]) / best,
+                            "plausibility": float((own @ crop_features.T).mean()),
+                            "path": _path_similarity([p[:1] for p in whole["path"]], 0, reference_path),
+                            "slope": spectral_slope(picture)}
+        units[str(channel)] = unit
+    natural = float(np.median(slopes_natural)) if slopes_natural else -2.0
+    for unit in units.values():
+        for scores in unit.values():
+            if "slope" in scores:
+                scores["slope_gap"] = abs(scores["slope"] - natural)
+    medians = {}
+    for method in list(images) + ["dataset", "random_crops"]:
+        medians[method] = {m: statistics.median(u[method][m] for u in units.values() if method in u)
+                           for m in METRICS if any(method in u and m in u[method] for u in units.values())}
+    return {"layer": layer, "seed": seed, "penultimate": features.penultimate, "path_layers": features.path,
+            "natural_slope": natural, "baseline_crops": len(baseline_crops), "units": units, "median": medians,
+            "forwards": features.forwards, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def optimized_images(store: Store, layer: str, channels: Sequence[int] | None = None
+                     ) -> tuple[str | None, dict[int, np.ndarray], float]:
+    """The store's optimized images of ``layer`` (the method its records name), by channel, and the optimize
+    seconds they cost (from the records)."""
+    method, found, seconds = None, {}, 0.0
+    folder = store.layer_dir(layer)
+    wanted = channels if channels is not None else sorted(
+        int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()) if folder.is_dir() else []
+    for channel in wanted:
+        record = store.read_optimized_record(layer, channel)
+        path = store.optimized_file(layer, channel, "input")
+        if not path.is_file():
+            path = store.optimized_file(layer, channel)
+        if record is None or not path.is_file():
+            continue
+        method = method or record.get("method")
+        found[channel] = np.asarray(load_image(path), np.float32) / 255.0
+        seconds += float(record.get("seconds_per_batch", 0.0)) / max(int(record.get("batch_size", 1)), 1)
+    return method, found, seconds
+
+
+def evaluate_store(model: Model, store: str | Path, layers: Sequence[str] | None = None,
+                   others: Sequence[str | Path] = (), seed: int = 0, write: bool = True) -> dict[str, dict]:
+    """Evaluate the optimized images of ``store`` (and of the ``others``: optimize-only stores of the same model,
+    each one method) against ``store``'s top-k, per layer; writes each layer's ``evaluation.json`` into ``store``.
+    Each evaluation records its cost beside the optimize time it evaluates (``share``)."""
+    store = Store(store)
+    manifest = store.read_manifest()
+    layers = list(layers or manifest.layers)
+    results = {}
+    for layer in layers:
+        images, optimize_seconds = {}, 0.0
+        for source in [store, *map(Store, others)]:
+            method, found, seconds = optimized_images(source, layer)
+            if found:
+                images[method or source.root.name] = found
+                optimize_seconds += seconds
+        if not images:
+            raise DeepvisError(f"no optimized images of layer '{layer}' in {store.root}"
+                               f"{' or the other stores' if others else ''}: run deepvis optimize --out first")
+        evaluation = evaluate_layer(model, store, layer, images, seed=seed)
+        evaluation["optimize_seconds"] = round(optimize_seconds, 3)
+        evaluation["share"] = round(evaluation["seconds"] / optimize_seconds, 4) if optimize_seconds else None
+        if write:
+            store.write_evaluation(layer, evaluation)
+        results[layer] = evaluation
+    return results
+
+
+def format_table(evaluations: dict[str, dict]) -> str:
+    """The medians as a Markdown table: one row per layer and method."""
+    lines = ["| layer | method | activation | plausibility | path | slope | slope gap |", "|---|---|---|---|---|---|---|"]
+    for layer, evaluation in evaluations.items():
+        for method, scores in evaluation["median"].items():
+            cells = [f"{scores[m]:.3f}" if m in scores else "" for m in METRICS]
+            lines.append(f"| {layer} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,229 @@
+"""MACO, feature accentuation and the quality metrics of `deepvis evaluate`: small and fast (a tiny network, few
+steps), asserting the direction of the effects; the full measurements are in benchmarks/bench_featvis.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import deepvis
+from deepvis.findmax import find_max
+from deepvis.optimize import make_params, optimize, optimize_to_store
+from deepvis.optimize.accentuate import accentuate
+from deepvis.optimize.evaluate import evaluate_store, penultimate_layer, spectral_slope
+from deepvis.optimize.maco import MacoParams, PhaseImage, natural_spectrum, sample_spectrum
+from deepvis.store import Store
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+TINY_NET = '''
+import torch
+from torch import nn
+import deepvis
+
+def build():
+    torch.manual_seed(0)
+    net = nn.Sequential()
+    net.add_module("conv1", nn.Conv2d(3, 8, 3, padding=1))
+    net.add_module("relu1", nn.ReLU())
+    net.add_module("pool1", nn.MaxPool2d(2))
+    net.add_module("conv2", nn.Conv2d(8, 16, 3, padding=1))
+    net.add_module("relu2", nn.ReLU())
+    net.add_module("pool2", nn.AdaptiveAvgPool2d(2))
+    net.add_module("flat", nn.Flatten())
+    net.add_module("fc", nn.Linear(64, 10))
+    pre = deepvis.Preprocessing(input_size=(32, 32), mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
+    return deepvis.Model(net=net, preprocessing=pre, labels=[str(i) for i in range(10)])
+'''
+
+
+@pytest.fixture(scope="module")
+def tiny_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("net") / "tinynet.py"
+    path.write_text(TINY_NET)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_file, single_thread_torch):
+    return deepvis.load_model(f"{tiny_file}:build")
+
+
+@pytest.fixture(scope="module")
+def scanned(tiny, tmp_path_factory):
+    """A find-max store of the tiny net over the bundled photos (k = 3)."""
+    folder = tmp_path_factory.mktemp("photos")
+    for path in deepvis.sample_images():
+        shutil.copy(path, folder / path.name)
+    return find_max(tiny, folder, tmp_path_factory.mktemp("scan") / "store", layers=["conv2", "fc"], k=3,
+                    batch_size=4, progress=False)
+
+
+# ---------------------------------------------------------------- MACO
+def test_maco_magnitude_stays_fixed_and_only_the_phase_learns():
+    magnitude = torch.from_numpy(sample_spectrum((24, 24)))
+    generator = torch.Generator().manual_seed(0)
+    image = PhaseImage(2, magnitude, 24, 24, generator)
+    assert [name for name, _ in image.named_parameters()] == ["phase"]
+    optimizer = torch.optim.NAdam(image.parameters(), lr=0.5)
+    phase0 = image.phase.detach().clone()
+    for _ in range(3):
+        optimizer.zero_grad()
+        image()[:, 0].mean().backward()
+        optimizer.step()
+    assert torch.equal(image.magnitude, magnitude) and not torch.equal(image.phase, phase0)
+    # the image before standardization has exactly the fixed magnitude (interior columns: no Hermitian folding)
+    spectrum = torch.polar(image.magnitude.expand_as(image.phase), image.phase.detach())
+    again = torch.fft.rfft2(torch.fft.irfft2(spectrum, s=(24, 24))).abs()
+    assert torch.allclose(again[..., 1:-1], magnitude.expand_as(again)[..., 1:-1], rtol=1e-3, atol=1e-4)
+    pixels = image()
+    pixels = pixels.detach()
+    assert pixels.shape == (2, 3, 24, 24) and 0 <= float(pixels.min()) and float(pixels.max()) <= 1
+
+
+def test_natural_spectrum_falls_like_a_power_law():
+    magnitude = natural_spectrum(deepvis.sample_images()[:2], (64, 64))
+    assert magnitude.shape == (3, 64, 33)
+    assert magnitude[:, 1, 1].mean() > 5 * magnitude[:, 16, 16].mean()  # low frequencies carry more
+
+
+def test_maco_raises_its_objective_and_writes_spectrum_and_attribution(tmp_path, tiny, scanned):
+    params = make_params("maco", steps=24, crops=2)
+    results = optimize(tiny, ["conv2:1", "fc:2"], "maco", params)
+    for result in results:
+        assert result.method == "maco" and result.image.shape == (32, 32, 3)
+        assert result.record["obj"][-1] > result.record["obj"][0] or result.best_obj > result.record["obj"][0]
+        assert result.alpha.shape == (32, 32) and 0 <= result.alpha.min() and result.alpha.max() <= 1
+    # into a find-max store: the spectrum comes from the store's images, saved there; the map beside the image
+    store = optimize_to_store(tiny, scanned.root, ["conv2"], make_params("maco", steps=4, crops=2),
+                              channels=[0, 1], progress=False)
+    spectrum = store.read_spectrum()
+    assert spectrum["made_from"]["images"] == 4 and spectrum["magnitude"].shape == (3, 48, 25)
+    assert store.optimized_file("conv2", 0, "alpha").is_file()
+    pictures = store.unit_pictures("conv2", 0)
+    assert pictures["attribution"].name == "optimized_alpha.png" and pictures["optimized"].name == "optimized.png"
+    assert json.loads(store.optimized_file("conv2", 0, "record").read_text())["method"] == "maco"
+
+
+def test_bad_maco_settings():
+    with pytest.raises(deepvis.DeepvisError, match="crop_size"):
+        MacoParams(crop_size=(0.5, 1.5))
+    with pytest.raises(deepvis.DeepvisError, match="canvas"):
+        MacoParams(canvas=0.5)
+
+
+# ---------------------------------------------------------------- evaluate
+def test_spectral_slope_of_noise_and_photos():
+    rng = np.random.default_rng(0)
+    assert abs(spectral_slope(rng.random((64, 64)))) < 0.5  # white noise: flat
+    photo = np.asarray(deepvis.load_image(deepvis.sample_images()[0]).resize((128, 128)), np.float32) / 255
+    assert -3.5 < spectral_slope(photo) < -1.5  # natural images: about 1/f^2
+
+
+def test_evaluate_scores_methods_deterministically(tmp_path, tiny, scanned):
+    assert penultimate_layer(tiny) in ("pool2", "flat")  # the default layer before the logits
+    other = optimize_to_store(tiny, tmp_path / "modern", ["conv2"], make_params("modern", steps=8),
+                              channels=[0, 1], progress=False)
+    if not scanned.optimized_file("conv2", 0).is_file():
+        optimize_to_store(tiny, scanned.root, ["conv2"], make_params("maco", steps=4, crops=2), channels=[0, 1],
+                          progress=False)
+    first = evaluate_store(tiny, scanned.root, ["conv2"], others=[other.root], seed=3)["conv2"]
+    again = evaluate_store(tiny, scanned.root, ["conv2"], others=[other.root], seed=3, write=False)["conv2"]
+    assert first["units"] == again["units"]
+    assert set(first["units"]["0"]) == {"maco", "modern", "dataset", "random_crops"}
+    for method in ("maco", "modern", "dataset"):
+        scores = first["median"][method]
+        assert set(scores) == {"activation", "plausibility", "path", "slope", "slope_gap"}
+        assert all(np.isfinite(v) for v in scores.values())
+    assert first["median"]["dataset"]["activation"] <= 1.0
+    assert Store(scanned.root).read_evaluation("conv2")["seed"] == 3
+    assert first["share"] is not None and first["forwards"] > 0
+
+
+# ---------------------------------------------------------------- accentuation
+def test_accentuation_raises_units_and_stays_close(tiny):
+    photo = deepvis.sample_images()[1]
+    for unit in ("conv2:0", "conv2:3", "fc:1", "fc:4"):
+        result = accentuate(tiny, photo, unit, steps=12, lr=0.1)
+        assert result.after > result.before, unit
+        assert result.distance < 0.1 and result.path_similarity > 0.5
+        assert result.image.shape == result.original.shape == (32, 32, 3)
+
+
+@pytest.mark.slow
+def test_cli_maco_accentuate_evaluate(tmp_path, tiny_file, scanned):
+    model = f"{tiny_file}:build"
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(p) for p in sys.path if p])}
+    run = subprocess.run([sys.executable, "-m", "deepvis", "optimize", "--model", model, "--method", "maco",
+                          "--unit", "fc:1", "--steps", "3", "--crops", "2", "-o", str(tmp_path / "m.png")],
+                         capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "m.png").is_file() and (tmp_path / "m_alpha.png").is_file()
+    run = subprocess.run([sys.executable, "-m", "deepvis", "accentuate", str(deepvis.sample_images()[0]), "--model",
+                          model, "--unit", "fc:1", "--steps", "4", "--json", "-o", str(tmp_path / "a.png")],
+                         capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    data = json.loads(run.stdout)
+    assert data["after"] > data["before"] and (tmp_path / "a.png").is_file()
+    run = subprocess.run([sys.executable, "-m", "deepvis", "evaluate", str(scanned.root), "--model", model,
+                          "--layers", "fc", "--json"], capture_output=True, text=True, env=env)
+    assert run.returncode == 1 and "no optimized images" in run.stderr  # fc has none yet: a one-line error
+    run = subprocess.run([sys.executable, "-m", "deepvis", "optimize", "--model", model, "--method", "maco",
+                          "--out", str(scanned.root), "--layers", "fc", "--units", "0-1", "--steps", "3", "--crops",
+                          "2", "-q"], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    run = subprocess.run([sys.executable, "-m", "deepvis", "evaluate", str(scanned.root), "--model", model,
+                          "--layers", "fc"], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "| fc | maco |" in run.stdout and "of the optimize time" in run.stdout
+
+
+# ---------------------------------------------------------------- one set of objectives for every method
+def test_combined_objectives_in_every_method(tiny):
+    from deepvis.optimize.objectives import Combination, evaluate, make_target
+
+    difference = make_target(tiny, "conv2:1 - conv2:2")
+    product = make_target(tiny, "fc:1 * conv2:3", kind="channel")
+    assert isinstance(difference, Combination) and str(difference) == "conv2:1@8,8 - conv2:2@8,8"
+    x = torch.randn(2, 3, 32, 32)
+    one = evaluate(tiny, x, [make_target(tiny, "conv2:1")] * 2).values
+    two = evaluate(tiny, x, [make_target(tiny, "conv2:2")] * 2).values
+    both = evaluate(tiny, x, [difference, make_target(tiny, "conv2:1")]).values
+    assert torch.allclose(both, torch.stack([one[0] - two[0], one[1]]))
+    left = evaluate(tiny, x[:1], [make_target(tiny, "fc:1", "channel")]).values[0]
+    right = evaluate(tiny, x[:1], [make_target(tiny, "conv2:3", "channel")]).values[0]
+    assert torch.allclose(evaluate(tiny, x[:1], [product]).values[0], left * right)
+    for method, settings in (("paper", {"max_iter": 6}), ("modern", {"steps": 6}), ("maco", {"steps": 6, "crops": 2})):
+        results = optimize(tiny, ["conv2:1 - conv2:2", "fc:1"], method, **settings)
+        assert results[0].to_json()["target"]["op"] == "-" and np.isfinite(results[0].best_obj), method
+
+
+def test_maco_copies_with_diversity_differ(tiny):
+    result, = optimize(tiny, "conv2:1", "maco", steps=6, crops=2, copies=2, diversity=1.0)
+    assert len(result.extra_images) == 1 and len(result.record["final_obj"]) == 2
+    assert np.abs(result.image - result.extra_images[0]).mean() > 0.01
+    with pytest.raises(deepvis.DeepvisError, match="copies >= 2"):
+        MacoParams(diversity=1.0)
+
+
+@pytest.mark.slow
+def test_on_the_bundled_model_maco_keeps_natural_slope_and_accentuation_raises(model, single_thread_torch):
+    """The direction of the measured effects, on 2 units of EfficientNet-Lite0 and few steps."""
+    photos = [np.asarray(deepvis.load_image(p).resize((224, 224)), np.float32) / 255 for p in deepvis.sample_images()]
+    natural = float(np.median([spectral_slope(p) for p in photos]))
+    units = ["blocks.8:0", "blocks.8:40"]
+    maco = optimize(model, units, "maco", steps=12, crops=2)
+    modern = optimize(model, units, "modern", steps=12)
+    for a, b in zip(maco, modern):
+        assert abs(spectral_slope(a.image) - natural) < abs(spectral_slope(b.image) - natural)
+        assert abs(spectral_slope(a.image) - natural) < 0.5
+    for unit in units:
+        result = accentuate(model, deepvis.sample_images()[1], unit, steps=8)
+        assert result.after > result.before and result.distance < 0.01
