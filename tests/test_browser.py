@@ -591,11 +591,11 @@ def test_docs_screenshot_of_the_full_toolbox(default_page):
     settle(page)
     assert page.inner_text("#aux-caption").startswith("prob:285 · max 0.379 · Egyptian cat")
     press(page, "b", "b", "b", "b", "m", "m", "m", "d")  # guided backprop of 'Egyptian cat', normblur, frozen
-    enter_grid(page, "stem")
+    enter_grid(page, "block 2 dw")  # a rectified map: sparse, bright on black
     target = tile_center(page, 5)
     page.mouse.click(target["x"], target["y"])
     settle(page)
-    assert status(page).startswith("fwd stem.act:5 | Back: guided (from prob:285, normblur, frozen)")
+    assert status(page).startswith("fwd blocks.2.depthwise.act:5 | Back: guided (from prob:285, normblur, frozen)")
     assert page.locator("#back-img").is_visible() and page.locator("#aux-unit-img").is_visible()
     page.mouse.move(2, 2)
     docs = ROOT / "docs" / "images" / "toolbox.png"
