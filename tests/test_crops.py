@@ -153,3 +153,18 @@ def test_batched_windowed_crops_equal_whole_image_backward_passes(tmp_path):
             assert np.abs(saved - expected).mean() < 0.03  # JPEG
     stem = np.asarray(Image.open(store.unit_dir("stem.act", 0) / "image_00.jpg"))
     assert stem.shape == (32, 32, 3)  # a 3-px field in context
+
+
+def test_progress_eta_follows_the_work_not_the_items(monkeypatch):
+    """Cheap units first (small windows) must not promise an early end: with costs, the ETA is work left / rate."""
+    from deepvis import progress as progress_module
+
+    clock = [0.0]
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: clock[0])
+    bar = progress_module.Progress(100, "crops", unit="units", enabled=False, total_cost=1000.0)
+    plain = progress_module.Progress(100, "crops", unit="units", enabled=False)
+    clock[0] = 60.0
+    bar.update(50, cost=100.0)  # half the units in a minute, but only a tenth of the work
+    assert bar.eta() == pytest.approx(540.0)
+    plain.update(50)
+    assert plain.eta() == pytest.approx(60.0)  # counted in items, it would say one more minute
