@@ -304,7 +304,8 @@ def _plan(model: Model, inputs: _Inputs, store: Store, manifest, layer: str, bac
     if not backward or not items:
         return plan
     window = _window_size(field, size) if effective is None and int(top["y"].max()) >= 0 else None
-    units = [Unit(layer, int(c), (int(top["y"][c, r]), int(top["x"][c, r]))) for c, r in items]
+    units = [Unit(layer, int(c), (int(top["y"][c, r]), int(top["x"][c, r])) if top["y"][c, r] >= 0 else None)
+             for c, r in items]
     loaded = [inputs.get(int(top["images"][c, r]))[0] for c, r in items]
     began = time.perf_counter()
     full = backprop_batch(model, torch.stack(loaded).to(model.device), units, "gradient", signal="argmax").input_grad
