@@ -1,7 +1,7 @@
 """crops throughput: ``make_crops()`` (batched backward passes over several units' top images, on crop-sized
 windows where the field is small) against the bare backward passes it needs, in one warm process.
 
-    python benchmarks/bench_crops.py [--images 16] [--units 48] [--k 4] [--rounds 3]
+    python benchmarks/bench_crops.py [--images 16] [--units 96] [--k 4] [--rounds 3]
 
 A small store is scanned first (the sample photos, flipped and shifted to make ``--images``). Then, per layer:
 ``make_crops(kinds=image guided, force=True)`` for ``--units`` channels, against the bare baseline: the same rows
@@ -92,7 +92,7 @@ def bare(model, store: Store, layer: str, channels: range, batch_rows: int) -> f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=16)
-    parser.add_argument("--units", type=int, default=48)
+    parser.add_argument("--units", type=int, default=96)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-rows", type=int, default=crops.BATCH_ROWS)

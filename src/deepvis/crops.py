@@ -48,7 +48,7 @@ WRITERS = 4
 #: Crop-sized windows are used where they hold at most this fraction of the input's pixels.
 WINDOW_AT_MOST = 0.5
 #: Top images on which a layer's windows are checked against whole images.
-WINDOW_CHECKS = 2
+WINDOW_CHECKS = 1
 #: Rough seconds to encode and write one picture (the progress bar's estimate of work per unit).
 SECONDS_PER_PICTURE = 0.002
 #: The receptive-field box drawn on crops shown with context (yellow).
