@@ -229,8 +229,7 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
             for done in pending:
                 done.result()
             pending.clear()
-            if todo[name] or force:
-                _write_sprites(store, manifest, name, kinds, network)
+            _write_sprites(store, manifest, name, kinds, network)
     bar.close()
     if progress and current_count:
         print(f"crops: {current_count} of {total} units were already made from their current top-k (--force redoes "
