@@ -31,6 +31,7 @@ import uvicorn  # noqa: E402
 from PIL import Image, ImageChops, ImageStat  # noqa: E402
 
 import deepvis  # noqa: E402
+from deepvis.models.efficientnet_lite import block_output_layers  # noqa: E402
 from deepvis.server.app import STATIC_ROOT, create_app  # noqa: E402
 from deepvis.server.session import Toolbox  # noqa: E402
 
@@ -69,7 +70,14 @@ def model(single_thread_torch):
 
 @pytest.fixture(scope="module")
 def server(model):
-    """The app as ``deepvis serve`` runs it: the bundled model and sample images, no store."""
+    """The app as ``deepvis serve --layers <the block outputs>`` runs it: the bundled model and sample images, no
+    store, the layer list these tests navigate (blocks.0 ... blocks.15)."""
+    yield from serve(Toolbox(model, layers=block_output_layers()))
+
+
+@pytest.fixture(scope="module")
+def default_server(model):
+    """The app exactly as ``deepvis serve`` runs it: the bundled model's default layers."""
     yield from serve(Toolbox(model))
 
 
@@ -87,7 +95,7 @@ def store_server(model, tmp_path_factory):
     unit.mkdir()
     for name, colour in (("optimized.png", "orange"), ("image.jpg", "teal"), ("deconv.jpg", "purple")):
         Image.new("RGB", (64, 64), colour).save(unit / name)
-    yield from serve(Toolbox(model, store=store))
+    yield from serve(Toolbox(model, store=store, layers=block_output_layers()))
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +127,11 @@ def open_page(browser, url: str, name: str):
 @pytest.fixture()
 def page(browser, server, request):
     yield from open_page(browser, server, request.node.name)
+
+
+@pytest.fixture()
+def default_page(browser, default_server, request):
+    yield from open_page(browser, default_server, request.node.name)
 
 
 @pytest.fixture()
@@ -567,7 +580,10 @@ def test_webcam_frames_flow_with_back_pressure(page):
     assert page.locator("#video").is_hidden()
 
 
-def test_docs_screenshot_of_the_full_toolbox(page):
+def test_docs_screenshot_of_the_full_toolbox(default_page):
+    page = default_page
+    # the default layers are rectified maps: the grid is sparse bright-on-black, as in the original toolbox
+    assert "block 5 dw" in page.locator("#layers").inner_text()
     press(page, "e")  # chelsea
     enter_grid(page, "prob")
     target = tile_center(page, 285)
@@ -575,11 +591,11 @@ def test_docs_screenshot_of_the_full_toolbox(page):
     settle(page)
     assert page.inner_text("#aux-caption").startswith("prob:285 · max 0.379 · Egyptian cat")
     press(page, "b", "b", "b", "b", "m", "m", "m", "d")  # guided backprop of 'Egyptian cat', normblur, frozen
-    enter_grid(page, "stem")
+    enter_grid(page, "block 2 dw")  # a rectified map: sparse, bright on black
     target = tile_center(page, 5)
     page.mouse.click(target["x"], target["y"])
     settle(page)
-    assert status(page).startswith("fwd stem.act:5 | Back: guided (from prob:285, normblur, frozen)")
+    assert status(page).startswith("fwd blocks.2.depthwise.act:5 | Back: guided (from prob:285, normblur, frozen)")
     assert page.locator("#back-img").is_visible() and page.locator("#aux-unit-img").is_visible()
     page.mouse.move(2, 2)
     docs = ROOT / "docs" / "images" / "toolbox.png"

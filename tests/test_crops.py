@@ -85,3 +85,86 @@ def test_store_reads_the_original_toolbox_layout(tmp_path):
     (store.unit_dir("conv5", 151)).mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(store.unit_dir("conv5", 151) / "image.jpg")
     assert store.unit_pictures("conv5", 151)["images"] == store.unit_dir("conv5", 151) / "image.jpg"
+
+
+def test_small_fields_get_context_and_an_outline_outside_the_field():
+    from deepvis.crops import context_box, draw_outline
+
+    box = (10, 20, 13, 23)  # a 3 x 3 field (the stem's)
+    shown = context_box(box, 32)
+    assert shown == (-4, 6, 28, 38) and shown[2] - shown[0] == 32 and shown[3] - shown[1] == 32
+    assert context_box((0, 0, 35, 35), 32) == (0, 0, 35, 35)  # large enough: unchanged
+    a = np.random.default_rng(0).random((40, 40, 3)).astype(np.float32)
+    picture = draw_outline(crop_box(a, shown), box, shown, colour=(1.0, 0.0, 0.0))
+    inside = picture[box[0] - shown[0]:box[2] - shown[0], box[1] - shown[1]:box[3] - shown[1]]
+    assert np.array_equal(inside, a[10:13, 20:23])  # the field's pixels stay exact
+    ring = picture[box[0] - shown[0] - 1:box[2] - shown[0] + 1, box[1] - shown[1] - 1:box[3] - shown[1] + 1]
+    edge = np.ones(ring.shape[:2], bool)
+    edge[1:-1, 1:-1] = False
+    assert np.all(ring[edge] == (1.0, 0.0, 0.0))  # a 1-px outline just outside it
+    assert np.array_equal(picture[0, 0], crop_box(a, shown)[0, 0])
+
+
+def test_crops_made_before_the_context_setting_are_redone():
+    from deepvis.store import CROPS_SETTINGS, Store
+
+    class Manifest:
+        weights_sha256, preprocessing = "w", {"mean": [0.5]}
+        layers = {"l": type("L", (), {"receptive_field": {"size": 3}, "layout": "maps"})()}
+
+    before = dict(CROPS_SETTINGS)
+    try:
+        with_setting = Store.crops_basis(Manifest, "l")
+        CROPS_SETTINGS.clear()
+        assert Store.crops_basis(Manifest, "l") != with_setting  # the basis records how crops are drawn
+    finally:
+        CROPS_SETTINGS.update(before)
+
+
+@pytest.mark.slow
+def test_batched_windowed_crops_equal_whole_image_backward_passes(tmp_path):
+    """Several units' top images in one backward pass, on crop-sized windows where the field is small: the same
+    pictures as one unit at a time on whole images; the stem's 3-px field is shown in 32 px of context."""
+    from deepvis.crops import _plan, _Inputs
+    from deepvis.store import Store
+
+    model = deepvis.load_model(input_size=(112, 112))
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("chelsea", "coffee", "astronaut"):
+        Image.fromarray(getattr(skimage_data, name)()).save(folder / f"{name}.png")
+    store = find_max(model, folder, tmp_path / "store", layers=["stem.act", "blocks.3"], k=2, progress=False)
+    make_crops(model, store.root, kinds=("image", "guided"), channels=range(0, 6), progress=False, batch_rows=8)
+    manifest = store.read_manifest()
+    files = [folder / p for p in store.read_image_list()]
+    plan = _plan(model, _Inputs(model, files), Store(store.root), manifest, "blocks.3", ["guided"])
+    assert plan.window == (48, 48)  # field 35, stride 8: 48 x 48 windows instead of 112 x 112 images
+    top = store.read_topk("blocks.3")
+    field = field_from_json(manifest.layers["blocks.3"].receptive_field)
+    for channel in range(6):
+        for rank in range(2):
+            y, x = int(top["y"][channel, rank]), int(top["x"][channel, rank])
+            image = deepvis.load_image(files[top["images"][channel, rank]])
+            grad = deepvis.backprop(model, image, f"blocks.3:{channel}@{y},{x}", mode="guided").input_grad
+            rgb = model.preprocessing.to_rgb(grad).permute(1, 2, 0).numpy()
+            expected = deepvis.back_image(crop_box(rgb, unit_box(field, y, x, (112, 112))), "raw")
+            saved = np.asarray(Image.open(store.unit_dir("blocks.3", channel) / f"guided_{rank:02d}.jpg"),
+                               np.float32) / 255
+            assert np.abs(saved - expected).mean() < 0.03  # JPEG
+    stem = np.asarray(Image.open(store.unit_dir("stem.act", 0) / "image_00.jpg"))
+    assert stem.shape == (32, 32, 3)  # a 3-px field in context
+
+
+def test_progress_eta_follows_the_work_not_the_items(monkeypatch):
+    """Cheap units first (small windows) must not promise an early end: with costs, the ETA is work left / rate."""
+    from deepvis import progress as progress_module
+
+    clock = [0.0]
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: clock[0])
+    bar = progress_module.Progress(100, "crops", unit="units", enabled=False, total_cost=1000.0)
+    plain = progress_module.Progress(100, "crops", unit="units", enabled=False)
+    clock[0] = 60.0
+    bar.update(50, cost=100.0)  # half the units in a minute, but only a tenth of the work
+    assert bar.eta() == pytest.approx(540.0)
+    plain.update(50)
+    assert plain.eta() == pytest.approx(60.0)  # counted in items, it would say one more minute

@@ -66,8 +66,29 @@ def test_catalog_shapes_and_defaults(model):
     assert infos["classifier"].shape == (1000,) and infos["prob"].shape == (1000,)
     defaults = deepvis.default_layers(model)
     assert defaults[0] == "stem.act" and defaults[-2:] == ["classifier", "prob"]
-    assert {f"blocks.{i}" for i in range(16)} <= set(defaults)
+    assert {f"blocks.{i}.depthwise.act" for i in range(16)} <= set(defaults)
     assert not any(i.shared for i in model.layers())
+    assert {f"blocks.{i}" for i in range(16)} <= set(infos) and not infos["blocks.5"].default  # optional layers
+
+
+@pytest.mark.slow
+def test_default_conv_tiles_are_sparse_bright_on_black(model):
+    """The default conv layers are rectified maps: their tiles (the original's normalisation: one min/max over the
+    layer) are mostly exact zeros on the sample photos -- unlike the linear block outputs (mid-grey noise)."""
+    from deepvis.models.efficientnet_lite import block_output_layers
+
+    def zero_fraction(layers):
+        fractions = []
+        for photo in deepvis.sample_images():
+            acts = deepvis.activations(model, photo, layers)
+            fractions += [float((deepvis.normalize_layer(acts[n]) == 0).mean()) for n in layers]
+        return float(np.mean(fractions))
+
+    shapes = {n: deepvis.layer_info(model, n).shape for n in deepvis.default_layers(model)}
+    conv = [n for n, shape in shapes.items() if len(shape) == 3 and shape[1] > 1]  # not pool (1280x1x1)
+    assert len(conv) == 18
+    assert zero_fraction(conv) >= 0.4
+    assert zero_fraction([n for n in block_output_layers() if n.startswith("blocks.")]) < 0.01
 
 
 class Tiny(nn.Module):

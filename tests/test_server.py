@@ -37,6 +37,7 @@ from deepvis.backprop import backprop
 from deepvis.server import app as app_module
 from deepvis.server import session as session_module
 from deepvis.server.app import create_app
+from deepvis.models.efficientnet_lite import block_output_layers
 from deepvis.server.session import Toolbox, ViewRequest
 
 with warnings.catch_warnings():  # starlette asks for httpx2 instead of httpx; both work
@@ -45,6 +46,8 @@ with warnings.catch_warnings():  # starlette asks for httpx2 instead of httpx; b
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
+#: The bundled model's linear block outputs (no longer its default layers): most tests here address blocks.N.
+BLOCKS = block_output_layers()
 SECRET = "TOP-SECRET-0c5f1e9a"  # the content of every file outside the roots: it must never be in a response
 SAMPLES = Path(deepvis.__file__).parent / "samples"
 
@@ -77,7 +80,7 @@ def roots(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def toolbox(model, roots) -> Toolbox:
-    return Toolbox(model, store=roots["store"])
+    return Toolbox(model, store=roots["store"], layers=BLOCKS)
 
 
 @pytest.fixture(scope="module")
@@ -494,7 +497,7 @@ def test_no_backward_when_nothing_shows_it(client, cat_id, forwards, toolbox, mo
 @pytest.mark.parametrize("mode", ["gradient", "deconv", "guided"])
 def test_back_pane_equals_backprop(model, skimage_pngs, mode):
     """The fast path (backward from a kept forward graph) shows what ``deepvis.backprop`` computes."""
-    toolbox = Toolbox(model)
+    toolbox = Toolbox(model, layers=BLOCKS)
     image = Image.open(skimage_pngs["coffee"]).convert("RGB")
     frame = jpeg_bytes(image)
     first = toolbox.input_from_bytes(frame, "coffee.jpg")
@@ -589,9 +592,9 @@ def test_frames_per_tab(client, toolbox):
 
 def test_frames_keep_still_images_in_a_small_cache(model, skimage_pngs):
     """Frames that replace each other free their share of the cache: a still image is not pushed out."""
-    probe = Toolbox(model)
+    probe = Toolbox(model, layers=BLOCKS)
     size = probe.input_from_bytes(skimage_pngs["camera"].read_bytes()).nbytes
-    toolbox = Toolbox(model, cache_bytes=3 * size + size // 2)
+    toolbox = Toolbox(model, layers=BLOCKS, cache_bytes=3 * size + size // 2)
     still = toolbox.input_from_bytes(skimage_pngs["chelsea"].read_bytes(), "still")
     toolbox.view(ViewRequest(still.id, "blocks.5", 1, cursor="grid"))  # a backward pass: the still keeps a graph
     base = Image.open(SAMPLES / "rocket.jpg").convert("RGB").resize((224, 224))
@@ -729,7 +732,7 @@ def test_all_model_work_runs_on_one_thread(model, skimage_pngs):
     from deepvis.server.compute import Compute
 
     compute = Compute()
-    toolbox = compute.run(lambda: Toolbox(model))
+    toolbox = compute.run(lambda: Toolbox(model, layers=BLOCKS))
     threads = set()
     handle = model.net.register_forward_pre_hook(lambda *_: threads.add(threading.get_ident()))
     try:

@@ -405,7 +405,7 @@ def _cmd_serve(args) -> int:
     else:
         model = compute.run(_model, args)
     toolbox = compute.run(lambda: Toolbox(model, images=args.images, store=args.store,
-                                          store_images=args.images is None))
+                                          store_images=args.images is None, layers=args.layers))
     host = args.host
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
@@ -704,6 +704,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", metavar="DIR|LIST",
                    help="a folder of images or a list file (default: the store's images with --store, else the "
                         "bundled samples)")
+    p.add_argument("--layers", nargs="+", metavar="L", help="layers to show (default: the model's default layers; "
+                   "e.g. the bundled model's linear block outputs blocks.0 ... blocks.15)")
     p.add_argument("--store", metavar="STORE", help="precomputed per-unit images (deepvis find-max / optimize); its "
                    "model is used unless --model is given")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")

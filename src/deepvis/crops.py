@@ -16,7 +16,10 @@ import hashlib
 import io
 import json
 import sys
+import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +37,22 @@ from .models.model import Model, weights_hash
 from .probe import layer_info
 from .progress import Progress
 from .receptive_field import EFFECTIVE_ABOVE, ReceptiveField, effective_receptive_fields, field_from_json
-from .store import CROP_KINDS, Store, check_model
+from .store import CROP_KINDS, CROPS_SETTINGS, Store, check_model
 from .units import Unit, check_unit, clamp_channels
 
 KINDS = CROP_KINDS
+#: Rows (top images) per batched backward pass of :func:`make_crops`.
+BATCH_ROWS = 64
+#: Threads writing pictures while the next passes run (flushing files to disk waits on the disk, not the CPU).
+WRITERS = 4
+#: Crop-sized windows are used where they hold at most this fraction of the input's pixels.
+WINDOW_AT_MOST = 0.5
+#: Top images on which a layer's windows are checked against whole images.
+WINDOW_CHECKS = 1
+#: Rough seconds to encode and write one picture (the progress bar's estimate of work per unit).
+SECONDS_PER_PICTURE = 0.002
+#: The receptive-field box drawn on crops shown with context (yellow).
+OUTLINE_COLOUR = (1.0, 0.85, 0.0)
 _MAX_POOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
                      nn.AdaptiveMaxPool3d, nn.FractionalMaxPool2d, nn.FractionalMaxPool3d)
 _MAX_POOL_FUNCTIONS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.max_pool1d_with_indices, F.max_pool2d_with_indices,
@@ -143,15 +158,19 @@ class _Inputs:
 
 def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
                kinds: tuple[str, ...] | None = None, channels: range | None = None,
-               force: bool = False, progress: bool = True) -> Store:
+               force: bool = False, progress: bool = True, batch_rows: int = BATCH_ROWS) -> Store:
     """Write crops, backward images, montages and sprites for the units of a find-max store. ``kinds``: any of
     :data:`KINDS`; by default :func:`default_kinds`. ``channels`` past a layer's last are left out (with a note).
 
     Each unit's pictures are followed by a record of what they were made from (its top-k, the layer's receptive
-    fields, the network and preprocessing, the kinds); a unit whose record says these kinds from the current top-k
-    is skipped, any other is (re)made and its stale pictures removed. The model must be the store's (its weights
-    hash and preprocessing; :func:`deepvis.store.check_model`): ``force`` uses another one anyway, and redoes every
-    unit asked for."""
+    fields, the network and preprocessing, the kinds, how crops are drawn); a unit whose record says these kinds from
+    the current top-k is skipped, any other is (re)made and its stale pictures removed. The model must be the
+    store's (its weights hash and preprocessing; :func:`deepvis.store.check_model`): ``force`` uses another one
+    anyway, and redoes every unit asked for.
+
+    Fast: the backward images of several units' top images (about ``batch_rows`` rows) are one batched backward pass
+    (each row its own unit), and where a layer's receptive field is small the rows are crop-sized windows of the
+    inputs instead of whole images (checked, per layer, to give the same pictures as whole images)."""
     store = Store(store)
     manifest = store.read_manifest()
     check_model(store, model, force=force, manifest=manifest)
@@ -170,37 +189,63 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
     files = [root / p for p in store.read_image_list()]
     inputs = _Inputs(model, files)
     wanted = {name: clamp_channels(channels, manifest.layers[name].channels, name, "crops") for name in layers}
-    total = sum(len(wanted[n]) for n in layers)
-    bar = Progress(total, "crops", unit="units", enabled=progress)
     network = weights_hash(model)
+    backward = [k for k in kinds if k != "image"]
+    # which units need (re)making, first: the progress bar's ETA counts only real work, weighted per layer
+    todo: dict[str, list[tuple[int, dict]]] = {}
     current_count = 0
     for name in layers:
-        field = field_from_json(manifest.layers[name].receptive_field)
-        effective = _effective_field(model, inputs, name, field, manifest.layers[name].shape)
-        top = store.read_topk(name)
         hashes = store.topk_hashes(name)
         made_from = {"basis": store.crops_basis(manifest, name), "network": network}
-        count = manifest.layers[name].channels
+        todo[name] = []
         for channel in wanted[name]:
             check_unit(Unit(name, channel), tuple(manifest.layers[name].shape))
             record = {"topk": hashes[channel], **made_from}
             saved = store.read_crops_record(name, channel) or {}
             current = all(saved.get(key) == value for key, value in record.items())
             if force or not current or not set(kinds) <= set(saved.get("kinds", [])):
-                _unit_crops(model, inputs, store, name, channel, top, (field, effective), kinds, record)
+                todo[name].append((channel, record))
             else:
                 current_count += 1
-            bar.update(1)
-        current = [c for c in range(count) if _current(store.read_crops_record(name, c), hashes[c], made_from)]
-        digest = hashlib.sha256(json.dumps([made_from, [hashes[c] for c in current]]).encode()).hexdigest()[:16]
-        for kind in kinds:
-            store.write_sprite(name, count, kind, [c for c in current
-                                                   if kind in store.read_crops_record(name, c)["kinds"]], digest)
+    total = sum(len(wanted[n]) for n in layers)
+    plans = {name: _plan(model, inputs, store, manifest, name, backward) for name in layers if todo[name]}
+    k = max(int(manifest.k), 1)
+    costs = {name: plan.cost(k, len(backward)) for name, plan in plans.items()}
+    bar = Progress(total, "crops", unit="units", enabled=progress, initial=current_count,
+                   total_cost=sum(costs[n] * len(todo[n]) for n in plans))
+    per_group = max(1, batch_rows // k)
+    # files are written (each atomically, flushed to disk) by a writer thread while the next passes run
+    with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="deepvis-crops-writer") as writer:
+        pending: list[Future] = []
+        for name in layers:
+            top = store.read_topk(name)
+            for start in range(0, len(todo[name]), per_group):
+                group = todo[name][start:start + per_group]
+                for unit_files in _group_crops(model, inputs, store, name, group, top, plans[name], kinds):
+                    pending.append(writer.submit(store.write_crops, name, *unit_files))
+                while len(pending) > 4 * per_group:  # bounded: a slow disk holds the passes back
+                    pending.pop(0).result()
+                bar.update(len(group), cost=costs[name] * len(group))
+            for done in pending:
+                done.result()
+            pending.clear()
+            _write_sprites(store, manifest, name, kinds, network)
     bar.close()
     if progress and current_count:
         print(f"crops: {current_count} of {total} units were already made from their current top-k (--force redoes "
               "them)", file=sys.stderr, flush=True)
     return store
+
+
+def _write_sprites(store: Store, manifest, name: str, kinds, network: str) -> None:
+    hashes = store.topk_hashes(name)
+    made_from = {"basis": store.crops_basis(manifest, name), "network": network}
+    count = manifest.layers[name].channels
+    current = [c for c in range(count) if _current(store.read_crops_record(name, c), hashes[c], made_from)]
+    digest = hashlib.sha256(json.dumps([made_from, [hashes[c] for c in current]]).encode()).hexdigest()[:16]
+    for kind in kinds:
+        store.write_sprite(name, count, kind, [c for c in current
+                                               if kind in store.read_crops_record(name, c)["kinds"]], digest)
 
 
 def _effective_field(model: Model, inputs: _Inputs, layer: str, field: ReceptiveField | None,
@@ -225,31 +270,183 @@ def _current(record: dict | None, topk: str, made_from: dict) -> bool:
     return record is not None and record.get("topk") == topk and all(record.get(k) == v for k, v in made_from.items())
 
 
-def _unit_crops(model, inputs: _Inputs, store: Store, layer: str, channel: int, top: dict, fields, kinds,
-                record: dict) -> None:
-    ranks = [r for r in range(top["images"].shape[1]) if top["images"][channel, r] >= 0]
-    if not ranks:
-        store.remove_crops(layer, channel)
-        return
-    size = model.preprocessing.input_size
-    loaded = [inputs.get(int(top["images"][channel, r])) for r in ranks]
-    positions = [(int(top["y"][channel, r]), int(top["x"][channel, r])) for r in ranks]
-    boxes = [unit_box(fields[0], y, x, size, fields[1]) for y, x in positions]
-    pictures: dict[str, list[np.ndarray]] = {}
+@dataclass
+class _Plan:
+    """How one layer's crops are made: its fields, and ``window``: the (height, width) of the crop-sized input
+    windows its backward passes run on (None: whole images); ``seconds_per_row``: one backward row, measured."""
+
+    field: ReceptiveField | None
+    effective: ReceptiveField | None
+    window: tuple[int, int] | None = None
+    seconds_per_row: float = 0.0
+
+    def cost(self, k: int, backward_kinds: int) -> float:
+        """Estimated seconds per unit: its k rows' backward passes, plus encoding and writing its pictures."""
+        return k * (backward_kinds * self.seconds_per_row + (backward_kinds + 1) * SECONDS_PER_PICTURE)
+
+    def origin(self, box: tuple[int, int, int, int], input_size: tuple[int, int]) -> tuple[int, int]:
+        """Top-left of the window holding ``box``: on the field's stride grid, inside the input."""
+        (sy, sx), (wh, ww) = self.field.stride, self.window
+        top = min(max((box[0] // sy) * sy, 0), input_size[0] - wh)
+        left = min(max((box[1] // sx) * sx, 0), input_size[1] - ww)
+        return top, left
+
+
+def _plan(model: Model, inputs: _Inputs, store: Store, manifest, layer: str, backward: list[str]) -> _Plan:
+    """The layer's fields, and whether crop-sized windows give the same backward pictures as whole images."""
+    field = field_from_json(manifest.layers[layer].receptive_field)
+    effective = _effective_field(model, inputs, layer, field, manifest.layers[layer].shape)
+    plan = _Plan(field, effective)
+    size = tuple(model.preprocessing.input_size)
+    top = store.read_topk(layer)
+    items = [(c, r) for c, r in zip(*np.nonzero(top["images"] >= 0))][:WINDOW_CHECKS]
+    if not backward or not items:
+        return plan
+    window = _window_size(field, size) if effective is None and int(top["y"].max()) >= 0 else None
+    units = [Unit(layer, int(c), (int(top["y"][c, r]), int(top["x"][c, r])) if top["y"][c, r] >= 0 else None)
+             for c, r in items]
+    loaded = [inputs.get(int(top["images"][c, r]))[0] for c, r in items]
+    began = time.perf_counter()
+    full = backprop_batch(model, torch.stack(loaded).to(model.device), units, "gradient", signal="argmax").input_grad
+    plan.seconds_per_row = (time.perf_counter() - began) / len(items)
+    if window is None:
+        return plan
+    plan.window = window
+    boxes = [unit_box(field, u.position[0], u.position[1], size) for u in units]
+    origins = [plan.origin(box, size) for box in boxes]
+    try:
+        began = time.perf_counter()
+        local = backprop_batch(model, _windows(loaded, origins, window).to(model.device),
+                               [_local(u, o, field) for u, o in zip(units, origins)], "gradient",
+                               signal="argmax").input_grad
+        seconds = (time.perf_counter() - began) / len(items)
+    except Exception:  # noqa: BLE001 - a network that only takes its own input size: whole images
+        plan.window = None
+        return plan
+    for n, (box, (oy, ox)) in enumerate(zip(boxes, origins)):
+        a = crop_box(full[n].permute(1, 2, 0).cpu().numpy(), box)
+        b = crop_box(local[n].permute(1, 2, 0).cpu().numpy(), (box[0] - oy, box[1] - ox, box[2] - oy, box[3] - ox))
+        if not np.abs(a - b).max() <= 1e-4 * (np.abs(a).max() + 1e-12):
+            plan.window = None  # padding or a global operation makes windows differ: whole images
+            return plan
+    plan.seconds_per_row = seconds
+    return plan
+
+
+def _window_size(field: ReceptiveField | None, size: tuple[int, int]) -> tuple[int, int] | None:
+    """A window that holds any unit's field on the stride grid, when it is much smaller than the input."""
+    if field is None or field.clipped:
+        return None
+    dims = []
+    for extent, stride, full in zip(field.size, field.stride, size):
+        if full % stride:
+            return None
+        dims.append(min(full, -(-(extent + stride - 1) // stride) * stride))
+    return tuple(dims) if dims[0] * dims[1] <= WINDOW_AT_MOST * size[0] * size[1] else None
+
+
+def _windows(tensors: list[torch.Tensor], origins: list[tuple[int, int]], window: tuple[int, int]) -> torch.Tensor:
+    return torch.stack([t[:, y:y + window[0], x:x + window[1]] for t, (y, x) in zip(tensors, origins)])
+
+
+def _local(unit: Unit, origin: tuple[int, int], field: ReceptiveField) -> Unit:
+    (y, x), (oy, ox) = unit.position, origin
+    return Unit(unit.layer, unit.channel, (y - oy // field.stride[0], x - ox // field.stride[1]))
+
+
+def context_box(box: tuple[int, int, int, int], min_size: int) -> tuple[int, int, int, int]:
+    """``box`` grown around its centre to at least ``min_size`` pixels a side (and one more pixel each side for an
+    outline), when it is smaller: the context a tiny receptive field is shown in."""
+    top, left, bottom, right = box
+    grown = []
+    for low, high in ((top, bottom), (left, right)):
+        extent = high - low
+        if extent >= min_size:
+            grown.append((low, high))
+            continue
+        wanted = max(min_size, extent + 2)
+        low -= (wanted - extent) // 2
+        grown.append((low, low + wanted))
+    (top, bottom), (left, right) = grown
+    return top, left, bottom, right
+
+
+def draw_outline(picture: np.ndarray, box: tuple[int, int, int, int], outer: tuple[int, int, int, int],
+                 colour=OUTLINE_COLOUR, width: int = 1) -> np.ndarray:
+    """``picture`` (the crop of ``outer``) with a ``width``-pixel box drawn just outside ``box``: the pixels
+    inside the box stay exactly as they were."""
+    if box == outer:
+        return picture
+    out = picture.copy()
+    top, left = box[0] - outer[0], box[1] - outer[1]
+    bottom, right = box[2] - outer[0], box[3] - outer[1]
+    height, width_ = out.shape[:2]
+    colour = np.asarray(colour, out.dtype)
+    for w in range(width):
+        t, l, b, r = top - 1 - w, left - 1 - w, bottom + w, right + w
+        cols = slice(max(l, 0), min(r + 1, width_))
+        rows = slice(max(t, 0), min(b + 1, height))
+        for row in (t, b):
+            if 0 <= row < height:
+                out[row, cols] = colour
+        for col in (l, r):
+            if 0 <= col < width_:
+                out[rows, col] = colour
+    return out
+
+
+def _group_crops(model, inputs: _Inputs, store: Store, layer: str, group: list[tuple[int, dict]], top: dict,
+                 plan: _Plan, kinds) -> list[tuple[int, dict, dict]]:
+    """The pictures of several units: each backward kind is one batched pass over all their top images. Returns
+    each unit's ``(channel, files, record)`` for :meth:`Store.write_crops`."""
+    size = tuple(model.preprocessing.input_size)
+    min_size = CROPS_SETTINGS["min_size"]
+    rows = []  # (channel, rank, image index, y, x, box, shown box)
+    for channel, _record in group:
+        ranks = [r for r in range(top["images"].shape[1]) if top["images"][channel, r] >= 0]
+        if not ranks:
+            store.remove_crops(layer, channel)
+        for r in ranks:
+            y, x = int(top["y"][channel, r]), int(top["x"][channel, r])
+            box = unit_box(plan.field, y, x, size, plan.effective)
+            rows.append((channel, r, int(top["images"][channel, r]), y, x, box, context_box(box, min_size)))
+    if not rows:
+        return []
+    pictures: dict[tuple[int, str], list[np.ndarray]] = {}
     if "image" in kinds:
-        pictures["image"] = [crop_box(pixels, box) for (_, pixels), box in zip(loaded, boxes)]
+        for channel, _r, index, _y, _x, box, shown in rows:
+            pictures.setdefault((channel, "image"), []).append(draw_outline(crop_box(inputs.get(index)[1], shown),
+                                                                            box, shown))
     backward = [k for k in kinds if k != "image"]
     if backward:
-        x = torch.stack([t for t, _ in loaded]).to(model.device)
-        # each image's one-hot at its own top position (a fully connected unit: its one value, by 'argmax')
-        units = [Unit(layer, channel, (y, x_pos) if y >= 0 else None) for y, x_pos in positions]
+        tensors = [inputs.get(index)[0] for _c, _r, index, *_ in rows]
+        units = [Unit(layer, channel, (y, x) if y >= 0 else None) for channel, _r, _i, y, x, _b, _s in rows]
+        origins = [(0, 0)] * len(rows)
+        if plan.window is not None:
+            origins = [plan.origin(row[5], size) for row in rows]
+            x_batch = _windows(tensors, origins, plan.window)
+            units = [_local(u, o, plan.field) for u, o in zip(units, origins)]
+        else:
+            x_batch = torch.stack(tensors)
+        x_batch = x_batch.to(model.device)
         for kind in backward:
-            grads = backprop_batch(model, x, units, kind, signal="argmax").input_grad
+            # each row's one-hot at its own top position (a fully connected unit: its one value, by 'argmax')
+            grads = backprop_batch(model, x_batch, units, kind, signal="argmax").input_grad
             rgb = model.preprocessing.to_rgb(grads).permute(0, 2, 3, 1).cpu().numpy()
-            pictures[kind] = [render.back_image(crop_box(g, box), "raw") for g, box in zip(rgb, boxes)]
-    files: dict[tuple[str, int | None], bytes] = {}
-    for kind, images in pictures.items():
-        for rank, image in zip(ranks, images):
-            files[(kind, rank)] = _jpeg(image)
-        files[(kind, None)] = _jpeg(render.montage(_same_size(images), pad=2))
-    store.write_crops(layer, channel, files, record)
+            for g, (oy, ox), (channel, _r, _i, _y, _x, box, shown) in zip(rgb, origins, rows):
+                local = (shown[0] - oy, shown[1] - ox, shown[2] - oy, shown[3] - ox)
+                picture = render.back_image(crop_box(g, local), "raw")
+                pictures.setdefault((channel, kind), []).append(draw_outline(picture, box, shown))
+    made = []
+    for channel, record in group:
+        ranks = [r for c, r, *_ in rows if c == channel]
+        if not ranks:
+            continue
+        files: dict[tuple[str, int | None], bytes] = {}
+        for kind in kinds:
+            images = pictures[(channel, kind)]
+            for rank, image in zip(ranks, images):
+                files[(kind, rank)] = _jpeg(image)
+            files[(kind, None)] = _jpeg(render.montage(_same_size(images), pad=2))
+        made.append((channel, files, record))
+    return made

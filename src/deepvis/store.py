@@ -58,16 +58,18 @@ def layer_dirname(layer: str) -> str:
     return "".join(c if c in _SAFE else "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in layer)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``: readers never see half a file."""
+def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``: readers never see half a file.
+    ``durable``: flush it to the disk first (``fsync``), so a power cut cannot leave an empty file behind either."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
@@ -188,6 +190,11 @@ UNIT_PICTURES = {
     "guided": ("guided", None),
     "gradient": ("gradient", None),
 }
+
+
+#: How crops are drawn, part of every crop's basis: a field smaller than ``min_size`` pixels is shown with
+#: context around it up to that size, the field marked by an ``outline``-pixel box drawn just outside it.
+CROPS_SETTINGS = {"min_size": 32, "outline": 1}
 
 
 class Store:
@@ -380,8 +387,8 @@ class Store:
         kinds = sorted({kind for kind, _ in pictures})
         keep = set(old.get("kinds", [])) - set(kinds) if same else set()
         paths = {self.unit_file(layer, channel, kind, rank): data for (kind, rank), data in pictures.items()}
-        for path, data in paths.items():
-            atomic_write_bytes(path, data)
+        for path, data in paths.items():  # pictures are remade from the top-k at will: not flushed one by one
+            atomic_write_bytes(path, data, durable=False)
         for stale in self.crop_files(layer, channel):
             if stale not in paths and stale.stem.split("_")[0] not in keep:
                 stale.unlink(missing_ok=True)
@@ -428,9 +435,12 @@ class Store:
     @staticmethod
     def crops_basis(manifest: "Manifest", layer: str) -> str:
         """A hash of what every crop of a layer depends on besides its top-k: the network, the preprocessing, the
-        layer's receptive field and layout (its effective field is measured from these, on the store's images)."""
+        layer's receptive field and layout (its effective field is measured from these, on the store's images), and
+        how crops are drawn (:data:`CROPS_SETTINGS`: crops made before a change of these are redone)."""
         record = manifest.layers[layer]
         basis = [manifest.weights_sha256, manifest.preprocessing, record.receptive_field, record.layout]
+        if CROPS_SETTINGS:
+            basis.append(CROPS_SETTINGS)
         return hashlib.sha256(json.dumps(basis, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
     def invalidate(self, manifest: "Manifest", previous: "Manifest | None" = None) -> dict[str, int]:

@@ -98,20 +98,34 @@ class EfficientNetLite0(nn.Module):
         return self.prob(logits)
 
 
+def _block_count() -> int:
+    return sum(s[0] for s in STAGES)
+
+
 def default_layers() -> list[str]:
-    """The layers the toolbox shows first: stem, every block, head, pool, logits, probabilities."""
-    return ["stem.act"] + [f"blocks.{i}" for i in range(sum(s[0] for s in STAGES))] + [
+    """The layers the toolbox shows first: rectified (ReLU6) maps, as the original's CaffeNet conv layers were --
+    the stem, each block's depthwise activation, the head -- then pool, logits, probabilities.
+
+    A block's output (``blocks.5``) is linear (about half its values negative: mid-grey noise in a tile grid), and
+    its expansion activation (``blocks.5.expand.act``) repeats the block's input at the same resolution; both stay
+    addressable everywhere and can be shown with ``--layers`` (:func:`block_output_layers`)."""
+    return ["stem.act"] + [f"blocks.{i}.depthwise.act" for i in range(_block_count())] + [
         "head.act", "pool", "classifier", "prob"]
 
 
+def block_output_layers() -> list[str]:
+    """The layer list before rectified maps became the default: stem, every block's (linear) output, head, ..."""
+    return ["stem.act"] + [f"blocks.{i}" for i in range(_block_count())] + ["head.act", "pool", "classifier", "prob"]
+
+
 def pretty_names() -> dict[str, str]:
-    """Short names for the layer list: 'stem', 'block 5 (80)', 'logits', ..."""
+    """Short names for the layer list: 'stem', 'block 5 dw' (a block's depthwise activation), 'block 5 exp' (its
+    expansion activation), 'block 5' (its linear output), 'logits', ..."""
     names = {"stem.act": "stem", "head.act": "head", "pool": "pool", "classifier": "logits", "prob": "prob"}
-    index = 0
-    for repeats, _kernel, _stride, _expand, _cin, cout in STAGES:
-        for _ in range(repeats):
-            names[f"blocks.{index}"] = f"block {index}"
-            index += 1
+    for index in range(_block_count()):
+        names[f"blocks.{index}.depthwise.act"] = f"block {index} dw"
+        names[f"blocks.{index}.expand.act"] = f"block {index} exp"
+        names[f"blocks.{index}"] = f"block {index}"
     return names
 
 

@@ -19,11 +19,13 @@ the quality of optimized images against a unit's dataset examples.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import DeepvisError
 from ..models.model import Model
+from ..progress import Progress
 from ..render import save_image
 from ..units import Unit
 from .methods import METHODS, Method, Params, method_named, method_of
@@ -33,17 +35,22 @@ from .modern import ModernParams
 from .objectives import Target, make_target
 from .presets import DEFAULT_PRESET, PRESETS, PaperParams, preset
 from .result import OptimizeResult
-from .run import optimize_targets, optimize_to_store
+from .run import OptimizeWarning, failure_advice, optimize_targets, optimize_to_store
 
-__all__ = ["AccentuationResult", "accentuate", "DEFAULT_PRESET", "METHODS", "PRESETS", "MacoParams", "Method", "ModernParams", "OptimizeResult", "PaperParams", "Params",
-           "Target", "make_params", "make_target", "method_named", "method_of", "optimize", "optimize_to_files",
+__all__ = ["AccentuationResult", "accentuate", "DEFAULT_PRESET", "METHODS", "PRESETS", "MacoParams", "Method",
+           "ModernParams", "OptimizeResult", "OptimizeWarning", "PaperParams", "Params", "Target", "failure_advice",
+           "make_params", "make_target", "method_named", "method_of", "optimize", "optimize_to_files",
            "optimize_to_store", "preset"]
 
 
 def optimize(model: Model, units: Sequence[str | Unit | Target] | str | Unit | Target, method: str = "paper",
              params: Params | None = None, objective: str = "unit", sign: float = 1.0,
-             on_step: Callable[[int], None] | None = None, **settings) -> list[OptimizeResult]:
+             on_step: Callable[[int], None] | None = None, progress: bool = True,
+             **settings) -> list[OptimizeResult]:
     """Optimize one image per unit, all in one batch; returns one :class:`OptimizeResult` per unit, in order.
+
+    ``progress`` shows a progress bar as the command line does (tqdm on a terminal and in notebooks, plain lines in
+    logs); a run where most units end in "majority failure" says so, with the fix to try (a warning).
 
     ``params`` defaults to the ``paper3`` preset (``preset='paper1'`` picks another) or to :class:`ModernParams`;
     other keyword arguments change single settings (``max_iter=200``, ``steps=256``, ``seed=1`` ...).
@@ -57,7 +64,23 @@ def optimize(model: Model, units: Sequence[str | Unit | Target] | str | Unit | T
     vector = settings.pop("vector", None)
     params = make_params(method, params, **settings)
     targets = [make_target(model, u, objective, params.push_dir * sign, vector) for u in units]
-    return optimize_targets(model, targets, params, on_step)
+    steps = method_of(params).steps(params)
+    bar = Progress(len(targets) * steps, "optimize", unit="unit-steps", enabled=progress)
+    counted = [0]
+
+    def step(ii: int) -> None:
+        counted[0] += 1
+        bar.update(len(targets))
+        if on_step is not None:
+            on_step(ii)
+
+    results = optimize_targets(model, targets, params, step)
+    bar.update(len(targets) * (steps - counted[0]))
+    bar.close()
+    advice = failure_advice(results, params)
+    if advice:
+        warnings.warn(advice, OptimizeWarning, stacklevel=2)
+    return results
 
 
 def optimize_to_files(model: Model, units: Sequence[str | Unit | Target] | str | Unit | Target,
@@ -68,7 +91,7 @@ def optimize_to_files(model: Model, units: Sequence[str | Unit | Target] | str |
     output = Path(output)
     if not output.parent.is_dir():
         raise DeepvisError(f"cannot write '{output}': the folder '{output.parent}' does not exist")
-    results = optimize(model, units, method_of(params).name, params, objective=objective)
+    results = optimize(model, units, method_of(params).name, params, objective=objective, progress=False)
     written = []
     for n, result in enumerate(results):
         path = output.with_name(f"{output.stem}_{n:02d}{output.suffix}") if len(results) > 1 else output

@@ -16,6 +16,9 @@ from ..models.model import Model
 from .objectives import Target, evaluate
 from .result import OptimizeResult
 
+#: The input size the transformations' pixel amounts (``jitter``) are given for; other sizes scale them.
+REFERENCE_SIZE = 224
+
 #: Square root of the colour correlation of ImageNet pixels (as Lucid measured it): decorrelated -> RGB.
 COLOR_CORRELATION_SQRT = torch.tensor([[0.26, 0.09, 0.02],
                                        [0.27, 0.00, -0.05],
@@ -24,8 +27,9 @@ COLOR_CORRELATION_SQRT = torch.tensor([[0.26, 0.09, 0.02],
 
 @dataclass(frozen=True)
 class ModernParams:
-    """Settings of the modern recipe. ``jitter`` in pixels, ``scale`` a (min, max) zoom, ``rotate`` in degrees;
-    ``push_dir`` +1 maximizes, -1 minimizes. A field whose metadata has ``help`` is a command-line flag (a ``True``
+    """Settings of the modern recipe. ``jitter`` in pixels of a 224-pixel input (:data:`REFERENCE_SIZE`: on a
+    28-pixel input the default 8 becomes 1), ``scale`` a (min, max) zoom, ``rotate`` in degrees -- relative
+    amounts, the same at every input size; ``push_dir`` +1 maximizes, -1 minimizes. A field whose metadata has ``help`` is a command-line flag (a ``True``
     boolean as ``--no-NAME``, which the help describes)."""
 
     steps: int = field(default=512, metadata={"help": "Adam steps", "min": 1})
@@ -34,7 +38,8 @@ class ModernParams:
     decorrelate: bool = field(default=True, metadata={"help": "no colour decorrelation"})
     init_sd: float = 0.01
     decay_power: float = 1.0
-    jitter: int = field(default=8, metadata={"help": "random shift, pixels"})
+    jitter: int = field(default=8, metadata={"help": "random shift, pixels of a 224-pixel input (scaled with the "
+                                                     "input's size)"})
     scale: tuple[float, float] = (0.9, 1.1)
     rotate: float = field(default=10.0, metadata={"help": "random rotation, degrees"})
     copies: int = field(default=1, metadata={"help": "images per unit", "min": 1})
@@ -96,12 +101,18 @@ class FourierImage(torch.nn.Module):
         return torch.sigmoid(image)
 
 
+def jitter_pixels(params: ModernParams, height: int, width: int) -> float:
+    """The random shift's largest size in this input's pixels: ``jitter`` is given for a 224-pixel input."""
+    return params.jitter * min(height, width) / REFERENCE_SIZE
+
+
 def random_transform(images: torch.Tensor, params: ModernParams, generator: torch.Generator) -> torch.Tensor:
-    """Each image jittered, scaled and rotated by its own random amounts, at the same size (reflected borders)."""
+    """Each image jittered, scaled and rotated by its own random amounts, at the same size (reflected borders);
+    the jitter scaled to the image's size (:func:`jitter_pixels`)."""
     n, _, h, w = images.shape
     angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(params.rotate)
     zoom = params.scale[0] + torch.rand(n, generator=generator) * (params.scale[1] - params.scale[0])
-    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * params.jitter
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * jitter_pixels(params, h, w)
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([torch.stack([cos, -sin * h / w, shift[:, 1] * 2 / w], 1),
                          torch.stack([sin * w / h, cos, shift[:, 0] * 2 / h], 1)], 1).to(images)

@@ -31,6 +31,18 @@ def start_image(params: PaperParams, space: PixelSpace) -> torch.Tensor:
     return x0.to(device=space.mean.device, dtype=space.mean.dtype)
 
 
+def step_direction(grad_input: torch.Tensor, grad_pixels: torch.Tensor) -> torch.Tensor:
+    """What a ``constant`` learning rate multiplies: the gradient with respect to the model's own input, the step
+    taken in 0-255 pixel levels (``x += lr * d objective / d input``).
+
+    For a Caffe model fed 0-255 values (the original's CaffeNet) this is the original's step exactly. For a model
+    fed [0, 1] or [-1, 1] values it is ``1 / scale`` times the pixel-space gradient (255x for [0, 1]): a constant
+    ``lr`` of 100 moves pixels as far as it did on CaffeNet, where a pixel-space gradient alone would step 255
+    times shorter and leave most units of a [0, 1] LeNet short of their layer's maximum. (The ``progress`` policies
+    need no such choice: they size each step from the pixel-space gradient to make a given progress.)"""
+    return grad_input.to(grad_pixels.dtype)
+
+
 def _regularize(x: torch.Tensor, grad: torch.Tensor, params: PaperParams, ii: int) -> torch.Tensor:
     """Decay, blur, and the four clippings, in the original's order."""
     x = reg.decay(x, params.decay)
@@ -117,7 +129,10 @@ def optimize_paper(model: Model, targets: Sequence[Target], params: PaperParams,
             break
         if ii < params.max_iter - 1:  # no step after the last evaluation, so the record describes the final image
             lr = reg.learning_rate(params.lr_policy, params.lr_params, grad_sq_norm, values)
-            stepped = _regularize(x + lr.view(-1, 1, 1, 1) * grad, grad, params, ii)
+            # constant: lr times the gradient with respect to the model's own input, in pixel levels (see
+            # step_direction); the progress policies predict progress from the pixel-space gradient itself
+            direction = step_direction(grad_input, grad) if params.lr_policy == "constant" else grad
+            stepped = _regularize(x + lr.view(-1, 1, 1, 1) * direction, grad, params, ii)
             x = torch.where(active.view(-1, 1, 1, 1), stepped, x)
     results = []
     for tracker in trackers:

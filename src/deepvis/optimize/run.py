@@ -19,6 +19,29 @@ from .methods import Params, method_of
 from .objectives import Target, make_target
 from .result import OptimizeResult
 
+class OptimizeWarning(UserWarning):
+    """Most units of a run did not end as their layer's maximum ("majority failure")."""
+
+
+def failure_advice(results: Sequence[OptimizeResult], params: Params, where: str = "") -> str | None:
+    """A message with the fix to try when most unit targets ended in "majority failure" (their optimized image does
+    not make them their layer's largest value), else None."""
+    units = [r for r in results if r.record.get("meta_result") in ("majority success", "majority failure")]
+    failed = sum(r.record.get("meta_result") == "majority failure" for r in units)
+    if not units or failed * 2 <= len(units):
+        return None
+    method = method_of(params).name
+    if method == "paper":
+        lr = params.lr_params.get("lr", params.lr_params.get("max_lr"))
+        key = "lr" if "lr" in params.lr_params else "max_lr"
+        fix = (f"try a larger step (--lr-params '{{\"{key}\": {lr * 10:g}}}' in Python lr_params={{'{key}': "
+               f"{lr * 10:g}}}), more iterations (--max-iter), or --preset paper1 (its step follows the gradient)")
+    else:
+        fix = "try more --steps or a larger --lr"
+    return (f"{failed} of {len(units)} units{where} ended in 'majority failure' (the optimized image does not make "
+            f"the unit its layer's largest value): {fix}")
+
+
 #: Sprites are rebuilt from all of a layer's pictures: at most this often while a run goes on, and at its end.
 SPRITE_EVERY_SECONDS = 60.0
 
@@ -60,6 +83,7 @@ def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], para
     last_sprite = time.monotonic()
     method = method_of(params)
     context = method.prepare(model, params, store) if method.prepare is not None and work else {}
+    outcomes: dict[str, list[OptimizeResult]] = {}
     try:
         for start in range(0, len(work), batch_size):
             batch = work[start:start + batch_size]
@@ -76,6 +100,7 @@ def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], para
             bar.update(len(batch) * (steps - stepped[0]))  # units that stopped early (grad 0) finish here
             seconds = time.perf_counter() - began
             for (layer, channel), result in zip(batch, results):
+                outcomes.setdefault(layer, []).append(_outcome(result))
                 result.save(store, layer, channel,
                             {**provenance, "seconds_per_batch": round(seconds, 3), "batch_size": len(batch),
                              "iterations": steps})
@@ -91,7 +116,17 @@ def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], para
         raise
     bar.close()
     _write_sprites(store, counts)
+    for layer, results in outcomes.items():
+        advice = failure_advice(results, params, f" of {layer}")
+        if advice:
+            print(f"optimize: warning: {advice}", file=sys.stderr, flush=True)
     return store
+
+
+def _outcome(result: OptimizeResult) -> OptimizeResult:
+    """The part of a result the end-of-run summary needs (not its images)."""
+    return OptimizeResult(result.target, result.method, None, None, None,
+                          {"meta_result": result.record.get("meta_result")}, result.params)
 
 
 def optimize_targets(model: Model, targets: Sequence[Target], params: Params,

@@ -25,7 +25,7 @@ from ..images import DEFAULT_MAX_PIXELS, find_images, load_image
 from ..images import max_pixels as current_max_pixels
 from ..models.model import Model
 from ..predict import Prediction, output_probabilities, top_predictions
-from ..probe import Probe
+from ..probe import Probe, layer_info
 from ..render import FILTERS
 from ..export import site_page_url
 from ..store import Store
@@ -77,7 +77,8 @@ class Toolbox:
 
     def __init__(self, model: Model, images: str | Path | None = None, store: str | Path | None = None,
                  max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int | None = None,
-                 cache_bytes: int = 512 * 1024 * 1024, store_images: bool = False):
+                 cache_bytes: int = 512 * 1024 * 1024, store_images: bool = False,
+                 layers: list[str] | None = None):
         self.model = model
         if store is not None:
             check_store(Store(Path(store).expanduser()))
@@ -91,7 +92,9 @@ class Toolbox:
         self.image_root, self.image_files = store_files or find_images(images)
         self.max_upload_bytes = max_upload_bytes
         self.max_pixels = current_max_pixels() if max_pixels is None else max_pixels
-        self.layers = [i for i in model.layers() if i.default]
+        # ``layers``: the layer list to show instead of the model's default layers (``serve --layers``)
+        self.layers = [layer_info(model, n) for n in dict.fromkeys(layers)] if layers else \
+            [i for i in model.layers() if i.default]
         if not self.layers:
             raise DeepvisError(f"model {model.spec!r} has no layers that can be shown")
         self.layer_names = {i.name for i in self.layers}

@@ -1,0 +1,138 @@
+"""crops throughput: ``make_crops()`` (batched backward passes over several units' top images, on crop-sized
+windows where the field is small) against the bare backward passes it needs, in one warm process.
+
+    python benchmarks/bench_crops.py [--images 16] [--units 96] [--k 4] [--rounds 3]
+
+A small store is scanned first (the sample photos, flipped and shifted to make ``--images``). Then, per layer:
+``make_crops(kinds=image guided, force=True)`` for ``--units`` channels, against the bare baseline: the same rows
+(each top image's window or whole image, as the crops plan chose) in the same batches, one plain-autograd forward
+and backward pass from one-hot start signals -- no hooks, no pictures, no files (target: crops >= 0.8x the
+baseline's units/s). Also shown: the old way (one unit's k top images per pass, whole images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageOps
+
+import deepvis
+from deepvis import crops
+from deepvis.findmax import find_max
+from deepvis.store import Store
+from deepvis.units import Unit
+
+LAYERS = ["blocks.2.depthwise.act", "blocks.6.depthwise.act", "head.act"]
+
+
+def photos(folder: Path, count: int) -> None:
+    sources = [Image.open(p).convert("RGB") for p in deepvis.sample_images()]
+    for n in range(count):
+        image = sources[n % len(sources)]
+        if (n // len(sources)) % 2:
+            image = ImageOps.mirror(image)
+        shift = 8 * (n // (2 * len(sources)))
+        image.crop((shift, shift, image.width, image.height)).save(folder / f"{n:03d}.png")
+
+
+def bare(model, store: Store, layer: str, channels: range, batch_rows: int) -> float:
+    """Seconds for the plain forward + backward passes over the rows make_crops runs for ``channels``."""
+    manifest = store.read_manifest()
+    files = [Path(manifest.image_root) / p for p in store.read_image_list()]
+    inputs = crops._Inputs(model, files)
+    plan = crops._plan(model, inputs, store, manifest, layer, ["guided"])
+    top = store.read_topk(layer)
+    size = tuple(model.preprocessing.input_size)
+    module = dict(model.net.named_modules())[layer]
+    rows = [(c, r) for c in channels for r in range(top["images"].shape[1]) if top["images"][c, r] >= 0]
+    per = max(1, batch_rows // top["images"].shape[1]) * top["images"].shape[1]
+    began = time.perf_counter()
+    for start in range(0, len(rows), per):
+        batch = rows[start:start + per]
+        tensors = [inputs.get(int(top["images"][c, r]))[0] for c, r in batch]
+        units = [Unit(layer, c, (int(top["y"][c, r]), int(top["x"][c, r]))) for c, r in batch]
+        if plan.window is not None:
+            origins = [plan.origin(crops.unit_box(plan.field, *u.position, size), size) for u in units]
+            x = crops._windows(tensors, origins, plan.window)
+            units = [crops._local(u, o, plan.field) for u, o in zip(units, origins)]
+        else:
+            x = torch.stack(tensors)
+        x = x.requires_grad_(True)
+        seen = {}
+
+        def hook(_m, _i, out):
+            seen["act"] = out
+            raise StopIteration
+
+        handle = module.register_forward_hook(hook)
+        try:
+            with torch.enable_grad():
+                try:
+                    model.net(x)
+                except StopIteration:
+                    pass
+                act = seen["act"]
+                signal = torch.zeros_like(act)
+                for n, u in enumerate(units):
+                    if act.dim() == 4:
+                        signal[n, u.channel, u.position[0], u.position[1]] = 1.0
+                    else:
+                        signal[n, u.channel] = 1.0
+                torch.autograd.grad(act, x, grad_outputs=signal)
+        finally:
+            handle.remove()
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--units", type=int, default=96)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-rows", type=int, default=crops.BATCH_ROWS)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = deepvis.load_model()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        photos(folder, args.images)
+        store = find_max(model, folder, Path(tmp) / "store", layers=LAYERS, k=args.k, progress=False)
+        print(f"{'layer':24s} {'window':>9s} {'crops u/s':>10s} {'bare u/s':>9s} {'ratio':>6s} {'old way u/s':>12s}")
+        for layer in LAYERS:
+            channels = range(0, args.units)
+            made, base, old = [], [], []
+            for _ in range(args.rounds):
+                began = time.perf_counter()
+                crops.make_crops(model, store.root, layers=[layer], kinds=("image", "guided"), channels=channels,
+                                 force=True, progress=False, batch_rows=args.batch_rows)
+                made.append(time.perf_counter() - began)
+                base.append(bare(model, store, layer, channels, args.batch_rows))
+            window_at_most = crops.WINDOW_AT_MOST
+            crops.WINDOW_AT_MOST = 0.0  # the old way: whole images, one unit per pass
+            try:
+                began = time.perf_counter()
+                crops.make_crops(model, store.root, layers=[layer], kinds=("image", "guided"),
+                                 channels=range(0, max(4, args.units // 4)), force=True, progress=False,
+                                 batch_rows=args.k)
+                old.append(time.perf_counter() - began)
+            finally:
+                crops.WINDOW_AT_MOST = window_at_most
+            plan = crops._plan(model, crops._Inputs(model, [Path(store.read_manifest().image_root) / p
+                                                            for p in store.read_image_list()]),
+                               store, store.read_manifest(), layer, ["guided"])
+            crops_rate = args.units / statistics.median(made)
+            bare_rate = args.units / statistics.median(base)
+            window = "x".join(map(str, plan.window)) if plan.window else "whole"
+            print(f"{layer:24s} {window:>9s} {crops_rate:10.1f} {bare_rate:9.1f} {crops_rate / bare_rate:6.2f} "
+                  f"{max(4, args.units // 4) / old[0]:12.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
