@@ -188,7 +188,7 @@ def test_crops_optimize_and_the_toolbox_on_a_vit(photos, tmp_path):
     assert fields == {"blocks.0.attn.qkv": {"size": 16, "stride": 16, "offset": [0, 0]}, "blocks.1.mlp.act": None}
     make_crops(model, store.root, layers=layers, kinds=("image", "guided"), channels=range(2), progress=False)
     with Image.open(store.unit_file("blocks.0.attn.qkv", 1, "image", 0)) as crop:
-        assert crop.size == (16, 16)
+        assert crop.size == (32, 32)  # the 16-px patch, in context (fields under 32 px get 32 px around them)
     # after attention every unit sees the whole input: the crop is its effective field, where most of its
     # input gradient lies (measured on the scanned images)
     from deepvis.crops import _effective_field, _Inputs
