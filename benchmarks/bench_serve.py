@@ -193,7 +193,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3, help="unmeasured rounds first (default 3)")
     parser.add_argument("--frames", type=int, default=1000, help="frames of the memory section c (default 1000; "
                         "0 skips it)")
-    parser.add_argument("--unit", default="blocks.10:5", help="the selected unit (default blocks.10:5); section b "
+    parser.add_argument("--unit", default="blocks.10.depthwise.act:5", help="the selected unit (default blocks.10.depthwise.act:5); section b "
                         "moves the cursor over the channels of its layer")
     parser.add_argument("--mode", default="gradient", choices=deepvis.MODES, help="backward mode (default gradient)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")

@@ -127,11 +127,12 @@ def score_signal(act: torch.Tensor, unit: Unit) -> str | torch.Tensor:
     return signal
 
 
-def _score_backward(traced: Trace, unit: Unit, to: Sequence[str] = (), to_input: bool = True):
+def _score_backward(traced: Trace, unit: Unit, to: Sequence[str] = (), to_input: bool = True,
+                    retain_graph: bool = True):
     act = traced.activations.get(unit.layer)
     if act is None:
         raise DeepvisError(f"layer '{unit.layer}' was not recorded by this trace")
-    return traced.backward(unit, score_signal(act, unit), to=list(to), to_input=to_input)
+    return traced.backward(unit, score_signal(act, unit), to=list(to), to_input=to_input, retain_graph=retain_graph)
 
 
 def cam_from(activation: torch.Tensor, grad: torch.Tensor, plus: bool = False) -> torch.Tensor:
@@ -226,7 +227,8 @@ def _input_signal(model, batch: torch.Tensor, unit: Unit, mode: str, batch_size:
     for start in range(0, batch.shape[0], batch_size):
         chunk = batch[start:start + batch_size]
         traced = trace(model, chunk, [unit.layer], mode, stop_early=True)
-        out.append(_score_backward(traced, unit).input_grad)
+        # one pass per trace: the graph is freed as the backward pass walks it, not kept and freed after
+        out.append(_score_backward(traced, unit, retain_graph=False).input_grad)
         del traced
     return torch.cat(out)
 
