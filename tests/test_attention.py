@@ -45,6 +45,7 @@ def inputs(name: str, batch: int = 2) -> torch.Tensor:
 
 def assert_clean(net: nn.Module) -> None:
     assert torch._C._len_torch_function_stack() == 0
+    assert F.scaled_dot_product_attention is torch._C._nn.scaled_dot_product_attention  # the recorder put it back
     for module in net.modules():
         assert not module._forward_hooks and not module._forward_pre_hooks, module
 

@@ -3,13 +3,13 @@
 What is recorded (:class:`record_attention`, or ``Trace(..., attention=True)``):
 
 - every call of ``F.scaled_dot_product_attention`` (timm, Hugging Face transformers, hand-written ViTs), seen by a
-  ``TorchFunctionMode`` active during the forward pass: the call itself runs unchanged (its output is the model's),
+  wrapper that stands in for it while recording, for the recording thread only: the call itself runs unchanged
+  (its output is the model's; code that imported the function by name before recording is not seen),
   and ``softmax(Q K^T * scale + mask)`` is computed beside it from the same Q and K, detached, in float32, honouring
   ``attn_mask`` (bool: True attends; float: added), ``is_causal``, ``scale`` and ``enable_gqa``; ``dropout_p`` is
   ignored (eval). Rows whose keys are all masked out are zeros.
 - every call of an ``nn.MultiheadAttention`` module (torchvision's ViT and many hand-written ones): the module runs
-  as it would without recording (the mode steps aside during its forward, so its fast path is kept and the outputs
-  stay bitwise equal), then its weights are computed by the module itself, with ``need_weights=True,
+  as it would without recording (its fast path is kept and the outputs stay bitwise equal), then its weights are computed by the module itself, with ``need_weights=True,
   average_attn_weights=False``, from the same inputs. Calls of SDPA made inside it are not recorded twice.
   ``nn.TransformerEncoderLayer`` / ``nn.TransformerEncoder`` keep their fast paths the same way; where that path
   skips the layer's ``self_attn``, its weights are asked of ``self_attn`` afterwards (named ``<layer>.self_attn``).
@@ -31,6 +31,7 @@ from __future__ import annotations
 import inspect
 import math
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
@@ -97,7 +98,7 @@ def _top_of_stack_is(mode: TorchFunctionMode) -> bool:
     return depth > 0 and torch._C._get_function_stack_at(depth - 1) is mode
 
 
-class record_attention(TorchFunctionMode):
+class record_attention:
     """Records the attention probabilities of every attention call during forward passes of ``model`` (see the
     module docstring); the model's outputs are unchanged, and hooks and mode are removed on exit, even on errors.
 
@@ -107,8 +108,8 @@ class record_attention(TorchFunctionMode):
     """
 
     def __init__(self, model: Model | nn.Module):
-        super().__init__()
         self.net = _net(model)
+        self._original = None
         self.maps: dict[str, torch.Tensor] = {}
         self._handles: list = []
         self._names: dict[int, str] = {}  # id(module) -> its layer name, to name an attention call's caller
@@ -130,20 +131,29 @@ class record_attention(TorchFunctionMode):
                     self._handles.append(module.register_forward_pre_hook(self._pre_hook(name), with_kwargs=True))
                     self._handles.append(module.register_forward_hook(self._post_hook(name), with_kwargs=True,
                                                                       always_call=True))
-        try:
-            super().__enter__()
-        except BaseException:
-            self._remove_hooks()
-            raise
+        # SDPA calls are seen through ``F.scaled_dot_product_attention`` itself, replaced while recording by a
+        # wrapper that records only this thread's calls: no function mode, so no Python dispatch on every other
+        # operation of the forward pass (a mode cost about 10-15% of a ViT's forward). Modules look the function up
+        # when they call it (timm, transformers, torch's own multi_head_attention_forward).
+        recorder, thread, original = self, threading.get_ident(), F.scaled_dot_product_attention
+
+        def scaled_dot_product_attention(*args, **kwargs):
+            out = original(*args, **kwargs)
+            if recorder._active and not recorder._mha_depth and threading.get_ident() == thread:
+                recorder._record_sdpa(args, kwargs)  # inside an nn.MultiheadAttention it records itself
+            return out
+
+        scaled_dot_product_attention.__wrapped__ = original
+        self._original = original
+        F.scaled_dot_product_attention = scaled_dot_product_attention
         self._active = True
         return self
 
     def __exit__(self, *exc) -> None:
         self._remove_hooks()
         self._active = False
-        if not any(torch._C._get_function_stack_at(i) is self for i in range(torch._C._len_torch_function_stack())):
-            torch._C._push_on_torch_function_stack(self)  # stepped aside and never came back: restore, then pop
-        super().__exit__(*exc)
+        if getattr(F.scaled_dot_product_attention, "__wrapped__", None) is self._original:
+            F.scaled_dot_product_attention = self._original
 
     def _remove_hooks(self) -> None:
         for handle in self._handles:
@@ -157,9 +167,10 @@ class record_attention(TorchFunctionMode):
         if not self._stack:  # a forward pass of the network from outside: a new set of maps
             self.maps, self._counts = {}, {}
 
-    def _caller(self) -> str:
-        """The layer name of the innermost module of the network whose ``forward`` is on the Python stack."""
-        frame = sys._getframe(2)
+    def _caller(self, depth: int = 2) -> str:
+        """The layer name of the innermost module of the network whose ``forward`` is on the Python stack (from
+        ``depth`` frames up: above this method and the recording wrapper)."""
+        frame = sys._getframe(depth)
         while frame is not None:
             owner = frame.f_locals.get("self")
             if owner is not None and id(owner) in self._names:
@@ -207,16 +218,12 @@ class record_attention(TorchFunctionMode):
                 if weights is not None:
                     self._record(attn, weights)
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        if func is _SDPA and not self._mha_depth:  # inside an nn.MultiheadAttention it records itself
-            bound = dict(zip(_SDPA_PARAMS, args), **kwargs)
-            probs = attention_probs(bound["query"], bound["key"], bound.get("attn_mask"),
-                                    bool(bound.get("is_causal", False)), bound.get("scale"),
-                                    bool(bound.get("enable_gqa", False)))
-            self._record(self._caller(), probs)
-        return out
+    def _record_sdpa(self, args: tuple, kwargs: dict) -> None:
+        bound = dict(zip(_SDPA_PARAMS, args), **kwargs)
+        probs = attention_probs(bound["query"], bound["key"], bound.get("attn_mask"),
+                                bool(bound.get("is_causal", False)), bound.get("scale"),
+                                bool(bound.get("enable_gqa", False)))
+        self._record(self._caller(3), probs)
 
     def _record(self, layer: str, probs: torch.Tensor) -> None:
         n = self._counts.get(layer, 0)
