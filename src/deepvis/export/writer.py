@@ -13,9 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import shlex
-import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -27,7 +25,7 @@ from PIL import Image
 
 from ..errors import DeepvisError
 from ..progress import Progress
-from ..store import CROP_KINDS, Manifest, Store, layer_dirname
+from ..store import CROP_KINDS, Manifest, Store, atomic_write_bytes, layer_dirname
 from . import templates as t
 
 #: Crops and backward images: longest side at most this many pixels (never enlarged), JPEG quality.
@@ -101,18 +99,7 @@ class _Writer:
                 return
         except OSError:
             pass
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, data, durable=False)  # a site is made again from its store: no fsync per file
 
     def text(self, relative: str, text: str) -> None:
         self.put(relative, text.encode("utf-8"))
