@@ -2,9 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
+
+
+@contextlib.contextmanager
+def uvicorn_serving(app, log_level: str = "error"):
+    """``app`` behind a real uvicorn server on a free loopback port, in a thread: yields (host, port)."""
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level, lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield "127.0.0.1", port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def serving():
+    """:func:`uvicorn_serving`, for any test module: ``with serving(app) as (host, port): ...``."""
+    return uvicorn_serving
 
 
 @pytest.fixture(scope="module")

@@ -104,21 +104,10 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def live_server(app):
+def live_server(app, serving):
     """The same app behind a real uvicorn server on a free loopback port: (host, port)."""
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield "127.0.0.1", port
-    server.should_exit = True
-    thread.join(10)
+    with serving(app) as address:
+        yield address
 
 
 def raw_request(address, request: bytes, timeout: float = 20) -> tuple[int, dict[str, str], bytes]:

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -67,31 +64,16 @@ def _tiny(net: nn.Module):
 
 
 @contextlib.contextmanager
-def _served(app):
-    """The app behind a real uvicorn server on a free loopback port, and an httpx client for it (Starlette's
-    TestClient decodes a path twice, so it cannot fetch a file whose name holds a percent sign)."""
+def _served(app, serving):
+    """The app behind a real uvicorn server and an httpx client for it (Starlette's TestClient decodes a path
+    twice, so it cannot fetch a file whose name holds a percent sign)."""
     import httpx
-    import uvicorn
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serving(app) as (host, port), httpx.Client(base_url=f"http://{host}:{port}", timeout=30) as client:
+        yield client
 
 
-def test_a_layer_named_with_a_tilde_is_served_by_the_urls_the_server_gives(tmp_path, images):
+def test_a_layer_named_with_a_tilde_is_served_by_the_urls_the_server_gives(tmp_path, images, serving):
     from deepvis.server.app import create_app
     from deepvis.server.session import Toolbox
 
@@ -102,7 +84,7 @@ def test_a_layer_named_with_a_tilde_is_served_by_the_urls_the_server_gives(tmp_p
     store = Store(out)
     assert store.unit_file("conv~1", 0, "deconv", 0).is_file()  # with max pooling: deconv by default
     assert store.unit_file("conv~1", 0, "image").parent.parent.name == "conv%7E1"
-    with _served(create_app(Toolbox(model, store=out))) as client:
+    with _served(create_app(Toolbox(model, store=out)), serving) as client:
         unit = client.get("/api/unit", params={"layer": "conv~1", "channel": "0"}).json()
         assert set(unit["images"]) == {"images", "deconv"} and unit["hint"] is None
         assert set(unit["sprites"]) == {"image", "deconv"} and unit["sprite"] == unit["sprites"]["image"]
