@@ -356,6 +356,66 @@ def test_freeze_keeps_the_backward_origin(page):
     assert "frozen" not in layer_class(page, "block 5")
 
 
+def cell_ring_and_inside(shot: Image.Image, page, channel: int) -> tuple[tuple, tuple]:
+    """The screen colours (in ``shot``, a screenshot of the page) of tile ``channel``'s ring, halfway along its top
+    edge, and of its inside next to the ring, from the grid geometry the server sent."""
+    box = page.locator("#grid-img").bounding_box()
+    natural = page.eval_on_selector("#grid-img", "img => img.naturalWidth")
+    grid = page.request.post(f"{page.url}api/view", data={"input": input_id(page), "layer": layer_of(page)}).json()
+    cell_w, cell_h = grid["grid"]["tile_w"] + 2 * grid["grid"]["pad"], grid["grid"]["tile_h"] + 2 * grid["grid"]["pad"]
+    scale = box["width"] / natural
+    assert scale >= 3, "the test reads one-pixel rings: the grid must be enlarged"
+    row, col = divmod(channel, grid["grid"]["cols"])
+    x = box["x"] + (col + 0.5) * cell_w * scale
+    top = box["y"] + row * cell_h * scale
+    return shot.getpixel((round(x), round(top + 0.5 * scale))), shot.getpixel((round(x), round(top + 1.5 * scale)))
+
+
+def test_rings_of_the_selected_tile_and_the_frozen_origin_follow_the_keys(page):
+    """The server sends the grid without rings; the page rings the selected tile (green) and the frozen backward
+    origin (blue) over it, exactly where the tiles are, on the forward and the diff grid and in the saved view."""
+    info = httpx.get(f"{page.url}api/info").json()
+    green, blue = [tuple(map(int, re.findall(r"\d+", info["rings"][k]))) for k in ("selected", "frozen")]
+    assert green == (128, 255, 128) and blue == (51, 51, 255)  # the original's (.5, 1, .5) and (.2, .2, 1)
+
+    def rings(pad=(0, 0, 0)) -> dict:
+        shot = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+        found = {}
+        for channel in range(0, 30):
+            ring, inside = cell_ring_and_inside(shot, page, channel)
+            assert inside not in (green, blue), (channel, inside)  # the tile itself is not painted over
+            if ring != pad:
+                found[channel] = ring
+        return found
+
+    enter_grid(page, "block 5")  # 80 channels: 9 columns
+    press(page, "b")
+    picture = src(page, "#grid-img")
+    assert rings() == {0: green}
+    press(page, "l", "l")
+    assert rings() == {2: green}
+    press(page, "ArrowDown")  # one row down: 9 tiles on
+    assert status(page).startswith("fwd blocks.5:11 |") and rings() == {11: green}
+    press(page, "d", "l")
+    assert "(from blocks.5:11, raw, frozen)" in status(page) and rings() == {11: blue, 12: green}
+    press(page, "ArrowLeft")  # on the frozen unit: its ring is the frozen one
+    assert rings() == {11: blue}
+    assert src(page, "#grid-img") == picture, "moving the cursor changed the grid picture"
+    press(page, "l", "l", "a")  # the grid shows the backward diffs from the frozen unit, on blue-grey padding
+    assert status(page).startswith("back blocks.5:13 |") and src(page, "#grid-img") != picture
+    assert rings(pad=(51, 51, 128)) == {11: blue, 13: green}
+    with page.expect_download() as download:  # the saved view shows the rings as the screen does
+        page.keyboard.press("P")
+    saved = Image.open(download.value.path()).convert("RGB")
+    for channel, colour in ((11, blue), (13, green)):
+        ring, _ = cell_ring_and_inside(saved, page, channel)
+        assert max(abs(a - b) for a, b in zip(ring, colour)) <= 2, (channel, ring)
+    press(page, "a", "ArrowUp", "ArrowUp")  # up to the layer list: no selection ring, the frozen one stays
+    assert rings() == {11: blue}
+    press(page, "o", "ArrowDown")  # another layer: the frozen ring belongs to blocks.5
+    assert rings() == {4: green}
+
+
 def test_boosts_zoom_toggles_timing_and_reset(page):
     enter_grid(page, "block 3")
     grid = src(page, "#grid-img")

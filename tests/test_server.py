@@ -24,6 +24,7 @@ import threading
 import time
 import warnings
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -382,6 +383,7 @@ BAD_VIEWS = [
     ({"input": "@ID", "layer": "blocks.5", "boost_gamma": "NaN"}, "boost"),
     ({"input": "@ID", "layer": "blocks.5", "boost_gamma": "x"}, "bad view request"),
     ({"input": "@ID", "layer": "blocks.5", "cursor": "elsewhere"}, "cursor"),
+    ({"input": "@ID", "layer": "blocks.5", "grid_key": 5}, "grid_key"),
     ({"input": "@ID", "layer": "blocks.5", "show_back": "false"}, "show_back"),
     ({"input": "@ID", "layer": "blocks.5", "back_enabled": 2}, "back_enabled"),
     ({"input": "@ID", "layer": "blocks.5", "cursor": "grid", "back_layer": "nope", "back_channel": 1}, "unknown layer"),
@@ -433,8 +435,43 @@ def test_unit_pane_is_render_unit_image(toolbox, cat_id, layer, channel):
     acts = toolbox.get_input(cat_id).activations[layer]
     expected = render.to_uint8(render.unit_image(acts, channel, 0.3, 0.7))
     assert np.array_equal(png_array(data["unit"]["png"]), expected)
-    tiles = render.tile_layer(acts, 0.3, 0.7, highlights={channel: render.SELECTED_COLOR})
+    tiles = render.tile_layer(acts, 0.3, 0.7)  # no ring: the page draws the selection over the grid
     assert np.array_equal(png_array(data["grid"]["png"]), render.to_uint8(tiles.image))
+
+
+def test_cursor_moves_reuse_the_grid(toolbox, cat_id, monkeypatch):
+    """The grid has no rings, so moving the cursor (or freezing a unit) on a layer shows the same picture, rendered
+    once; a tab naming the grid it shows gets no picture back; boosts, 'a' and another layer give other grids."""
+    renders = []
+    tile_layer = render.tile_layer
+    monkeypatch.setattr(render, "tile_layer", lambda *a, **k: renders.append(a) or tile_layer(*a, **k))
+    request = ViewRequest(cat_id, "blocks.6", 1, cursor="grid", boost_gamma=0.55)  # a grid no other test renders
+    first = toolbox.view(request)
+    assert len(renders) == 1
+    acts = toolbox.get_input(cat_id).activations["blocks.6"]
+    assert np.array_equal(png_array(first["grid"]["png"]), render.to_uint8(tile_layer(acts, 0, 0.55).image))
+    moves = [toolbox.view(replace(request, channel=c)) for c in (2, 3, 12)]
+    frozen = toolbox.view(replace(request, channel=4, back_layer="blocks.6", back_channel=2, back_frozen=True))
+    assert len(renders) == 1, "a cursor move rendered the grid again"
+    for answer in moves + [frozen]:
+        assert answer["grid"] == first["grid"]
+        assert answer["back"]["origin"] != first["back"]["origin"] and answer["unit"] != first["unit"]
+    assert [m["unit"]["unit"] for m in moves] == ["blocks.6:2", "blocks.6:3", "blocks.6:12"]
+    named = toolbox.view(replace(request, channel=5, grid_key=first["grid"]["key"]))
+    assert named["grid"]["png"] is None and {**named["grid"], "png": first["grid"]["png"]} == first["grid"]
+    assert named["unit"]["unit"] == "blocks.6:5" and named["back"]["origin"] == "blocks.6:5"
+    stale = toolbox.view(replace(request, channel=5, grid_key="0123456789abcdef"))
+    assert stale["grid"] == first["grid"]
+    others = [replace(request, boost_gamma=0.7), replace(request, layer="blocks.7"),
+              replace(request, show_back=True, grid_key=first["grid"]["key"])]
+    keys = {first["grid"]["key"]}
+    for other in others:
+        answer = toolbox.view(other)
+        assert answer["grid"]["png"] is not None and answer["grid"]["key"] not in keys
+        keys.add(answer["grid"]["key"])
+    assert len(renders) == 4
+    diffs = toolbox.view(replace(request, channel=6, show_back=True))  # 'a': the grid shows the new origin's diffs
+    assert diffs["grid"]["key"] not in keys and len(renders) == 5
 
 
 def test_png_encoder_round_trip():

@@ -120,9 +120,14 @@ def normalize_layer(acts, boost_indiv: float = 0.0, boost_gamma: float = 1.0, di
     One min/max over the whole layer; then ``boost_indiv = b`` multiplies each channel by ``(max_c + 1e-10)^-b``;
     then ``a^boost_gamma``. With ``diffs`` the values are first coloured red (negative) / green (positive).
     """
+    a = _normalized(acts, boost_indiv, boost_gamma, diffs)
+    return a if diffs else np.repeat(a, 3, axis=3)
+
+
+def _normalized(acts, boost_indiv: float, boost_gamma: float, diffs: bool) -> np.ndarray:
+    """:func:`normalize_layer` with one gray channel, (C, H, W, 1), unless ``diffs`` (C, H, W, 3): the live toolbox
+    renders a layer on every frame, and gray values are a third of the work."""
     a = as_maps(acts)
-    # gray values are normalized once and repeated into three channels at the end (the same numbers, a third of
-    # the work): the live toolbox renders a layer on every frame
     a = color_diffs(a) if diffs else a[..., None].astype(np.float32)
     a = a - a.min()
     a = a / (a.max() + _EPS)
@@ -131,8 +136,7 @@ def normalize_layer(acts, boost_indiv: float = 0.0, boost_gamma: float = 1.0, di
         a = a * (per_channel ** -boost_indiv)[:, None, None, None]
     if boost_gamma != 1:
         a = a**boost_gamma
-    a = np.clip(a, 0.0, 1.0).astype(np.float32, copy=False)
-    return a if diffs else np.repeat(a, 3, axis=3)
+    return np.clip(a, 0.0, 1.0).astype(np.float32, copy=False)
 
 
 def grid_shape(count: int, aspect_ratio: float = 1.0) -> tuple[int, int]:
@@ -145,7 +149,7 @@ def grid_shape(count: int, aspect_ratio: float = 1.0) -> tuple[int, int]:
 class TileGrid:
     """A rendered grid of tiles and where each tile sits, so clicks can be mapped back to channels."""
 
-    image: np.ndarray  # (H, W, 3) float in [0, 1]
+    image: np.ndarray  # (H, W, 3) float in [0, 1]; read-only when gray (one channel seen three times)
     rows: int
     cols: int
     tile_height: int
@@ -170,24 +174,31 @@ def tile_layer(acts, boost_indiv: float = 0.0, boost_gamma: float = 1.0, diffs: 
     """Every channel of a layer as a grid of tiles (the original's layers pane).
 
     Each tile has a 1-pixel ring (``pad_color``, or a highlight colour for channels in ``highlights``);
-    fully connected layers get ``fc_tile`` x ``fc_tile`` pixel tiles.
+    fully connected layers get ``fc_tile`` x ``fc_tile`` pixel tiles. A grid that is all gray (activations, no
+    highlights) is rendered in one channel: its ``image`` is then a read-only view of that channel as (H, W, 3),
+    which :func:`png_bytes` writes as grayscale without looking at the pixels.
     """
     raw = _np(acts)
-    tiles = normalize_layer(raw, boost_indiv, boost_gamma, diffs)
+    pad_color = pad_color if pad_color is not None else (BACK_PAD_COLOR if diffs else PAD_COLOR)
+    gray = not diffs and not highlights and pad_color[0] == pad_color[1] == pad_color[2]
+    tiles = _normalized(raw, boost_indiv, boost_gamma, diffs)
+    if not diffs and not gray:
+        tiles = np.repeat(tiles, 3, axis=3)
     if raw.ndim == 1 and fc_tile > 1:
         tiles = np.repeat(np.repeat(tiles, fc_tile, axis=1), fc_tile, axis=2)
-    count, th, tw = tiles.shape[:3]
+    count, th, tw, depth = tiles.shape
     rows, cols = grid_shape(count, aspect_ratio)
     pad = 1
     ch, cw = th + 2 * pad, tw + 2 * pad
-    pad_color = pad_color if pad_color is not None else (BACK_PAD_COLOR if diffs else PAD_COLOR)
-    cells = np.empty((rows * cols, ch, cw, 3), np.float32)  # every tile in its ring, then laid out at once
-    cells[:] = np.asarray(pad_color, np.float32)
+    cells = np.empty((rows * cols, ch, cw, depth), np.float32)  # every tile in its ring, then laid out at once
+    cells[:] = np.asarray(pad_color[:depth], np.float32)
     for index, color in (highlights or {}).items():
         if 0 <= index < count:
             cells[index] = np.asarray(color, np.float32)
     cells[:count, pad:pad + th, pad:pad + tw] = tiles
-    canvas = cells.reshape(rows, cols, ch, cw, 3).transpose(0, 2, 1, 3, 4).reshape(rows * ch, cols * cw, 3)
+    canvas = cells.reshape(rows, cols, ch, cw, depth).transpose(0, 2, 1, 3, 4).reshape(rows * ch, cols * cw, depth)
+    if depth == 1:
+        canvas = np.broadcast_to(canvas, canvas.shape[:2] + (3,))
     return TileGrid(canvas, rows, cols, th, tw, pad)
 
 
@@ -257,14 +268,18 @@ def to_pil(image) -> Image.Image:
 
 
 def png_bytes(image, strategy: int = zlib.Z_DEFAULT_STRATEGY) -> bytes:
-    """A float HxWx3 (or HxW) image in [0, 1] as an 8-bit PNG, encoded for speed: no row filters, zlib level 1,
-    grayscale when the three channels are equal (a third of the data).
+    """A float HxWx3 (or HxW) image in [0, 1], or one already in uint8, as an 8-bit PNG, encoded for speed: no row
+    filters, zlib level 1, grayscale when the three channels are equal (a third of the data).
 
     Several times faster than Pillow's default (level 6, adaptive filters) for about 15% more bytes, which on
     the loopback or a LAN costs far less than the encoding time saved: the live toolbox encodes on every frame's
-    path. ``strategy``: ``zlib.Z_RLE`` is faster and smaller for noise-like images (backward signals).
+    path. ``strategy``: ``zlib.Z_RLE`` is faster and smaller for noise-like images (backward signals). Channels
+    that are one channel seen three times (``np.broadcast_to``, as :func:`tile_layer` gives gray grids) are
+    written as grayscale without comparing them.
     """
-    pixels = to_uint8(image)
+    if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.strides[2] == 0:
+        image = image[:, :, :1]
+    pixels = image if isinstance(image, np.ndarray) and image.dtype == np.uint8 else to_uint8(image)
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
     elif (pixels.ndim == 3 and pixels.shape[2] == 3 and np.array_equal(pixels[:, :, 0], pixels[:, :, 1])

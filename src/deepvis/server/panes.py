@@ -2,11 +2,17 @@
 
 A tab sends its whole view state with each request (cursor, modes, boosts); :func:`view` answers with every pane
 as PNG images and numbers. The computing is the toolbox's (cached forward and backward passes) and render's.
+
+The unit grid carries no selection or frozen-origin rings (the page draws them over it), so it depends only on the
+input, the layer, the boosts and what it shows (activations, or the backward diffs of one origin and mode): it is
+rendered and encoded once per such key (:func:`grid_pane`), and a cursor move renders only the backward pass and
+the enlarged unit. A tab that already shows the grid of a key sends it (``grid_key``) and gets no picture back.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 import time
 import zlib
@@ -50,6 +56,7 @@ class ViewRequest:
     overlay_layer: str | None = None  # the Grad-CAM layer (None: the last spatial layer before the unit's)
     overlay_head: int = 0  # attention: 0 the mean of the heads, k head k - 1 (taken modulo heads + 1)
     overlay_token: list | None = None  # attention: the [y, x] patch-grid position of the token (None: CLS)
+    grid_key: str | None = None  # the key of the grid picture the tab shows: not sent again when it is unchanged
 
     @classmethod
     def from_json(cls, data: dict) -> "ViewRequest":
@@ -58,7 +65,8 @@ class ViewRequest:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         if "input" not in known or "layer" not in known:
             raise DeepvisError("the view request needs 'input' (an input id) and 'layer' (a layer name)")
-        for name in ("input", "layer", "cursor", "back_mode", "back_filter", "back_layer", "overlay", "overlay_layer"):
+        for name in ("input", "layer", "cursor", "back_mode", "back_filter", "back_layer", "overlay", "overlay_layer",
+                     "grid_key"):
             value = known.get(name)
             if value is not None and not isinstance(value, str):
                 raise DeepvisError(f"bad view request: '{name}' must be a string, got {value!r:.60}")
@@ -120,6 +128,44 @@ def _b64png(image: np.ndarray, strategy: int = zlib.Z_DEFAULT_STRATEGY) -> str:
     return base64.b64encode(render.png_bytes(image, strategy)).decode("ascii")
 
 
+@dataclass
+class GridPane:
+    """A rendered unit grid without rings: its picture (base64 PNG), its layout, and the key that names both."""
+
+    key: str
+    png: str
+    grid: render.TileGrid
+    diffs: bool
+
+    def to_json(self, shown_key: str | None) -> dict:
+        """The grid pane of a view answer; no picture when the tab already shows this one (``shown_key``)."""
+        grid = self.grid
+        return {"key": self.key, "png": None if shown_key == self.key else self.png, "rows": grid.rows,
+                "cols": grid.cols, "tile_h": grid.tile_height, "tile_w": grid.tile_width, "pad": grid.pad,
+                "diffs": self.diffs}
+
+
+def grid_pane(toolbox: "Toolbox", item, request: ViewRequest, origin: Unit,
+              layer_diffs: torch.Tensor | None) -> GridPane:
+    """The unit grid of a view, from the toolbox's cache when it was rendered before: the layer's activations, or
+    with ``show_back`` the backward diffs at the layer from ``origin`` (zeros while no backward pass runs)."""
+    if request.show_back:
+        source = ("diffs", str(origin), request.back_mode) if layer_diffs is not None else ("zeros",)
+    else:
+        source = ("activations",)
+    key = (item.id, request.layer, request.boost_indiv, request.boost_gamma, source)
+    cached = toolbox.grids.fetch(key)
+    if cached is not None:
+        return cached
+    acts = item.activations[request.layer]
+    values = acts if not request.show_back else torch.zeros_like(acts) if layer_diffs is None else layer_diffs
+    grid = render.tile_layer(values, request.boost_indiv, request.boost_gamma, diffs=request.show_back)
+    png = _b64png(grid.image)
+    pane = GridPane(hashlib.sha1(repr(key).encode()).hexdigest()[:16], png, grid, request.show_back)
+    toolbox.grids.put(key, pane, len(png) + grid.image.nbytes)  # a bound: a gray grid holds a third of that
+    return pane
+
+
 def view(toolbox: "Toolbox", request: ViewRequest) -> dict:
     """Render every pane for one view state: grid, per-channel values, selected unit, backward image."""
     item = toolbox.get_input(request.input)
@@ -146,39 +192,26 @@ def view(toolbox: "Toolbox", request: ViewRequest) -> dict:
         grad, layer_diffs, modified, backward_ms = toolbox.backward(
             item, origin, request.back_mode, request.layer if request.show_back else None)
     render_start = time.perf_counter()
-    highlights = {}
-    if in_grid:
-        highlights[channel] = render.SELECTED_COLOR
-    if request.back_frozen and origin.layer == request.layer:
-        highlights[origin.channel] = render.FROZEN_COLOR
-    if request.show_back:
-        if layer_diffs is None:
-            grid_source, diffs = torch.zeros_like(acts), True
-        else:
-            grid_source, diffs = layer_diffs, True
-    else:
-        grid_source, diffs = acts, False
-    grid = render.tile_layer(grid_source, request.boost_indiv, request.boost_gamma, diffs=diffs,
-                             highlights=highlights)
-    flat = acts.reshape(channels, -1)
+    grid = grid_pane(toolbox, item, request, origin, layer_diffs)
+    maxima, values = item.channel_maxima(request.layer)
     response = {
         "layer": request.layer,
         "channel": channel,
-        "grid": {"png": _b64png(grid.image), "rows": grid.rows, "cols": grid.cols, "tile_h": grid.tile_height,
-                 "tile_w": grid.tile_width, "pad": grid.pad, "diffs": diffs},
-        "values": [round(v, 4) if math.isfinite(v) else None for v in flat.max(dim=1).values.tolist()],
+        "grid": grid.to_json(request.grid_key),
+        "values": values,
         "unit": None,
         "back": None,
         "predictions": [p.to_json() for p in item.predictions],
     }
     if in_grid:
         # the selected unit is its tile of the grid (render.unit_image, without normalizing the layer again)
-        row, col = divmod(channel, grid.cols)
-        top, left = row * grid.cell[0] + grid.pad, col * grid.cell[1] + grid.pad
-        unit_image = grid.image[top:top + grid.tile_height, left:left + grid.tile_width]
+        tiles = grid.grid
+        row, col = divmod(channel, tiles.cols)
+        top, left = row * tiles.cell[0] + tiles.pad, col * tiles.cell[1] + tiles.pad
+        unit_image = tiles.image[top:top + tiles.tile_height, left:left + tiles.tile_width]
         if acts.dim() == 1:  # a fully connected layer's tiles are enlarged; its unit is one value
             unit_image = unit_image[:1, :1]
-        value = float(flat[channel].max())
+        value = float(maxima[channel])
         response["unit"] = {"png": _b64png(unit_image), "unit": f"{request.layer}:{channel}",
                             "value": value if math.isfinite(value) else None,
                             "label": toolbox.model.label(channel) if toolbox.label_layer(request.layer) else None}
@@ -193,4 +226,3 @@ def view(toolbox: "Toolbox", request: ViewRequest) -> dict:
                           "render_ms": round((time.perf_counter() - render_start) * 1000, 2),
                           "total_ms": round((time.perf_counter() - start) * 1000, 2)}
     return response
-

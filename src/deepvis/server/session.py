@@ -9,13 +9,15 @@ pass needs no forward pass) and a few backward passes. The model is used by one 
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import warnings
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -26,7 +28,7 @@ from ..images import max_pixels as current_max_pixels
 from ..models.model import Model
 from ..predict import Prediction, output_probabilities, top_predictions
 from ..probe import Probe, layer_info
-from ..render import FILTERS
+from ..render import FILTERS, FROZEN_COLOR, SELECTED_COLOR, to_uint8
 from ..export import site_page_url
 from ..store import Store
 from .stores import check_store, store_hint
@@ -50,8 +52,15 @@ MAX_PIXELS = DEFAULT_MAX_PIXELS
 #: Traces kept (forward passes with their graph, about 80 MB each for EfficientNet-Lite0 at 224x224), so the
 #: backward pass of a new unit on the same input needs no forward pass.
 TRACES = 2
+#: Unit grids kept (rendered pictures without rings, see :func:`panes.grid_pane`), and their bytes at most: a cursor
+#: move on a still image shows the grid it showed before.
+GRIDS, GRID_BYTES = 16, 64 * 1024 * 1024
 #: Webcam tabs remembered (each one's latest frame is dropped from the cache when its next frame comes).
 TABS = 256
+
+
+def _css(color: tuple[float, float, float]) -> str:
+    return "rgb({}, {}, {})".format(*to_uint8(np.asarray(color)).tolist())
 
 
 @dataclass
@@ -66,6 +75,18 @@ class Input:
     predictions: list[Prediction]
     forward_ms: float
     nbytes: int = 0
+    _maxima: dict = field(default_factory=dict, repr=False)
+
+    def channel_maxima(self, layer: str) -> tuple[np.ndarray, list]:
+        """Each channel's largest activation at ``layer``: as numbers, and rounded for the page (None where not
+        finite); computed once per input and layer (in NumPy: no torch threads woken for a small reduction)."""
+        found = self._maxima.get(layer)
+        if found is None:
+            acts = self.activations[layer]
+            maxima = acts.reshape(acts.shape[0], -1).numpy().max(axis=1)
+            found = maxima, [round(v, 4) if math.isfinite(v) else None for v in maxima.tolist()]
+            self._maxima[layer] = found
+        return found
 
     def info(self) -> dict:
         return {"input": self.id, "name": self.name, "forward_ms": round(self.forward_ms, 2),
@@ -104,6 +125,7 @@ class Toolbox:
         self._inputs = LRU(64, cache_bytes)
         self._backward = LRU(32)
         self._traces = LRU(TRACES)  # input id -> Trace
+        self.grids = LRU(GRIDS, GRID_BYTES)  # (input id, layer, boosts, source) -> panes.GridPane
         # The backward mode of the last view that showed a backward pass (None: the last one showed none): new
         # inputs are traced in that mode, so their first backward pass needs no other forward pass.
         self.trace_mode: str | None = None
@@ -133,6 +155,8 @@ class Toolbox:
             "store": str(self.store) if self.store else None,
             "modes": list(MODES),
             "filters": list(FILTERS),
+            # the page rings the selected tile and the frozen backward origin over the grid, in the original's colours
+            "rings": {"selected": _css(SELECTED_COLOR), "frozen": _css(FROZEN_COLOR)},
             "overlays": self.overlays.info(),
             "limits": {"max_upload_bytes": self.max_upload_bytes, "max_pixels": self.max_pixels},
             "random_weights": bool(getattr(self.model, "random_weights", False)),

@@ -85,10 +85,22 @@ function viewRequest() {
   };
 }
 
+/** The panes for the current state. The grid picture comes only when it differs from the one shown (a cursor move
+ *  keeps it: the page draws the rings); views go out one at a time, so the one shown is the one named. */
+async function fetchView() {
+  const shown = model.result?.grid;
+  const result = await api.view({ ...viewRequest(), grid_key: shown?.png ? shown.key : null });
+  if (result.grid.png === null) {
+    if (shown?.key !== result.grid.key) return api.view(viewRequest());
+    result.grid.png = shown.png;
+  }
+  return result;
+}
+
 const views = new LatestWins(async () => {
   activity += 1;
   try {
-    if (model.input.id) model.result = await api.view(viewRequest());
+    if (model.input.id) model.result = await fetchView();
   } catch (err) {
     if (err.status === 404 && model.input.source !== 'camera') reloadInput(); // dropped from the server's cache
     else state().message = err.message;

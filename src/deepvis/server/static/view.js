@@ -171,6 +171,36 @@ function drawZoom(source, sx, sy, sw, sh) {
   ctx.drawImage(source, sx, sy, sw, sh, 0, 0, canvas.width, canvas.height);
 }
 
+/** The selected tile's ring and the frozen backward origin's, drawn over the grid in its own pixels, as the
+ *  original drew them into the picture: the server sends the grid without rings, so a cursor move needs no new grid. */
+function drawRings({ state, result, info }, img, geo, shown) {
+  const canvas = $('grid-rings');
+  const layer = info.layers[state.layer].name;
+  const rings = [];
+  if (shown && geo && result?.layer === layer) {
+    if (state.cursor === 'grid') rings.push([state.channel, info.rings.selected]);
+    if (state.frozen?.layer === layer) rings.push([state.frozen.channel, info.rings.frozen]); // drawn last: on top
+  }
+  canvas.hidden = !rings.some(([channel]) => channel < geo.count);
+  if (canvas.hidden) return;
+  if (canvas.width !== img.naturalWidth || canvas.height !== img.naturalHeight) {
+    [canvas.width, canvas.height] = [img.naturalWidth, img.naturalHeight];
+  }
+  Object.assign(canvas.style, {
+    left: `${img.offsetLeft}px`, top: `${img.offsetTop}px`, width: img.style.width, height: img.style.height,
+  });
+  canvas.classList.toggle('shrunk', img.classList.contains('shrunk'));
+  const ctx = canvas.getContext('2d');
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  for (const [channel, color] of rings) {
+    if (channel >= geo.count) continue;
+    const [x, y] = [(channel % geo.cols) * geo.cellW, Math.floor(channel / geo.cols) * geo.cellH];
+    ctx.fillStyle = color;
+    ctx.fillRect(x, y, geo.cellW, geo.cellH);
+    ctx.clearRect(x + geo.pad, y + geo.pad, geo.cellW - 2 * geo.pad, geo.cellH - 2 * geo.pad);
+  }
+}
+
 function renderGrid(model) {
   const { state, result, sprite } = model;
   const img = $('grid-img');
@@ -181,7 +211,10 @@ function renderGrid(model) {
   $('grid-zoom').hidden = !(zoomUnit || zoomBack);
   $('grid-message').hidden = !model.gridMessage;
   $('grid-message').textContent = model.gridMessage ?? '';
-  if (!img.complete || !img.naturalWidth) return; // laid out again on load
+  if (!img.complete || !img.naturalWidth) { // laid out again on load
+    $('grid-rings').hidden = true;
+    return;
+  }
   fitImage(img, $('grid-pane'));
   const geo = gridGeometry(model);
   if (zoomBack) {
@@ -192,8 +225,9 @@ function renderGrid(model) {
     const [w, h] = [geo.cellW - 2 * geo.pad, geo.cellH - 2 * geo.pad];
     drawZoom(img, col * geo.cellW + geo.pad, row * geo.cellH + geo.pad, w, h);
   }
-  // the server rings the selected tile with one pixel of the picture: when that is thin on screen (or the
-  // picture is a sprite without rings), a ring is drawn over it
+  drawRings(model, img, geo, !zoomUnit && !zoomBack && !state.pattern);
+  // the rings above are one pixel of the picture: when that is thin on screen (or the picture is a sprite, which
+  // has no rings), a wider ring is drawn around the selected tile
   const ring = $('grid-ring');
   const s = img.clientWidth / img.naturalWidth;
   ring.hidden = !(geo && !zoomUnit && !zoomBack && state.cursor === 'grid' && (state.pattern || s < 2.5));
