@@ -9,7 +9,6 @@ pass needs no forward pass) and a few backward passes. The model is used by one 
 from __future__ import annotations
 
 import hashlib
-import math
 import threading
 import warnings
 import time
@@ -84,7 +83,11 @@ class Input:
         if found is None:
             acts = self.activations[layer]
             maxima = acts.reshape(acts.shape[0], -1).numpy().max(axis=1)
-            found = maxima, [round(v, 4) if math.isfinite(v) else None for v in maxima.tolist()]
+            rounded = np.round(maxima.astype(np.float64), 4)
+            shown = rounded.tolist()
+            for index in np.flatnonzero(~np.isfinite(rounded)).tolist():
+                shown[index] = None
+            found = maxima, shown
             self._maxima[layer] = found
         return found
 
