@@ -157,9 +157,10 @@ def grid_pane(toolbox: "Toolbox", item, request: ViewRequest, origin: Unit,
     cached = toolbox.grids.fetch(key)
     if cached is not None:
         return cached
-    acts = item.activations[request.layer]
-    values = acts if not request.show_back else torch.zeros_like(acts) if layer_diffs is None else layer_diffs
-    grid = render.tile_layer(values, request.boost_indiv, request.boost_gamma, diffs=request.show_back)
+    shown = item.activations[request.layer]
+    if request.show_back:
+        shown = torch.zeros_like(shown) if layer_diffs is None else layer_diffs
+    grid = render.tile_layer(shown, request.boost_indiv, request.boost_gamma, diffs=request.show_back)
     png = _b64png(grid.image, zlib.Z_RLE)  # faster than the default on every layer tried, smaller on rectified maps
     pane = GridPane(hashlib.sha1(repr(key).encode()).hexdigest()[:16], png, grid, request.show_back)
     toolbox.grids.put(key, pane, len(png) + grid.image.nbytes)  # a bound: a gray grid holds a third of that

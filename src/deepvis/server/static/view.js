@@ -176,12 +176,13 @@ function drawZoom(source, sx, sy, sw, sh) {
 function drawRings({ state, result, info }, img, geo, shown) {
   const canvas = $('grid-rings');
   const layer = info.layers[state.layer].name;
-  const rings = [];
+  let rings = [];
   if (shown && geo && result?.layer === layer) {
     if (state.cursor === 'grid') rings.push([state.channel, info.rings.selected]);
     if (state.frozen?.layer === layer) rings.push([state.frozen.channel, info.rings.frozen]); // drawn last: on top
+    rings = rings.filter(([channel]) => channel < geo.count);
   }
-  canvas.hidden = !rings.some(([channel]) => channel < geo.count);
+  canvas.hidden = !rings.length;
   if (canvas.hidden) return;
   if (canvas.width !== img.naturalWidth || canvas.height !== img.naturalHeight) {
     [canvas.width, canvas.height] = [img.naturalWidth, img.naturalHeight];
@@ -193,7 +194,6 @@ function drawRings({ state, result, info }, img, geo, shown) {
   const ctx = canvas.getContext('2d');
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   for (const [channel, color] of rings) {
-    if (channel >= geo.count) continue;
     const [x, y] = [(channel % geo.cols) * geo.cellW, Math.floor(channel / geo.cols) * geo.cellH];
     ctx.fillStyle = color;
     ctx.fillRect(x, y, geo.cellW, geo.cellH);
