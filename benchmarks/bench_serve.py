@@ -18,8 +18,9 @@ Sections
      process the client (POST the frame, POST the view, parse the JSON), in gradient and in guided mode, against
      the same bare baseline in this process (target <= 1.25x).
   b. a cursor move on a still image until the backward pane is updated: ``Toolbox.view`` with a new channel of the
-     same layer, same input -- against the least a viewer must do: one ``torch.autograd.grad`` from a forward graph
-     kept for the image (target <= 1.2x).
+     same layer, same input (the unit grid, which has no rings, comes from the toolbox's cache; the page draws the
+     ring) -- against the least a viewer must do: one ``torch.autograd.grad`` from a forward graph kept for the
+     image (target <= 1.2x).
   c. memory: ``--frames`` different frames (random crops, flips, brightness of the bundled samples) through one
      tab, each one followed by its view as in (a); the resident set size (VmRSS of /proc/self/status) after 100,
      500 and all frames (target: flat -- the RSS at the end at most 32 MiB above the RSS after 100 frames: frames
