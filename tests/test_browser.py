@@ -381,7 +381,7 @@ def test_rings_of_the_selected_tile_and_the_frozen_origin_follow_the_keys(page):
     def rings(pad=(0, 0, 0)) -> dict:
         shot = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
         found = {}
-        for channel in range(0, 30):
+        for channel in range(30):
             ring, inside = cell_ring_and_inside(shot, page, channel)
             assert inside not in (green, blue), (channel, inside)  # the tile itself is not painted over
             if ring != pad:
