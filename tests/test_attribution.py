@@ -125,6 +125,64 @@ def test_smoothgrad_equals_captum_noise_tunnel_with_the_same_noise(cnn, x, monke
     assert torch.equal(a, b) and not torch.equal(a, smoothgrad(cnn, x, f"classifier:{CLASS}", samples=4, seed=4))
 
 
+@pytest.fixture(scope="module")
+def logit_model(model):
+    """The bundled EfficientNet-Lite0 with its softmax dropped: the net's output is the logits, so that Captum's
+    ``target=c`` is deepvis's unit ``classifier:c``."""
+    import copy
+
+    net = copy.deepcopy(model.net)
+    net.prob = nn.Identity()
+    return deepvis.load_model(deepvis.Model(net=net, preprocessing=model.preprocessing, spec="efficientnet-lite0 logits"))
+
+
+@pytest.mark.slow
+def test_smoothgrad_equals_captum_on_the_bundled_model_where_equality_is_defined(logit_model, monkeypatch):
+    """SmoothGrad on EfficientNet-Lite0 equals Captum's NoiseTunnel(Saliency) with the same noise, when both run
+    the same float32 kernels: the same rows per pass and the same memory layout. Not otherwise, and not because
+    either is wrong: oneDNN picks its convolution kernels by batch size and layout (here: channels-last vs NCHW
+    at 16 rows or more), whose float32 roundings differ in the last bits (logits at 1e-6 relative); those move a
+    handful of ReLU6 inputs across a kink (6 of 2e8 on 32 samples of chelsea), where the derivative jumps, so a
+    sample's gradient changes by ~0.5% near those units; the average over noisy samples then cancels to a tenth
+    of a sample's gradient, leaving 1.8e-3 of the result's largest value (the difference measured before this
+    test). The small ReLU CNN above has far fewer rectifier inputs and shows none of it. In float64 the kernels'
+    roundings are 1e-16 and the two layouts agree to 1e-10: the only difference is float32 rounding."""
+    import copy
+
+    from captum.attr._core.noise_tunnel import NoiseTunnel
+
+    chelsea = next(p for p in deepvis.sample_images() if p.name == "chelsea.jpg")
+    x = logit_model.input(chelsea)
+    samples, unit = 16, "classifier:285"
+    stdev = 0.15 * float(x.max() - x.min())
+    noise = torch.randn(samples, *x.shape[1:], generator=torch.Generator().manual_seed(0)) * stdev
+    layout = {}
+
+    def same_noise(inp, std, n):
+        rows = inp.repeat_interleave(n, dim=0) + noise.to(inp.dtype)
+        return rows.contiguous(memory_format=layout["format"])
+
+    monkeypatch.setattr(NoiseTunnel, "_add_noise_to_input", staticmethod(same_noise))
+
+    def captum(net, inp):
+        return NoiseTunnel(captum_attr.Saliency(net)).attribute(
+            inp, nt_type="smoothgrad", nt_samples=samples, stdevs=stdev, target=285, abs=False,
+            nt_samples_batch_size=samples)
+
+    # float32: the same 16 rows per pass, both channels-last (deepvis keeps the input's layout, Model.input's)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    layout["format"] = torch.channels_last
+    ours = smoothgrad(logit_model, x, unit, noise=noise, batch_size=samples)
+    close(ours, captum(logit_model.net, x))
+    # float64: Captum's batch in NCHW, ours channels-last (different kernels), equal to 1e-10
+    logit_model.layers()  # the catalog is read before the weights turn float64
+    double = copy.deepcopy(logit_model)
+    double.net.double()
+    layout["format"] = torch.contiguous_format
+    close(smoothgrad(double, x.double(), unit, noise=noise.double(), batch_size=samples),
+          captum(double.net, x.double()), rtol=1e-10)
+
+
 @pytest.mark.parametrize("method", INTEGRATIONS)
 def test_integrated_gradients_equal_captum(cnn, x, method):
     baseline = make_baseline(cnn, x, "blur")
