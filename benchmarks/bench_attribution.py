@@ -19,8 +19,8 @@ Sections (EfficientNet-Lite0 with the softmax dropped, so that Captum's target i
      ``NoiseTunnel(Saliency(abs=False))`` as called (every sample in one pass; target <= 1.0x) and with
      ``nt_samples_batch_size`` = the same rows per pass (its noisy batch is NCHW: ``repeat_interleave``);
   3. the live frame: a webcam frame (JPEG bytes) through ``Toolbox.input_from_bytes`` + ``Toolbox.view`` with the
-     selected unit ``classifier:285`` and the backward pane in ``--back-mode``, without an overlay and with the
-     Grad-CAM overlay (target <= 1.10x).
+     selected unit ``classifier:285`` and the backward pane in ``--back-mode`` (shown, as by default, or ``off``),
+     without an overlay and with the Grad-CAM overlay (target <= 1.10x).
 
 Equality is checked before timing where it is well defined: the same rows per pass and the same memory layout
 (float32 convolution kernels, and so the last bits of every gradient, depend on both; see docs/attribution.md).
@@ -78,8 +78,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
                         help=f"deepvis's rows per forward pass (default {BATCH_SIZE}, the library's default)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
-    parser.add_argument("--back-mode", choices=("gradient", "deconv", "guided"), default="gradient",
-                        help="the live frame's backward pane mode (default gradient)")
+    parser.add_argument("--back-mode", choices=("gradient", "deconv", "guided", "off"), default="gradient",
+                        help="the live frame's backward pane mode, or off (default gradient)")
     args = parser.parse_args(argv)
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -137,13 +137,15 @@ def main(argv=None) -> int:
     jpegs = frames(chelsea, 64)
     counter = {"n": 0}
 
+    back_mode = args.back_mode if args.back_mode != "off" else "gradient"
+
     def frame(overlay):
         counter["n"] += 1
         toolbox = toolboxes[overlay]
         item = toolbox.input_from_bytes(jpegs[counter["n"] % len(jpegs)], "frame", tab="bench")
         return toolbox.view(ViewRequest.from_json({"input": item.id, "layer": "classifier", "channel": CLASS,
                                                    "cursor": "grid", "overlay": overlay,
-                                                   "back_mode": args.back_mode}))
+                                                   "back_mode": back_mode, "back_enabled": args.back_mode != "off"}))
 
     assert frame("gradcam")["overlay"]["png"] and frame(None)["overlay"] is None
     variants = [

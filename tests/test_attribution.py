@@ -300,6 +300,71 @@ def test_cli_attribute_writes_overlays_and_npy(tmp_path, capsys):
     assert "unknown layer 'nope'" in capsys.readouterr().err
 
 
+# ---------------------------------------------------------------------------------------------- shared traces
+def test_gradcam_shares_a_guided_trace_only_where_no_rectifier_lies_between(cnn, x):
+    """A deconv / guided trace gives the plain gradient at a layer when its rules changed no rectifier between that
+    layer and the unit's: Grad-CAM then reuses it (the backward pane's trace), else it traces in gradient mode."""
+    from deepvis.attribution import gradcam_from_trace, plain_gradient_at
+    from deepvis.backprop import trace
+
+    unit = f"classifier:{CLASS}"
+    guided = trace(cnn, x, ["conv2", "relu3", "classifier"], "guided")
+    assert plain_gradient_at(guided, "relu3", "classifier")  # relu3 -> pool -> classifier: no rectifier
+    assert not plain_gradient_at(guided, "conv2", "classifier")  # relu2 and relu3 lie between
+    close(gradcam_from_trace(guided, unit, "relu3"), gradcam(cnn, x, unit, "relu3"))
+    with pytest.raises(DeepvisError, match="plain gradient"):
+        gradcam_from_trace(guided, unit, "conv2")
+    plain = gradcam(cnn, x, unit, "conv2")
+    close(gradcam(cnn, x, unit, "conv2", traced=guided), plain)  # not shared: traced again, in gradient mode
+    assert not torch.allclose(cam_of_rule(guided, unit, "conv2"), plain)  # what sharing it would have given
+
+
+def cam_of_rule(traced, unit: str, layer: str) -> torch.Tensor:
+    """The Grad-CAM a trace's own (deconv / guided) signal at ``layer`` would give."""
+    from deepvis.attribution import cam_from
+
+    grad = traced.backward(unit, "argmax", to=[layer], to_input=False).layer_grads[layer]
+    return cam_from(traced.activations[layer], grad)
+
+
+@pytest.mark.parametrize("back_mode", ["gradient", "guided"])
+def test_live_gradcam_overlay_reuses_the_frames_trace(model, back_mode):
+    """The toolbox's Grad-CAM overlay of a webcam frame runs no forward pass of its own: it reads the frame's kept
+    trace, the backward pane's in either mode here (EfficientNet's head.act -> pool -> classifier has no
+    rectifier), and draws the same map as a fresh ``attribute`` call."""
+    import io
+
+    from PIL import Image
+
+    from deepvis import render
+    from deepvis.server.panes import ViewRequest
+    from deepvis.server.session import Toolbox
+
+    chelsea = next(p for p in deepvis.sample_images() if p.name == "chelsea.jpg")
+    toolbox = Toolbox(model)
+    request = {"layer": "classifier", "channel": 285, "cursor": "grid", "overlay": "gradcam", "back_mode": back_mode}
+    first = toolbox.input_from_bytes(chelsea.read_bytes(), "frame", tab="t")
+    toolbox.view(ViewRequest.from_json({"input": first.id, **request}))  # sets how the next frame is traced
+    frame = Image.open(chelsea).convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    buffer = io.BytesIO()
+    frame.save(buffer, format="PNG")
+    item = toolbox.input_from_bytes(buffer.getvalue(), "frame", tab="t")
+    assert toolbox._traces.fetch(item.id).mode == back_mode
+    forwards = []
+    handle = model.net.register_forward_pre_hook(lambda *_: forwards.append(1))
+    try:
+        overlay = toolbox.view(ViewRequest.from_json({"input": item.id, **request}))["overlay"]
+    finally:
+        handle.remove()
+    assert forwards == [] and overlay["caption"] == "gradcam of classifier:285 at head.act"
+    fresh = attribute(model, item.x, "classifier:285", "gradcam", layer="head.act")
+    expected = render.to_uint8(render.heat_overlay(np.asarray(item.image, np.float32) / 255, fresh.map, 0.5))
+    import base64
+
+    drawn = np.asarray(Image.open(io.BytesIO(base64.b64decode(overlay["png"]))).convert("RGB"))
+    assert drawn.shape == expected.shape and np.abs(drawn.astype(int) - expected).max() <= 1
+
+
 # ---------------------------------------------------------------------------------------------- sanity checks
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     from scipy.stats import spearmanr

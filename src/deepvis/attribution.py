@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import render
-from .backprop import MODES, Trace, trace
+from .backprop import MODES, RULES, Trace, trace
 from .errors import DeepvisError, UnitError
 from .models.model import Model, as_model
 from .units import Unit, parse_unit
@@ -103,7 +103,8 @@ def default_cam_layer(model: Model | nn.Module, unit: str | Unit, candidates: It
     raise DeepvisError(f"no layer with a spatial map comes before '{unit.layer}': give a Grad-CAM layer")
 
 
-def _check_cam_layer(model: Model, unit: Unit, layer: str) -> None:
+def check_cam_layer(model: Model, unit: Unit, layer: str) -> None:
+    """Raise unless ``layer`` can be a Grad-CAM layer of ``unit``: known, spatial, not after the unit's layer."""
     infos = {info.name: info for info in model.layers()}
     if layer not in infos:
         import difflib
@@ -154,12 +155,26 @@ def cam_from(activation: torch.Tensor, grad: torch.Tensor, plus: bool = False) -
     return (weights * a).sum(dim=1, keepdim=True).clamp(min=0)
 
 
+def plain_gradient_at(traced: Trace, layer: str, unit_layer: str) -> bool:
+    """Whether ``traced`` gives the plain gradient at ``layer`` of a unit at ``unit_layer``: a gradient-mode trace,
+    or a deconv / guided one whose rules changed no rectifier that runs after ``layer`` up to ``unit_layer`` (the
+    backward pass between them is then plain autograd: e.g. EfficientNet's head -> pool -> classifier), so that a
+    Grad-CAM can share the backward pane's trace whatever its mode."""
+    if traced.mode == "gradient":
+        return True
+    if traced.mode not in RULES or layer not in traced.modified or unit_layer not in traced.modified:
+        return False
+    return traced.modified[layer] == traced.modified[unit_layer]
+
+
 def gradcam_from_trace(traced: Trace, unit: str | Unit, layer: str, plus: bool = False) -> torch.Tensor:
-    """Grad-CAM (``plus``: Grad-CAM++) of ``unit`` at ``layer`` from a gradient-mode trace that recorded both
-    layers: (N, 1, h, w) at the layer's resolution. The backward pass stops at the layer (no input gradient)."""
+    """Grad-CAM (``plus``: Grad-CAM++) of ``unit`` at ``layer`` from a trace that recorded both layers and gives
+    the plain gradient at ``layer`` (:func:`plain_gradient_at`): (N, 1, h, w) at the layer's resolution. The
+    backward pass stops at the layer (no input gradient)."""
     unit = parse_unit(unit)
-    if traced.mode != "gradient":
-        raise DeepvisError(f"Grad-CAM needs a gradient-mode trace, got '{traced.mode}'")
+    if not plain_gradient_at(traced, layer, unit.layer):
+        raise DeepvisError(f"Grad-CAM needs the plain gradient at '{layer}': this {traced.mode}-mode trace changes "
+                           f"rectifiers between it and '{unit.layer}'")
     act = traced.activations[layer]
     if layer == unit.layer:  # the score's gradient at its own layer is its start signal
         signal = score_signal(act, unit)
@@ -256,12 +271,13 @@ def _heat(raw: torch.Tensor) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ methods
 def gradcam(model, x: torch.Tensor, unit, layer: str | None = None, plus: bool = False,
             traced: Trace | None = None) -> torch.Tensor:
-    """Grad-CAM (or ++) of a preprocessed batch ``x``: (N, 1, h, w) at the layer. ``traced``: a gradient-mode
-    trace of ``x`` to reuse when it recorded both layers."""
+    """Grad-CAM (or ++) of a preprocessed batch ``x``: (N, 1, h, w) at the layer. ``traced``: a trace of ``x`` to
+    reuse when it recorded both layers and gives the plain gradient at the layer (:func:`plain_gradient_at`)."""
     model, unit = as_model(model), parse_unit(unit)
     layer = layer or default_cam_layer(model, unit)
-    _check_cam_layer(model, unit, layer)
-    if traced is None or traced.mode != "gradient" or not {layer, unit.layer} <= set(traced.activations):
+    check_cam_layer(model, unit, layer)
+    if traced is None or not {layer, unit.layer} <= set(traced.activations) \
+            or not plain_gradient_at(traced, layer, unit.layer):
         traced = trace(model, x, [layer, unit.layer], "gradient", stop_early=True)
     return gradcam_from_trace(traced, unit, layer, plus)
 
@@ -327,8 +343,8 @@ def attribute(model: Model | nn.Module, image, unit: str | Unit, method: str = "
     ``steps``, ``baseline``, ``integration``: integrated gradients. ``samples``, ``sigma`` (a fraction of the
     input's range), ``mode`` (base: gradient, deconv, guided), ``noise``: SmoothGrad. ``seed``: its noise and the
     uniform baseline. ``batch_size``: rows per forward pass of the batched methods (:data:`BATCH_SIZE`).
-    ``traced``: a gradient-mode trace of the same input to reuse for Grad-CAM (the live toolbox keeps one per
-    input).
+    ``traced``: a trace of the same input to reuse for Grad-CAM (the live toolbox keeps one per input; see
+    :func:`gradcam`).
     """
     model = as_model(model)
     unit = parse_unit(unit)
