@@ -67,6 +67,12 @@ def frames(image: Path, count: int) -> list[bytes]:
     return out
 
 
+def spread(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
+    """Print how far two float32 runs of the same computation with different kernels are apart (not a check)."""
+    diff, scale = (a - b).abs().max().item(), b.abs().max().item()
+    print(f"  spread {name:<45} max|diff| {diff:.3e}  (max|value| {scale:.3e}; {diff / scale:.1e} of it)")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=6, help="measured rounds (default 6)")
@@ -107,7 +113,7 @@ def main(argv=None) -> int:
     ours_ig = integrated_gradients(logit_model, x, unit, args.steps, "black", batch_size=bs)
     ok = check("IG deepvis vs captum, same rows and layout", ours_ig,
                ig.attribute(x, baselines=base_cl, internal_batch_size=bs, **ig_args), rtol=1e-5)
-    check("IG deepvis vs captum as called (one pass, NCHW)", ours_ig, ig.attribute(x, baselines=base, **ig_args))
+    spread("IG deepvis vs captum as called (one pass, NCHW)", ours_ig, ig.attribute(x, baselines=base, **ig_args))
     stdev = 0.15 * float(x.max() - x.min())
     noise = torch.randn(args.samples, *x.shape[1:], generator=torch.Generator().manual_seed(0)) * stdev
     original = _NT.__dict__["_add_noise_to_input"]  # the staticmethod itself, to put back
@@ -126,8 +132,8 @@ def main(argv=None) -> int:
                 nt.attribute(x, nt_samples_batch_size=bs, **sg_args), rtol=1e-5)
     # how far float32 kernels alone move the same computation: rows per pass, memory layout
     layout.update(format=torch.contiguous_format, at=0)
-    check("SmoothGrad deepvis vs captum as called (one pass, NCHW)", ours_sg, nt.attribute(x, **sg_args))
-    check(f"SmoothGrad deepvis batch {bs} vs {args.samples}", ours_sg,
+    spread("SmoothGrad deepvis vs captum as called (one pass, NCHW)", ours_sg, nt.attribute(x, **sg_args))
+    spread(f"SmoothGrad deepvis batch {bs} vs {args.samples}", ours_sg,
           smoothgrad(logit_model, x, unit, noise=noise, batch_size=args.samples))
     _NT._add_noise_to_input = original
 

@@ -17,6 +17,7 @@ from deepvis import cli
 from deepvis.attribution import (INTEGRATIONS, METHODS, attribute, default_cam_layer, gradcam, guided_gradcam,
                                  input_x_gradient, integrated_gradients, make_baseline, smoothgrad, upsample)
 from deepvis.errors import DeepvisError
+from deepvis.units import Unit
 
 sys.path.insert(0, str(Path(__file__).parent))
 import zoo  # noqa: E402
@@ -183,6 +184,19 @@ def test_smoothgrad_equals_captum_on_the_bundled_model_where_equality_is_defined
           captum(double.net, x.double()), rtol=1e-10)
 
 
+@pytest.mark.slow
+def test_integrated_gradients_equal_captum_on_the_bundled_model(logit_model):
+    """Integrated gradients on EfficientNet-Lite0 equal Captum's with the same steps and rule, run with the same
+    rows per pass and memory layout (a channels-last baseline makes Captum's path channels-last, as deepvis keeps
+    the input's layout): the setting where float32 results are defined, as SmoothGrad's test above explains."""
+    chelsea = next(p for p in deepvis.sample_images() if p.name == "chelsea.jpg")
+    x = logit_model.input(chelsea)
+    base = make_baseline(logit_model, x, "black").contiguous(memory_format=torch.channels_last)
+    reference = captum_attr.IntegratedGradients(logit_model.net).attribute(
+        x, baselines=base, target=285, n_steps=8, method="gausslegendre", internal_batch_size=4)
+    close(integrated_gradients(logit_model, x, "classifier:285", steps=8, baseline="black", batch_size=4), reference)
+
+
 @pytest.mark.parametrize("method", INTEGRATIONS)
 def test_integrated_gradients_equal_captum(cnn, x, method):
     baseline = make_baseline(cnn, x, "blur")
@@ -301,9 +315,10 @@ def test_cli_attribute_writes_overlays_and_npy(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------- shared traces
-def test_gradcam_shares_a_guided_trace_only_where_no_rectifier_lies_between(cnn, x):
+def test_gradcam_shares_a_trace_only_where_it_gives_the_plain_gradient(cnn, x):
     """A deconv / guided trace gives the plain gradient at a layer when its rules changed no rectifier between that
-    layer and the unit's: Grad-CAM then reuses it (the backward pane's trace), else it traces in gradient mode."""
+    layer and the unit's: Grad-CAM then reuses it (the backward pane's trace), else it traces in gradient mode. A
+    trace whose graph starts at a layer (graph_from) serves that layer, not earlier ones nor the input."""
     from deepvis.attribution import gradcam_from_trace, plain_gradient_at
     from deepvis.backprop import trace
 
@@ -317,6 +332,12 @@ def test_gradcam_shares_a_guided_trace_only_where_no_rectifier_lies_between(cnn,
     plain = gradcam(cnn, x, unit, "conv2")
     close(gradcam(cnn, x, unit, "conv2", traced=guided), plain)  # not shared: traced again, in gradient mode
     assert not torch.allclose(cam_of_rule(guided, unit, "conv2"), plain)  # what sharing it would have given
+    partial = trace(cnn, x, ["conv2", "relu3", "classifier"], "gradient", graph_from="relu3")
+    close(gradcam_from_trace(partial, unit, "relu3"), gradcam(cnn, x, unit, "relu3"))
+    assert not plain_gradient_at(partial, "conv2", "classifier") and not partial["conv2"].requires_grad
+    close(gradcam(cnn, x, unit, "conv2", traced=partial), plain)
+    with pytest.raises(DeepvisError, match="no input gradient"):
+        partial.backward(unit)
 
 
 def cam_of_rule(traced, unit: str, layer: str) -> torch.Tensor:
@@ -327,11 +348,13 @@ def cam_of_rule(traced, unit: str, layer: str) -> torch.Tensor:
     return cam_from(traced.activations[layer], grad)
 
 
-@pytest.mark.parametrize("back_mode", ["gradient", "guided"])
+@pytest.mark.parametrize("back_mode", ["gradient", "guided", "off"])
 def test_live_gradcam_overlay_reuses_the_frames_trace(model, back_mode):
     """The toolbox's Grad-CAM overlay of a webcam frame runs no forward pass of its own: it reads the frame's kept
     trace, the backward pane's in either mode here (EfficientNet's head.act -> pool -> classifier has no
-    rectifier), and draws the same map as a fresh ``attribute`` call."""
+    rectifier) or, with the pane off, one whose graph starts at the Grad-CAM layer, and draws the same map as a
+    fresh ``attribute`` call. Turning the pane on later traces the input again for its input gradient."""
+    import base64
     import io
 
     from PIL import Image
@@ -342,27 +365,32 @@ def test_live_gradcam_overlay_reuses_the_frames_trace(model, back_mode):
 
     chelsea = next(p for p in deepvis.sample_images() if p.name == "chelsea.jpg")
     toolbox = Toolbox(model)
-    request = {"layer": "classifier", "channel": 285, "cursor": "grid", "overlay": "gradcam", "back_mode": back_mode}
+    request = {"layer": "classifier", "channel": 285, "cursor": "grid", "overlay": "gradcam",
+               "back_mode": "gradient" if back_mode == "off" else back_mode, "back_enabled": back_mode != "off"}
     first = toolbox.input_from_bytes(chelsea.read_bytes(), "frame", tab="t")
     toolbox.view(ViewRequest.from_json({"input": first.id, **request}))  # sets how the next frame is traced
     frame = Image.open(chelsea).convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     buffer = io.BytesIO()
     frame.save(buffer, format="PNG")
     item = toolbox.input_from_bytes(buffer.getvalue(), "frame", tab="t")
-    assert toolbox._traces.fetch(item.id).mode == back_mode
+    kept = toolbox._traces.fetch(item.id)
+    assert kept.mode == request["back_mode"] and kept.graph_from == ("head.act" if back_mode == "off" else None)
     forwards = []
     handle = model.net.register_forward_pre_hook(lambda *_: forwards.append(1))
     try:
-        overlay = toolbox.view(ViewRequest.from_json({"input": item.id, **request}))["overlay"]
+        response = toolbox.view(ViewRequest.from_json({"input": item.id, **request}))
     finally:
         handle.remove()
+    overlay = response["overlay"]
     assert forwards == [] and overlay["caption"] == "gradcam of classifier:285 at head.act"
+    assert (response["back"] is None) == (back_mode == "off")
     fresh = attribute(model, item.x, "classifier:285", "gradcam", layer="head.act")
     expected = render.to_uint8(render.heat_overlay(np.asarray(item.image, np.float32) / 255, fresh.map, 0.5))
-    import base64
-
     drawn = np.asarray(Image.open(io.BytesIO(base64.b64decode(overlay["png"]))).convert("RGB"))
     assert drawn.shape == expected.shape and np.abs(drawn.astype(int) - expected).max() <= 1
+    if back_mode == "off":  # the pane turned on: the input gradient of a full trace, not the partial one's
+        grad = toolbox.backward(item, Unit("classifier", 285), "gradient")[0]
+        close(grad, deepvis.backprop(model, item.x, "classifier:285").input_grad)
 
 
 # ---------------------------------------------------------------------------------------------- sanity checks

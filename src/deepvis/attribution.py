@@ -159,7 +159,12 @@ def plain_gradient_at(traced: Trace, layer: str, unit_layer: str) -> bool:
     """Whether ``traced`` gives the plain gradient at ``layer`` of a unit at ``unit_layer``: a gradient-mode trace,
     or a deconv / guided one whose rules changed no rectifier that runs after ``layer`` up to ``unit_layer`` (the
     backward pass between them is then plain autograd: e.g. EfficientNet's head -> pool -> classifier), so that a
-    Grad-CAM can share the backward pane's trace whatever its mode."""
+    Grad-CAM can share the backward pane's trace whatever its mode. A trace whose graph starts at a layer
+    (``graph_from``) serves that layer and later ones."""
+    recorded = list(traced.activations)  # in forward order
+    if traced.graph_from is not None and (layer not in recorded or traced.graph_from not in recorded
+                                          or recorded.index(layer) < recorded.index(traced.graph_from)):
+        return False
     if traced.mode == "gradient":
         return True
     if traced.mode not in RULES or layer not in traced.modified or unit_layer not in traced.modified:

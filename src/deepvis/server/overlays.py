@@ -56,6 +56,17 @@ class Overlays:
             return layer
         return attribution.default_cam_layer(self.toolbox.model, unit, candidates=self.toolbox._recorded)
 
+    def graph_from(self, request: "ViewRequest", unit: Unit) -> str | None:
+        """The layer a new input's trace needs its graph from for this view's overlay when no backward pane needs
+        more (its Grad-CAM layer, when the trace records it), else None."""
+        if request.overlay not in TRACE_METHODS:
+            return None
+        try:
+            layer = self._cam_layer(unit, request.overlay_layer)
+        except DeepvisError:
+            return None
+        return layer if layer in self.toolbox._recorded else None
+
     def _attribution(self, item: "Input", unit: Unit, method: str, layer: str | None) -> tuple[np.ndarray, str]:
         toolbox = self.toolbox
         layer = self._cam_layer(unit, layer) if method in attribution.CAM_METHODS else None
