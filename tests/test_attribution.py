@@ -141,13 +141,14 @@ def logit_model(model):
 def test_smoothgrad_equals_captum_on_the_bundled_model_where_equality_is_defined(logit_model, monkeypatch):
     """SmoothGrad on EfficientNet-Lite0 equals Captum's NoiseTunnel(Saliency) with the same noise, when both run
     the same float32 kernels: the same rows per pass and the same memory layout. Not otherwise, and not because
-    either is wrong: oneDNN picks its convolution kernels by batch size and layout (here: channels-last vs NCHW
-    at 16 rows or more), whose float32 roundings differ in the last bits (logits at 1e-6 relative); those move a
-    handful of ReLU6 inputs across a kink (6 of 2e8 on 32 samples of chelsea), where the derivative jumps, so a
-    sample's gradient changes by ~0.5% near those units; the average over noisy samples then cancels to a tenth
-    of a sample's gradient, leaving 1.8e-3 of the result's largest value (the difference measured before this
-    test). The small ReLU CNN above has far fewer rectifier inputs and shows none of it. In float64 the kernels'
-    roundings are 1e-16 and the two layouts agree to 1e-10: the only difference is float32 rounding."""
+    either is wrong: oneDNN picks its convolution kernels by batch size, layout and thread count (one thread:
+    channels-last vs NCHW differ at 16 rows or more), whose float32 roundings differ in the last bits (logits
+    1e-6 relative apart); those move a handful of ReLU6 inputs across a kink (6 of 2e8 on 32 samples of
+    chelsea), where the derivative jumps, so a sample's gradient changes by up to 0.8% of its largest value; the
+    average over noisy samples cancels to a tenth of a sample's gradient, leaving 1.8e-3 of the result's largest
+    value (the difference measured before this test). The small ReLU CNN above has far fewer rectifier inputs
+    and shows none of it. In float64 the kernels' roundings are 1e-16 and the two layouts agree to 1e-10: the
+    only difference is float32 rounding."""
     import copy
 
     from captum.attr._core.noise_tunnel import NoiseTunnel
