@@ -84,6 +84,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
                         help=f"deepvis's rows per forward pass (default {BATCH_SIZE}, the library's default)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    parser.add_argument("--sections", default="123", help="which sections to run (default 123; e.g. 3: the frame)")
     parser.add_argument("--back-mode", choices=("gradient", "deconv", "guided", "off"), default="gradient",
                         help="the live frame's backward pane mode, or off (default gradient)")
     args = parser.parse_args(argv)
@@ -103,39 +104,42 @@ def main(argv=None) -> int:
     unit = f"classifier:{CLASS}"
     print(f"deepvis {deepvis.__version__}, torch {torch.__version__}, threads {threads}, cpu count {os.cpu_count()}")
     print(f"EfficientNet-Lite0, chelsea, unit {unit}; IG {args.steps} steps, SmoothGrad {args.samples} samples, "
-          f"deepvis batch {args.batch_size}; backward pane {args.back_mode}; repeats {args.repeats}, clock {args.clock}")
+          f"deepvis batch {args.batch_size}; backward pane {args.back_mode}; repeats {args.repeats}, "
+          f"clock {args.clock}")
 
-    base = make_baseline(model, x, "black")
-    base_cl = base.contiguous(memory_format=torch.channels_last)
-    bs, cl = args.batch_size, torch.channels_last
-    ig = IntegratedGradients(logits)
-    ig_args = dict(target=CLASS, n_steps=args.steps, method="gausslegendre")
-    ours_ig = integrated_gradients(logit_model, x, unit, args.steps, "black", batch_size=bs)
-    ok = check("IG deepvis vs captum, same rows and layout", ours_ig,
-               ig.attribute(x, baselines=base_cl, internal_batch_size=bs, **ig_args), rtol=1e-5)
-    spread("IG deepvis vs captum as called (one pass, NCHW)", ours_ig, ig.attribute(x, baselines=base, **ig_args))
-    stdev = 0.15 * float(x.max() - x.min())
-    noise = torch.randn(args.samples, *x.shape[1:], generator=torch.Generator().manual_seed(0)) * stdev
-    original = _NT.__dict__["_add_noise_to_input"]  # the staticmethod itself, to put back
-    layout = {"format": cl, "at": 0}
+    ok = True
+    if set(args.sections) & {"1", "2"}:  # the equality checks; the variants below are defined either way
+        base = make_baseline(model, x, "black")
+        base_cl = base.contiguous(memory_format=torch.channels_last)
+        bs, cl = args.batch_size, torch.channels_last
+        ig = IntegratedGradients(logits)
+        ig_args = dict(target=CLASS, n_steps=args.steps, method="gausslegendre")
+        ours_ig = integrated_gradients(logit_model, x, unit, args.steps, "black", batch_size=bs)
+        ok = check("IG deepvis vs captum, same rows and layout", ours_ig,
+                   ig.attribute(x, baselines=base_cl, internal_batch_size=bs, **ig_args), rtol=1e-5)
+        spread("IG deepvis vs captum as called (one pass, NCHW)", ours_ig, ig.attribute(x, baselines=base, **ig_args))
+        stdev = 0.15 * float(x.max() - x.min())
+        noise = torch.randn(args.samples, *x.shape[1:], generator=torch.Generator().manual_seed(0)) * stdev
+        original = _NT.__dict__["_add_noise_to_input"]  # the staticmethod itself, to put back
+        layout = {"format": cl, "at": 0}
 
-    def same_noise(inp, std, n):  # the noise tensor, chunk by chunk, in the layout asked for
-        rows = inp.repeat_interleave(n, dim=0) + noise[layout["at"]:layout["at"] + n]
-        layout["at"] += n
-        return rows.contiguous(memory_format=layout["format"])
+        def same_noise(inp, std, n):  # the noise tensor, chunk by chunk, in the layout asked for
+            rows = inp.repeat_interleave(n, dim=0) + noise[layout["at"]:layout["at"] + n]
+            layout["at"] += n
+            return rows.contiguous(memory_format=layout["format"])
 
-    _NT._add_noise_to_input = staticmethod(same_noise)
-    nt = NoiseTunnel(Saliency(logits))
-    sg_args = dict(nt_type="smoothgrad", nt_samples=args.samples, stdevs=stdev, target=CLASS, abs=False)
-    ours_sg = smoothgrad(logit_model, x, unit, noise=noise, batch_size=bs)
-    ok &= check("SmoothGrad deepvis vs captum, same noise, rows, layout", ours_sg,
-                nt.attribute(x, nt_samples_batch_size=bs, **sg_args), rtol=1e-5)
-    # how far float32 kernels alone move the same computation: rows per pass, memory layout
-    layout.update(format=torch.contiguous_format, at=0)
-    spread("SmoothGrad deepvis vs captum as called (one pass, NCHW)", ours_sg, nt.attribute(x, **sg_args))
-    spread(f"SmoothGrad deepvis batch {bs} vs {args.samples}", ours_sg,
-          smoothgrad(logit_model, x, unit, noise=noise, batch_size=args.samples))
-    _NT._add_noise_to_input = original
+        _NT._add_noise_to_input = staticmethod(same_noise)
+        nt = NoiseTunnel(Saliency(logits))
+        sg_args = dict(nt_type="smoothgrad", nt_samples=args.samples, stdevs=stdev, target=CLASS, abs=False)
+        ours_sg = smoothgrad(logit_model, x, unit, noise=noise, batch_size=bs)
+        ok &= check("SmoothGrad deepvis vs captum, same noise, rows, layout", ours_sg,
+                    nt.attribute(x, nt_samples_batch_size=bs, **sg_args), rtol=1e-5)
+        # how far float32 kernels alone move the same computation: rows per pass, memory layout
+        layout.update(format=torch.contiguous_format, at=0)
+        spread("SmoothGrad deepvis vs captum as called (one pass, NCHW)", ours_sg, nt.attribute(x, **sg_args))
+        spread(f"SmoothGrad deepvis batch {bs} vs {args.samples}", ours_sg,
+              smoothgrad(logit_model, x, unit, noise=noise, batch_size=args.samples))
+        _NT._add_noise_to_input = original
 
     # one toolbox per variant: each keeps its own way of running the next frame's forward pass (traced for a
     # Grad-CAM overlay, plain without one), as a tab showing only that view would
@@ -173,6 +177,7 @@ def main(argv=None) -> int:
         Variant("3 live frame", "frame + view + Grad-CAM overlay", lambda: frame("gradcam"),
                 baseline="frame + view, no overlay", target=1.10),
     ]
+    variants = [v for v in variants if v.section[0] in args.sections]
     rounds = measure(variants, args.repeats, args.warmup, args.budget,
                      time.process_time if args.clock == "cpu" else time.perf_counter)
     by_name = {v.name: v for v in variants}

@@ -134,7 +134,8 @@ def logit_model(model):
 
     net = copy.deepcopy(model.net)
     net.prob = nn.Identity()
-    return deepvis.load_model(deepvis.Model(net=net, preprocessing=model.preprocessing, spec="efficientnet-lite0 logits"))
+    return deepvis.load_model(deepvis.Model(net=net, preprocessing=model.preprocessing,
+                                            spec="efficientnet-lite0 logits"))
 
 
 @pytest.mark.slow
