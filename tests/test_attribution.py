@@ -17,6 +17,7 @@ from deepvis import cli
 from deepvis.attribution import (INTEGRATIONS, METHODS, attribute, default_cam_layer, gradcam, guided_gradcam,
                                  input_x_gradient, integrated_gradients, make_baseline, smoothgrad, upsample)
 from deepvis.errors import DeepvisError
+from deepvis.units import Unit
 
 sys.path.insert(0, str(Path(__file__).parent))
 import zoo  # noqa: E402
@@ -123,6 +124,79 @@ def test_smoothgrad_equals_captum_noise_tunnel_with_the_same_noise(cnn, x, monke
     a = smoothgrad(cnn, x, f"classifier:{CLASS}", samples=4, sigma=sigma, seed=3)
     b = smoothgrad(cnn, x, f"classifier:{CLASS}", samples=4, sigma=sigma, seed=3)
     assert torch.equal(a, b) and not torch.equal(a, smoothgrad(cnn, x, f"classifier:{CLASS}", samples=4, seed=4))
+
+
+@pytest.fixture(scope="module")
+def logit_model(model):
+    """The bundled EfficientNet-Lite0 with its softmax dropped: the net's output is the logits, so that Captum's
+    ``target=c`` is deepvis's unit ``classifier:c``."""
+    import copy
+
+    net = copy.deepcopy(model.net)
+    net.prob = nn.Identity()
+    return deepvis.load_model(deepvis.Model(net=net, preprocessing=model.preprocessing,
+                                            spec="efficientnet-lite0 logits"))
+
+
+@pytest.mark.slow
+def test_smoothgrad_equals_captum_on_the_bundled_model_where_equality_is_defined(logit_model, monkeypatch):
+    """SmoothGrad on EfficientNet-Lite0 equals Captum's NoiseTunnel(Saliency) with the same noise, when both run
+    the same float32 kernels: the same rows per pass and the same memory layout. Not otherwise, and not because
+    either is wrong: oneDNN picks its convolution kernels by batch size, layout and thread count (one thread:
+    channels-last vs NCHW differ at 16 rows or more), whose float32 roundings differ in the last bits (logits
+    1e-6 relative apart); those move a handful of ReLU6 inputs across a kink (6 of 2e8 on 32 samples of
+    chelsea), where the derivative jumps, so a sample's gradient changes by up to 0.8% of its largest value; the
+    average over noisy samples cancels to a tenth of a sample's gradient, leaving 1.8e-3 of the result's largest
+    value (the difference measured before this test). The small ReLU CNN above has far fewer rectifier inputs
+    and shows none of it. In float64 the kernels' roundings are 1e-16 and the two layouts agree to 1e-10: the
+    only difference is float32 rounding."""
+    import copy
+
+    from captum.attr._core.noise_tunnel import NoiseTunnel
+
+    chelsea = next(p for p in deepvis.sample_images() if p.name == "chelsea.jpg")
+    x = logit_model.input(chelsea)
+    samples, unit = 16, "classifier:285"
+    stdev = 0.15 * float(x.max() - x.min())
+    noise = torch.randn(samples, *x.shape[1:], generator=torch.Generator().manual_seed(0)) * stdev
+    layout = {}
+
+    def same_noise(inp, std, n):
+        rows = inp.repeat_interleave(n, dim=0) + noise.to(inp.dtype)
+        return rows.contiguous(memory_format=layout["format"])
+
+    monkeypatch.setattr(NoiseTunnel, "_add_noise_to_input", staticmethod(same_noise))
+
+    def captum(net, inp):
+        return NoiseTunnel(captum_attr.Saliency(net)).attribute(
+            inp, nt_type="smoothgrad", nt_samples=samples, stdevs=stdev, target=285, abs=False,
+            nt_samples_batch_size=samples)
+
+    # float32: the same 16 rows per pass, both channels-last (deepvis keeps the input's layout, Model.input's)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    layout["format"] = torch.channels_last
+    ours = smoothgrad(logit_model, x, unit, noise=noise, batch_size=samples)
+    close(ours, captum(logit_model.net, x))
+    # float64: Captum's batch in NCHW, ours channels-last (different kernels), equal to 1e-10
+    logit_model.layers()  # the catalog is read before the weights turn float64
+    double = copy.deepcopy(logit_model)
+    double.net.double()
+    layout["format"] = torch.contiguous_format
+    close(smoothgrad(double, x.double(), unit, noise=noise.double(), batch_size=samples),
+          captum(double.net, x.double()), rtol=1e-10)
+
+
+@pytest.mark.slow
+def test_integrated_gradients_equal_captum_on_the_bundled_model(logit_model):
+    """Integrated gradients on EfficientNet-Lite0 equal Captum's with the same steps and rule, run with the same
+    rows per pass and memory layout (a channels-last baseline makes Captum's path channels-last, as deepvis keeps
+    the input's layout): the setting where float32 results are defined, as SmoothGrad's test above explains."""
+    chelsea = next(p for p in deepvis.sample_images() if p.name == "chelsea.jpg")
+    x = logit_model.input(chelsea)
+    base = make_baseline(logit_model, x, "black").contiguous(memory_format=torch.channels_last)
+    reference = captum_attr.IntegratedGradients(logit_model.net).attribute(
+        x, baselines=base, target=285, n_steps=8, method="gausslegendre", internal_batch_size=4)
+    close(integrated_gradients(logit_model, x, "classifier:285", steps=8, baseline="black", batch_size=4), reference)
 
 
 @pytest.mark.parametrize("method", INTEGRATIONS)
@@ -240,6 +314,85 @@ def test_cli_attribute_writes_overlays_and_npy(tmp_path, capsys):
     assert cli.main(["attribute", str(images[0]), "--unit", "classifier:285", "--method", "gradcam",
                      "--layer", "nope", "-o", str(out)]) == 1
     assert "unknown layer 'nope'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- shared traces
+def test_gradcam_shares_a_trace_only_where_it_gives_the_plain_gradient(cnn, x):
+    """A deconv / guided trace gives the plain gradient at a layer when its rules changed no rectifier between that
+    layer and the unit's: Grad-CAM then reuses it (the backward pane's trace), else it traces in gradient mode. A
+    trace whose graph starts at a layer (graph_from) serves that layer, not earlier ones nor the input."""
+    from deepvis.attribution import gradcam_from_trace, plain_gradient_at
+    from deepvis.backprop import trace
+
+    unit = f"classifier:{CLASS}"
+    guided = trace(cnn, x, ["conv2", "relu3", "classifier"], "guided")
+    assert plain_gradient_at(guided, "relu3", "classifier")  # relu3 -> pool -> classifier: no rectifier
+    assert not plain_gradient_at(guided, "conv2", "classifier")  # relu2 and relu3 lie between
+    close(gradcam_from_trace(guided, unit, "relu3"), gradcam(cnn, x, unit, "relu3"))
+    with pytest.raises(DeepvisError, match="plain gradient"):
+        gradcam_from_trace(guided, unit, "conv2")
+    plain = gradcam(cnn, x, unit, "conv2")
+    close(gradcam(cnn, x, unit, "conv2", traced=guided), plain)  # not shared: traced again, in gradient mode
+    assert not torch.allclose(cam_of_rule(guided, unit, "conv2"), plain)  # what sharing it would have given
+    partial = trace(cnn, x, ["conv2", "relu3", "classifier"], "gradient", graph_from="relu3")
+    close(gradcam_from_trace(partial, unit, "relu3"), gradcam(cnn, x, unit, "relu3"))
+    assert not plain_gradient_at(partial, "conv2", "classifier") and not partial["conv2"].requires_grad
+    close(gradcam(cnn, x, unit, "conv2", traced=partial), plain)
+    with pytest.raises(DeepvisError, match="no input gradient"):
+        partial.backward(unit)
+
+
+def cam_of_rule(traced, unit: str, layer: str) -> torch.Tensor:
+    """The Grad-CAM a trace's own (deconv / guided) signal at ``layer`` would give."""
+    from deepvis.attribution import cam_from
+
+    grad = traced.backward(unit, "argmax", to=[layer], to_input=False).layer_grads[layer]
+    return cam_from(traced.activations[layer], grad)
+
+
+@pytest.mark.parametrize("back_mode", ["gradient", "guided", "off"])
+def test_live_gradcam_overlay_reuses_the_frames_trace(model, back_mode):
+    """The toolbox's Grad-CAM overlay of a webcam frame runs no forward pass of its own: it reads the frame's kept
+    trace, the backward pane's in either mode here (EfficientNet's head.act -> pool -> classifier has no
+    rectifier) or, with the pane off, one whose graph starts at the Grad-CAM layer, and draws the same map as a
+    fresh ``attribute`` call. Turning the pane on later traces the input again for its input gradient."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from deepvis import render
+    from deepvis.server.panes import ViewRequest
+    from deepvis.server.session import Toolbox
+
+    chelsea = next(p for p in deepvis.sample_images() if p.name == "chelsea.jpg")
+    toolbox = Toolbox(model)
+    request = {"layer": "classifier", "channel": 285, "cursor": "grid", "overlay": "gradcam",
+               "back_mode": "gradient" if back_mode == "off" else back_mode, "back_enabled": back_mode != "off"}
+    first = toolbox.input_from_bytes(chelsea.read_bytes(), "frame", tab="t")
+    toolbox.view(ViewRequest.from_json({"input": first.id, **request}))  # sets how the next frame is traced
+    frame = Image.open(chelsea).convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    buffer = io.BytesIO()
+    frame.save(buffer, format="PNG")
+    item = toolbox.input_from_bytes(buffer.getvalue(), "frame", tab="t")
+    kept = toolbox._traces.fetch(item.id)
+    assert kept.mode == request["back_mode"] and kept.graph_from == ("head.act" if back_mode == "off" else None)
+    forwards = []
+    handle = model.net.register_forward_pre_hook(lambda *_: forwards.append(1))
+    try:
+        response = toolbox.view(ViewRequest.from_json({"input": item.id, **request}))
+    finally:
+        handle.remove()
+    overlay = response["overlay"]
+    assert forwards == [] and overlay["caption"] == "gradcam of classifier:285 at head.act"
+    assert (response["back"] is None) == (back_mode == "off")
+    fresh = attribute(model, item.x, "classifier:285", "gradcam", layer="head.act")
+    expected = render.to_uint8(render.heat_overlay(np.asarray(item.image, np.float32) / 255, fresh.map, 0.5))
+    drawn = np.asarray(Image.open(io.BytesIO(base64.b64decode(overlay["png"]))).convert("RGB"))
+    assert drawn.shape == expected.shape and np.abs(drawn.astype(int) - expected).max() <= 1
+    if back_mode == "off":  # the pane turned on: the input gradient of a full trace, not the partial one's
+        grad = toolbox.backward(item, Unit("classifier", 285), "gradient")[0]
+        close(grad, deepvis.backprop(model, item.x, "classifier:285").input_grad)
 
 
 # ---------------------------------------------------------------------------------------------- sanity checks

@@ -276,6 +276,9 @@ class Trace:
     its own graph (an optimized image's parameterization) instead of tracing from a fresh leaf copy.
     ``attention=True`` also records the attention probabilities of the forward pass into ``attention`` (layer name
     -> (batch, heads, N, N), detached; see :mod:`deepvis.attention`); otherwise ``attention`` is empty.
+    ``graph_from``: a recorded layer; the forward pass runs without autograd up to it and keeps the graph from its
+    output on (a Grad-CAM there needs no more, and the forward pass costs about what a plain one does): backward
+    passes then stop at that layer or later ones (``to_input=False``).
 
     Guided mode first keeps only what autograd keeps anyway (no extra forward work); should the model change such
     a tensor in place later, the first backward pass notices, the forward pass is run again with private masks,
@@ -285,9 +288,12 @@ class Trace:
 
     def __init__(self, model: Model | nn.Module, x: torch.Tensor, layers: Iterable[str], mode: Mode | TorchFunctionMode = "gradient",
                  *, stop_early: bool = False, below_in_place: bool = False, detach_input: bool = True,
-                 attention: bool = False):
+                 attention: bool = False, graph_from: str | None = None):
         self.model = model  # as given: a bare module's layers are checked by name, a Model's by its catalog
         self.layers = list(dict.fromkeys(layers))
+        if graph_from is not None and graph_from not in self.layers:
+            raise DeepvisError(f"graph_from '{graph_from}' must be one of the recorded layers")
+        self.graph_from = graph_from
         if isinstance(mode, TorchFunctionMode):
             self.mode, self._rewrite = type(mode).__name__, mode
         elif mode in RULES:
@@ -311,16 +317,33 @@ class Trace:
             versions[name] = output._version
 
         active = rules if getattr(rules, "rule", True) is not None else nullcontext()  # gradient: no mode at all
-        with torch.enable_grad(), Probe(self.model, self.layers, keep_graph=True, stop_early=self.stop_early,
-                                        below_in_place=self.below_in_place, on_record=note) as probe:
-            with active, _attention_recorder(self.model, self._attention) as recorder:
-                self.output = probe.run(x)
+        grad = torch.no_grad() if self.graph_from else torch.enable_grad()  # graph_from: the hook turns it on
+        with grad, Probe(self.model, self.layers, keep_graph=True, stop_early=self.stop_early,
+                         below_in_place=self.below_in_place, on_record=note) as probe:
+            start = self._start_graph() if self.graph_from else None
+            try:
+                with active, _attention_recorder(self.model, self._attention) as recorder:
+                    self.output = probe.run(x)
+            finally:
+                if start is not None:
+                    start.remove()
         self.attention: dict[str, torch.Tensor] = recorder.maps if recorder is not None else {}
         self.x, self.activations, self.extra, self._raw = x, probe.activations, probe.extra, probe.raw
         self._layouts = probe._layouts
         self.modified, self._versions = modified, versions
         self.rectifiers_modified = getattr(rules, "modified", 0)
         self._retry_in_place = save_like_autograd
+
+    def _start_graph(self):
+        """Hook the ``graph_from`` layer (before the probe's own hook): its output becomes a fresh leaf and autograd
+        is on for the rest of the forward pass (the enclosing ``no_grad`` block restores the mode after)."""
+        module = dict(as_model(self.model).net.named_modules())[self.graph_from]
+
+        def start(_module, _inputs, output):
+            torch.set_grad_enabled(True)
+            return output.detach().requires_grad_(True).clone()  # a clone: later in-place changes stay legal
+
+        return module.register_forward_hook(start, prepend=True)
 
     def __getitem__(self, layer: str) -> torch.Tensor:
         return self.activations[layer]
@@ -356,7 +379,8 @@ class Trace:
                                f"{', '.join(self.layers)})")
         if not self.stop_early and self._changed([layer, *to]):  # as a trace stopped there would have seen them
             again = Trace(self.model, self._source, [layer, *to], self._rewrite or self.mode, stop_early=True,
-                          below_in_place=self.below_in_place, detach_input=self.detach_input)
+                          below_in_place=self.below_in_place, detach_input=self.detach_input,
+                          graph_from=self.graph_from if self.graph_from in (layer, *to) else None)
             return again.backward(start, signal, to, retain_graph, to_input)
         act = self.activations[layer]
         if not act.requires_grad:
@@ -386,6 +410,8 @@ class Trace:
              retain_graph: bool, to_input: bool = True) -> Backward:
         if not to_input and not to:
             raise DeepvisError("a backward pass with to_input=False needs layers to stop at (to=[...])")
+        if to_input and self.graph_from is not None:
+            raise DeepvisError(f"this trace keeps its graph from '{self.graph_from}' on: it has no input gradient")
         # a layer recorded as a view of its output (channels-last maps, tokens on their grid) is reached through the
         # output itself (the view is a branch off the graph, not on it), its gradient then read through the view
         viewed = {name: self._layouts[name] for name in to

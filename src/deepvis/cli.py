@@ -509,7 +509,7 @@ def _unit(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .attribution import BASELINES, INTEGRATIONS
+    from .attribution import BASELINES, BATCH_SIZE, INTEGRATIONS
     from .attribution import METHODS as ATTRIBUTION_METHODS
     from .backprop import MODES, SIGNALS
     from .optimize import DEFAULT_PRESET, METHODS, PRESETS
@@ -619,8 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SmoothGrad: noise standard deviation as a fraction of the input range (default 0.15)")
     p.add_argument("--base", choices=MODES, default="gradient", help="SmoothGrad: the base mode (default gradient)")
     p.add_argument("--seed", type=int, default=0, help="SmoothGrad noise and uniform baseline seed (default 0)")
-    p.add_argument("--batch-size", type=_positive_int, default=32,
-                   help="rows per forward pass (default 32: the default steps or samples in one pass)")
+    p.add_argument("--batch-size", type=_positive_int, default=BATCH_SIZE,
+                   help=f"rows per forward pass of SmoothGrad and integrated gradients (default {BATCH_SIZE})")
     p.add_argument("--alpha", type=_attention_ratio, default=0.5, metavar="A",
                    help="opacity of the colour map over the image (default 0.5)")
     p.add_argument("--npy", action="store_true", help="also save the map (H x W float32) as OUT.npy")

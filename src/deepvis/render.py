@@ -267,16 +267,16 @@ def to_pil(image) -> Image.Image:
     return Image.fromarray(a)
 
 
-def png_bytes(image, strategy: int = zlib.Z_DEFAULT_STRATEGY) -> bytes:
+def png_bytes(image, strategy: int = zlib.Z_DEFAULT_STRATEGY, level: int = 1) -> bytes:
     """A float HxWx3 (or HxW) image in [0, 1], or one already in uint8, as an 8-bit PNG, encoded for speed: no row
     filters, zlib level 1, grayscale when the three channels are equal (a third of the data).
 
     Several times faster than Pillow's default (level 6, adaptive filters) for about 15% more bytes, which on
     the loopback or a LAN costs far less than the encoding time saved: the live toolbox encodes on every frame's
     path. ``strategy``: ``zlib.Z_RLE`` is faster and smaller for sparse pictures (activation grids),
-    ``zlib.Z_HUFFMAN_ONLY`` for noise-like ones (backward signals). Channels
-    that are one channel seen three times (``np.broadcast_to``, as :func:`tile_layer` gives gray grids) are
-    written as grayscale without comparing them.
+    ``zlib.Z_HUFFMAN_ONLY`` for noise-like ones (backward signals). ``level``: zlib's (0: stored, for pictures
+    that barely compress, e.g. a photo under a colour map). Channels that are one channel seen three times
+    (``np.broadcast_to``, as :func:`tile_layer` gives gray grids) are written as grayscale without comparing them.
     """
     if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.strides[2] == 0:
         image = image[:, :, :1]
@@ -295,7 +295,7 @@ def png_bytes(image, strategy: int = zlib.Z_DEFAULT_STRATEGY) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, color, 0, 0, 0)
-    compressor = zlib.compressobj(1, zlib.DEFLATED, 15, 8, strategy)
+    compressor = zlib.compressobj(level, zlib.DEFLATED, 15, 8, strategy)
     data = compressor.compress(rows.tobytes()) + compressor.flush()
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 

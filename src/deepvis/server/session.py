@@ -132,6 +132,9 @@ class Toolbox:
         # The backward mode of the last view that showed a backward pass (None: the last one showed none): new
         # inputs are traced in that mode, so their first backward pass needs no other forward pass.
         self.trace_mode: str | None = None
+        # With a Grad-CAM overlay and no backward pane: the layer new inputs' traces keep their graph from
+        # (Trace's graph_from; the forward pass up to it runs without autograd)
+        self.trace_from: str | None = None
         self._frames: OrderedDict[str, str] = OrderedDict()  # tab -> its latest webcam input id
         self._frames_lock = threading.Lock()
         self._lock = threading.Lock()  # the model: one pass at a time
@@ -227,7 +230,7 @@ class Toolbox:
                     out = probe.run(x)
                 activations = probe.activations
             else:  # the next view will likely show a backward pass: one forward pass serves both
-                traced = trace(self.model, x, self._recorded, mode)
+                traced = trace(self.model, x, self._recorded, mode, graph_from=self.trace_from)
                 out, activations = traced.output, traced.activations
         forward_ms = (time.perf_counter() - start) * 1000
         acts = {k: v[0].detach().float().cpu() for k, v in activations.items() if k in self.layer_names}
@@ -255,7 +258,7 @@ class Toolbox:
         to = [layer] if layer and layer != origin.layer else []
         with self._lock:
             traced = self._traces.fetch(item.id)
-            if traced is None or traced.mode != mode:
+            if traced is None or traced.mode != mode or traced.graph_from is not None:
                 traced = trace(self.model, item.x, self._recorded, mode)
                 self._traces.put(item.id, traced)
             found = traced.backward(origin, to=to)
