@@ -13,12 +13,14 @@ import threading
 import warnings
 import time
 from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+from ..attention import AttentionMaps, record_attention
 from ..backprop import MODES, trace
 from ..errors import DeepvisError, InputNotFound
 from ..images import DEFAULT_MAX_PIXELS, find_images, load_image
@@ -66,6 +68,7 @@ class Input:
     predictions: list[Prediction]
     forward_ms: float
     nbytes: int = 0
+    attention: AttentionMaps | None = None  # recorded in its forward pass when the last view showed attention
 
     def info(self) -> dict:
         return {"input": self.id, "name": self.name, "forward_ms": round(self.forward_ms, 2),
@@ -107,6 +110,9 @@ class Toolbox:
         # The backward mode of the last view that showed a backward pass (None: the last one showed none): new
         # inputs are traced in that mode, so their first backward pass needs no other forward pass.
         self.trace_mode: str | None = None
+        # Whether the last view showed an attention overlay: new inputs then record attention in their own forward
+        # pass (references to Q and K; a map is computed when the overlay reads it), not in a second pass.
+        self.record_attention = False
         self._frames: OrderedDict[str, str] = OrderedDict()  # tab -> its latest webcam input id
         self._frames_lock = threading.Lock()
         self._lock = threading.Lock()  # the model: one pass at a time
@@ -194,7 +200,8 @@ class Toolbox:
         x = self.model.preprocessing.to_tensor(fitted, "stretch").unsqueeze(0).to(self.model.device)
         start = time.perf_counter()
         mode, traced = self.trace_mode, None
-        with self._lock:
+        recording = record_attention(self.model) if self.record_attention else nullcontext()
+        with self._lock, recording:
             if mode is None:
                 with torch.no_grad(), Probe(self.model, self._recorded) as probe:
                     out = probe.run(x)
@@ -202,11 +209,12 @@ class Toolbox:
             else:  # the next view will likely show a backward pass: one forward pass serves both
                 traced = trace(self.model, x, self._recorded, mode)
                 out, activations = traced.output, traced.activations
+        attention = recording.maps if self.record_attention else None
         forward_ms = (time.perf_counter() - start) * 1000
         acts = {k: v[0].detach().float().cpu() for k, v in activations.items() if k in self.layer_names}
         predictions = self._predictions(out, activations)
-        nbytes = sum(a.numel() * 4 for a in acts.values()) + x.numel() * 4
-        item = Input(digest, name, fitted, x, acts, predictions, forward_ms, nbytes)
+        nbytes = sum(a.numel() * 4 for a in acts.values()) + x.numel() * 4 + (attention.nbytes() if attention else 0)
+        item = Input(digest, name, fitted, x, acts, predictions, forward_ms, nbytes, attention)
         self._inputs.put(digest, item, nbytes)
         if traced is not None:
             self._traces.put(digest, traced)
