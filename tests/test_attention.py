@@ -423,6 +423,9 @@ def test_rollout_equals_numpy_formula(fusion, discard):
     np.testing.assert_allclose(got.sum(-1).numpy(), 1.0, atol=1e-12)  # rows stay distributions
     last = rollout(named, fusion, discard, layers=["blocks.1.attn", "blocks.2.attn"])
     np.testing.assert_allclose(last.numpy(), numpy_rollout(maps[1:], fusion, discard), atol=1e-12)
+    for token in range(7):  # one row, multiplied from the top down, is that row of the whole product
+        np.testing.assert_allclose(rollout(named, fusion, discard, token=token).numpy(), got[:, token].numpy(),
+                                   atol=1e-12)
     with pytest.raises(UnitError, match="blocks.9.attn"):
         rollout(named, layers=["blocks.9.attn"])
 

@@ -417,13 +417,14 @@ def _discard_lowest(fused: torch.Tensor, discard: float) -> torch.Tensor:
 
 
 def rollout(maps: Mapping[str, torch.Tensor] | Sequence[torch.Tensor], head_fusion: str = "mean",
-            discard: float = 0.0, layers: Iterable[str] | None = None) -> torch.Tensor:
+            discard: float = 0.0, layers: Iterable[str] | None = None, token: int | None = None) -> torch.Tensor:
     """Attention rollout (Abnar & Zuidema 2020) through ``maps`` in order (a dict from :class:`record_attention`,
     or a list of (batch, heads, N, N) tensors): ``R = A_L ... A_1``, ``A = rownorm(0.5 * fuse(W) + 0.5 * I)``.
 
     ``head_fusion``: ``mean`` (the paper), ``max`` or ``min``; ``discard``: the fraction of each fused map's lowest
     entries set to 0 first (never the diagonal); ``layers``: the names to multiply (default all, in recording
-    order), e.g. only the last few. Returns (batch, N, N): row t is what token t at the top draws on each input token.
+    order), e.g. only the last few. Returns (batch, N, N): row t is what token t at the top draws on each input token;
+    with ``token``, only that row, (batch, N), multiplied from the top down (vector times matrix, not matrix products).
     """
     if not 0.0 <= discard < 1.0:
         raise DeepvisError(f"discard ratio must be in [0, 1), got {discard}")
@@ -437,21 +438,31 @@ def rollout(maps: Mapping[str, torch.Tensor] | Sequence[torch.Tensor], head_fusi
         chain = list(maps)
     if not chain:
         raise DeepvisError("no attention maps to roll out: the model made no attention calls")
-    result = None
+    steps = []
     for attention in chain:
         if attention.dim() != 4 or attention.shape[-1] != attention.shape[-2]:
             raise DeepvisError(f"rollout needs (batch, heads, N, N) self-attention maps, got {tuple(attention.shape)}")
-        if result is not None and attention.shape[-1] != result.shape[-1]:
-            raise DeepvisError(f"rollout needs the same tokens in every layer, got {result.shape[-1]} then "
+        if steps and attention.shape[-1] != steps[-1].shape[-1]:
+            raise DeepvisError(f"rollout needs the same tokens in every layer, got {steps[-1].shape[-1]} then "
                                f"{attention.shape[-1]} (windowed or merging attention cannot be rolled out)")
         precise = attention.to(torch.promote_types(attention.dtype, torch.float32))  # float32, or float64 kept
         fused = _discard_lowest(fuse_heads(precise, head_fusion), discard)
         eye = torch.eye(fused.shape[-1], dtype=fused.dtype, device=fused.device)
         a = 0.5 * fused + 0.5 * eye
         a = a / a.sum(dim=-1, keepdim=True)
-        if result is not None and a.shape[0] != result.shape[0]:
-            raise DeepvisError(f"rollout needs the same batch in every layer, got {result.shape[0]} then {a.shape[0]}")
-        result = a if result is None else a @ result
+        if steps and a.shape[0] != steps[-1].shape[0]:
+            raise DeepvisError(f"rollout needs the same batch in every layer, got {steps[-1].shape[0]} then {a.shape[0]}")
+        steps.append(a)
+    if token is not None:  # row t of A_L ... A_1: e_t A_L, then times A_(L-1), ..., A_1
+        if not 0 <= token < steps[-1].shape[-1]:
+            raise UnitError(f"token {token} is out of range: the maps attend over {steps[-1].shape[-1]} tokens")
+        row = steps[-1][:, token:token + 1]
+        for a in reversed(steps[:-1]):
+            row = row @ a
+        return row[:, 0]
+    result = steps[0]
+    for a in steps[1:]:
+        result = a @ result
     return result
 
 
@@ -611,7 +622,7 @@ def attention_map(model: Model | nn.Module, image, layer: str | None = None, hea
         raise DeepvisError(f"layer '{layer}' attends over {tokens} tokens, not the {extra} extra + {gh}x{gw} patch "
                            "tokens of the input's grid (windowed attention, as in Swin, has no one map per image)")
     if rollout:
-        row = _rollout(maps, head_fusion, discard, names[:names.index(layer) + 1])[0, token]
+        row = _rollout(maps, head_fusion, discard, names[:names.index(layer) + 1], token)[0]
     else:
         row = (attention[:, head] if head is not None else fuse_heads(attention, head_fusion))[0, token]
     grid = row[extra:].reshape(gh, gw).cpu().numpy().astype(np.float32)

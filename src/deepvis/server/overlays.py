@@ -105,7 +105,7 @@ class Overlays:
             token, where = extra + y * gw + x, f"token @{y},{x}"
         head = request.overlay_head % (heads + 1) - 1  # 0: the mean of the heads, k: head k - 1
         if rollout:
-            row = attention.rollout(maps, layers=names[:names.index(layer) + 1])[0, token]
+            row = attention.rollout(maps, layers=names[:names.index(layer) + 1], token=token)[0]
             caption = f"rollout of {where} up to {layer}"
         else:  # only the row shown is computed: one token, one head or all heads for their mean
             rows = maps.probs(layer, heads=head if head >= 0 else None, queries=token)
