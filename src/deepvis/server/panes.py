@@ -141,7 +141,7 @@ def view(toolbox: "Toolbox", request: ViewRequest) -> dict:
     need_back = back_visible or (request.show_back and request.back_enabled)
     # how the next input's forward pass runs: traced for a backward pass, or for a Grad-CAM overlay
     toolbox.trace_mode = request.back_mode if need_back else "gradient" if request.overlay in TRACE_METHODS else None
-    toolbox.record_attention = request.overlay in ATTENTION_METHODS and bool(toolbox.overlays.tokens)
+    toolbox.attention_wanted = request.overlay in ATTENTION_METHODS and bool(toolbox.overlays.tokens)
     backward_ms, back, layer_diffs = 0.0, None, None
     if need_back:
         grad, layer_diffs, modified, backward_ms = toolbox.backward(

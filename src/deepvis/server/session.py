@@ -112,7 +112,7 @@ class Toolbox:
         self.trace_mode: str | None = None
         # Whether the last view showed an attention overlay: new inputs then record attention in their own forward
         # pass (references to Q and K; a map is computed when the overlay reads it), not in a second pass.
-        self.record_attention = False
+        self.attention_wanted = False
         self._frames: OrderedDict[str, str] = OrderedDict()  # tab -> its latest webcam input id
         self._frames_lock = threading.Lock()
         self._lock = threading.Lock()  # the model: one pass at a time
@@ -200,7 +200,7 @@ class Toolbox:
         x = self.model.preprocessing.to_tensor(fitted, "stretch").unsqueeze(0).to(self.model.device)
         start = time.perf_counter()
         mode, traced = self.trace_mode, None
-        recording = record_attention(self.model) if self.record_attention else nullcontext()
+        recording = record_attention(self.model) if self.attention_wanted else nullcontext()
         with self._lock, recording:
             if mode is None:
                 with torch.no_grad(), Probe(self.model, self._recorded) as probe:
@@ -209,7 +209,7 @@ class Toolbox:
             else:  # the next view will likely show a backward pass: one forward pass serves both
                 traced = trace(self.model, x, self._recorded, mode)
                 out, activations = traced.output, traced.activations
-        attention = recording.maps if self.record_attention else None
+        attention = recording.maps if isinstance(recording, record_attention) else None
         forward_ms = (time.perf_counter() - start) * 1000
         acts = {k: v[0].detach().float().cpu() for k, v in activations.items() if k in self.layer_names}
         predictions = self._predictions(out, activations)
