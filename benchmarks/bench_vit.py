@@ -22,7 +22,8 @@ Sections
   d. the toolbox's attention view on new frames: ``Toolbox.input_from_bytes`` of a fresh JPEG, then ``Toolbox.view``
      as in a with the input pane's overlay on -- ``attention`` of the token under the cursor at the selected
      block, one head (only that row is computed), or ``rollout`` (every layer's map) -- against the bare frame
-     of a (no target; section a's target is the frame without an overlay).
+     of a, and against the toolbox's frame without an overlay measured beside them (d': what the overlay adds;
+     no target; section a's target is the frame without an overlay).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def main(argv=None) -> int:
     # d: a toolbox per overlay (each keeps its own caches and recording state), frames of their own
     gh = model.preprocessing.input_size[0] // 16
     views = {}
-    for overlay in ("attention", "rollout"):
+    for overlay in ("attention", "rollout", None):
         box, pictures = Toolbox(model), Frames(model.preprocessing.input_size, seed=1 + len(views))
         clips = [pictures.next() for _ in range(args.rounds + args.warmup)]
 
@@ -139,16 +140,18 @@ def main(argv=None) -> int:
             item = box.input_from_bytes(clips[r], "frame", tab="bench")
             shown = box.view(ViewRequest(item.id, unit.layer, unit.channel, cursor="grid", back_mode=args.mode,
                                          overlay=overlay, overlay_head=1, overlay_token=[gh // 2, gh // 2]))
-            assert "png" in shown["overlay"], shown["overlay"]
+            assert overlay is None or "png" in shown["overlay"], shown["overlay"]
             return shown
 
-        views[overlay] = Variant(f"toolbox: frame + {overlay} overlay", view)
+        views[overlay] = Variant(f"toolbox: frame + {overlay} overlay" if overlay else "toolbox: frame, no overlay", view)
     bare_d = Variant("bare: decode + forward + backward", lambda r: bare_frame(model, jpegs[r], unit))
-    measure([views["attention"], views["rollout"], bare_d], args.rounds, args.warmup)
+    measure([views["attention"], views["rollout"], views[None], bare_d], args.rounds, args.warmup)
 
     rows = [Row("a", served, bare, 1.25), Row("b", record, forward, 1.10), Row("b", record_grad, forward_grad),
             Row("c", every, forward_c),
-            Row("c", during, forward_c), Row("d", views["attention"], bare_d), Row("d", views["rollout"], bare_d)]
+            Row("c", during, forward_c), Row("d", views["attention"], bare_d), Row("d", views["rollout"], bare_d),
+            Row("d", views[None], bare_d), Row("d'", views["attention"], views[None]),
+            Row("d'", views["rollout"], views[None])]
     print(f"ViT stand-in {args.model} ({factory.__doc__.split(':')[0]}); unit {unit}, mode {args.mode}, "
           f"{torch.get_num_threads()} threads, {args.rounds} rounds")
     print(f"{'':2} {'variant':36} {'median ms':>10} {'baseline ms':>12} {'ratio':>7} {'paired':>7} {'target':>7}")
