@@ -188,6 +188,13 @@ def test_sdpa_options_are_honoured(case):
     assert probs.shape == ((2, 1, 6, 6) if case == "3d" else (2, 4, 6, 6))
     values = v[:, None] if case == "3d" else v.repeat_interleave(2, dim=1) if case == "gqa" else v
     torch.testing.assert_close(probs @ values, out if case != "3d" else out[:, None], atol=1e-5, rtol=1e-5)
+    heads = 0 if case == "3d" else [3, 1]  # a part computed alone (a view's row) equals that part of the whole
+    for part_heads, queries in [(heads, [5, 2]), (None, 4), (heads, None), (heads, slice(1, 3))]:
+        part = rec.maps.probs("", heads=part_heads, queries=queries)
+        expected = probs if part_heads is None else probs[:, [part_heads] if isinstance(part_heads, int) else part_heads]
+        expected = expected[:, :, [queries] if isinstance(queries, int) else queries] if queries is not None else expected
+        torch.testing.assert_close(part, expected, atol=1e-6, rtol=0)
+    assert rec.maps.shape("") == tuple(probs.shape)
     assert_clean(net)
 
 
@@ -208,6 +215,49 @@ def test_calls_per_pass_and_errors_leave_nothing_registered():
     with pytest.raises(Exception), record_attention(mha):  # fails inside nn.MultiheadAttention, mode stepped aside
         mha(torch.randn(1, 5, 32), torch.randn(1, 5, 31), torch.randn(1, 5, 32))
     assert_clean(mha)
+
+
+@pytest.mark.parametrize("name", ["vit", "vit_mha"])
+def test_maps_are_computed_when_read_from_the_calls_inputs(name, monkeypatch):
+    """The forward pass keeps references only; a layer is computed when read, alone, and equals what computing it
+    during the pass (eager) gives; inputs changed in place after the pass are refused, not silently misread."""
+    import deepvis.attention as module
+
+    net, x = frozen(name), inputs(name)
+    computed = []
+    for function in ("attention_probs", "_mha_weights"):
+        original = getattr(module, function)
+        monkeypatch.setattr(module, function, lambda *a, _f=original, **k: computed.append(1) or _f(*a, **k))
+    with torch.no_grad(), record_attention(net, eager=True) as eager:
+        net(x)
+    assert len(computed) == 2
+    computed.clear()
+    with torch.no_grad(), record_attention(net) as rec:
+        net(x)
+    assert computed == [] and list(rec.maps) == list(eager.maps)
+    layer = list(rec.maps)[1]
+    row = rec.maps.probs(layer, heads=1, queries=[0, 3])
+    torch.testing.assert_close(row, eager.maps[layer][:, [1]][:, :, [0, 3]], atol=1e-6, rtol=0)
+    assert rec.maps.shape(layer) == tuple(eager.maps[layer].shape)
+    assert torch.equal(rec.maps[layer], eager.maps[layer]) and len(computed) == 2  # read: computed once, kept
+    assert torch.equal(rec.maps[layer], eager.maps[layer]) and len(computed) == 2
+    first = list(rec.maps)[0]
+    with torch.no_grad():
+        net.blocks[0].attn.qkv.weight.add_(1.0) if name == "vit" else net.blocks[0].attn.attn.in_proj_weight.add_(1.0)
+    if name == "vit":  # SDPA keeps Q and K (unchanged here): still its pass's map
+        torch.testing.assert_close(rec.maps[first], eager.maps[first], atol=1e-6, rtol=0)
+    else:  # nn.MultiheadAttention recomputes from its weights, changed in place: refused
+        with pytest.raises(DeepvisError, match="changed in place"):
+            rec.maps[first]
+    assert_clean(net)
+
+
+def test_multihead_attention_weights_asked_for_are_taken_as_given():
+    mha = nn.MultiheadAttention(16, 4, batch_first=True).eval()
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad(), record_attention(mha) as rec:
+        _, weights = mha(x, x, x, need_weights=True, average_attn_weights=False)
+    assert rec.maps[""] is not weights and torch.equal(rec.maps[""], weights)
 
 
 @pytest.mark.parametrize("name", ["vit", "vit_mha"])
@@ -373,6 +423,9 @@ def test_rollout_equals_numpy_formula(fusion, discard):
     np.testing.assert_allclose(got.sum(-1).numpy(), 1.0, atol=1e-12)  # rows stay distributions
     last = rollout(named, fusion, discard, layers=["blocks.1.attn", "blocks.2.attn"])
     np.testing.assert_allclose(last.numpy(), numpy_rollout(maps[1:], fusion, discard), atol=1e-12)
+    for token in range(7):  # one row, multiplied from the top down, is that row of the whole product
+        np.testing.assert_allclose(rollout(named, fusion, discard, token=token).numpy(), got[:, token].numpy(),
+                                   atol=1e-12)
     with pytest.raises(UnitError, match="blocks.9.attn"):
         rollout(named, layers=["blocks.9.attn"])
 
@@ -411,6 +464,45 @@ def test_attention_map_raw_rollout_and_overlay():
             attention_map(model, image, **bad)
     with pytest.raises(DeepvisError, match="windowed"):
         attention_map(deepvis.Model(frozen("swin"), deepvis.Preprocessing(input_size=(64, 64))), image)
+
+
+def _png(seed: int) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray((np.random.default_rng(seed).random((64, 64, 3)) * 255).astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_toolbox_attention_overlay_reads_the_frames_own_forward_pass():
+    """After a view with an attention overlay, a new frame records attention in its own forward pass (no second
+    pass for the overlay) and the overlay shows what attention_map computes on its own."""
+    from dataclasses import replace
+
+    from deepvis.server.session import Toolbox, ViewRequest
+
+    model = deepvis.Model(frozen("vit"), deepvis.Preprocessing(input_size=(64, 64)))
+    toolbox = Toolbox(model)
+    first = toolbox.input_from_bytes(_png(0), "frame", tab="t")
+    assert first.attention is None  # no attention shown yet: nothing recorded
+    request = ViewRequest(first.id, "blocks.1.mlp.fc1", 3, cursor="grid", overlay="attention", overlay_head=2,
+                          overlay_token=[1, 2])
+    assert "png" in toolbox.view(request)["overlay"]
+    passes = []
+    handle = model.net.register_forward_pre_hook(lambda *_: passes.append(1))
+    try:
+        second = toolbox.input_from_bytes(_png(1), "frame", tab="t")
+        assert passes == [1] and second.attention is not None and second.attention.nbytes() > 0
+        for head, rolled in [(2, False), (0, False), (0, True)]:
+            shown = replace(request, input=second.id, overlay_head=head, overlay="rollout" if rolled else "attention")
+            assert "png" in toolbox.view(shown)["overlay"]
+            heat, _ = toolbox.overlays._attention(second, shown, rollout=rolled)
+            expected = attention_map(model, second.x, layer="blocks.1.attn", head=head - 1 if head else None,
+                                     token=1 + 1 * 4 + 2, rollout=rolled).map
+            np.testing.assert_allclose(heat, expected, atol=1e-6)
+        assert len(passes) == 1 + 3  # one pass for the frame (views: none), then the three attention_map calls
+    finally:
+        handle.remove()
 
 
 # ------------------------------------------------------------------------------------------------ CLI

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,37 +24,18 @@ from deepvis.store import Store
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
-TINY_NET = '''
-import torch
-from torch import nn
-import deepvis
-
-def build():
-    torch.manual_seed(0)
-    net = nn.Sequential()
-    net.add_module("conv1", nn.Conv2d(3, 8, 3, padding=1))
-    net.add_module("relu1", nn.ReLU())
-    net.add_module("pool1", nn.MaxPool2d(2))
-    net.add_module("conv2", nn.Conv2d(8, 16, 3, padding=1))
-    net.add_module("relu2", nn.ReLU())
-    net.add_module("pool2", nn.AdaptiveAvgPool2d(2))
-    net.add_module("flat", nn.Flatten())
-    net.add_module("fc", nn.Linear(64, 10))
-    pre = deepvis.Preprocessing(input_size=(32, 32), mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
-    return deepvis.Model(net=net, preprocessing=pre, labels=[str(i) for i in range(10)])
-'''
+ZOO = Path(__file__).parent / "zoo.py"
 
 
 @pytest.fixture(scope="module")
-def tiny_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("net") / "tinynet.py"
-    path.write_text(TINY_NET)
-    return path
+def tiny_spec():
+    """The tiny CNN of tests/zoo.py as a model spec (the CLI's and subprocesses' --model)."""
+    return f"{ZOO}:tiny_cnn_32"
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_file, single_thread_torch):
-    return deepvis.load_model(f"{tiny_file}:build")
+def tiny(tiny_spec, single_thread_torch):
+    return deepvis.load_model(tiny_spec)
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +140,8 @@ def test_accentuation_raises_units_and_stays_close(tiny):
 
 
 @pytest.mark.slow
-def test_cli_maco_accentuate_evaluate(tmp_path, tiny_file, scanned):
-    model = f"{tiny_file}:build"
+def test_cli_maco_accentuate_evaluate(tmp_path, tiny_spec, scanned):
+    model = tiny_spec
     env = {**ENV, "PYTHONPATH": os.pathsep.join([str(p) for p in sys.path if p])}
     run = subprocess.run([sys.executable, "-m", "deepvis", "optimize", "--model", model, "--method", "maco",
                           "--unit", "fc:1", "--steps", "3", "--crops", "2", "-o", str(tmp_path / "m.png")],

@@ -134,6 +134,44 @@ def test_a_config_states_a_layout_detection_cannot_tell(tmp_path):
     assert deepvis.layer_info(model, "patch_embed.proj").describe() == "nhwc 4x32x4"
 
 
+def _catalog_passes(model) -> tuple[list, list[tuple[int, ...]]]:
+    """The layer catalog built afresh, and the input shapes of the forward passes building it took."""
+    seen = []
+    handle = model.net.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape)))
+    model._catalog = None
+    try:
+        return [(i.name, i.layout, i.shape, i.raw_shape) for i in model.layers()], seen
+    finally:
+        handle.remove()
+
+
+def test_stated_layouts_spare_the_second_forward_pass(model):
+    """The bundled model states every layer's layout: its catalog is built from one forward pass, and equals the
+    one found by detection (a second pass at twice the input size). A statement that leaves a layer whose reading
+    needs that pass (a 3-D map, a 2-D output beside a patch grid) unstated keeps it; vectors never need it."""
+    stated, passes = _catalog_passes(model)
+    assert passes == [(1, 3, 224, 224)]
+    layouts, model.layouts = model.layouts, {}
+    try:
+        detected, passes = _catalog_passes(model)
+        assert passes == [(1, 3, 224, 224), (1, 3, 448, 448)] and detected == stated
+        model.layouts = {name: text for name, text in layouts.items() if name != "blocks.3.depthwise.act"}
+        assert _catalog_passes(model) == (detected, [(1, 3, 224, 224), (1, 3, 448, 448)])
+    finally:
+        model.layouts = layouts
+        model._catalog = None
+    vit = load("vit")  # stating its token layers is not enough while the patch embedding's conv map is unstated
+    tokens = {i.name: "tokens+1" for i in vit.layers() if i.layout.kind == "tokens"}
+    vit.layouts = dict(tokens)
+    assert len(_catalog_passes(vit)[1]) == 2
+    vit.layouts = {**tokens, "patch_embed.proj": "maps"}
+    found, passes = _catalog_passes(vit)
+    assert len(passes) == 1 and [layout for _, layout, _, _ in found if layout.kind == "tokens"]
+    mlp = deepvis.Model(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5), torch.nn.ReLU()),
+                        deepvis.Preprocessing(input_size=(8, 8)))
+    assert _catalog_passes(mlp)[1] == [(1, 3, 8, 8)]  # vectors only: nothing to read from growth
+
+
 # ------------------------------------------------------------------------------------------------ find-max and on
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):

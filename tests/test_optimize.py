@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,37 +27,18 @@ from deepvis.store import Store
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
-TINY_NET = '''
-import torch
-from torch import nn
-import deepvis
-
-def build():
-    torch.manual_seed(0)
-    net = nn.Sequential()
-    net.add_module("conv1", nn.Conv2d(3, 8, 3, padding=1))
-    net.add_module("relu1", nn.ReLU())
-    net.add_module("pool1", nn.MaxPool2d(2))
-    net.add_module("conv2", nn.Conv2d(8, 16, 3, padding=1))
-    net.add_module("relu2", nn.ReLU())
-    net.add_module("pool2", nn.AdaptiveAvgPool2d(2))
-    net.add_module("flat", nn.Flatten())
-    net.add_module("fc", nn.Linear(64, 10))
-    pre = deepvis.Preprocessing(input_size=(24, 24), mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
-    return deepvis.Model(net=net, preprocessing=pre)
-'''
+ZOO = Path(__file__).parent / "zoo.py"
 
 
 @pytest.fixture(scope="module")
-def tiny_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("net") / "tinynet.py"
-    path.write_text(TINY_NET)
-    return path
+def tiny_spec():
+    """The tiny CNN of tests/zoo.py as a model spec (the CLI's and subprocesses' --model)."""
+    return f"{ZOO}:tiny_cnn"
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_file):
-    return deepvis.load_model(f"{tiny_file}:build")
+def tiny(tiny_spec):
+    return deepvis.load_model(tiny_spec)
 
 
 # ---------------------------------------------------------------- regularizers, by hand
@@ -323,9 +305,9 @@ def _cli(*args, **kwargs):
                           **kwargs)
 
 
-def test_sigkill_then_rerun_finishes_without_redoing(tmp_path, tiny_file):
+def test_sigkill_then_rerun_finishes_without_redoing(tmp_path, tiny_spec):
     out = tmp_path / "store"
-    command = [sys.executable, "-m", "deepvis", "optimize", "--model", f"{tiny_file}:build", "--out", str(out),
+    command = [sys.executable, "-m", "deepvis", "optimize", "--model", tiny_spec, "--out", str(out),
                "--layers", "conv2", "--max-iter", "150", "--batch-size", "2", "-q"]
     process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -343,14 +325,14 @@ def test_sigkill_then_rerun_finishes_without_redoing(tmp_path, tiny_file):
     assert len(done) == 16
     assert all(done[p] == t for p, t in done_before.items()), "a finished unit was computed again"
     # the rerun's units equal a run that was never interrupted
-    fresh = optimize(deepvis.load_model(f"{tiny_file}:build"), ["conv2:0", "conv2:15"], max_iter=150)
+    fresh = optimize(deepvis.load_model(tiny_spec), ["conv2:0", "conv2:15"], max_iter=150)
     for result, channel in zip(fresh, (0, 15)):
         saved = json.loads((out / "conv2" / f"{channel:04d}" / "optimized.json").read_text())
         assert saved["record"]["obj"] == pytest.approx(result.record["obj"], rel=1e-4, abs=1e-4)
 
 
-def test_cli_single_units_and_usage_errors(tmp_path, tiny_file):
-    spec = f"{tiny_file}:build"
+def test_cli_single_units_and_usage_errors(tmp_path, tiny_spec):
+    spec = tiny_spec
     ok = _cli("optimize", "--model", spec, "--unit", "fc:1", "conv2:2@3,3", "-o", str(tmp_path / "u.png"),
               "--max-iter", "5", "--blur-radius", "0.7")
     assert ok.returncode == 0, ok.stderr
@@ -484,8 +466,8 @@ def test_bad_modern_settings_and_presets_stay_put():
     assert PRESETS["paper3"].lr_params["lr"] == 100 and make_params("paper").lr_params["lr"] == 100
 
 
-def test_cli_copies_and_misplaced_flags(tmp_path, tiny_file):
-    spec = f"{tiny_file}:build"
+def test_cli_copies_and_misplaced_flags(tmp_path, tiny_spec):
+    spec = tiny_spec
     ok = _cli("optimize", "--model", spec, "--unit", "fc:1", "-o", str(tmp_path / "c.png"), "--method", "modern",
               "--steps", "2", "--copies", "3")
     assert ok.returncode == 0, ok.stderr

@@ -523,3 +523,29 @@ class UNet(nn.Module):
 def unet(**options) -> UNet:
     """A U-Net-shaped net on 32x48 inputs: ConvTranspose2d, bilinear and nearest F.interpolate, skip concats."""
     return UNet(**options).eval()
+
+
+# ------------------------------------------------------------------------------------------------ tiny CNN
+def tiny_cnn(input_size: int = 24, labels: bool = False):
+    """The optimize and feature-visualization tests' net: conv1 relu1 pool1 conv2 (16 channels) relu2 pool2 flat fc
+    (10 outputs), seeded, as a ``deepvis.Model`` on ``input_size`` squares with a non-trivial mean and std, and
+    labels ``0`` ... ``9`` when asked (``tests/zoo.py:tiny_cnn``; ``tiny_cnn_32`` for 32 px with labels)."""
+    import deepvis
+
+    torch.manual_seed(0)
+    net = nn.Sequential()
+    net.add_module("conv1", nn.Conv2d(3, 8, 3, padding=1))
+    net.add_module("relu1", nn.ReLU())
+    net.add_module("pool1", nn.MaxPool2d(2))
+    net.add_module("conv2", nn.Conv2d(8, 16, 3, padding=1))
+    net.add_module("relu2", nn.ReLU())
+    net.add_module("pool2", nn.AdaptiveAvgPool2d(2))
+    net.add_module("flat", nn.Flatten())
+    net.add_module("fc", nn.Linear(64, 10))
+    pre = deepvis.Preprocessing(input_size=(input_size, input_size), mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
+    return deepvis.Model(net=net, preprocessing=pre, labels=[str(i) for i in range(10)] if labels else None)
+
+
+def tiny_cnn_32():
+    """``tiny_cnn(32, labels=True)``, as a model spec: ``tests/zoo.py:tiny_cnn_32``."""
+    return tiny_cnn(32, labels=True)

@@ -14,8 +14,8 @@ Everything the toolbox shows is one call away::
     cam = deepvis.attribute(model, "cat.jpg", "classifier:285", "gradcam")  # .map (H, W), .overlay()
 """
 
-from .attention import (AttentionMap, attention_map, attention_maps, attention_overlay, record_attention, rollout,
-                        token_grid)
+from .attention import (AttentionMap, AttentionMaps, attention_map, attention_maps, attention_overlay, record_attention,
+                        rollout, token_grid)
 from .attribution import Attribution, attribute
 from .backprop import MODES, Backward, BackpropResult, Trace, backprop, backprop_batch, rectifier_rules, start_signal, trace
 from .errors import DeepvisError, ImageError, ModelError, UnitError
@@ -34,7 +34,7 @@ from .units import Unit, parse_unit
 __version__ = "0.1.0"
 
 __all__ = [
-    "Attribution", "attribute", "AttentionMap", "attention_map", "attention_maps", "attention_overlay", "record_attention", "rollout", "token_grid",
+    "Attribution", "attribute", "AttentionMap", "AttentionMaps", "attention_map", "attention_maps", "attention_overlay", "record_attention", "rollout", "token_grid",
     "AccentuationResult", "MacoParams", "accentuate", "evaluate_store",
     "DEFAULT_MODEL", "FILTERS", "MODES", "Backward", "BackpropResult", "DeepvisError", "ImageError", "LayerInfo", "Model",
     "ModelError", "ModernParams", "OptimizeResult", "PaperParams", "Prediction", "Preprocessing", "Probe",

@@ -5,14 +5,21 @@ What is recorded (:class:`record_attention`, or ``Trace(..., attention=True)``):
 - every call of ``F.scaled_dot_product_attention`` (timm, Hugging Face transformers, hand-written ViTs), seen by a
   wrapper that stands in for it while recording, for the recording thread only: the call itself runs unchanged
   (its output is the model's; code that imported the function by name before recording is not seen),
-  and ``softmax(Q K^T * scale + mask)`` is computed beside it from the same Q and K, detached, in float32, honouring
+  and ``softmax(Q K^T * scale + mask)`` is computed from the same Q and K, detached, in float32, honouring
   ``attn_mask`` (bool: True attends; float: added), ``is_causal``, ``scale`` and ``enable_gqa``; ``dropout_p`` is
   ignored (eval). Rows whose keys are all masked out are zeros.
 - every call of an ``nn.MultiheadAttention`` module (torchvision's ViT and many hand-written ones): the module runs
-  as it would without recording (its fast path is kept and the outputs stay bitwise equal), then its weights are computed by the module itself, with ``need_weights=True,
-  average_attn_weights=False``, from the same inputs. Calls of SDPA made inside it are not recorded twice.
+  as it would without recording (its fast path is kept and the outputs stay bitwise equal), then its weights are
+  computed by the module itself, with ``need_weights=True, average_attn_weights=False``, from the same inputs
+  (or taken from its output when the call asked for exactly those). Calls of SDPA made inside it are not recorded twice.
   ``nn.TransformerEncoderLayer`` / ``nn.TransformerEncoder`` keep their fast paths the same way; where that path
   skips the layer's ``self_attn``, its weights are asked of ``self_attn`` afterwards (named ``<layer>.self_attn``).
+
+Recording is lazy: the forward pass keeps references to each call's inputs (Q, K, mask, flags; for
+``nn.MultiheadAttention`` its arguments), and a layer's probabilities are computed when they are first read
+(:class:`AttentionMaps`), or only the heads and query rows asked for (``maps.probs(layer, heads, queries)``, a
+view's one token). Inputs changed in place before the read are refused; ``record_attention(model, eager=True)``
+computes every map during the pass instead.
 
 Each map is ``(batch, heads, N_query, N_key)`` and is named by the layer (dotted ``named_modules()`` name) whose
 forward made the call: ``blocks.3.attn`` for timm, ``blocks.3.attn.attn`` for an ``nn.MultiheadAttention`` inside
@@ -33,13 +40,12 @@ import math
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from . import render
 from .errors import DeepvisError, UnitError
@@ -67,59 +73,172 @@ def _as_batch_heads(probs: torch.Tensor) -> torch.Tensor:
     return probs.reshape(-1, *probs.shape[-3:])
 
 
+#: Which heads or query tokens to compute: all (None), one (an int), a list of them, or a slice.
+Pick = Union[int, Sequence[int], slice, None]
+
+
+def _index(pick: Pick):
+    return slice(None) if pick is None else [pick] if isinstance(pick, int) else pick
+
+
+def _pick(probs: torch.Tensor, heads: Pick, queries: Pick) -> torch.Tensor:
+    """The chosen heads and query rows of (batch, heads, L, S) probabilities (dimensions kept)."""
+    if heads is not None:
+        probs = probs[:, _index(heads)]
+    return probs if queries is None else probs[:, :, _index(queries)]
+
+
 def attention_probs(query: torch.Tensor, key: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                    is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> torch.Tensor:
+                    is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False,
+                    heads: Pick = None, queries: Pick = None) -> torch.Tensor:
     """The attention probabilities of a ``F.scaled_dot_product_attention`` call, ``softmax(Q K^T * scale + mask)``,
     detached, float32, as (batch, heads, L, S). Bool masks: True attends; float masks are added; ``is_causal``
-    masks keys after the query (top-left aligned, as SDPA); fully masked rows are zeros."""
+    masks keys after the query (top-left aligned, as SDPA); fully masked rows are zeros.
+
+    ``heads`` / ``queries``: compute only those heads / query rows (an int, a list or a slice; the dimensions are
+    kept), e.g. one token's row of one head, which costs 1/(heads * L) of the whole map."""
     q, k = query.detach().float(), key.detach().float()
     if enable_gqa and q.dim() >= 3 and k.shape[-3] != q.shape[-3]:
         k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
+    mask = None if attn_mask is None else attn_mask.detach()
+    if q.dim() > 4:  # leading dimensions beyond (batch, heads): all rows, then the chosen ones
+        return _pick(attention_probs(q, k, mask, is_causal, scale), heads, queries)
+    if q.dim() < 4:  # (L, E) or (batch, L, E): one head
+        q, k = (q[None, None], k[None, None]) if q.dim() == 2 else (q[:, None], k[:, None])
+        if mask is not None and mask.dim() == 3:
+            mask = mask[:, None]
+    length, source = q.shape[-2], k.shape[-2]
+    if heads is not None:
+        q = q[:, _index(heads)]
+        k = k[:, _index(heads)] if k.shape[1] > 1 else k
+        if mask is not None and mask.dim() >= 3 and mask.shape[-3] > 1:
+            mask = mask[..., _index(heads), :, :]
+    rows = torch.arange(length, device=q.device)[_index(queries)] if queries is not None else None
+    if rows is not None:
+        q = q[:, :, rows]
+        if mask is not None and mask.shape[-2] > 1:
+            mask = mask[..., rows, :]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     logits = torch.matmul(q, k.transpose(-2, -1)).mul_(scale)  # one pass fewer than (q @ k^T) * scale
-    length, source = logits.shape[-2:]
-    if is_causal:
-        keep = torch.ones(length, source, dtype=torch.bool, device=logits.device).tril()
-        logits.masked_fill_(~keep, float("-inf"))
-    if attn_mask is not None:
-        mask = attn_mask.detach()
+    if is_causal:  # key j is seen by query i when j <= i
+        i = torch.arange(length, device=q.device) if rows is None else rows
+        logits.masked_fill_(torch.arange(source, device=q.device) > i[:, None], float("-inf"))
+    if mask is not None:
         if mask.dtype == torch.bool:
             logits.masked_fill_(~mask, float("-inf"))
         else:
             logits.add_(mask.float())
     probs = torch.softmax(logits, dim=-1)
-    if attn_mask is not None:  # a fully masked row is all -inf: NaN after softmax, zeros as SDPA gives
+    if mask is not None:  # a fully masked row is all -inf: NaN after softmax, zeros as SDPA gives
         probs = probs.nan_to_num_(0.0)
-    return _as_batch_heads(probs)
+    return probs
 
 
-def _top_of_stack_is(mode: TorchFunctionMode) -> bool:
-    depth = torch._C._len_torch_function_stack()
-    return depth > 0 and torch._C._get_function_stack_at(depth - 1) is mode
+class _Call:
+    """One recorded attention call: its probabilities, computed from what the call was given when first read.
+
+    ``compute(heads, queries)`` makes them; ``tensors`` are those it reads (kept by reference, no copies), whose
+    version counters must not move before it runs (an in-place change would give other probabilities)."""
+
+    def __init__(self, compute: Callable[[Pick, Pick], torch.Tensor] | None, tensors: Iterable = (),
+                 full: torch.Tensor | None = None, shape: tuple[int, int, int, int] | None = None):
+        self.compute, self.full, self._shape = compute, full, shape
+        self.tensors = [t for t in tensors if isinstance(t, torch.Tensor)]
+        self._versions = [(t, t._version) for t in self.tensors if not t.is_inference()]  # those keep no versions
+
+    def probs(self, layer: str, heads: Pick = None, queries: Pick = None) -> torch.Tensor:
+        if self.full is not None:
+            return _pick(self.full, heads, queries)
+        if any(t._version != version for t, version in self._versions):
+            raise DeepvisError(f"the inputs of attention layer '{layer}' (its query, key, mask or weights) were "
+                               "changed in place after the forward pass: read its maps before changing them, or "
+                               "record with record_attention(model, eager=True)")
+        return self.compute(heads, queries)
+
+    def shape(self, layer: str) -> tuple[int, int, int, int]:
+        return tuple(self.full.shape) if self.full is not None else self._shape or tuple(self.materialize(layer).shape)
+
+    def materialize(self, layer: str) -> torch.Tensor:
+        if self.full is None:
+            self.full = self.probs(layer)
+            self.compute, self.tensors, self._versions = None, [], []  # drop the references to Q, K, ...
+        return self.full
+
+
+class AttentionMaps(Mapping):
+    """Layer name -> (batch, heads, N_query, N_key) attention probabilities of one forward pass, in call order.
+
+    Recording keeps each call's inputs (Q, K, mask: references, which autograd keeps anyway when it records) and
+    computes a layer's probabilities when it is first read (``maps[layer]``, then kept); :meth:`probs` computes
+    only some heads or query rows, e.g. one token's row for a view, without keeping anything."""
+
+    def __init__(self) -> None:
+        self._calls: dict[str, _Call] = {}
+
+    def __getitem__(self, layer: str) -> torch.Tensor:
+        return self._calls[layer].materialize(layer)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._calls)
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def __repr__(self) -> str:
+        done = sum(call.full is not None for call in self._calls.values())
+        return f"AttentionMaps({list(self._calls)}, {done} computed)"
+
+    def nbytes(self) -> int:
+        """The memory these maps hold: computed maps and the storages of the inputs kept (not the model's weights)."""
+        storages = {}
+        for call in self._calls.values():
+            for t in [call.full] if call.full is not None else call.tensors:
+                if not isinstance(t, nn.Parameter):
+                    storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return sum(storages.values())
+
+    def shape(self, layer: str) -> tuple[int, int, int, int]:
+        """(batch, heads, N_query, N_key) of ``layer``'s map, without computing it where the call tells."""
+        if layer not in self._calls:
+            raise UnitError(_unknown_attention_layer(layer, list(self._calls)))
+        return self._calls[layer].shape(layer)
+
+    def probs(self, layer: str, heads: Pick = None, queries: Pick = None) -> torch.Tensor:
+        """The probabilities of ``layer`` for the chosen ``heads`` and ``queries`` only (an int, a list or a slice;
+        dimensions kept: (batch, len(heads), len(queries), N_key)); from the whole map when it is computed."""
+        if layer not in self._calls:
+            raise UnitError(_unknown_attention_layer(layer, list(self._calls)))
+        return self._calls[layer].probs(layer, heads, queries)
 
 
 class record_attention:
     """Records the attention probabilities of every attention call during forward passes of ``model`` (see the
-    module docstring); the model's outputs are unchanged, and hooks and mode are removed on exit, even on errors.
+    module docstring) into ``maps`` (:class:`AttentionMaps`); the model's outputs are unchanged, and hooks and the
+    wrapper are removed on exit, even on errors.
+
+    The forward pass only keeps references: each layer's probabilities are computed when first read, so a pass
+    whose maps are never read costs about what an unrecorded one costs. ``eager=True`` computes them during the
+    pass instead (for models that change Q, K or the mask in place afterwards, or weights trained in between).
 
     >>> with record_attention(model) as rec:
     ...     model.net(x)
     >>> rec.maps["blocks.0.attn"].shape      # (batch, heads, tokens, tokens)
     """
 
-    def __init__(self, model: Model | nn.Module):
+    def __init__(self, model: Model | nn.Module, eager: bool = False):
         self.net = _net(model)
+        self.eager = eager
         self._original = None
-        self.maps: dict[str, torch.Tensor] = {}
+        self.maps = AttentionMaps()
         self._handles: list = []
         self._names: dict[int, str] = {}  # id(module) -> its layer name, to name an attention call's caller
         self._stack: list[str] = []  # the fast-path modules running now, innermost last
-        self._aside: list[tuple[bool, int]] = []  # per running fast-path module: stepped aside?, self_attn calls
+        self._self_attn_calls: list[int] = []  # per running fast-path module: its self_attn's calls before it ran
         self._mha_depth = 0  # nn.MultiheadAttention modules running now (they record themselves)
         self._counts: dict[str, int] = {}  # calls recorded per layer in this pass
         self._active = False
 
-    # --------------------------------------------------------------------------------------- hooks and mode
+    # --------------------------------------------------------------------------------------- hooks and wrapper
     def __enter__(self) -> "record_attention":
         if not isinstance(self.net, torch.jit.ScriptModule):  # compiled code calls no Python functions to see
             # Hooks only where needed (a new pass; fast-path modules): an attention call finds the module that
@@ -160,12 +279,12 @@ class record_attention:
             handle.remove()
         self._handles.clear()
         self._stack.clear()
-        self._aside.clear()
+        self._self_attn_calls.clear()
         self._mha_depth = 0
 
     def _new_pass(self, _module, _args) -> None:
         if not self._stack:  # a forward pass of the network from outside: a new set of maps
-            self.maps, self._counts = {}, {}
+            self.maps, self._counts = AttentionMaps(), {}
 
     def _caller(self, depth: int = 2) -> str:
         """The layer name of the innermost module of the network whose ``forward`` is on the Python stack (from
@@ -181,12 +300,8 @@ class record_attention:
     def _pre_hook(self, name: str):
         def hook(module, args, kwargs):
             self._stack.append(name)
-            if isinstance(module, _FAST_PATHS):
-                aside = _top_of_stack_is(self)  # let the module run as if nothing recorded (its fast path)
-                if aside:
-                    torch._C._pop_torch_function_stack()
-                self._aside.append((aside, self._counts.get(f"{name}.self_attn", 0)))
-                self._mha_depth += isinstance(module, nn.MultiheadAttention)
+            self._self_attn_calls.append(self._counts.get(f"{name}.self_attn", 0))
+            self._mha_depth += isinstance(module, nn.MultiheadAttention)
         return hook
 
     def _post_hook(self, name: str):
@@ -194,51 +309,69 @@ class record_attention:
             if not self._stack or self._stack[-1] != name:
                 return None
             try:
-                if isinstance(module, _FAST_PATHS) and self._aside:
-                    try:
-                        if output is not None:  # None: the forward pass failed
-                            self._record_fast_path(name, module, args, kwargs)
-                    finally:
-                        aside, _ = self._aside.pop()
-                        self._mha_depth -= isinstance(module, nn.MultiheadAttention)
-                        if aside:
-                            torch._C._push_on_torch_function_stack(self)
+                if output is not None:  # None: the forward pass failed
+                    self._record_fast_path(name, module, args, kwargs, output)
             finally:
+                self._self_attn_calls.pop()
+                self._mha_depth -= isinstance(module, nn.MultiheadAttention)
                 self._stack.pop()
             return None
         return hook
 
-    def _record_fast_path(self, name: str, module: nn.Module, args: tuple, kwargs: dict) -> None:
+    def _record_fast_path(self, name: str, module: nn.Module, args: tuple, kwargs: dict, output) -> None:
+        tensors = [*args, *kwargs.values(), *module.parameters()]
         if isinstance(module, nn.MultiheadAttention):
-            self._record(name, _mha_weights(module, args, kwargs))
+            weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            if weights is not None and _per_head_weights(module, args, kwargs):  # asked for: nothing to compute
+                self._record(name, _Call(None, full=_as_batch_heads(weights.detach().float())))
+            else:
+                self._record(name, _Call(lambda heads, queries: _pick(_mha_weights(module, args, kwargs), heads,
+                                                                      queries), tensors))
         elif isinstance(module, nn.TransformerEncoderLayer):
             attn = f"{name}.self_attn"
-            if self._counts.get(attn, 0) == self._aside[-1][1]:  # its fast path did not call self_attn: ask it
-                weights = _encoder_layer_weights(module, args, kwargs)
-                if weights is not None:
-                    self._record(attn, weights)
+            src = args[0] if args else kwargs.get("src")
+            # its fast path did not call self_attn (no nested tensors: a padding mask can make them): ask it
+            if self._counts.get(attn, 0) == self._self_attn_calls[-1] and not getattr(src, "is_nested", False):
+                self._record(attn, _Call(lambda heads, queries: _pick(_encoder_layer_weights(module, args, kwargs),
+                                                                      heads, queries), tensors))
 
     def _record_sdpa(self, args: tuple, kwargs: dict) -> None:
         bound = dict(zip(_SDPA_PARAMS, args), **kwargs)
-        probs = attention_probs(bound["query"], bound["key"], bound.get("attn_mask"),
-                                bool(bound.get("is_causal", False)), bound.get("scale"),
-                                bool(bound.get("enable_gqa", False)))
-        self._record(self._caller(3), probs)
+        query, key = bound["query"].detach(), bound["key"].detach()  # views sharing their version counters
+        mask = bound.get("attn_mask")
+        mask = mask.detach() if isinstance(mask, torch.Tensor) else None
+        causal, scale = bool(bound.get("is_causal", False)), bound.get("scale")
+        gqa = bool(bound.get("enable_gqa", False))
 
-    def _record(self, layer: str, probs: torch.Tensor) -> None:
+        def compute(heads: Pick, queries: Pick) -> torch.Tensor:
+            return attention_probs(query, key, mask, causal, scale, gqa, heads, queries)
+
+        lead = query.shape[:-2]  # (batch, heads) as attention_probs folds them
+        batch, heads = (1, 1) if not lead else (lead[0], 1) if len(lead) == 1 else (math.prod(lead[:-1]), lead[-1])
+        shape = (batch, heads, query.shape[-2], key.shape[-2])
+        self._record(self._caller(3), _Call(compute, (query, key, mask), shape=shape))
+
+    def _record(self, layer: str, call: _Call) -> None:
         n = self._counts.get(layer, 0)
         self._counts[layer] = n + 1
-        self.maps[f"{layer}#{n}" if n else layer] = probs
+        name = f"{layer}#{n}" if n else layer
+        self.maps._calls[name] = call
+        if self.eager:
+            call.materialize(name)
 
 
-def _encoder_layer_weights(module: nn.TransformerEncoderLayer, args: tuple, kwargs: dict) -> torch.Tensor | None:
+def _per_head_weights(module: nn.MultiheadAttention, args: tuple, kwargs: dict) -> bool:
+    """Whether a call of ``module`` asked for its weights per head (``average_attn_weights=False``)."""
+    bound = inspect.signature(module.forward).bind(*args, **kwargs)
+    return bound.arguments.get("average_attn_weights", True) is False
+
+
+def _encoder_layer_weights(module: nn.TransformerEncoderLayer, args: tuple, kwargs: dict) -> torch.Tensor:
     """The per-head weights of an ``nn.TransformerEncoderLayer`` whose fast path skipped its ``self_attn``: that
-    module asked from the same input (after ``norm1`` when ``norm_first``) and masks. None for nested tensors."""
+    module asked from the same input (after ``norm1`` when ``norm_first``) and masks."""
     bound = inspect.signature(module.forward).bind(*args, **kwargs)
     bound.apply_defaults()
     src = bound.arguments["src"]
-    if src.is_nested:
-        return None
     with torch.no_grad():
         x = module.norm1(src) if module.norm_first else src
         _, weights = module.self_attn.forward(x, x, x, attn_mask=bound.arguments["src_mask"],
@@ -284,13 +417,14 @@ def _discard_lowest(fused: torch.Tensor, discard: float) -> torch.Tensor:
 
 
 def rollout(maps: Mapping[str, torch.Tensor] | Sequence[torch.Tensor], head_fusion: str = "mean",
-            discard: float = 0.0, layers: Iterable[str] | None = None) -> torch.Tensor:
+            discard: float = 0.0, layers: Iterable[str] | None = None, token: int | None = None) -> torch.Tensor:
     """Attention rollout (Abnar & Zuidema 2020) through ``maps`` in order (a dict from :class:`record_attention`,
     or a list of (batch, heads, N, N) tensors): ``R = A_L ... A_1``, ``A = rownorm(0.5 * fuse(W) + 0.5 * I)``.
 
     ``head_fusion``: ``mean`` (the paper), ``max`` or ``min``; ``discard``: the fraction of each fused map's lowest
     entries set to 0 first (never the diagonal); ``layers``: the names to multiply (default all, in recording
-    order), e.g. only the last few. Returns (batch, N, N): row t is what token t at the top draws on each input token.
+    order), e.g. only the last few. Returns (batch, N, N): row t is what token t at the top draws on each input token;
+    with ``token``, only that row, (batch, N), multiplied from the top down (vector times matrix, not matrix products).
     """
     if not 0.0 <= discard < 1.0:
         raise DeepvisError(f"discard ratio must be in [0, 1), got {discard}")
@@ -304,21 +438,31 @@ def rollout(maps: Mapping[str, torch.Tensor] | Sequence[torch.Tensor], head_fusi
         chain = list(maps)
     if not chain:
         raise DeepvisError("no attention maps to roll out: the model made no attention calls")
-    result = None
+    steps = []
     for attention in chain:
         if attention.dim() != 4 or attention.shape[-1] != attention.shape[-2]:
             raise DeepvisError(f"rollout needs (batch, heads, N, N) self-attention maps, got {tuple(attention.shape)}")
-        if result is not None and attention.shape[-1] != result.shape[-1]:
-            raise DeepvisError(f"rollout needs the same tokens in every layer, got {result.shape[-1]} then "
+        if steps and attention.shape[-1] != steps[-1].shape[-1]:
+            raise DeepvisError(f"rollout needs the same tokens in every layer, got {steps[-1].shape[-1]} then "
                                f"{attention.shape[-1]} (windowed or merging attention cannot be rolled out)")
         precise = attention.to(torch.promote_types(attention.dtype, torch.float32))  # float32, or float64 kept
         fused = _discard_lowest(fuse_heads(precise, head_fusion), discard)
         eye = torch.eye(fused.shape[-1], dtype=fused.dtype, device=fused.device)
         a = 0.5 * fused + 0.5 * eye
         a = a / a.sum(dim=-1, keepdim=True)
-        if result is not None and a.shape[0] != result.shape[0]:
-            raise DeepvisError(f"rollout needs the same batch in every layer, got {result.shape[0]} then {a.shape[0]}")
-        result = a if result is None else a @ result
+        if steps and a.shape[0] != steps[-1].shape[0]:
+            raise DeepvisError(f"rollout needs the same batch in every layer, got {steps[-1].shape[0]} then {a.shape[0]}")
+        steps.append(a)
+    if token is not None:  # row t of A_L ... A_1: e_t A_L, then times A_(L-1), ..., A_1
+        if not 0 <= token < steps[-1].shape[-1]:
+            raise UnitError(f"token {token} is out of range: the maps attend over {steps[-1].shape[-1]} tokens")
+        row = steps[-1][:, token:token + 1]
+        for a in reversed(steps[:-1]):
+            row = row @ a
+        return row[:, 0]
+    result = steps[0]
+    for a in steps[1:]:
+        result = a @ result
     return result
 
 
@@ -394,7 +538,7 @@ def token_grid(model: Model | nn.Module, input_size: tuple[int, int] | None = No
 
 
 # ------------------------------------------------------------------------------------------------ one image
-def attention_maps(model: Model | nn.Module, image, resize: str | None = None) -> dict[str, torch.Tensor]:
+def attention_maps(model: Model | nn.Module, image, resize: str | None = None) -> AttentionMaps:
     """The attention probabilities of every attention layer for one image (path, PIL, array; a tensor is taken as
     preprocessed), each (batch, heads, N, N) as recorded (see :class:`record_attention`)."""
     model = _model(model)
@@ -478,7 +622,7 @@ def attention_map(model: Model | nn.Module, image, layer: str | None = None, hea
         raise DeepvisError(f"layer '{layer}' attends over {tokens} tokens, not the {extra} extra + {gh}x{gw} patch "
                            "tokens of the input's grid (windowed attention, as in Swin, has no one map per image)")
     if rollout:
-        row = _rollout(maps, head_fusion, discard, names[:names.index(layer) + 1])[0, token]
+        row = _rollout(maps, head_fusion, discard, names[:names.index(layer) + 1], token)[0]
     else:
         row = (attention[:, head] if head is not None else fuse_heads(attention, head_fusion))[0, token]
     grid = row[extra:].reshape(gh, gw).cpu().numpy().astype(np.float32)

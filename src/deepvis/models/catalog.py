@@ -101,7 +101,9 @@ def list_layers(model: Model, input_size: tuple[int, int] | None = None) -> list
     Each entry has the output shape and call count; modules called more than once are ``shared`` and not
     offered for probing. ``default`` marks the layers the toolbox shows first. Layouts are found here, once: the
     network also runs at twice the input size where it can (the dimensions that grow are the spatial ones), and
-    token layers are read against the patch grid; a model's ``layouts`` (config file) override what is found.
+    token layers are read against the patch grid; a model's ``layouts`` (config file) override what is found, and
+    when they state every layer whose reading needs that second pass (3-D outputs; 2-D ones beside a patch
+    grid), it is not run.
     (``deepvis.probe.list_layers`` also takes a bare ``nn.Module``.)
     """
     pre = model.preprocessing
@@ -115,14 +117,17 @@ def list_layers(model: Model, input_size: tuple[int, int] | None = None) -> list
         return [LayerInfo(OUTPUT, "output", shape, 1, True, layout=layout, raw_shape=shape)]
     modules = dict(model.net.named_modules())
     shapes, calls, batch_first = _output_shapes(model.net, modules, x)
-    try:  # fixed-size networks (a Linear after flatten, a learned position embedding) cannot: then no growth
-        grown, _, _ = _output_shapes(model.net, modules, torch.zeros(1, pre.channels, 2 * height, 2 * width,
-                                                                      device=model.device))
-    except Exception:  # noqa: BLE001 - any failure of the larger input only means "cannot tell from growth"
-        grown = {}
     order = list(shapes)
-    grid, grown_grid = patch_grid(modules, shapes, order), patch_grid(modules, grown, order) if grown else None
+    grid = patch_grid(modules, shapes, order)
     overrides = {name: parse_layout(text, grid, name) for name, text in (model.layouts or {}).items()}
+    grown = {}
+    if any(_reads_growth(shapes[name], grid) for name in order if name not in overrides):
+        try:  # fixed-size networks (a Linear after flatten, a learned position embedding) cannot: then no growth
+            grown, _, _ = _output_shapes(model.net, modules, torch.zeros(1, pre.channels, 2 * height, 2 * width,
+                                                                          device=model.device))
+        except Exception:  # noqa: BLE001 - any failure of the larger input only means "cannot tell from growth"
+            grown = {}
+    grown_grid = patch_grid(modules, grown, order) if grown else None
     infos = []
     by_shape: dict[tuple[int, ...], Layout] = {}  # the layout of the last layer of each raw shape, in forward order
     for name in order:
@@ -138,6 +143,12 @@ def list_layers(model: Model, input_size: tuple[int, int] | None = None) -> list
     for info in infos:
         info.default = info.name in wanted and info.probeable and not model.hidden(info.name)
     return infos
+
+
+def _reads_growth(shape: tuple[int, ...] | None, grid: tuple[int, int] | None) -> bool:
+    """Whether :func:`deepvis.layouts.detect_layout` reads a layer of this output shape against its shape at a
+    larger input: 3-D outputs (maps or channels-last), 2-D ones when there is a patch grid (tokens or not)."""
+    return shape is not None and (len(shape) == 3 or (len(shape) == 2 and grid is not None))
 
 
 def guess_defaults(net: nn.Module, infos: list[LayerInfo]) -> set[str]:

@@ -118,6 +118,13 @@ def block_output_layers() -> list[str]:
     return ["stem.act"] + [f"blocks.{i}" for i in range(_block_count())] + ["head.act", "pool", "classifier", "prob"]
 
 
+def layouts(net: nn.Module) -> dict[str, str]:
+    """Every layer's layout, stated so that the layer catalog need not find them with a second forward pass at twice
+    the input size: (C, H, W) maps up to the pool, vectors after it."""
+    names = [name for name, _ in net.named_modules() if name]
+    return {name: "maps" if name.split(".")[0] in ("stem", "blocks", "head", "pool") else "vector" for name in names}
+
+
 def pretty_names() -> dict[str, str]:
     """Short names for the layer list: 'stem', 'block 5 dw' (a block's depthwise activation), 'block 5 exp' (its
     expansion activation), 'block 5' (its linear output), 'logits', ..."""

@@ -15,7 +15,6 @@ import time
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .. import attention, attribution, render
 from ..errors import DeepvisError
@@ -43,7 +42,7 @@ class Overlays:
         self.tokens = [i for i in model.layers() if i.layout.kind == "tokens"]
         self.methods = attribution.METHODS + (ATTENTION_METHODS if self.tokens else ())
         self._heat = LRU(64)
-        self._maps = LRU(8)  # input id -> {attention layer: (batch, heads, N, N)}
+        self._maps = LRU(8)  # input id -> its AttentionMaps, for inputs that did not record them
         order = model.layer_names()
         self._order = {name: n for n, name in enumerate(order)}
 
@@ -90,7 +89,10 @@ class Overlays:
         self._heat.put(key, (heat, caption))
         return heat, caption
 
-    def attention_maps(self, item: "Input") -> dict[str, torch.Tensor]:
+    def attention_maps(self, item: "Input") -> attention.AttentionMaps:
+        """The attention maps of an input: recorded in its own forward pass when it was, else one more pass."""
+        if item.attention is not None:
+            return item.attention
         maps = self._maps.fetch(item.id)
         if maps is None:
             with self.toolbox._lock:
@@ -111,9 +113,8 @@ class Overlays:
             raise DeepvisError("the model made no attention call on this input")
         layer = self._attention_layer(names, request.layer)
         extra, (gh, gw) = attention.token_grid(self.toolbox.model, tuple(item.x.shape[-2:]))
-        weights = maps[layer]
-        heads, count = weights.shape[1], weights.shape[-1]
-        if count != extra + gh * gw:
+        _, heads, length, count = maps.shape(layer)
+        if count != extra + gh * gw or length != count:
             raise DeepvisError(f"layer '{layer}' attends over {count} tokens, not the {extra} + {gh}x{gw} of the "
                                "patch grid (windowed attention has no one map per image)")
         token, where = 0, "CLS" if extra else "token 0"
@@ -124,11 +125,11 @@ class Overlays:
             token, where = extra + y * gw + x, f"token @{y},{x}"
         head = request.overlay_head % (heads + 1) - 1  # 0: the mean of the heads, k: head k - 1
         if rollout:
-            row = attention.rollout(maps, layers=names[:names.index(layer) + 1])[0, token]
+            row = attention.rollout(maps, layers=names[:names.index(layer) + 1], token=token)[0]
             caption = f"rollout of {where} up to {layer}"
-        else:
-            fused = weights[:, head] if head >= 0 else attention.fuse_heads(weights, "mean")
-            row = fused[0, token]
+        else:  # only the row shown is computed: one token, one head or all heads for their mean
+            rows = maps.probs(layer, heads=head if head >= 0 else None, queries=token)
+            row = rows[0, 0, 0] if head >= 0 else attention.fuse_heads(rows, "mean")[0, 0]
             caption = f"attention of {where} at {layer}, {f'head {head}' if head >= 0 else 'mean of heads'}"
         return row[extra:].reshape(gh, gw).float().cpu().numpy(), caption
 

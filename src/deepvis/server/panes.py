@@ -27,7 +27,7 @@ from ..backprop import MODES
 from ..errors import DeepvisError
 from ..render import FILTERS
 from ..units import Unit
-from .overlays import TRACE_METHODS
+from .overlays import ATTENTION_METHODS, TRACE_METHODS
 
 if TYPE_CHECKING:
     from .session import Toolbox
@@ -189,6 +189,7 @@ def view(toolbox: "Toolbox", request: ViewRequest) -> dict:
     # how the next input's forward pass runs: traced for a backward pass, or for a Grad-CAM overlay
     toolbox.trace_mode = request.back_mode if need_back else "gradient" if request.overlay in TRACE_METHODS else None
     toolbox.trace_from = None if need_back else toolbox.overlays.graph_from(request, origin)
+    toolbox.attention_wanted = request.overlay in ATTENTION_METHODS and bool(toolbox.overlays.tokens)
     backward_ms, back, layer_diffs = 0.0, None, None
     if need_back:
         grad, layer_diffs, modified, backward_ms = toolbox.backward(

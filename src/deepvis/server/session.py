@@ -13,6 +13,7 @@ import threading
 import warnings
 import time
 from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..attention import AttentionMaps, record_attention
 from ..backprop import MODES, trace
 from ..errors import DeepvisError, InputNotFound
 from ..images import DEFAULT_MAX_PIXELS, find_images, load_image
@@ -90,6 +92,7 @@ class Input:
             found = maxima, shown
             self._maxima[layer] = found
         return found
+    attention: AttentionMaps | None = None  # recorded in its forward pass when the last view showed attention
 
     def info(self) -> dict:
         return {"input": self.id, "name": self.name, "forward_ms": round(self.forward_ms, 2),
@@ -135,6 +138,9 @@ class Toolbox:
         # With a Grad-CAM overlay and no backward pane: the layer new inputs' traces keep their graph from
         # (Trace's graph_from; the forward pass up to it runs without autograd)
         self.trace_from: str | None = None
+        # Whether the last view showed an attention overlay: new inputs then record attention in their own forward
+        # pass (references to Q and K; a map is computed when the overlay reads it), not in a second pass.
+        self.attention_wanted = False
         self._frames: OrderedDict[str, str] = OrderedDict()  # tab -> its latest webcam input id
         self._frames_lock = threading.Lock()
         self._lock = threading.Lock()  # the model: one pass at a time
@@ -224,7 +230,8 @@ class Toolbox:
         x = self.model.preprocessing.to_tensor(fitted, "stretch").unsqueeze(0).to(self.model.device)
         start = time.perf_counter()
         mode, traced = self.trace_mode, None
-        with self._lock:
+        recording = record_attention(self.model) if self.attention_wanted else nullcontext()
+        with self._lock, recording:
             if mode is None:
                 with torch.no_grad(), Probe(self.model, self._recorded) as probe:
                     out = probe.run(x)
@@ -232,11 +239,12 @@ class Toolbox:
             else:  # the next view will likely show a backward pass: one forward pass serves both
                 traced = trace(self.model, x, self._recorded, mode, graph_from=self.trace_from)
                 out, activations = traced.output, traced.activations
+        attention = recording.maps if isinstance(recording, record_attention) else None
         forward_ms = (time.perf_counter() - start) * 1000
         acts = {k: v[0].detach().float().cpu() for k, v in activations.items() if k in self.layer_names}
         predictions = self._predictions(out, activations)
-        nbytes = sum(a.numel() * 4 for a in acts.values()) + x.numel() * 4
-        item = Input(digest, name, fitted, x, acts, predictions, forward_ms, nbytes)
+        nbytes = sum(a.numel() * 4 for a in acts.values()) + x.numel() * 4 + (attention.nbytes() if attention else 0)
+        item = Input(digest, name, fitted, x, acts, predictions, forward_ms, nbytes, attention)
         self._inputs.put(digest, item, nbytes)
         if traced is not None:
             self._traces.put(digest, traced)
