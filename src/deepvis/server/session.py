@@ -76,6 +76,7 @@ class Input:
     predictions: list[Prediction]
     forward_ms: float
     nbytes: int = 0
+    attention: AttentionMaps | None = None  # recorded in its forward pass when the last view showed attention
     _maxima: dict = field(default_factory=dict, repr=False)
 
     def channel_maxima(self, layer: str) -> tuple[np.ndarray, list]:
@@ -92,7 +93,6 @@ class Input:
             found = maxima, shown
             self._maxima[layer] = found
         return found
-    attention: AttentionMaps | None = None  # recorded in its forward pass when the last view showed attention
 
     def info(self) -> dict:
         return {"input": self.id, "name": self.name, "forward_ms": round(self.forward_ms, 2),
@@ -244,7 +244,7 @@ class Toolbox:
         acts = {k: v[0].detach().float().cpu() for k, v in activations.items() if k in self.layer_names}
         predictions = self._predictions(out, activations)
         nbytes = sum(a.numel() * 4 for a in acts.values()) + x.numel() * 4 + (attention.nbytes() if attention else 0)
-        item = Input(digest, name, fitted, x, acts, predictions, forward_ms, nbytes, attention)
+        item = Input(digest, name, fitted, x, acts, predictions, forward_ms, nbytes, attention=attention)
         self._inputs.put(digest, item, nbytes)
         if traced is not None:
             self._traces.put(digest, traced)
