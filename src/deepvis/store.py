@@ -17,6 +17,8 @@ STORE/<layer>/evaluation.json                deepvis evaluate: quality metrics p
 STORE/spectrum.npz                           MACO's fixed magnitude spectrum, estimated from the store's images
 STORE/<layer>/sprite_<kind>.jpg              every channel of one kind in a square grid (pattern mode)
 STORE/<layer>/sprites.json                   what each sprite was made from
+STORE/<layer>/crops_plan.json                how the layer's crops are made (effective receptive field, backward
+                                             window), measured once and kept while its network and images are
 STORE/site/                                  the static site deepvis export writes by default (deepvis.export)
 ```
 The manifest's ``recipe`` reloads the store's model (:func:`model_from_manifest`); :func:`check_model` refuses
@@ -265,6 +267,10 @@ class Store:
         """A unit's "made from" record of its crops, backward images and montages (written last)."""
         return self.unit_dir(layer, channel) / "crops.json"
 
+    def crops_plan_path(self, layer: str) -> Path:
+        """How the layer's crops are made (its effective receptive field, its backward passes' window), measured once."""
+        return self.layer_dir(layer) / "crops_plan.json"
+
     def sprites_record_path(self, layer: str) -> Path:
         """The layer's "made from" record of its sprites, by kind."""
         return self.layer_dir(layer) / "sprites.json"
@@ -374,6 +380,14 @@ class Store:
     def read_crops_record(self, layer: str, channel: int) -> dict | None:
         """What a unit's crops were made from (``topk``, ``basis``, ``network``, ``kinds``), or None."""
         return self._read_json(self.crops_record_path(layer, channel))
+
+    def read_crops_plan(self, layer: str) -> dict | None:
+        """The layer's saved crops plan (see :meth:`crops_plan_path`), or None."""
+        return self._read_json(self.crops_plan_path(layer))
+
+    def write_crops_plan(self, layer: str, plan: dict) -> None:
+        """Save the layer's crops plan (measured again at will: not flushed to the disk)."""
+        atomic_write_bytes(self.crops_plan_path(layer), json.dumps(plan, indent=1).encode("utf-8"), durable=False)
 
     def write_crops(self, layer: str, channel: int, pictures: dict[tuple[str, int | None], bytes],
                     record: dict) -> None:
