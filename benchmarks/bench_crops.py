@@ -9,7 +9,9 @@ A small store is scanned first (the sample photos, flipped and shifted to make `
 and backward pass from one-hot start signals -- no hooks, no pictures, no files (target: crops >= 0.8x the
 baseline's units/s). The sides alternate which goes first, round by round; the ratio is the median of the rounds'
 ratios (each printed), and the ratio of median process CPU times is shown beside it (less swayed by other jobs on
-the machine). ``--old`` also times the old way (one unit's k top images per pass, whole images).
+the machine). ``--old`` also times the old way (one unit's k top images per pass, whole images). ``--eta UNITS``
+instead runs crops once over UNITS channels of every layer and prints, at 5-75% of the run, the total its ETA
+predicted against the real total.
 """
 
 from __future__ import annotations
@@ -91,6 +93,35 @@ def bare(model, store: Store, layer: str, channels: range, batch_rows: int) -> f
     return time.perf_counter() - began
 
 
+def eta_check(model, store: Store, layers: list[str], units: int) -> None:
+    """How honest the ETA is: one make_crops run over ``units`` channels of every layer, its progress recorded; at
+    each update, the total it predicts (elapsed + ETA) against the run's real total."""
+    records = []
+
+    class Recording(crops.Progress):
+        def update(self, count, cost=None):
+            super().update(count, cost)
+            elapsed = time.perf_counter() - self._start
+            records.append((elapsed, elapsed + self.eta()))
+
+    original = crops.Progress
+    crops.Progress = Recording
+    try:
+        began = time.perf_counter()
+        crops.make_crops(model, store.root, layers=layers, kinds=("image", "guided"), channels=range(0, units),
+                         force=True, progress=False)
+        total = time.perf_counter() - began
+    finally:
+        crops.Progress = original
+    bar_total = records[-1][0]
+    print(f"ETA check: {units} units of each of {len(layers)} layers, {total:.0f} s in all ({bar_total:.0f} s after the "
+          "plans); predicted total / real total, at each share of the run:")
+    for share in (0.05, 0.1, 0.25, 0.5, 0.75):
+        elapsed, predicted = next(((e, p) for e, p in records if e >= share * bar_total), records[-1])
+        print(f"  at {elapsed:6.1f} s ({100 * elapsed / bar_total:3.0f}%): predicts {predicted:6.1f} s, "
+              f"{predicted / bar_total:.2f}x the real {bar_total:.1f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=16)
@@ -100,6 +131,8 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=crops.BATCH_ROWS)
     parser.add_argument("--layers", nargs="+", default=LAYERS)
     parser.add_argument("--old", action="store_true", help="also time the old way (one unit per pass, whole images)")
+    parser.add_argument("--eta", type=int, default=0, metavar="UNITS",
+                        help="only check the ETA: one run over UNITS channels of every layer")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = deepvis.load_model()
@@ -108,6 +141,9 @@ def main() -> None:
         folder.mkdir()
         photos(folder, args.images)
         store = find_max(model, folder, Path(tmp) / "store", layers=args.layers, k=args.k, progress=False)
+        if args.eta:
+            eta_check(model, store, args.layers, args.eta)
+            return
         print(f"{'layer':24s} {'window':>9s} {'crops u/s':>10s} {'bare u/s':>9s} {'ratio':>6s} {'cpu ratio':>9s} "
               f"{'per-round ratios':>24s}" + (f" {'old way u/s':>12s}" if args.old else ""))
         for layer in args.layers:

@@ -213,7 +213,7 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
             else:
                 current_count += 1
     total = sum(len(wanted[n]) for n in layers)
-    plans = {name: _plan(model, inputs, store, manifest, name, backward) for name in layers if todo[name]}
+    plans = {name: _plan(model, inputs, store, manifest, name, backward, network) for name in layers if todo[name]}
     k = max(int(manifest.k), 1)
     costs = {name: plan.cost(k, len(backward)) for name, plan in plans.items()}
     bar = Progress(total, "crops", unit="units", enabled=progress, initial=current_count,
@@ -351,11 +351,12 @@ def _plan_key(store: Store, manifest, layer: str, network: str, backward: list[s
     return hashlib.sha256(json.dumps(basis).encode("utf-8")).hexdigest()[:16]
 
 
-def _plan(model: Model, inputs: _Inputs, store: Store, manifest, layer: str, backward: list[str]) -> _Plan:
+def _plan(model: Model, inputs: _Inputs, store: Store, manifest, layer: str, backward: list[str],
+          network: str | None = None) -> _Plan:
     """The layer's fields, and whether crop-sized windows give the same backward pictures as whole images: measured
     once per layer (a few whole-image passes where the effective field is needed), then kept in the store."""
     field = field_from_json(manifest.layers[layer].receptive_field)
-    key = _plan_key(store, manifest, layer, weights_hash(model), backward)
+    key = _plan_key(store, manifest, layer, network or weights_hash(model), backward)
     saved = store.read_crops_plan(layer)
     if saved is not None and saved.get("key") == key:
         window = saved.get("window")
