@@ -617,3 +617,11 @@ def test_majority_failure_is_reported_with_the_fix(tiny, tmp_path, capsys):
     optimize_to_store(tiny, tmp_path / "s", ["fc"], make_params("paper", max_iter=2, lr_params={"lr": 1e-9}),
                       progress=False)
     assert "warning:" in capsys.readouterr().err
+
+
+def test_python_optimize_shows_progress_like_the_command_line(tiny, capsys):
+    """``deepvis.optimize`` reports its progress by default, as the CLI does (plain lines when stderr is no terminal)."""
+    optimize(tiny, ["fc:1", "fc:2"], max_iter=3)
+    assert "optimize: 6/6 unit-steps" in capsys.readouterr().err
+    optimize(tiny, ["fc:1"], max_iter=3, progress=False)
+    assert "optimize:" not in capsys.readouterr().err
