@@ -178,7 +178,8 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
     inputs instead of whole images (checked, per layer, to give the same pictures as whole images)."""
     store = Store(store)
     manifest = store.read_manifest()
-    check_model(store, model, force=force, manifest=manifest)
+    network = weights_hash(model)  # hashed once: the check, the plans and every unit's record use it
+    check_model(store, model, force=force, manifest=manifest, network=network)
     kinds = tuple(kinds) if kinds is not None else default_kinds(model)
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
@@ -194,7 +195,6 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
     files = [root / p for p in store.read_image_list()]
     inputs = _Inputs(model, files)
     wanted = {name: clamp_channels(channels, manifest.layers[name].channels, name, "crops") for name in layers}
-    network = weights_hash(model)
     backward = [k for k in kinds if k != "image"]
     # which units need (re)making, first: the progress bar's ETA counts only real work, weighted per layer
     todo: dict[str, list[tuple[int, dict]]] = {}

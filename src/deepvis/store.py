@@ -592,12 +592,13 @@ class Store:
 
 
 # ---------------------------------------------------------------------------------------------------- its model
-def model_differences(manifest: Manifest, model) -> list[str]:
-    """How ``model`` differs from the model a store was made by: its network (weights hash) and preprocessing."""
+def model_differences(manifest: Manifest, model, network: str | None = None) -> list[str]:
+    """How ``model`` differs from the model a store was made by: its network (weights hash; ``network`` when the
+    caller has it already) and preprocessing."""
     from .models.model import weights_hash
 
     differences = []
-    network = weights_hash(model)
+    network = network or weights_hash(model)
     if network != manifest.weights_sha256:
         random = " (random weights: no --weights given)" if getattr(model, "random_weights", False) else ""
         differences.append(f"weights (network hash {network}{random}, the store's {manifest.weights_sha256})")
@@ -615,14 +616,15 @@ def _made_by(manifest: Manifest) -> str:
     return f"{made} (network hash {manifest.weights_sha256})"
 
 
-def check_model(store: "Store | str | Path", model, force: bool = False, manifest: Manifest | None = None) -> None:
+def check_model(store: "Store | str | Path", model, force: bool = False, manifest: Manifest | None = None,
+                network: str | None = None) -> None:
     """Refuse (a :class:`DeepvisError` naming what differs) a model other than the one the store was made by, unless
-    ``force`` (then a warning)."""
+    ``force`` (then a warning). ``network``: the model's weights hash, when the caller has it already."""
     import warnings
 
     store = store if isinstance(store, Store) else Store(store)
     manifest = manifest or store.read_manifest()
-    differences = model_differences(manifest, model)
+    differences = model_differences(manifest, model, network)
     if not differences:
         return
     message = (f"the store '{store.root}' was made by {_made_by(manifest)}; the model given differs in "
