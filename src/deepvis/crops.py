@@ -221,6 +221,11 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
     per_group = max(1, batch_rows // k)
     groups = {name: [todo[name][s:s + per_group] for s in range(0, len(todo[name]), per_group)] for name in plans}
     tops = {name: store.read_topk(name) for name in plans}
+    needed = dict.fromkeys(int(i) for name in plans for channel, _ in todo[name]
+                           for i in tops[name]["images"][channel] if i >= 0)
+    if len(needed) <= inputs.size:  # decoded before the bar starts: a one-off the first batches would otherwise carry
+        for index in needed:
+            inputs.get(index)
     # files are written (each atomically) by writer threads while the next passes run; the layers' groups are
     # interleaved in proportion to their work, so the rate is steady from the first minute and the ETA honest
     with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="deepvis-crops-writer") as writer:

@@ -407,7 +407,9 @@ class Store:
             if stale not in paths and stale.stem.split("_")[0] not in keep:
                 stale.unlink(missing_ok=True)
         record = {**record, "kinds": sorted(set(kinds) | keep)}
-        atomic_write_bytes(self.crops_record_path(layer, channel), json.dumps(record, indent=1).encode("utf-8"))
+        # not flushed either: a record lost with its pictures in a power cut only means the unit is made again
+        atomic_write_bytes(self.crops_record_path(layer, channel), json.dumps(record, indent=1).encode("utf-8"),
+                           durable=False)
 
     def remove_crops(self, layer: str, channel: int) -> bool:
         """Remove a unit's crops, backward images, montages and record; True if there was anything."""
