@@ -1,13 +1,17 @@
 """crops throughput: ``make_crops()`` (batched backward passes over several units' top images, on crop-sized
 windows where the field is small) against the bare backward passes it needs, in one warm process.
 
-    python benchmarks/bench_crops.py [--images 16] [--units 96] [--k 4] [--rounds 3]
+    python benchmarks/bench_crops.py [--images 16] [--units 96] [--k 4] [--rounds 4] [--layers ...] [--old]
 
 A small store is scanned first (the sample photos, flipped and shifted to make ``--images``). Then, per layer:
 ``make_crops(kinds=image guided, force=True)`` for ``--units`` channels, against the bare baseline: the same rows
 (each top image's window or whole image, as the crops plan chose) in the same batches, one plain-autograd forward
 and backward pass from one-hot start signals -- no hooks, no pictures, no files (target: crops >= 0.8x the
-baseline's units/s). Also shown: the old way (one unit's k top images per pass, whole images).
+baseline's units/s). The sides alternate which goes first, round by round; the ratio is the median of the rounds'
+ratios (each printed), and the ratio of median process CPU times is shown beside it (less swayed by other jobs on
+the machine). ``--old`` also times the old way (one unit's k top images per pass, whole images). ``--eta UNITS``
+instead runs crops once over UNITS channels of every layer and prints, at 5-75% of the run, the total its ETA
+predicted against the real total.
 """
 
 from __future__ import annotations
@@ -89,13 +93,46 @@ def bare(model, store: Store, layer: str, channels: range, batch_rows: int) -> f
     return time.perf_counter() - began
 
 
+def eta_check(model, store: Store, layers: list[str], units: int) -> None:
+    """How honest the ETA is: one make_crops run over ``units`` channels of every layer, its progress recorded; at
+    each update, the total it predicts (elapsed + ETA) against the run's real total."""
+    records = []
+
+    class Recording(crops.Progress):
+        def update(self, count, cost=None):
+            super().update(count, cost)
+            elapsed = time.perf_counter() - self._start
+            records.append((elapsed, elapsed + self.eta()))
+
+    original = crops.Progress
+    crops.Progress = Recording
+    try:
+        began = time.perf_counter()
+        crops.make_crops(model, store.root, layers=layers, kinds=("image", "guided"), channels=range(0, units),
+                         force=True, progress=False)
+        total = time.perf_counter() - began
+    finally:
+        crops.Progress = original
+    bar_total = records[-1][0]
+    print(f"ETA check: {units} units of each of {len(layers)} layers, {total:.0f} s in all ({bar_total:.0f} s after the "
+          "plans); predicted total / real total, at each share of the run:")
+    for share in (0.05, 0.1, 0.25, 0.5, 0.75):
+        elapsed, predicted = next(((e, p) for e, p in records if e >= share * bar_total), records[-1])
+        print(f"  at {elapsed:6.1f} s ({100 * elapsed / bar_total:3.0f}%): predicts {predicted:6.1f} s, "
+              f"{predicted / bar_total:.2f}x the real {bar_total:.1f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--units", type=int, default=96)
     parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--batch-rows", type=int, default=crops.BATCH_ROWS)
+    parser.add_argument("--layers", nargs="+", default=LAYERS)
+    parser.add_argument("--old", action="store_true", help="also time the old way (one unit per pass, whole images)")
+    parser.add_argument("--eta", type=int, default=0, metavar="UNITS",
+                        help="only check the ETA: one run over UNITS channels of every layer")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = deepvis.load_model()
@@ -103,35 +140,50 @@ def main() -> None:
         folder = Path(tmp) / "images"
         folder.mkdir()
         photos(folder, args.images)
-        store = find_max(model, folder, Path(tmp) / "store", layers=LAYERS, k=args.k, progress=False)
-        print(f"{'layer':24s} {'window':>9s} {'crops u/s':>10s} {'bare u/s':>9s} {'ratio':>6s} {'old way u/s':>12s}")
-        for layer in LAYERS:
+        store = find_max(model, folder, Path(tmp) / "store", layers=args.layers, k=args.k, progress=False)
+        if args.eta:
+            eta_check(model, store, args.layers, args.eta)
+            return
+        print(f"{'layer':24s} {'window':>9s} {'crops u/s':>10s} {'bare u/s':>9s} {'ratio':>6s} {'cpu ratio':>9s} "
+              f"{'per-round ratios':>24s}" + (f" {'old way u/s':>12s}" if args.old else ""))
+        for layer in args.layers:
             channels = range(0, args.units)
-            made, base, old = [], [], []
-            for _ in range(args.rounds):
-                began = time.perf_counter()
+
+            def made() -> None:
                 crops.make_crops(model, store.root, layers=[layer], kinds=("image", "guided"), channels=channels,
                                  force=True, progress=False, batch_rows=args.batch_rows)
-                made.append(time.perf_counter() - began)
-                base.append(bare(model, store, layer, channels, args.batch_rows))
-            window_at_most = crops.WINDOW_AT_MOST
-            crops.WINDOW_AT_MOST = 0.0  # the old way: whole images, one unit per pass
-            try:
-                began = time.perf_counter()
-                crops.make_crops(model, store.root, layers=[layer], kinds=("image", "guided"),
-                                 channels=range(0, max(4, args.units // 4)), force=True, progress=False,
-                                 batch_rows=args.k)
-                old.append(time.perf_counter() - began)
-            finally:
-                crops.WINDOW_AT_MOST = window_at_most
+
+            sides = {"crops": made, "bare": lambda: bare(model, store, layer, channels, args.batch_rows)}
+            wall = {side: [] for side in sides}
+            cpu = {side: [] for side in sides}
+            for round_ in range(args.rounds):  # alternate which side goes first: the machine is noisy
+                for side in (("crops", "bare") if round_ % 2 == 0 else ("bare", "crops")):
+                    began, began_cpu = time.perf_counter(), time.process_time()
+                    sides[side]()
+                    wall[side].append(time.perf_counter() - began)
+                    cpu[side].append(time.process_time() - began_cpu)
+            ratios = [b / c for b, c in zip(wall["bare"], wall["crops"])]
             plan = crops._plan(model, crops._Inputs(model, [Path(store.read_manifest().image_root) / p
                                                             for p in store.read_image_list()]),
                                store, store.read_manifest(), layer, ["guided"])
-            crops_rate = args.units / statistics.median(made)
-            bare_rate = args.units / statistics.median(base)
+            crops_rate = args.units / statistics.median(wall["crops"])
+            bare_rate = args.units / statistics.median(wall["bare"])
             window = "x".join(map(str, plan.window)) if plan.window else "whole"
-            print(f"{layer:24s} {window:>9s} {crops_rate:10.1f} {bare_rate:9.1f} {crops_rate / bare_rate:6.2f} "
-                  f"{max(4, args.units // 4) / old[0]:12.1f}", flush=True)
+            line = (f"{layer:24s} {window:>9s} {crops_rate:10.1f} {bare_rate:9.1f} {statistics.median(ratios):6.2f} "
+                    f"{statistics.median(cpu['bare']) / statistics.median(cpu['crops']):9.2f} "
+                    f"{' '.join(f'{r:.2f}' for r in ratios):>24s}")
+            if args.old:
+                window_at_most = crops.WINDOW_AT_MOST
+                crops.WINDOW_AT_MOST = 0.0  # the old way: whole images, one unit per pass
+                try:
+                    began = time.perf_counter()
+                    crops.make_crops(model, store.root, layers=[layer], kinds=("image", "guided"),
+                                     channels=range(0, max(4, args.units // 4)), force=True, progress=False,
+                                     batch_rows=args.k)
+                    line += f" {max(4, args.units // 4) / (time.perf_counter() - began):12.1f}"
+                finally:
+                    crops.WINDOW_AT_MOST = window_at_most
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 import deepvis
+import deepvis.crops as crops_module
 from deepvis.crops import crop_box, make_crops, unit_box
 from deepvis.findmax import find_max
 from deepvis.receptive_field import ReceptiveField, field_from_json
@@ -153,6 +154,41 @@ def test_batched_windowed_crops_equal_whole_image_backward_passes(tmp_path):
             assert np.abs(saved - expected).mean() < 0.03  # JPEG
     stem = np.asarray(Image.open(store.unit_dir("stem.act", 0) / "image_00.jpg"))
     assert stem.shape == (32, 32, 3)  # a 3-px field in context
+    # the plan is measured once and kept in the store: a second run measures nothing, and gets the same plan
+    saved = Store(store.root).read_crops_plan("blocks.3")
+    assert saved["window"] == [48, 48] and saved["flops_per_row"] == plan.flops_per_row > 0
+    measure = crops_module._measure_plan
+    crops_module._measure_plan = lambda *args, **kwargs: pytest.fail("the saved plan was measured again")
+    try:
+        again = _plan(model, _Inputs(model, files), Store(store.root), manifest, "blocks.3", ["guided"])
+    finally:
+        crops_module._measure_plan = measure
+    assert (again.window, again.flops_per_row, again.field) == (plan.window, plan.flops_per_row, plan.field)
+    # the cost estimate counts work: a 48 x 48 window of blocks.3 is cheaper than a whole image up to blocks.3
+    whole = crops_module._forward_flops(model, _Inputs(model, files).get(0)[0][None], "blocks.3")
+    assert 0 < plan.flops_per_row < whole / 3
+
+
+def test_layers_are_interleaved_in_proportion_to_their_work():
+    """A run over several layers takes their groups in an order where every layer has done about the same share of
+    its own work at any time (within one group): the rate of any stretch is the rate of the whole run, so the ETA
+    of the first minute already holds."""
+    from deepvis.crops import interleave
+
+    work = {"stem": [1.0] * 30 + [0.5], "blocks.6": [8.0] * 6, "head": [40.0, 40.0, 12.0]}
+    order = interleave(work)
+    assert sorted(order) == sorted((name, i) for name, costs in work.items() for i in range(len(costs)))
+    for name in work:
+        assert [i for n, i in order if n == name] == list(range(len(work[name])))  # each layer in its own order
+    totals = {name: sum(costs) for name, costs in work.items()}
+    one_group = max(max(costs) / totals[name] for name, costs in work.items())
+    done = dict.fromkeys(work, 0.0)
+    for name, i in order:
+        done[name] += work[name][i]
+        shares = [done[n] / totals[n] for n in work]
+        assert max(shares) - min(shares) <= one_group + 1e-9
+    assert order[0][0] != order[1][0] or order[1][0] != order[2][0]  # not one layer after another
+    assert {n for n, _ in order[:3]} == set(work)  # the first groups already mix every layer
 
 
 def test_progress_eta_follows_the_work_not_the_items(monkeypatch):

@@ -543,7 +543,9 @@ def lenet():
 @pytest.mark.slow
 def test_paper3_works_on_a_0_1_lenet(lenet):
     """The default preset on a [0, 1] LeNet: its steps are as long as on a 0-255 Caffe model (before: 48 of 50
-    conv2 units ended far below any real image, median 0.08 against 4.2)."""
+    conv2 units ended far below any real image, median 0.08 against 4.2), its blur is scaled to the 28-px input, and
+    a conv unit wins when it is the strongest channel at its position (before: 12 of 50 conv2 units in majority
+    success, with a 1-px blur and the whole layer's arg-max; the best real image of 8 of 50 wins at its position)."""
     model, real = lenet
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OptimizeWarning)
@@ -552,7 +554,33 @@ def test_paper3_works_on_a_0_1_lenet(lenet):
     best = torch.tensor([r.record["best_obj"] for r in conv2])
     assert best.median() > real.median()  # beyond the best real image
     assert (best > real).float().mean() > 0.8
+    assert sum(r.record["meta_result"] == "majority success" for r in conv2) >= 30
+    assert all(r.record["idxmax"][-1][1:] == [4, 4] for r in conv2)  # compared at the unit's own position
     assert sum(r.record["meta_result"] == "majority success" for r in ip2) >= 9
+
+
+def test_a_conv_unit_wins_as_the_strongest_channel_at_its_position():
+    from deepvis.optimize.objectives import Target, is_target_max, target_argmax
+
+    acts = torch.zeros(2, 3, 5, 5)
+    acts[:, 1, 2, 2] = 4.0  # the unit conv:1 at the centre
+    acts[0, 0, 0, 0] = 9.0  # another channel is higher elsewhere: the unit still wins at its place
+    acts[1, 2, 2, 2] = 5.0  # another channel is higher at the centre: it loses
+    unit = Target("conv", 1, (2, 2))
+    found = target_argmax(acts, [unit, unit])
+    assert found == [(1, 2, 2), (2, 2, 2)]
+    assert [is_target_max(unit, f) for f in found] == [True, False]
+    channel = Target("conv", 0, None, kind="channel")  # other objectives: the whole layer's arg-max, no verdict
+    assert target_argmax(acts[:1], [channel]) == [(0, 0, 0)] and is_target_max(channel, (0, 0, 0)) is None
+
+
+def test_paper_blur_is_scaled_to_the_input():
+    from deepvis.optimize.paper import blur_sigma
+
+    params = PRESETS["paper3"]
+    assert blur_sigma(params, 224, 224) == params.blur_radius  # the bundled model: as the preset says
+    assert blur_sigma(params, 28, 28) == pytest.approx(params.blur_radius / 8)
+    assert blur_sigma(params, 227, 300) == pytest.approx(params.blur_radius * 227 / 224)
 
 
 @pytest.mark.slow
@@ -571,3 +599,11 @@ def test_majority_failure_is_reported_with_the_fix(tiny, tmp_path, capsys):
     optimize_to_store(tiny, tmp_path / "s", ["fc"], make_params("paper", max_iter=2, lr_params={"lr": 1e-9}),
                       progress=False)
     assert "warning:" in capsys.readouterr().err
+
+
+def test_python_optimize_shows_progress_like_the_command_line(tiny, capsys):
+    """``deepvis.optimize`` reports its progress by default, as the CLI does (plain lines when stderr is no terminal)."""
+    optimize(tiny, ["fc:1", "fc:2"], max_iter=3)
+    assert "optimize: 6/6 unit-steps" in capsys.readouterr().err
+    optimize(tiny, ["fc:1"], max_iter=3, progress=False)
+    assert "optimize:" not in capsys.readouterr().err

@@ -16,7 +16,6 @@ import hashlib
 import io
 import json
 import sys
-import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -51,6 +50,12 @@ WINDOW_AT_MOST = 0.5
 WINDOW_CHECKS = 1
 #: Rough seconds to encode and write one picture (the progress bar's estimate of work per unit).
 SECONDS_PER_PICTURE = 0.002
+#: Nominal floating-point operations per second of one backward row (forward + backward ~ 3x the forward's counted
+#: operations), turning a layer's counted work into the progress bar's seconds: only the ratios between layers and
+#: to the pictures matter, and counted operations, unlike one timed row, are the same on a busy machine.
+FLOPS_PER_SECOND = 2e10
+#: What a layer's crops plan (the cached receptive-field measurement and window check) depends on besides the store.
+PLAN_VERSION = 1
 #: The receptive-field box drawn on crops shown with context (yellow).
 OUTLINE_COLOUR = (1.0, 0.85, 0.0)
 _MAX_POOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
@@ -173,7 +178,8 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
     inputs instead of whole images (checked, per layer, to give the same pictures as whole images)."""
     store = Store(store)
     manifest = store.read_manifest()
-    check_model(store, model, force=force, manifest=manifest)
+    network = weights_hash(model)  # hashed once: the check, the plans and every unit's record use it
+    check_model(store, model, force=force, manifest=manifest, network=network)
     kinds = tuple(kinds) if kinds is not None else default_kinds(model)
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
@@ -189,7 +195,6 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
     files = [root / p for p in store.read_image_list()]
     inputs = _Inputs(model, files)
     wanted = {name: clamp_channels(channels, manifest.layers[name].channels, name, "crops") for name in layers}
-    network = weights_hash(model)
     backward = [k for k in kinds if k != "image"]
     # which units need (re)making, first: the progress bar's ETA counts only real work, weighted per layer
     todo: dict[str, list[tuple[int, dict]]] = {}
@@ -208,27 +213,37 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
             else:
                 current_count += 1
     total = sum(len(wanted[n]) for n in layers)
-    plans = {name: _plan(model, inputs, store, manifest, name, backward) for name in layers if todo[name]}
+    plans = {name: _plan(model, inputs, store, manifest, name, backward, network) for name in layers if todo[name]}
     k = max(int(manifest.k), 1)
     costs = {name: plan.cost(k, len(backward)) for name, plan in plans.items()}
     bar = Progress(total, "crops", unit="units", enabled=progress, initial=current_count,
                    total_cost=sum(costs[n] * len(todo[n]) for n in plans))
     per_group = max(1, batch_rows // k)
-    # files are written (each atomically, flushed to disk) by a writer thread while the next passes run
+    groups = {name: [todo[name][s:s + per_group] for s in range(0, len(todo[name]), per_group)] for name in plans}
+    tops = {name: store.read_topk(name) for name in plans}
+    needed = dict.fromkeys(int(i) for name in plans for channel, _ in todo[name]
+                           for i in tops[name]["images"][channel] if i >= 0)
+    if len(needed) <= inputs.size:  # decoded before the bar starts: a one-off the first batches would otherwise carry
+        for index in needed:
+            inputs.get(index)
+    # files are written (each atomically) by writer threads while the next passes run; the layers' groups are
+    # interleaved in proportion to their work, so the rate is steady from the first minute and the ETA honest
     with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="deepvis-crops-writer") as writer:
-        pending: list[Future] = []
-        for name in layers:
-            top = store.read_topk(name)
-            for start in range(0, len(todo[name]), per_group):
-                group = todo[name][start:start + per_group]
-                for unit_files in _group_crops(model, inputs, store, name, group, top, plans[name], kinds):
-                    pending.append(writer.submit(store.write_crops, name, *unit_files))
-                while len(pending) > 4 * per_group:  # bounded: a slow disk holds the passes back
-                    pending.pop(0).result()
-                bar.update(len(group), cost=costs[name] * len(group))
-            for done in pending:
-                done.result()
-            pending.clear()
+        pending: list[tuple[str, Future]] = []
+        for name, index in interleave({name: [costs[name] * len(g) for g in gs] for name, gs in groups.items()}):
+            group = groups[name][index]
+            for unit_files in _group_crops(model, inputs, store, name, group, tops[name], plans[name], kinds):
+                pending.append((name, writer.submit(store.write_crops, name, *unit_files)))
+            while len(pending) > 4 * per_group:  # bounded: a slow disk holds the passes back
+                pending.pop(0)[1].result()
+            bar.update(len(group), cost=costs[name] * len(group))
+            if index == len(groups[name]) - 1:  # the layer's last group: its files, then its sprites
+                for _name, done in [p for p in pending if p[0] == name]:
+                    done.result()
+                pending = [p for p in pending if p[0] != name]
+                _write_sprites(store, manifest, name, kinds, network)
+    for name in layers:  # every asked layer's sprites are rewritten, as before, also where no unit needed work
+        if name not in groups:
             _write_sprites(store, manifest, name, kinds, network)
     bar.close()
     if progress and current_count:
@@ -270,19 +285,40 @@ def _current(record: dict | None, topk: str, made_from: dict) -> bool:
     return record is not None and record.get("topk") == topk and all(record.get(k) == v for k, v in made_from.items())
 
 
+def interleave(work: dict[str, list[float]]) -> list[tuple[str, int]]:
+    """The order to run several layers' groups in: ``(layer, group index)``, each next group from the layer that has
+    done the smallest share of its own work (``work``: each group's estimated cost, in order). Every layer starts
+    in the first round, and every stretch of the run holds the same mix of layers: its rate is the whole run's."""
+    totals = {name: sum(costs) or 1.0 for name, costs in work.items()}
+    done = {name: 0.0 for name in work}
+    nexts = {name: 0 for name in work}
+    order = []
+    while True:
+        open_ = [name for name in work if nexts[name] < len(work[name])]
+        if not open_:
+            return order
+        name = min(open_, key=lambda n: done[n] / totals[n])  # ties: the order given, so every layer starts early
+        order.append((name, nexts[name]))
+        done[name] += work[name][nexts[name]]
+        nexts[name] += 1
+
+
 @dataclass
 class _Plan:
     """How one layer's crops are made: its fields, and ``window``: the (height, width) of the crop-sized input
-    windows its backward passes run on (None: whole images); ``seconds_per_row``: one backward row, measured."""
+    windows its backward passes run on (None: whole images); ``flops_per_row``: the floating-point operations
+    of the forward pass of one row up to the layer, counted (the basis of the progress bar's cost per unit)."""
 
     field: ReceptiveField | None
     effective: ReceptiveField | None
     window: tuple[int, int] | None = None
-    seconds_per_row: float = 0.0
+    flops_per_row: float = 0.0
 
     def cost(self, k: int, backward_kinds: int) -> float:
-        """Estimated seconds per unit: its k rows' backward passes, plus encoding and writing its pictures."""
-        return k * (backward_kinds * self.seconds_per_row + (backward_kinds + 1) * SECONDS_PER_PICTURE)
+        """Estimated seconds per unit: its k rows' backward passes (forward + backward: about three forwards), plus
+        encoding and writing its pictures."""
+        seconds_per_row = 3.0 * self.flops_per_row / FLOPS_PER_SECOND
+        return k * (backward_kinds * seconds_per_row + (backward_kinds + 1) * SECONDS_PER_PICTURE)
 
     def origin(self, box: tuple[int, int, int, int], input_size: tuple[int, int]) -> tuple[int, int]:
         """Top-left of the window holding ``box``: on the field's stride grid, inside the input."""
@@ -291,10 +327,53 @@ class _Plan:
         left = min(max((box[1] // sx) * sx, 0), input_size[1] - ww)
         return top, left
 
+    def to_json(self) -> dict:
+        return {"effective": self.effective.to_json() if self.effective is not None else None,
+                "window": list(self.window) if self.window is not None else None, "flops_per_row": self.flops_per_row}
 
-def _plan(model: Model, inputs: _Inputs, store: Store, manifest, layer: str, backward: list[str]) -> _Plan:
-    """The layer's fields, and whether crop-sized windows give the same backward pictures as whole images."""
+
+def _forward_flops(model: Model, x: torch.Tensor, layer: str) -> float:
+    """Floating-point operations of the forward pass of ``x`` up to ``layer`` (convolutions and matrix products,
+    as torch counts them); 0 where they cannot be counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .probe import Probe
+
+    try:
+        with torch.no_grad(), Probe(model, [layer], stop_early=True) as probe, \
+                FlopCounterMode(display=False) as counter:
+            probe.run(x)
+        return float(counter.get_total_flops())
+    except Exception:  # noqa: BLE001 - an operation the counter does not know: the pictures' cost alone
+        return 0.0
+
+
+def _plan_key(store: Store, manifest, layer: str, network: str, backward: list[str]) -> str:
+    """What a layer's plan depends on: the network, the layer's crops basis, the image list (the effective field is
+    measured on it), the window settings and whether there are backward kinds."""
+    basis = [PLAN_VERSION, store.crops_basis(manifest, layer), network, store.read_image_list(), WINDOW_AT_MOST,
+             WINDOW_CHECKS, bool(backward)]
+    return hashlib.sha256(json.dumps(basis).encode("utf-8")).hexdigest()[:16]
+
+
+def _plan(model: Model, inputs: _Inputs, store: Store, manifest, layer: str, backward: list[str],
+          network: str | None = None) -> _Plan:
+    """The layer's fields, and whether crop-sized windows give the same backward pictures as whole images: measured
+    once per layer (a few whole-image passes where the effective field is needed), then kept in the store."""
     field = field_from_json(manifest.layers[layer].receptive_field)
+    key = _plan_key(store, manifest, layer, network or weights_hash(model), backward)
+    saved = store.read_crops_plan(layer)
+    if saved is not None and saved.get("key") == key:
+        window = saved.get("window")
+        return _Plan(field, field_from_json(saved.get("effective")), tuple(window) if window else None,
+                     float(saved.get("flops_per_row", 0.0)))
+    plan = _measure_plan(model, inputs, store, manifest, layer, backward, field)
+    store.write_crops_plan(layer, {"key": key, **plan.to_json()})
+    return plan
+
+
+def _measure_plan(model: Model, inputs: _Inputs, store: Store, manifest, layer: str, backward: list[str],
+                  field: ReceptiveField | None) -> _Plan:
     effective = _effective_field(model, inputs, layer, field, manifest.layers[layer].shape)
     plan = _Plan(field, effective)
     size = tuple(model.preprocessing.input_size)
@@ -306,20 +385,17 @@ def _plan(model: Model, inputs: _Inputs, store: Store, manifest, layer: str, bac
     units = [Unit(layer, int(c), (int(top["y"][c, r]), int(top["x"][c, r])) if top["y"][c, r] >= 0 else None)
              for c, r in items]
     loaded = [inputs.get(int(top["images"][c, r]))[0] for c, r in items]
-    began = time.perf_counter()
-    full = backprop_batch(model, torch.stack(loaded).to(model.device), units, "gradient", signal="argmax").input_grad
-    plan.seconds_per_row = (time.perf_counter() - began) / len(items)
+    plan.flops_per_row = _forward_flops(model, loaded[0][None].to(model.device), layer)  # whole images
     if window is None:
         return plan
+    full = backprop_batch(model, torch.stack(loaded).to(model.device), units, "gradient", signal="argmax").input_grad
     plan.window = window
     boxes = [unit_box(field, u.position[0], u.position[1], size) for u in units]
     origins = [plan.origin(box, size) for box in boxes]
     try:
-        began = time.perf_counter()
-        local = backprop_batch(model, _windows(loaded, origins, window).to(model.device),
-                               [_local(u, o, field) for u, o in zip(units, origins)], "gradient",
+        windows = _windows(loaded, origins, window).to(model.device)
+        local = backprop_batch(model, windows, [_local(u, o, field) for u, o in zip(units, origins)], "gradient",
                                signal="argmax").input_grad
-        seconds = (time.perf_counter() - began) / len(items)
     except Exception:  # noqa: BLE001 - a network that only takes its own input size: whole images
         plan.window = None
         return plan
@@ -329,7 +405,7 @@ def _plan(model: Model, inputs: _Inputs, store: Store, manifest, layer: str, bac
         if not np.abs(a - b).max() <= 1e-4 * (np.abs(a).max() + 1e-12):
             plan.window = None  # padding or a global operation makes windows differ: whole images
             return plan
-    plan.seconds_per_row = seconds
+    plan.flops_per_row = _forward_flops(model, windows[:1], layer)  # windows
     return plan
 
 

@@ -17,6 +17,8 @@ STORE/<layer>/evaluation.json                deepvis evaluate: quality metrics p
 STORE/spectrum.npz                           MACO's fixed magnitude spectrum, estimated from the store's images
 STORE/<layer>/sprite_<kind>.jpg              every channel of one kind in a square grid (pattern mode)
 STORE/<layer>/sprites.json                   what each sprite was made from
+STORE/<layer>/crops_plan.json                how the layer's crops are made (effective receptive field, backward
+                                             window), measured once and kept while its network and images are
 STORE/site/                                  the static site deepvis export writes by default (deepvis.export)
 ```
 The manifest's ``recipe`` reloads the store's model (:func:`model_from_manifest`); :func:`check_model` refuses
@@ -265,6 +267,10 @@ class Store:
         """A unit's "made from" record of its crops, backward images and montages (written last)."""
         return self.unit_dir(layer, channel) / "crops.json"
 
+    def crops_plan_path(self, layer: str) -> Path:
+        """How the layer's crops are made (its effective receptive field, its backward passes' window), measured once."""
+        return self.layer_dir(layer) / "crops_plan.json"
+
     def sprites_record_path(self, layer: str) -> Path:
         """The layer's "made from" record of its sprites, by kind."""
         return self.layer_dir(layer) / "sprites.json"
@@ -375,6 +381,14 @@ class Store:
         """What a unit's crops were made from (``topk``, ``basis``, ``network``, ``kinds``), or None."""
         return self._read_json(self.crops_record_path(layer, channel))
 
+    def read_crops_plan(self, layer: str) -> dict | None:
+        """The layer's saved crops plan (see :meth:`crops_plan_path`), or None."""
+        return self._read_json(self.crops_plan_path(layer))
+
+    def write_crops_plan(self, layer: str, plan: dict) -> None:
+        """Save the layer's crops plan (measured again at will: not flushed to the disk)."""
+        atomic_write_bytes(self.crops_plan_path(layer), json.dumps(plan, indent=1).encode("utf-8"), durable=False)
+
     def write_crops(self, layer: str, channel: int, pictures: dict[tuple[str, int | None], bytes],
                     record: dict) -> None:
         """Write a unit's pictures (``(kind, rank or None for the montage)`` -> JPEG bytes) and, last, its record.
@@ -393,7 +407,9 @@ class Store:
             if stale not in paths and stale.stem.split("_")[0] not in keep:
                 stale.unlink(missing_ok=True)
         record = {**record, "kinds": sorted(set(kinds) | keep)}
-        atomic_write_bytes(self.crops_record_path(layer, channel), json.dumps(record, indent=1).encode("utf-8"))
+        # not flushed either: a record lost with its pictures in a power cut only means the unit is made again
+        atomic_write_bytes(self.crops_record_path(layer, channel), json.dumps(record, indent=1).encode("utf-8"),
+                           durable=False)
 
     def remove_crops(self, layer: str, channel: int) -> bool:
         """Remove a unit's crops, backward images, montages and record; True if there was anything."""
@@ -578,12 +594,13 @@ class Store:
 
 
 # ---------------------------------------------------------------------------------------------------- its model
-def model_differences(manifest: Manifest, model) -> list[str]:
-    """How ``model`` differs from the model a store was made by: its network (weights hash) and preprocessing."""
+def model_differences(manifest: Manifest, model, network: str | None = None) -> list[str]:
+    """How ``model`` differs from the model a store was made by: its network (weights hash; ``network`` when the
+    caller has it already) and preprocessing."""
     from .models.model import weights_hash
 
     differences = []
-    network = weights_hash(model)
+    network = network or weights_hash(model)
     if network != manifest.weights_sha256:
         random = " (random weights: no --weights given)" if getattr(model, "random_weights", False) else ""
         differences.append(f"weights (network hash {network}{random}, the store's {manifest.weights_sha256})")
@@ -601,14 +618,15 @@ def _made_by(manifest: Manifest) -> str:
     return f"{made} (network hash {manifest.weights_sha256})"
 
 
-def check_model(store: "Store | str | Path", model, force: bool = False, manifest: Manifest | None = None) -> None:
+def check_model(store: "Store | str | Path", model, force: bool = False, manifest: Manifest | None = None,
+                network: str | None = None) -> None:
     """Refuse (a :class:`DeepvisError` naming what differs) a model other than the one the store was made by, unless
-    ``force`` (then a warning)."""
+    ``force`` (then a warning). ``network``: the model's weights hash, when the caller has it already."""
     import warnings
 
     store = store if isinstance(store, Store) else Store(store)
     manifest = manifest or store.read_manifest()
-    differences = model_differences(manifest, model)
+    differences = model_differences(manifest, model, network)
     if not differences:
         return
     message = (f"the store '{store.root}' was made by {_made_by(manifest)}; the model given differs in "

@@ -193,9 +193,29 @@ def layer_argmax(acts: torch.Tensor) -> list[tuple[int, ...]]:
     return [tuple(int(i) for i in torch.unravel_index(index, shape)) for index in flat]
 
 
+def target_argmax(acts: torch.Tensor, targets: Sequence[Target | Combination]) -> list[tuple[int, ...]]:
+    """What the paper's "majority" test compares each image's unit with: for a unit at a position of a conv layer,
+    the strongest channel at that position, ``(channel, y, x)``; otherwise the layer's arg-max (:func:`layer_argmax`).
+
+    A conv unit wins where no other feature is stronger at its own place. Neighbouring positions are left out: they
+    see only part of the unit's receptive field (and pixels it does not see), so on them the same pattern, shifted, can
+    drive a channel of large weights higher, in a layer without rectifiers even on every real image (on a LeNet's
+    linear conv2, the best real image of none of the 50 units makes it the largest value of the whole layer)."""
+    whole = layer_argmax(acts)
+    found = []
+    for n, target in enumerate(targets):
+        position = target.position if getattr(target, "kind", None) == "unit" else None
+        if position is None or acts.dim() != 4:
+            found.append(whole[n])
+            continue
+        channel = int(acts[n, :, position[0], position[1]].detach().argmax())
+        found.append((channel, int(position[0]), int(position[1])))
+    return found
+
+
 def is_target_max(target: Target, argmax: tuple[int, ...]) -> bool | None:
-    """Whether the target unit is its layer's arg-max (arg-min when minimizing; ``argmax`` is taken of the signed
-    layer): the paper's "majority" test. None for other objectives."""
+    """Whether the target unit is the arg-max :func:`target_argmax` found (arg-min when minimizing; taken of the
+    signed layer): the paper's "majority" test. None for other objectives."""
     if target.kind != "unit":
         return None
     return argmax == (target.channel,) + (tuple(target.position) if target.position else ())

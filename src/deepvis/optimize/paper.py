@@ -10,7 +10,7 @@ import torch
 
 from ..models.model import Model
 from . import regularizers as reg
-from .objectives import Target, evaluate, is_target_max, layer_argmax
+from .objectives import Target, evaluate, is_target_max, target_argmax
 from .pixels import PixelSpace, pixel_space
 from .presets import PaperParams
 from .result import OptimizeResult
@@ -43,11 +43,25 @@ def step_direction(grad_input: torch.Tensor, grad_pixels: torch.Tensor) -> torch
     return grad_input.to(grad_pixels.dtype)
 
 
+#: The input size (pixels, the shorter side) the paper's blur radii are given for: the bundled model's and
+#: GoogLeNet's 224 (CaffeNet's 227 gets 1.3% more), as the modern recipe's jitter.
+BLUR_REFERENCE_SIZE = 224
+
+
+def blur_sigma(params: PaperParams, height: int, width: int) -> float:
+    """The Gaussian blur's sigma in this input's pixels: ``blur_radius`` is given for a 224-pixel input
+    (:data:`BLUR_REFERENCE_SIZE`) and scaled with the input, as the paper's blur smooths a pattern at a fixed share
+    of the image. Unscaled, a 1-px blur on a 28-px LeNet smooths as much as an 8-px blur on a 224-px input and
+    erases the 5-px strokes its units look for."""
+    return params.blur_radius * min(height, width) / BLUR_REFERENCE_SIZE
+
+
 def _regularize(x: torch.Tensor, grad: torch.Tensor, params: PaperParams, ii: int) -> torch.Tensor:
-    """Decay, blur, and the four clippings, in the original's order."""
+    """Decay, blur (its sigma scaled to the input, :func:`blur_sigma`), and the four clippings, in the original's
+    order."""
     x = reg.decay(x, params.decay)
     if params.blur_every and params.blur_radius > 0 and ii % params.blur_every == 0:
-        x = reg.gaussian_blur(x, params.blur_radius)
+        x = reg.gaussian_blur(x, blur_sigma(params, x.shape[2], x.shape[3]))
     if params.small_val_percentile > 0:
         x = reg.zero_small_values(x, params.small_val_percentile)
     if params.small_norm_percentile > 0:
@@ -112,7 +126,8 @@ def optimize_paper(model: Model, targets: Sequence[Target], params: PaperParams,
         argmax: list[tuple[int, ...]] = [()] * len(targets)
         for rows, acts in by_layer.values():
             row_signs = signs[rows].view(-1, *([1] * (acts.dim() - 1)))
-            for n, where in zip(rows, layer_argmax(acts.detach() * row_signs)):  # arg-min when minimizing
+            # arg-min when minimizing; a conv unit is compared with the other channels at its position
+            for n, where in zip(rows, target_argmax(acts.detach() * row_signs, [targets[r] for r in rows])):
                 argmax[n] = where
         grad = grad_input * space.scale
         values = objective.detach()

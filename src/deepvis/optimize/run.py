@@ -25,7 +25,7 @@ class OptimizeWarning(UserWarning):
 
 def failure_advice(results: Sequence[OptimizeResult], params: Params, where: str = "") -> str | None:
     """A message with the fix to try when most unit targets ended in "majority failure" (their optimized image does
-    not make them their layer's largest value), else None."""
+    not make them their layer's largest value, or for a conv unit the largest channel at its position), else None."""
     units = [r for r in results if r.record.get("meta_result") in ("majority success", "majority failure")]
     failed = sum(r.record.get("meta_result") == "majority failure" for r in units)
     if not units or failed * 2 <= len(units):
@@ -39,7 +39,7 @@ def failure_advice(results: Sequence[OptimizeResult], params: Params, where: str
     else:
         fix = "try more --steps or a larger --lr"
     return (f"{failed} of {len(units)} units{where} ended in 'majority failure' (the optimized image does not make "
-            f"the unit its layer's largest value): {fix}")
+            f"the unit its layer's largest value, or a conv unit the largest channel at its position): {fix}")
 
 
 #: Sprites are rebuilt from all of a layer's pictures: at most this often while a run goes on, and at its end.
