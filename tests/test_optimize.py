@@ -193,15 +193,18 @@ def test_paper_loop_equals_a_numpy_replay_of_the_original():
 
 
 def test_majority_and_grad_zero_failure(tiny):
-    # conv2's channel 3 at a corner may be dead; force a dead unit: a huge negative bias on one conv1 channel
-    # silences relu1:5 everywhere, so its gradient is exactly 0 from the first step
+    # force a dead unit: a conv1 channel with no weights and a huge negative bias is a constant below relu1, so
+    # relu1:5's gradient is exactly 0 from the first step, even taken below the rectifier (as objectives take it)
+    weight = tiny.net.conv1.weight[5].clone()
     with torch.no_grad():
         tiny.net.conv1.bias[5] = -1e4
+        tiny.net.conv1.weight[5] = 0.0
     try:
         results = optimize(tiny, ["relu1:5", "fc:3", "fc:7"], max_iter=40)
     finally:
         with torch.no_grad():
             tiny.net.conv1.bias[5] = 0.0
+            tiny.net.conv1.weight[5] = weight
     dead, alive, other = results
     assert dead.record["meta_result"] == "grad 0 failure" and dead.record["ii"] == [0]
     assert alive.record["ii"] == list(range(40)) and other.record["ii"] == list(range(40))
@@ -395,6 +398,19 @@ layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
 layer { name: "fc" type: "InnerProduct" bottom: "conv1" top: "fc" inner_product_param { num_output: 4 } }
 layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
 """
+
+
+def test_rectified_units_start_below_their_rectifier(model):
+    """The bundled model's default layers are rectified (ReLU6 modules): a unit that is 0 at the start image still
+    climbs, its gradient taken below its own rectifier (before: 15 of 16 blocks.6.depthwise.act units ended in
+    "grad 0 failure" at the first step)."""
+    results = optimize(model, [f"blocks.6.depthwise.act:{c}" for c in range(8)], max_iter=15)
+    starting_at_zero = [r for r in results if r.record["obj"][0] == 0.0]
+    assert len(starting_at_zero) >= 3, "expected units that start inactive (after their ReLU6)"
+    for result in starting_at_zero:
+        assert result.record["ii"][:2] == [0, 1], "stopped at the first step: no gradient below the rectifier"
+        assert result.best_obj > 0.0
+        assert min(result.record["obj"]) >= 0.0  # the value read is the rectified one
 
 
 def test_caffe_in_place_relu_units_start_below_the_relu(tmp_path):

@@ -28,6 +28,10 @@ def list_layers(model: Model | nn.Module, input_size: tuple[int, int] | None = N
     return catalog.list_layers(as_model(model), input_size)
 
 
+# rectifiers whose gradient is zero where they clip: with ``below_in_place`` a layer that is one of them gives
+# the gradient of its input (optimize's objectives), as Caffe's in-place ReLUs did
+_ZERO_GRADIENT_RECTIFIERS = (nn.ReLU, nn.Hardtanh, nn.Threshold)
+
 class Probe:
     """Records the outputs of named layers during forward passes; hooks are removed on exit, even on errors.
 
@@ -39,7 +43,9 @@ class Probe:
     pass as soon as every requested layer is recorded (use :meth:`run`). ``below_in_place=True``: for a layer
     that runs in-place layers on its output (a Caffe import's ``conv5`` with its ``relu5``), the recorded value
     is unchanged but gradients flow from the output *before* them, as Caffe's ``backward_from_layer`` started
-    below an in-place ReLU (so a unit that is negative still gets a gradient). ``on_record(layer, output)`` is
+    below an in-place ReLU (so a unit that is negative still gets a gradient); a layer that *is* a rectifier
+    module (``nn.ReLU``, ``nn.ReLU6``, ``nn.Hardtanh``, ``nn.Threshold``) likewise passes its gradient to its
+    input, so an objective on a rectified unit that starts at zero still climbs (optimization). ``on_record(layer, output)`` is
     called as each layer is recorded (a trace notes what the forward pass had done by then).
 
     Layers are recorded as their (N, C, H, W) or (N, C) view (:func:`deepvis.layouts.to_view`: channels-last maps
@@ -82,6 +88,8 @@ class Probe:
                 if self.below_in_place and in_place:
                     first = modules[name]._modules[in_place[0]]
                     self._handles.append(first.register_forward_pre_hook(self._make_pre_hook(name)))
+                elif self.below_in_place and isinstance(modules[name], _ZERO_GRADIENT_RECTIFIERS):
+                    self._handles.append(modules[name].register_forward_pre_hook(self._make_pre_hook(name)))
             if not scripted:
                 self._handles.append(self.model.net.register_forward_pre_hook(self._new_pass))
         except BaseException:
@@ -105,8 +113,10 @@ class Probe:
         self._seen_this_pass = set()
 
     def _make_pre_hook(self, name: str):
-        def hook(_module, inputs):
-            self._before_in_place[name] = inputs[0]
+        def hook(module, inputs):
+            # an in-place rectifier overwrites its input: keep a copy (its gradient is the input's)
+            before = inputs[0].clone() if getattr(module, "inplace", False) else inputs[0]
+            self._before_in_place[name] = before
         return hook
 
     def _make_hook(self, name: str, wanted: set[str]):
