@@ -272,9 +272,11 @@ def optimized_images(store: Store, layer: str, channels: Sequence[int] | None = 
 
 
 def evaluate_store(model: Model, store: str | Path, layers: Sequence[str] | None = None,
-                   others: Sequence[str | Path] = (), seed: int = 0, write: bool = True) -> dict[str, dict]:
+                   others: Sequence[str | Path] = (), seed: int = 0, write: bool = True,
+                   extra: dict[str, dict[str, dict[int, np.ndarray]]] | None = None) -> dict[str, dict]:
     """Evaluate the optimized images of ``store`` (and of the ``others``: optimize-only stores of the same model,
-    each one method) against ``store``'s top-k, per layer; writes each layer's ``evaluation.json`` into ``store``.
+    each one method, and ``extra``: method -> layer -> channel -> image in memory, such as accentuated images)
+    against ``store``'s top-k, per layer; writes each layer's ``evaluation.json`` into ``store``.
     Each evaluation records its cost beside the optimize time it evaluates (``share``)."""
     store = Store(store)
     manifest = store.read_manifest()
@@ -287,6 +289,9 @@ def evaluate_store(model: Model, store: str | Path, layers: Sequence[str] | None
             if found:
                 images[method or source.root.name] = found
                 optimize_seconds += seconds
+        for method, per_layer in (extra or {}).items():
+            if per_layer.get(layer):
+                images[method] = per_layer[layer]
         if not images:
             raise DeepvisError(f"no optimized images of layer '{layer}' in {store.root}"
                                f"{' or the other stores' if others else ''}: run deepvis optimize --out first")
