@@ -117,6 +117,8 @@ def test_bad_maco_settings():
         MacoParams(crop_size=(0.5, 1.5))
     with pytest.raises(deepvis.DeepvisError, match="canvas"):
         MacoParams(canvas=0.5)
+    with pytest.raises(deepvis.DeepvisError, match="contrast"):
+        MacoParams(contrast=0)
 
 
 # ---------------------------------------------------------------- evaluate
