@@ -34,6 +34,7 @@ from deepvis.findmax import find_max
 from deepvis.optimize import make_params, optimize_to_store
 from deepvis.optimize.accentuate import accentuate
 from deepvis.optimize.evaluate import evaluate_store, format_table
+from deepvis.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_optimize_quality import skimage_photos
@@ -51,7 +52,10 @@ def main() -> None:
     parser.add_argument("--lucent", action="store_true", help="also the speed against Lucent 0.1.8")
     parser.add_argument("--lucent-units", type=int, default=2, help="units of the first layer timed against Lucent")
     parser.add_argument("--lucent-only", action="store_true", help="only the speed against Lucent")
+    parser.add_argument("--paper-units", type=int, help="paper3 on this many of each layer's units (default: all)")
     parser.add_argument("--keep", metavar="DIR", help="keep the stores here")
+    parser.add_argument("--resume", action="store_true", help="with --keep: reuse its find-max scan and the units "
+                        "already optimized with the same settings")
     args = parser.parse_args()
     model = deepvis.load_model()
     if args.lucent_only:
@@ -64,8 +68,11 @@ def main() -> None:
         shutil.copy(path, images / path.name)
     count += len(deepvis.sample_images())
     started = time.perf_counter()
-    store = find_max(model, images, tmp / "store", layers=args.layers, k=args.k, batch_size=8, progress=False,
-                     force=True)
+    if args.resume and (tmp / "store" / "manifest.json").is_file():
+        store = Store(tmp / "store")
+    else:
+        store = find_max(model, images, tmp / "store", layers=args.layers, k=args.k, batch_size=8, progress=False,
+                         force=True)
     print(f"find-max: {count} photos, k={args.k}, {time.perf_counter() - started:.1f} s")
     picks = {}
     for layer in args.layers:
@@ -79,11 +86,14 @@ def main() -> None:
     for method, params in settings.items():
         began = time.perf_counter()
         for layer in args.layers:
-            optimize_to_store(model, stores[method], [layer], params, channels=picks[layer], batch_size=args.units,
-                              progress=False, force=True)
+            channels = picks[layer]
+            if method == "paper" and args.paper_units:
+                channels = [channels[i] for i in np.linspace(0, len(channels) - 1, args.paper_units).round().astype(int)]
+            optimize_to_store(model, stores[method], [layer], params, channels=channels, batch_size=args.units,
+                              progress=False, force=not args.resume)
         seconds[method] = time.perf_counter() - began
-        print(f"optimize {method}: {seconds[method]:.1f} s for {args.units * len(args.layers)} units "
-              f"({params.steps} steps)", flush=True)
+        print(f"optimize {method}: {seconds[method]:.1f} s ({params.steps} steps; units already done are skipped "
+              "with --resume)", flush=True)
     # accentuation: each unit's own best dataset image is too easy (already its maximum): use a fixed photo
     photo = deepvis.sample_images()[1]
     raised, distances, paths, accentuated = 0, [], [], {layer: {} for layer in args.layers}
@@ -104,9 +114,9 @@ def main() -> None:
     print(f"\n{args.units} units per layer, {args.steps} steps (paper3 {settings['paper'].steps}, MACO "
           f"{settings['maco'].crops} crops per step), {torch.get_num_threads()} threads\n")
     print(format_table(evaluations))
-    total = sum(seconds.values())
-    print(f"\nevaluate: {evaluate_seconds:.1f} s = {100 * evaluate_seconds / total:.1f}% of the optimize time "
-          f"({total:.1f} s; the accentuated images included)")
+    total = sum(e["optimize_seconds"] for e in evaluations.values())  # from the units' records (--resume too)
+    print(f"\nevaluate: {evaluate_seconds:.1f} s = {100 * evaluate_seconds / total:.1f}% of the optimize time it "
+          f"evaluates ({total:.1f} s, from the records; it also scored the accentuated images)")
     counts = {"slope": 0, "slope_modern": 0, "better": 0, "units": 0}
     above = {m: 0 for m in ("maco", "modern", "paper", "accentuated")}
     for layer, evaluation in evaluations.items():
