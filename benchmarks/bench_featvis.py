@@ -119,26 +119,30 @@ def main() -> None:
           f"evaluates ({total:.1f} s, from the records; it also scored the accentuated images)")
     counts = {"slope": 0, "slope_modern": 0, "better": 0, "units": 0}
     above = {m: 0 for m in ("maco", "modern", "paper", "accentuated")}
+    scored = {m: 0 for m in above}  # units each method was run on (paper3: --paper-units)
     for layer, evaluation in evaluations.items():
         units = list(evaluation["units"].values())
         natural = evaluation["natural_slope"]
         near = sum(u["maco"]["slope_gap"] <= 0.2 for u in units)
         near_modern = sum(u["modern"]["slope_gap"] <= 0.2 for u in units)
         better = sum(u["maco"]["plausibility"] >= u["modern"]["plausibility"] for u in units)
-        here = {m: sum(u[m]["plausibility"] > u["random_crops"]["plausibility"] for u in units) for m in above}
+        here = {m: sum(u[m]["plausibility"] > u["random_crops"]["plausibility"] for u in units if m in u)
+                for m in above}
+        mine = {m: sum(m in u for u in units) for m in above}
         n = len(units)
         for key, value in (("slope", near), ("slope_modern", near_modern), ("better", better), ("units", n)):
             counts[key] += value
         for m in above:
             above[m] += here[m]
+            scored[m] += mine[m]
         print(f"{layer}: natural slope {natural:.2f}; MACO slope within 0.2 on {near}/{n} units (modern "
               f"{near_modern}/{n}); MACO plausibility >= modern on {better}/{n}; above random crops: "
-              + ", ".join(f"{m} {c}/{n}" for m, c in here.items())
+              + ", ".join(f"{m} {c}/{mine[m]}" for m, c in here.items())
               + f"; random crops median {evaluation['median']['random_crops']['plausibility']:.3f}")
     n = counts["units"]
     print(f"all {n} units: MACO slope within 0.2 on {counts['slope']}/{n} (modern {counts['slope_modern']}/{n}); "
           f"MACO plausibility >= modern on {counts['better']}/{n} ({100 * counts['better'] / n:.0f}%); above random "
-          "crops: " + ", ".join(f"{m} {c}/{n}" for m, c in above.items()))
+          "crops: " + ", ".join(f"{m} {c}/{scored[m]}" for m, c in above.items()))
     print(f"accentuation ({args.accentuate_steps} steps, photo {photo.name}): raised {raised}/{n} units; "
           f"RMS change median {statistics.median(distances):.4f}, max {max(distances):.4f} (0-1 pixels); path "
           f"similarity to the photo median {statistics.median(paths):.3f}, to the unit's top-k images median "
