@@ -19,6 +19,7 @@ units.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import sys
@@ -52,6 +53,8 @@ def main() -> None:
     parser.add_argument("--lucent", action="store_true", help="also the speed against Lucent 0.1.8")
     parser.add_argument("--lucent-units", type=int, default=2, help="units of the first layer timed against Lucent")
     parser.add_argument("--lucent-only", action="store_true", help="only the speed against Lucent")
+    parser.add_argument("--climb", metavar="JSON", help='only the climb of settings on one unit: a list of '
+                        '[name, method, {settings}], e.g. \'[["lr 0.3", "maco", {"crops": 1}]]\'')
     parser.add_argument("--paper-units", type=int, help="paper3 on this many of each layer's units (default: all)")
     parser.add_argument("--keep", metavar="DIR", help="keep the stores here")
     parser.add_argument("--resume", action="store_true", help="with --keep: reuse its find-max scan and the units "
@@ -60,6 +63,8 @@ def main() -> None:
     model = deepvis.load_model()
     if args.lucent_only:
         return lucent_speed(model, args)
+    if args.climb:
+        return climb(model, f"{args.layers[0]}:37", json.loads(args.climb), args.steps)
     tmp = Path(args.keep or tempfile.mkdtemp())
     images = tmp / "images"
     images.mkdir(parents=True, exist_ok=True)
@@ -150,6 +155,21 @@ def main() -> None:
           + f" (per layer); {accentuate_seconds:.1f} s")
     if args.lucent:
         lucent_speed(model, args)
+
+
+def climb(model, unit: str, runs: list, steps: int) -> None:
+    """Each run's objective (channel mean; a step's transformed view, mean of 4 steps) at quarters of ``steps``,
+    and its final image's value: how fast settings climb, one run after the other."""
+    from deepvis.optimize import optimize
+
+    for name, method, settings in runs:
+        began = time.perf_counter()
+        result, = optimize(model, unit, method, objective="channel", steps=steps, progress=False, **settings)
+        obj = result.record["obj"]
+        marks = [steps * q // 4 for q in range(1, 5)]
+        print(f"{name}: {time.perf_counter() - began:.0f} s; at steps {marks}: "
+              f"{[round(float(np.mean(obj[max(0, i - 4):i])), 2) for i in marks]}; final "
+              f"{result.record['final_obj'][0]:.2f}", flush=True)
 
 
 class _Reached(Exception):
