@@ -180,12 +180,12 @@ def time_to_reach(model, unit: str, method: str, target: float, steps: int, cap:
     """Seconds deepvis's ``method`` takes until the objective of a step's transformed views (the record's ``obj``)
     reaches ``target`` (channel-mean objective), and the steps it ran; None when it has not after ``steps`` steps
     or ``cap`` seconds. The loop's ``evaluate`` is wrapped to read each step's value as it is computed."""
-    import deepvis.optimize.maco as maco_module
-    import deepvis.optimize.modern as modern_module
+    import importlib
 
     from deepvis.optimize import optimize
 
-    module = maco_module if method == "maco" else modern_module
+    # by module path: the name deepvis.optimize is also the function
+    module = importlib.import_module(f"deepvis.optimize.{'maco' if method == 'maco' else 'modern'}")
     original, seen = module.evaluate, []
 
     def recording(*args, **kwargs):
