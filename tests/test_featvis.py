@@ -99,6 +99,8 @@ def test_bad_maco_settings():
         MacoParams(crop_size=(0.5, 1.5))
     with pytest.raises(deepvis.DeepvisError, match="canvas"):
         MacoParams(canvas=0.5)
+    with pytest.raises(deepvis.DeepvisError, match="contrast"):
+        MacoParams(contrast=0)
 
 
 # ---------------------------------------------------------------- evaluate
@@ -122,9 +124,12 @@ def test_evaluate_scores_methods_deterministically(tmp_path, tiny, scanned):
     assert set(first["units"]["0"]) == {"maco", "modern", "dataset", "random_crops"}
     for method in ("maco", "modern", "dataset"):
         scores = first["median"][method]
-        assert set(scores) == {"activation", "plausibility", "path", "slope", "slope_gap"}
+        assert set(scores) == {"activation", "plausibility", "plausibility_raw", "path", "slope", "slope_gap"}
         assert all(np.isfinite(v) for v in scores.values())
     assert first["median"]["dataset"]["activation"] <= 1.0
+    assert set(first["median"]["random_crops"]) == {"plausibility", "plausibility_raw"}
+    # centred on a separate set of natural crops, unrelated random crops score about 0
+    assert abs(first["median"]["random_crops"]["plausibility"]) < 0.5
     assert Store(scanned.root).read_evaluation("conv2")["seed"] == 3
     assert first["share"] is not None and first["forwards"] > 0
 

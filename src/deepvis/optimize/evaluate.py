@@ -4,8 +4,13 @@ unit's own top-k dataset examples from find-max:
 - ``activation``: the unit's channel maximum (over positions, as find-max measures it) on the image, relative to
   the best dataset example's (``topk.npz`` rank 0);
 - ``plausibility``: cosine similarity, in the model's penultimate features (the input of the classifier), between
-  the image's crop at the unit (the receptive field at the unit's position) and the unit's top-k dataset crops;
-  ``random_crops`` is the same for random crops of random dataset images: the baseline (Fel et al. 2023);
+  the image's crop at the unit (the receptive field at the unit's position, resized exactly as the top-k crops
+  are) and the unit's top-k dataset crops (Fel et al. 2023), the features centred on the mean of natural crops
+  (a separate set of random crops): post-ReLU features share a large positive component, so the raw cosine
+  mostly says "a natural crop" (any two random crops score ~0.3); centred, it says whether the image shares
+  what sets the unit's examples apart. ``plausibility_raw`` is the uncentred cosine (the paper's).
+  ``random_crops`` is the baseline: the same scores for random crops of the same size from the dataset images,
+  leaving out, per unit, those from the unit's own top-k images;
 - ``path``: Spearman rank correlation of per-layer activations (the mean of each channel, over the model's default
   conv layers) between the image and the mean of the unit's top-k images, averaged over layers (Geirhos et al.
   2024: a visualization may take another path through the network than natural images);
@@ -35,7 +40,7 @@ from ..probe import Probe, default_layers, layer_info
 from ..receptive_field import field_from_json
 from ..store import Store
 
-METRICS = ("activation", "plausibility", "path", "slope", "slope_gap")
+METRICS = ("activation", "plausibility", "plausibility_raw", "path", "slope", "slope_gap")
 
 
 def penultimate_layer(model: Model) -> str:
@@ -125,14 +130,22 @@ class _Features:
                 "channel_max": torch.cat(out["channel_max"])}
 
 
+def _leave_one_out(vectors: torch.Tensor) -> float:
+    """The mean cosine similarity between different rows of unit ``vectors``."""
+    k = len(vectors)
+    similarity = vectors @ vectors.T
+    return float((similarity.sum() - similarity.diagonal().sum()) / max(k * (k - 1), 1))
+
+
 def _path_similarity(one: list[torch.Tensor], index: int, reference: list[torch.Tensor]) -> float:
     return float(np.mean([_spearman(layer[index].numpy(), ref.numpy()) for layer, ref in zip(one, reference)]))
 
 
 def evaluate_layer(model: Model, store: Store, layer: str, images: dict[str, dict[int, np.ndarray]],
-                   seed: int = 0, baseline: int = 16) -> dict:
+                   seed: int = 0, baseline: int = 32) -> dict:
     """Score ``images`` (method -> channel -> (H, W, 3) image in [0, 1]) of ``layer`` against the store's top-k;
-    returns the evaluation (per unit, per method, and the medians)."""
+    returns the evaluation (per unit, per method, and the medians). ``baseline`` random crops score the baseline,
+    as many others give the natural crops' mean feature that plausibility is centred on."""
     started = time.perf_counter()
     manifest = store.read_manifest()
     if layer not in manifest.layers:
@@ -155,18 +168,28 @@ def evaluate_layer(model: Model, store: Store, layer: str, images: dict[str, dic
         return np.asarray(Image.fromarray((np.clip(picture, 0, 1) * 255).astype(np.uint8)).resize(size[::-1]),
                           np.float32) / 255.0
 
-    # the random crops of the baseline: random images, random positions, the layer's box
-    baseline_crops = []
-    usable = [i for i in range(len(files))]
-    for _ in range(baseline if usable else 0):
-        index = int(rng.choice(usable))
+    # random crops of random images at random positions, the layer's box: the first half gives the natural mean
+    # feature, the second half is the baseline (each crop with its image, left out for units whose top-k hold it)
+    random_crops, crop_images = [], []
+    for _ in range(2 * baseline if files else 0):
+        index = int(rng.integers(len(files)))
         try:
             pixels = inputs.get(index)[1]
         except DeepvisError:
             continue
         y, x = (int(rng.integers(shape[1])), int(rng.integers(shape[2]))) if len(shape) == 3 else (-1, -1)
-        baseline_crops.append(resized(crop_box(pixels, unit_box(field, y, x, size, effective))))
-    base = F.normalize(features(baseline_crops)["features"], dim=1) if baseline_crops else None
+        random_crops.append(resized(crop_box(pixels, unit_box(field, y, x, size, effective))))
+        crop_images.append(index)
+    half = len(random_crops) // 2
+    natural = features(random_crops)["features"] if random_crops else None
+    mean = natural[:half].mean(0) if half else None
+
+    def unit_vectors(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The features normalized, and centred on the natural mean then normalized."""
+        centred = raw - mean if mean is not None else raw
+        return F.normalize(raw, dim=1), F.normalize(centred, dim=1)
+
+    base = unit_vectors(natural[half:]) if half else None
 
     channels = sorted({c for per in images.values() for c in per})
     slopes_natural: list[float] = []
@@ -179,7 +202,7 @@ def evaluate_layer(model: Model, store: Store, layer: str, images: dict[str, dic
         positions = [(int(top["y"][channel, r]), int(top["x"][channel, r])) for r in ranks]
         crops = [resized(crop_box(p, unit_box(field, y, x, size, effective))) for p, (y, x) in zip(loaded, positions)]
         full = features(loaded)
-        crop_features = F.normalize(features(crops)["features"], dim=1)
+        crop_raw, crop_centred = unit_vectors(features(crops)["features"])
         best = float(top["values"][channel, 0]) or 1e-12
         reference_path = [p.mean(0) for p in full["path"]]
         slopes = [spectral_slope(p) for p in loaded]
@@ -187,16 +210,18 @@ def evaluate_layer(model: Model, store: Store, layer: str, images: dict[str, dic
         unit: dict[str, dict] = {}
         # the dataset examples: leave-one-out among the top-k
         k = len(ranks)
-        similarity = crop_features @ crop_features.T
         unit["dataset"] = {
             "activation": float(np.mean(top["values"][channel, ranks] / best)),
-            "plausibility": float((similarity.sum() - similarity.diagonal().sum()) / max(k * (k - 1), 1)),
+            "plausibility": _leave_one_out(crop_centred), "plausibility_raw": _leave_one_out(crop_raw),
             "path": float(np.mean([np.mean([_spearman(layer_acts[i].numpy(),
                                                       ((layer_acts.sum(0) - layer_acts[i]) / max(k - 1, 1)).numpy())
                                             for layer_acts in full["path"]]) for i in range(k)])) if k > 1 else 1.0,
             "slope": float(np.median(slopes))}
-        if base is not None:
-            unit["random_crops"] = {"plausibility": float((base @ crop_features.T).mean())}
+        own_images = {int(top["images"][channel, r]) for r in ranks}
+        unrelated = [i for i, image in enumerate(crop_images[half:]) if image not in own_images]
+        if base is not None and unrelated:
+            unit["random_crops"] = {"plausibility": float((base[1][unrelated] @ crop_centred.T).mean()),
+                                    "plausibility_raw": float((base[0][unrelated] @ crop_raw.T).mean())}
         for method, per in images.items():
             if channel not in per:
                 continue
@@ -204,24 +229,25 @@ def evaluate_layer(model: Model, store: Store, layer: str, images: dict[str, dic
             y, x = centre
             crop = resized(crop_box(picture, unit_box(field, y, x, size, effective)))
             whole = features([picture, crop])
-            own = F.normalize(whole["features"][1:2], dim=1)
+            own_raw, own_centred = unit_vectors(whole["features"][1:2])
             unit[method] = {"activation": float(whole["channel_max"][0, channel]) / best,
-                            "plausibility": float((own @ crop_features.T).mean()),
+                            "plausibility": float((own_centred @ crop_centred.T).mean()),
+                            "plausibility_raw": float((own_raw @ crop_raw.T).mean()),
                             "path": _path_similarity([p[:1] for p in whole["path"]], 0, reference_path),
                             "slope": spectral_slope(picture)}
         units[str(channel)] = unit
-    natural = float(np.median(slopes_natural)) if slopes_natural else -2.0
+    natural_slope = float(np.median(slopes_natural)) if slopes_natural else -2.0
     for unit in units.values():
         for scores in unit.values():
             if "slope" in scores:
-                scores["slope_gap"] = abs(scores["slope"] - natural)
+                scores["slope_gap"] = abs(scores["slope"] - natural_slope)
     medians = {}
     for method in list(images) + ["dataset", "random_crops"]:
         medians[method] = {m: statistics.median(u[method][m] for u in units.values() if method in u)
                            for m in METRICS if any(method in u and m in u[method] for u in units.values())}
     return {"layer": layer, "seed": seed, "penultimate": features.penultimate, "path_layers": features.path,
-            "natural_slope": natural, "baseline_crops": len(baseline_crops), "units": units, "median": medians,
-            "forwards": features.forwards, "seconds": round(time.perf_counter() - started, 3)}
+            "natural_slope": natural_slope, "baseline_crops": len(random_crops) - half, "units": units,
+            "median": medians, "forwards": features.forwards, "seconds": round(time.perf_counter() - started, 3)}
 
 
 def optimized_images(store: Store, layer: str, channels: Sequence[int] | None = None
@@ -246,9 +272,11 @@ def optimized_images(store: Store, layer: str, channels: Sequence[int] | None = 
 
 
 def evaluate_store(model: Model, store: str | Path, layers: Sequence[str] | None = None,
-                   others: Sequence[str | Path] = (), seed: int = 0, write: bool = True) -> dict[str, dict]:
+                   others: Sequence[str | Path] = (), seed: int = 0, write: bool = True,
+                   extra: dict[str, dict[str, dict[int, np.ndarray]]] | None = None) -> dict[str, dict]:
     """Evaluate the optimized images of ``store`` (and of the ``others``: optimize-only stores of the same model,
-    each one method) against ``store``'s top-k, per layer; writes each layer's ``evaluation.json`` into ``store``.
+    each one method, and ``extra``: method -> layer -> channel -> image in memory, such as accentuated images)
+    against ``store``'s top-k, per layer; writes each layer's ``evaluation.json`` into ``store``.
     Each evaluation records its cost beside the optimize time it evaluates (``share``)."""
     store = Store(store)
     manifest = store.read_manifest()
@@ -261,6 +289,9 @@ def evaluate_store(model: Model, store: str | Path, layers: Sequence[str] | None
             if found:
                 images[method or source.root.name] = found
                 optimize_seconds += seconds
+        for method, per_layer in (extra or {}).items():
+            if per_layer.get(layer):
+                images[method] = per_layer[layer]
         if not images:
             raise DeepvisError(f"no optimized images of layer '{layer}' in {store.root}"
                                f"{' or the other stores' if others else ''}: run deepvis optimize --out first")
@@ -275,7 +306,8 @@ def evaluate_store(model: Model, store: str | Path, layers: Sequence[str] | None
 
 def format_table(evaluations: dict[str, dict]) -> str:
     """The medians as a Markdown table: one row per layer and method."""
-    lines = ["| layer | method | activation | plausibility | path | slope | slope gap |", "|---|---|---|---|---|---|---|"]
+    lines = ["| layer | method | activation | plausibility | plausibility (raw) | path | slope | slope gap |",
+             "|---|---|---|---|---|---|---|---|"]
     for layer, evaluation in evaluations.items():
         for method, scores in evaluation["median"].items():
             cells = [f"{scores[m]:.3f}" if m in scores else "" for m in METRICS]

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ..errors import DeepvisError
 from ..models.model import Model
+from .diversity import diversity_penalty
 from .modern import COLOR_CORRELATION_SQRT
 from .objectives import Target, evaluate
 from .result import OptimizeResult
@@ -37,6 +38,7 @@ class MacoParams:
     crops: int = field(default=4, metadata={"help": "random crops of the canvas per step", "min": 1})
     crop_size: tuple[float, float] = (0.5, 0.8)
     noise: float = field(default=0.05, metadata={"help": "Gaussian noise added to each crop"})
+    contrast: float = field(default=1.0, metadata={"help": "scale of the standardized image before the sigmoid"})
     copies: int = field(default=1, metadata={"help": "images per unit", "min": 1})
     diversity: float = field(default=0.0, metadata={"help": "weight of the diversity term across copies"})
     seed: int = field(default=0, metadata={"help": "random seed of the start phase and the crops"})
@@ -45,11 +47,12 @@ class MacoParams:
     def __post_init__(self) -> None:
         if self.push_dir not in (1, -1):
             raise DeepvisError(f"push_dir must be +1 (maximize) or -1 (minimize), got {self.push_dir}")
-        if not all(math.isfinite(v) for v in (self.lr, self.canvas, self.noise, *self.crop_size)):
-            raise DeepvisError("lr, canvas, noise and crop_size must be finite numbers")
+        if not all(math.isfinite(v) for v in (self.lr, self.canvas, self.noise, self.contrast, *self.crop_size)):
+            raise DeepvisError("lr, canvas, noise, contrast and crop_size must be finite numbers")
         if self.steps < 1 or self.crops < 1 or self.copies < 1 or self.lr <= 0 or self.canvas < 1 or \
-                self.noise < 0 or self.diversity < 0:
-            raise DeepvisError("steps, crops and copies must be >= 1, lr > 0, canvas >= 1, noise and diversity >= 0")
+                self.noise < 0 or self.diversity < 0 or self.contrast <= 0:
+            raise DeepvisError("steps, crops and copies must be >= 1, lr > 0, canvas >= 1, contrast > 0, noise and "
+                               "diversity >= 0")
         if self.diversity > 0 and self.copies < 2:
             raise DeepvisError("the diversity term compares several images of a unit: give copies >= 2")
         if not 0 < self.crop_size[0] <= self.crop_size[1] <= 1:
@@ -108,11 +111,13 @@ def sample_spectrum(size: tuple[int, int]) -> np.ndarray:
 
 class PhaseImage(torch.nn.Module):
     """A batch of RGB canvases in [0, 1] with a fixed magnitude spectrum and learnable phases: ``irfft2`` of
-    ``magnitude * exp(i phase)``, standardized, colours recorrelated, sigmoid. The magnitude is a buffer."""
+    ``magnitude * exp(i phase)``, standardized (times ``contrast``), colours recorrelated, sigmoid. The magnitude
+    is a buffer."""
 
-    def __init__(self, count: int, magnitude: torch.Tensor, height: int, width: int, generator: torch.Generator):
+    def __init__(self, count: int, magnitude: torch.Tensor, height: int, width: int, generator: torch.Generator,
+                 contrast: float = 1.0):
         super().__init__()
-        self.height, self.width = height, width
+        self.height, self.width, self.contrast = height, width, contrast
         self.register_buffer("magnitude", magnitude.clone())
         self.register_buffer("color", _color_matrix())
         self.phase = torch.nn.Parameter((torch.rand((count,) + tuple(magnitude.shape), generator=generator) * 2 - 1)
@@ -122,7 +127,7 @@ class PhaseImage(torch.nn.Module):
         spectrum = torch.polar(self.magnitude.expand_as(self.phase), self.phase)
         image = torch.fft.irfft2(spectrum, s=(self.height, self.width))
         image = image - image.mean(dim=(1, 2, 3), keepdim=True)
-        image = image / (image.std(dim=(1, 2, 3), keepdim=True) + 1e-8)
+        image = image * (self.contrast / (image.std(dim=(1, 2, 3), keepdim=True) + 1e-8))
         image = torch.einsum("ij,njhw->nihw", self.color, image)
         return torch.sigmoid(image)
 
@@ -177,7 +182,7 @@ def optimize_maco(model: Model, targets: Sequence[Target], params: MacoParams,
     generator = torch.Generator().manual_seed(int(params.seed))
     copies = params.copies
     canvases = [t for t in targets for _ in range(copies)]
-    image = PhaseImage(len(canvases), magnitude, height, width, generator).to(device)
+    image = PhaseImage(len(canvases), magnitude, height, width, generator, params.contrast).to(device)
     optimizer = torch.optim.NAdam(image.parameters(), lr=params.lr)
     expanded = [t for t in canvases for _ in range(params.crops)]
     signs = torch.tensor([t.sign for t in expanded], device=device)
@@ -194,7 +199,8 @@ def optimize_maco(model: Model, targets: Sequence[Target], params: MacoParams,
         values = evaluation.values
         loss = -(values * signs).sum()
         if params.diversity:
-            loss = loss + params.diversity * _diversity(evaluation.by_layer, params.crops, copies)
+            loss = loss + params.diversity * diversity_penalty(evaluation.by_layer, lambda row: row // params.crops,
+                                                               copies)
         loss.backward()
         alpha += canvas.grad.detach().abs().sum(1)
         optimizer.step()
@@ -218,27 +224,6 @@ def optimize_maco(model: Model, targets: Sequence[Target], params: MacoParams,
         results.append(OptimizeResult(target, "maco", pictures[0], pictures[0], pictures[0], record, params.to_json(),
                                       extra_images=pictures[1:], alpha=a))
     return results
-
-
-def _diversity(by_layer: dict, crops: int, copies: int) -> torch.Tensor:
-    """Mean cosine similarity between the Gram matrices (averaged over each canvas's crops) of the copies of each
-    target, at the target layers (lower: more diverse)."""
-    total = None
-    for rows, acts in by_layer.values():
-        if acts.dim() != 4 or copies < 2:
-            continue
-        flat = acts.reshape(acts.shape[0], acts.shape[1], -1)
-        grams = F.normalize((flat @ flat.transpose(1, 2)).reshape(acts.shape[0], -1), dim=1)
-        canvas_of = torch.tensor([r // crops for r in rows], device=acts.device)
-        for target in sorted({int(c) // copies for c in canvas_of}):
-            mine = [torch.stack([grams[j] for j in range(len(rows)) if int(canvas_of[j]) == c]).mean(0)
-                    for c in range(target * copies, (target + 1) * copies) if (canvas_of == c).any()]
-            if len(mine) > 1:
-                g = F.normalize(torch.stack(mine), dim=1)
-                similarity = g @ g.T
-                term = (similarity.sum() - similarity.diagonal().sum()) / len(mine)
-                total = term if total is None else total + term
-    return total if total is not None else torch.zeros(())
 
 
 def store_spectrum(model: Model, params: MacoParams, store) -> np.ndarray:

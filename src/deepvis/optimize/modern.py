@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ..errors import DeepvisError
 from ..models.model import Model
+from .diversity import diversity_penalty
 from .objectives import Target, evaluate
 from .result import OptimizeResult
 
@@ -120,19 +121,6 @@ def random_transform(images: torch.Tensor, params: ModernParams, generator: torc
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def _diversity(acts: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
-    """Mean cosine similarity of the Gram matrices of the images of each group (lower: more diverse)."""
-    flat = acts.reshape(acts.shape[0], acts.shape[1], -1)
-    grams = F.normalize((flat @ flat.transpose(1, 2)).reshape(acts.shape[0], -1), dim=1)
-    total = acts.new_zeros(())
-    for rows in groups:
-        if len(rows) > 1:
-            g = grams[rows]
-            similarity = g @ g.T
-            total = total + (similarity.sum() - similarity.diagonal().sum()) / len(rows)
-    return total
-
-
 def optimize_modern(model: Model, targets: Sequence[Target], params: ModernParams,
                     on_step: Callable[[int], None] | None = None) -> list[OptimizeResult]:
     """Optimize ``params.copies`` images per target with the modern recipe (all in one batch)."""
@@ -149,7 +137,7 @@ def optimize_modern(model: Model, targets: Sequence[Target], params: ModernParam
     for step in range(params.steps):
         optimizer.zero_grad(set_to_none=True)
         pixels = random_transform(image(), params, generator)
-        values, penalty = _objectives(model, pre.normalize(pixels), expanded, groups, params.diversity)
+        values, penalty = _objectives(model, pre.normalize(pixels), expanded, params.copies, params.diversity)
         loss = -(values * signs).sum() + params.diversity * penalty
         loss.backward()
         optimizer.step()
@@ -158,7 +146,7 @@ def optimize_modern(model: Model, targets: Sequence[Target], params: ModernParam
             on_step(step)
     with torch.no_grad():
         final = image()
-        values, _ = _objectives(model, pre.normalize(final), expanded, groups, 0.0)
+        values, _ = _objectives(model, pre.normalize(final), expanded, params.copies, 0.0)
     results = []
     for i, target in enumerate(targets):
         rows = groups[i]
@@ -172,14 +160,9 @@ def optimize_modern(model: Model, targets: Sequence[Target], params: ModernParam
     return results
 
 
-def _objectives(model: Model, x: torch.Tensor, targets: Sequence[Target], groups: list[list[int]],
+def _objectives(model: Model, x: torch.Tensor, targets: Sequence[Target], copies: int,
                 diversity: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Objective values and, with ``diversity``, the similarity penalty of each target's copies."""
     evaluation = evaluate(model, x, targets)
-    values, by_layer = evaluation.values, evaluation.by_layer
-    penalty = x.new_zeros(())
-    for rows, acts in by_layer.values():
-        if diversity and acts.dim() == 4:
-            local = {n: i for i, n in enumerate(rows)}
-            penalty = penalty + _diversity(acts, [[local[n] for n in g if n in local] for g in groups])
-    return values, penalty
+    penalty = diversity_penalty(evaluation.by_layer, lambda row: row, copies) if diversity else x.new_zeros(())
+    return evaluation.values, penalty
