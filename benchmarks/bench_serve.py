@@ -247,10 +247,15 @@ def main() -> int:
     if not args.no_http:
         import httpx
 
-        server = ServerProcess(args.threads)
-        client = httpx.Client(base_url=server.__enter__(), timeout=120)
+        # one server process per mode: a page shows one backward mode, and new frames are traced in the mode of
+        # the last view (two modes alternating on one server would trace every frame twice)
+        servers, clients = [], []
 
         def http_frame(mode: str):
+            servers.append(ServerProcess(args.threads))
+            clients.append(httpx.Client(base_url=servers[-1].__enter__(), timeout=120))
+            client = clients[-1]
+
             def run(r: int):  # as the page does it: POST the frame, POST the view, parse the JSON
                 item = client.post("/api/inputs/frame", params={"tab": f"http-{mode}"}, content=frame_data[r],
                                    headers={"Content-Type": "application/octet-stream"})
@@ -268,8 +273,9 @@ def main() -> int:
         variants += http_rows
     measure(variants, args.rounds, args.warmup)
     if http_rows:
-        client.close()
-        server.__exit__(None, None, None)
+        for client, server in zip(clients, servers):
+            client.close()
+            server.__exit__(None, None, None)
     rows += [Row("a", server_a, bare_a, 1.25)] + [Row("a", http, bare_a, 1.25) for http in http_rows]
     rows.append(Row("a", bare_a))
     print("(a) the Toolbox's own timings, medians: " + ", ".join(
