@@ -232,8 +232,8 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
         pending: list[tuple[str, Future]] = []
         for name, index in interleave({name: [costs[name] * len(g) for g in gs] for name, gs in groups.items()}):
             group = groups[name][index]
-            for unit_files in _group_crops(model, inputs, store, name, group, tops[name], plans[name], kinds):
-                pending.append((name, writer.submit(store.write_crops, name, *unit_files)))
+            for unit in _group_crops(model, inputs, store, name, group, tops[name], plans[name], kinds):
+                pending.append((name, writer.submit(_write_unit, store, name, *unit)))
             while len(pending) > 4 * per_group:  # bounded: a slow disk holds the passes back
                 pending.pop(0)[1].result()
             bar.update(len(group), cost=costs[name] * len(group))
@@ -474,7 +474,7 @@ def draw_outline(picture: np.ndarray, box: tuple[int, int, int, int], outer: tup
 def _group_crops(model, inputs: _Inputs, store: Store, layer: str, group: list[tuple[int, dict]], top: dict,
                  plan: _Plan, kinds) -> list[tuple[int, dict, dict]]:
     """The pictures of several units: each backward kind is one batched pass over all their top images. Returns
-    each unit's ``(channel, files, record)`` for :meth:`Store.write_crops`."""
+    each unit's ``(channel, pictures by kind, ranks, record)`` for :func:`_write_unit`."""
     size = tuple(model.preprocessing.input_size)
     min_size = CROPS_SETTINGS["min_size"]
     rows = []  # (channel, rank, image index, y, x, box, shown box)
@@ -516,13 +516,18 @@ def _group_crops(model, inputs: _Inputs, store: Store, layer: str, group: list[t
     made = []
     for channel, record in group:
         ranks = [r for c, r, *_ in rows if c == channel]
-        if not ranks:
-            continue
-        files: dict[tuple[str, int | None], bytes] = {}
-        for kind in kinds:
-            images = pictures[(channel, kind)]
-            for rank, image in zip(ranks, images):
-                files[(kind, rank)] = _jpeg(image)
-            files[(kind, None)] = _jpeg(render.montage(_same_size(images), pad=2))
-        made.append((channel, files, record))
+        if ranks:
+            made.append((channel, {kind: pictures[(channel, kind)] for kind in kinds}, ranks, record))
     return made
+
+
+def _write_unit(store: Store, layer: str, channel: int, images: dict[str, list[np.ndarray]], ranks: list[int],
+                record: dict) -> None:
+    """Encode a unit's pictures (one JPEG per rank and kind, and each kind's montage) and write them: run by the
+    writer threads, so the encoding (which frees the GIL) overlaps the next backward passes."""
+    files: dict[tuple[str, int | None], bytes] = {}
+    for kind, pictures in images.items():
+        for rank, image in zip(ranks, pictures):
+            files[(kind, rank)] = _jpeg(image)
+        files[(kind, None)] = _jpeg(render.montage(_same_size(pictures), pad=2))
+    store.write_crops(layer, channel, files, record)
