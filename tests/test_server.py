@@ -554,6 +554,27 @@ def test_back_pane_equals_backprop(model, skimage_pngs, mode):
     assert data["back"]["rectifiers_modified"] == expected.rectifiers_modified
 
 
+def test_two_webcam_tabs_in_different_modes_each_get_one_forward_pass_per_frame(model, skimage_pngs):
+    """Each tab's new frame is traced as that tab's last view needs (gradient in one tab, guided in the other): one
+    forward pass per frame, not a second one because the other tab last asked for another mode."""
+    toolbox = Toolbox(model, layers=BLOCKS)
+    photos = [Image.open(skimage_pngs[name]).convert("RGB") for name in ("coffee", "chelsea", "coffee")]
+    modes = {"tab-a": "gradient", "tab-b": "guided"}
+    counter = ForwardCounter(model)
+    try:
+        for round_, photo in enumerate(photos):
+            for shift, (tab, mode) in enumerate(modes.items()):
+                frame = jpeg_bytes(photo.rotate(3 * shift + round_))  # every frame a new picture
+                before = counter.count
+                item = toolbox.input_from_bytes(frame, "frame", tab=tab)
+                data = toolbox.view(ViewRequest(item.id, "blocks.9", 7, cursor="grid", back_mode=mode))
+                assert data["back"]["mode"] == mode
+                if round_ > 0:  # from each tab's second frame on, its own last view planned the pass
+                    assert counter.count - before == 1, (tab, mode, round_)
+    finally:
+        counter.close()
+
+
 def test_show_back_layer_diffs(toolbox, cat_id, model):
     """'a': the grid shows the backward signal at the shown layer (zeros above the origin)."""
     cat = toolbox.get_input(cat_id)

@@ -33,6 +33,18 @@ if TYPE_CHECKING:
     from .session import Toolbox
 
 
+@dataclass(frozen=True)
+class NextPass:
+    """How the next input's forward pass runs, from the last view: traced in ``trace_mode`` when it showed a
+    backward pass (so the first backward pass needs no other forward pass; None: a plain forward), keeping the
+    graph only from ``trace_from`` (a Grad-CAM overlay without the backward pane), recording attention when it
+    showed an attention overlay (references to Q and K; a map is computed when the overlay reads it)."""
+
+    trace_mode: str | None = None
+    trace_from: str | None = None
+    attention: bool = False
+
+
 @dataclass
 class ViewRequest:
     """A tab's view state: what the panes should show."""
@@ -187,9 +199,10 @@ def view(toolbox: "Toolbox", request: ViewRequest) -> dict:
         origin = Unit(request.layer, channel)
     need_back = back_visible or (request.show_back and request.back_enabled)
     # how the next input's forward pass runs: traced for a backward pass, or for a Grad-CAM overlay
-    toolbox.trace_mode = request.back_mode if need_back else "gradient" if request.overlay in TRACE_METHODS else None
-    toolbox.trace_from = None if need_back else toolbox.overlays.graph_from(request, origin)
-    toolbox.attention_wanted = request.overlay in ATTENTION_METHODS and bool(toolbox.overlays.tokens)
+    toolbox.plan_next(item.id, NextPass(
+        trace_mode=request.back_mode if need_back else "gradient" if request.overlay in TRACE_METHODS else None,
+        trace_from=None if need_back else toolbox.overlays.graph_from(request, origin),
+        attention=request.overlay in ATTENTION_METHODS and bool(toolbox.overlays.tokens)))
     backward_ms, back, layer_diffs = 0.0, None, None
     if need_back:
         grad, layer_diffs, modified, backward_ms = toolbox.backward(

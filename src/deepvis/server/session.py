@@ -38,7 +38,7 @@ from ..units import Unit
 from . import panes
 from .cache import LRU
 from .overlays import Overlays
-from .panes import ViewRequest
+from .panes import NextPass, ViewRequest
 
 __all__ = ["Input", "Toolbox", "ViewRequest"]
 
@@ -132,15 +132,10 @@ class Toolbox:
         self._backward = LRU(32)
         self._traces = LRU(TRACES)  # input id -> Trace
         self.grids = LRU(GRIDS, GRID_BYTES)  # (input id, layer, boosts, source) -> panes.GridPane
-        # The backward mode of the last view that showed a backward pass (None: the last one showed none): new
-        # inputs are traced in that mode, so their first backward pass needs no other forward pass.
-        self.trace_mode: str | None = None
-        # With a Grad-CAM overlay and no backward pane: the layer new inputs' traces keep their graph from
-        # (Trace's graph_from; the forward pass up to it runs without autograd)
-        self.trace_from: str | None = None
-        # Whether the last view showed an attention overlay: new inputs then record attention in their own forward
-        # pass (references to Q and K; a map is computed when the overlay reads it), not in a second pass.
-        self.attention_wanted = False
+        # How new inputs' forward passes run, as the last view asked (:class:`NextPass`): per webcam tab (a frame is
+        # traced as its own tab's last view needs, whatever other tabs show), and for inputs of no tab
+        self.next_pass = NextPass()
+        self._next_by_tab: OrderedDict[str, NextPass] = OrderedDict()
         self._frames: OrderedDict[str, str] = OrderedDict()  # tab -> its latest webcam input id
         self._frames_lock = threading.Lock()
         self._lock = threading.Lock()  # the model: one pass at a time
@@ -198,7 +193,8 @@ class Toolbox:
             previous = self._frames.get(tab)
             if previous:  # the trace of the frame this one replaces: freed before the next forward pass, not after
                 self._traces.drop(previous)
-        item = self._add(load_image(data, self.max_pixels, name=name), name, resize)
+        plan = self._next_by_tab.get(tab, self.next_pass) if tab is not None else self.next_pass
+        item = self._add(load_image(data, self.max_pixels, name=name), name, resize, plan)
         if tab is not None:
             with self._frames_lock:
                 previous = self._frames.pop(tab, None)
@@ -211,6 +207,17 @@ class Toolbox:
                     self._traces.drop(previous)
         return item
 
+    def plan_next(self, input_id: str, plan: NextPass) -> None:
+        """What a view of ``input_id`` asks of the next forward passes: of the webcam tabs showing it, and of inputs
+        of no tab."""
+        with self._frames_lock:
+            for tab, shown in self._frames.items():
+                if shown == input_id:
+                    self._next_by_tab[tab] = plan
+            while len(self._next_by_tab) > TABS:
+                self._next_by_tab.popitem(last=False)
+        self.next_pass = plan
+
     def get_input(self, input_id: str) -> Input:
         item = self._inputs.fetch(input_id) if isinstance(input_id, str) else None
         if item is None:
@@ -218,7 +225,7 @@ class Toolbox:
                                 "send the image again")
         return item
 
-    def _add(self, image: Image.Image, name: str, resize: str | None) -> Input:
+    def _add(self, image: Image.Image, name: str, resize: str | None, plan: NextPass | None = None) -> Input:
         resize = resize or self.model.preprocessing.resize
         if resize not in ("crop", "stretch"):
             raise DeepvisError(f"resize must be 'crop' or 'stretch', got {resize!r}")
@@ -229,15 +236,16 @@ class Toolbox:
             return cached
         x = self.model.preprocessing.to_tensor(fitted, "stretch").unsqueeze(0).to(self.model.device)
         start = time.perf_counter()
-        mode, traced = self.trace_mode, None
-        recording = record_attention(self.model) if self.attention_wanted else nullcontext()
+        plan = plan or self.next_pass
+        mode, traced = plan.trace_mode, None
+        recording = record_attention(self.model) if plan.attention else nullcontext()
         with self._lock, recording:
             if mode is None:
                 with torch.no_grad(), Probe(self.model, self._recorded) as probe:
                     out = probe.run(x)
                 activations = probe.activations
             else:  # the next view will likely show a backward pass: one forward pass serves both
-                traced = trace(self.model, x, self._recorded, mode, graph_from=self.trace_from)
+                traced = trace(self.model, x, self._recorded, mode, graph_from=plan.trace_from)
                 out, activations = traced.output, traced.activations
         attention = recording.maps if isinstance(recording, record_attention) else None
         forward_ms = (time.perf_counter() - start) * 1000
