@@ -32,6 +32,7 @@ def list_layers(model: Model | nn.Module, input_size: tuple[int, int] | None = N
 # the gradient of its input (optimize's objectives), as Caffe's in-place ReLUs did
 _ZERO_GRADIENT_RECTIFIERS = (nn.ReLU, nn.Hardtanh, nn.Threshold)
 
+
 class Probe:
     """Records the outputs of named layers during forward passes; hooks are removed on exit, even on errors.
 
@@ -45,8 +46,9 @@ class Probe:
     is unchanged but gradients flow from the output *before* them, as Caffe's ``backward_from_layer`` started
     below an in-place ReLU (so a unit that is negative still gets a gradient); a layer that *is* a rectifier
     module (``nn.ReLU``, ``nn.ReLU6``, ``nn.Hardtanh``, ``nn.Threshold``) likewise passes its gradient to its
-    input, so an objective on a rectified unit that starts at zero still climbs (optimization). ``on_record(layer, output)`` is
-    called as each layer is recorded (a trace notes what the forward pass had done by then).
+    input, so an objective on a rectified unit that starts at zero still climbs (optimization).
+    ``on_record(layer, output)`` is called as each layer is recorded (a trace notes what the forward pass had done
+    by then).
 
     Layers are recorded as their (N, C, H, W) or (N, C) view (:func:`deepvis.layouts.to_view`: channels-last maps
     and token sequences read as channels on a grid), with a token layer's extra tokens in :attr:`extra` as
