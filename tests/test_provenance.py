@@ -202,3 +202,19 @@ def test_crops_units_past_the_last_channel_are_clamped_with_a_note(tmp_path, len
                          "--max-iter", "2", "-q")
     assert code == 0 and "doing 4 of 4-9" in err, err
     assert store.read_optimized_record("fc", 4) is not None
+
+
+def test_a_forced_rescan_without_model_keeps_the_stores_model_and_layers(tmp_path, lenet, capsys, monkeypatch):
+    store = _find_max(capsys, monkeypatch, lenet)
+    before = store.read_manifest()
+    # the step: `find-max --force` on the store, no model flags (the bundled model used to replace it)
+    code, _, err = _main(capsys, "find-max", "../photos", "--out", "../store", "--k", "3", "--force")
+    assert code == 0, err
+    assert "store's model" in err and "deploy.prototxt" in err, err
+    after = store.read_manifest()
+    assert after.recipe["spec"] == before.recipe["spec"] and after.weights_sha256 == before.weights_sha256
+    assert list(after.layers) == list(before.layers) == ["conv1", "fc"] and after.k == 3
+    # --model still scans with another model (here: the prototxt's own random weights, forced)
+    code, _, err = _main(capsys, "find-max", "../photos", "--out", "../store", "--k", "2", "--force", "--model",
+                         "deploy.prototxt", "-q")
+    assert code == 0 and Store(store.root).read_manifest().weights_sha256 != before.weights_sha256, err

@@ -215,8 +215,20 @@ def _attention_ratio(text: str) -> float:
 
 def _cmd_find_max(args) -> int:
     from .findmax import find_max
+    from .store import Store
 
-    model = _model(args)
+    existing = Store(args.out)
+    if args.model is None and existing.exists():
+        # a re-scan keeps what made the store (its model, from the manifest's recipe, and its layers), as every
+        # later command does; --model scans with another
+        model = _store_model(args, args.out, force=args.force)
+        if args.layers is None:
+            args.layers = list(existing.read_manifest().layers)
+        if not args.quiet:
+            print(f"find-max: scanning with the store's model '{model.spec}' and its {len(args.layers)} layers "
+                  "(--model, --layers to change them)", file=sys.stderr, flush=True)
+    else:
+        model = _model(args)
     store = find_max(model, args.images, args.out, layers=args.layers, k=args.k, batch_size=args.batch_size,
                      workers=args.workers, resume=args.resume, force=args.force,
                      checkpoint_every=args.checkpoint_every, progress=not args.quiet)
@@ -635,7 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--workers", type=int, default=0, help="image-decoding worker processes (default 0)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted scan")
-    p.add_argument("--force", action="store_true", help="replace an existing store or interrupted scan")
+    p.add_argument("--force", action="store_true", help="replace an existing store (re-scanned with its own model and layers unless --model / --layers) or interrupted scan")
     p.add_argument("--checkpoint-every", type=_positive_int, default=1000, metavar="N",
                    help="save progress every N images (default 1000)")
     p.set_defaults(run=_cmd_find_max)
