@@ -24,6 +24,7 @@ from ..units import parse_unit
 from .evaluate import _spearman, path_layers
 from .maco import random_crops
 from .modern import COLOR_CORRELATION_SQRT
+from .loop import Ascent, ascend
 from .objectives import Target, evaluate, make_target
 
 
@@ -80,9 +81,9 @@ def accentuate(model: Model, image, unit: str, objective: str | None = None, ste
                       torch.fft.rfftfreq(width, device=device)[None, :] ** 2)
     scale = 1.0 / torch.clamp(freq, min=1.0 / max(height, width))
     spectrum = torch.view_as_real(torch.fft.rfft2(z) / scale)
-    raw = torch.nn.Parameter(spectrum.clone())
+    spectrum_image = SpectrumImage(spectrum, scale, color, size)
     with torch.no_grad():
-        start_pixels = _image(raw, scale, color, size)
+        start_pixels = spectrum_image()
 
     def values_of(pixels: torch.Tensor) -> torch.Tensor:
         return evaluate(model, pre.normalize(pixels), [target] * pixels.shape[0]).values
@@ -90,22 +91,20 @@ def accentuate(model: Model, image, unit: str, objective: str | None = None, ste
     with torch.no_grad():
         before = float(values_of(original)[0])
     generator = torch.Generator().manual_seed(int(seed))
-    optimizer = torch.optim.Adam([raw], lr=lr)
-    history = []
-    norm = abs(before) + 1.0
-    for _ in range(steps):
-        optimizer.zero_grad(set_to_none=True)
-        pixels = _image(raw, scale, color, size)
+
+    def views(pixels: torch.Tensor) -> torch.Tensor:
         views = random_crops(pixels, crops, crop_size, size, generator)
         if noise:
             views = views + noise * torch.randn(views.shape, generator=generator).to(views)
-        values = values_of(views)
-        loss = -(values.mean() * target.sign) / norm + reg * ((pixels - start_pixels) ** 2).mean()
-        loss.backward()
-        optimizer.step()
-        history.append(float(values.detach().mean()))
+        return pre.normalize(views)
+
+    norm = abs(before) + 1.0
+    ascent = Ascent(spectrum_image, views, [target] * crops, torch.optim.Adam(spectrum_image.parameters(), lr=lr),
+                    objective=lambda values: -(values.mean() * target.sign) / norm,
+                    terms=[lambda pixels, _evaluation: reg * ((pixels - start_pixels) ** 2).mean()])
+    history = [float(values.mean()) for values in ascend(model, ascent, steps)]
     with torch.no_grad():
-        final = _image(raw, scale, color, size)
+        final = spectrum_image()
         after = float(values_of(final)[0])
         distance = float(((final - original) ** 2).mean().sqrt())
         similarity = path_similarity(model, final, original)
@@ -121,9 +120,20 @@ def _load(image):
     return load_image(image)
 
 
-def _image(raw: torch.Tensor, scale: torch.Tensor, color: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    z = torch.fft.irfft2(torch.view_as_complex(raw) * scale, s=size)
-    return torch.sigmoid(torch.einsum("ij,njhw->nihw", color, z))
+class SpectrumImage(torch.nn.Module):
+    """One image from a learnable spectrum ``raw`` (real view of the complex rfft2), 1/f ``scale``d, colours
+    recorrelated by ``color``, sigmoid: the modern recipe's parameterization, started from a given spectrum."""
+
+    def __init__(self, spectrum: torch.Tensor, scale: torch.Tensor, color: torch.Tensor, size: tuple[int, int]):
+        super().__init__()
+        self.raw = torch.nn.Parameter(spectrum.clone())
+        self.register_buffer("scale", scale)
+        self.register_buffer("color", color)
+        self.size = size
+
+    def forward(self) -> torch.Tensor:
+        z = torch.fft.irfft2(torch.view_as_complex(self.raw) * self.scale, s=self.size)
+        return torch.sigmoid(torch.einsum("ij,njhw->nihw", self.color, z))
 
 
 def path_similarity(model: Model, a: torch.Tensor, b: torch.Tensor) -> float:
