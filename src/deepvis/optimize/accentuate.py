@@ -24,8 +24,8 @@ from ..units import parse_unit
 from .evaluate import _spearman, path_layers
 from .maco import random_crops
 from .modern import COLOR_CORRELATION_SQRT
-from .loop import Ascent, ascend
-from .objectives import Target, evaluate, make_target
+from . import loop
+from .objectives import OPERATORS, Combination, Target, evaluate, make_target
 
 
 @dataclass
@@ -35,7 +35,7 @@ class AccentuationResult:
     ``path_similarity`` the mean Spearman correlation of per-layer channel means (accentuated vs original);
     ``record`` the per-step objective and settings."""
 
-    target: Target
+    target: Target | Combination
     image: np.ndarray
     original: np.ndarray
     before: float
@@ -60,13 +60,14 @@ def accentuate(model: Model, image, unit: str, objective: str | None = None, ste
     """Accentuate ``unit`` in ``image`` (a path, PIL image or array; fitted to the model's input size).
 
     ``objective``: ``unit`` (one position; the default when the unit names ``@y,x``) or ``channel`` (the
-    channel's mean; the default otherwise). The loss is ``-objective / (|before| + 1) + reg * mean((x - x0)^2)``
-    (the objective scaled by its start so one ``reg`` fits units of any scale); Adam on the spectrum."""
+    channel's mean; the default otherwise). ``unit`` may combine two units, ``"A - B"``, ``"A + B"`` or ``"A * B"``
+    (:class:`objectives.Combination`; each part's objective as for a single unit). The loss is
+    ``-objective / (|before| + 1) + reg * mean((x - x0)^2)`` (the objective scaled by its start so one ``reg`` fits
+    units of any scale); Adam on the spectrum, in the shared loop (:func:`loop.ascend`)."""
     if steps < 1 or lr <= 0 or reg < 0 or crops < 1 or not 0 < crop_size[0] <= crop_size[1] <= 1:
         raise DeepvisError("steps and crops must be >= 1, lr > 0, reg >= 0, 0 < crop_size min <= max <= 1")
-    parsed = parse_unit(unit)
-    kind = objective or ("unit" if parsed.position is not None else "channel")
-    target = make_target(model, parsed, kind)
+    target = _target(model, unit, objective)
+    kind = objective or target.kind
     pre = model.preprocessing
     device = model.device
     size = tuple(pre.input_size)
@@ -99,10 +100,11 @@ def accentuate(model: Model, image, unit: str, objective: str | None = None, ste
         return pre.normalize(views)
 
     norm = abs(before) + 1.0
-    ascent = Ascent(spectrum_image, views, [target] * crops, torch.optim.Adam(spectrum_image.parameters(), lr=lr),
-                    objective=lambda values: -(values.mean() * target.sign) / norm,
-                    terms=[lambda pixels, _evaluation: reg * ((pixels - start_pixels) ** 2).mean()])
-    history = [float(values.mean()) for values in ascend(model, ascent, steps)]
+    ascent = loop.Ascent(spectrum_image, views, [target] * crops,
+                         torch.optim.Adam(spectrum_image.parameters(), lr=lr),
+                         objective=lambda values: -(values.mean() * target.sign) / norm,
+                         terms=[lambda pixels, _evaluation: reg * ((pixels - start_pixels) ** 2).mean()])
+    history = [float(values.mean()) for values in loop.ascend(model, ascent, steps)]
     with torch.no_grad():
         final = spectrum_image()
         after = float(values_of(final)[0])
@@ -112,6 +114,19 @@ def accentuate(model: Model, image, unit: str, objective: str | None = None, ste
                               original[0].permute(1, 2, 0).cpu().numpy(), before, after, distance, similarity,
                               {"obj": history, "steps": steps, "lr": lr, "reg": reg, "crops": crops,
                                "crop_size": list(crop_size), "noise": noise, "seed": seed, "objective": kind})
+
+
+def _target(model: Model, unit: str, objective: str | None) -> Target | Combination:
+    """The target of ``unit`` (``unit`` objective where it names ``@y,x``, else ``channel``), or of each part of a
+    combination ``"A op B"``."""
+    if isinstance(unit, str):
+        for op in OPERATORS:
+            left, found, right = unit.partition(f" {op} ")
+            if found:
+                return Combination(_target(model, left.strip(), objective), op,
+                                   _target(model, right.strip(), objective))
+    parsed = parse_unit(unit)
+    return make_target(model, parsed, objective or ("unit" if parsed.position is not None else "channel"))
 
 
 def _load(image):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..errors import DeepvisError
 from ..models.model import Model
 from .diversity import diversity_term
-from .loop import Ascent, ascend
+from . import loop
 from .modern import COLOR_CORRELATION_SQRT
 from .objectives import Target, evaluate
 from .result import OptimizeResult
@@ -196,12 +196,12 @@ def optimize_maco(model: Model, targets: Sequence[Target], params: MacoParams,
     def on_gradient(canvas: torch.Tensor, _evaluation) -> None:
         alpha.add_(canvas.grad.detach().abs().sum(1))  # where the objective looked: the transparency map
 
-    ascent = Ascent(image, views, [t for t in canvases for _ in range(params.crops)],
-                    torch.optim.NAdam(image.parameters(), lr=params.lr),
-                    terms=[diversity_term(params.diversity, copies, params.crops)] if params.diversity else (),
-                    on_gradient=on_gradient)
-    history = [values.view(len(canvases), params.crops).mean(1) for values in ascend(model, ascent, params.steps,
-                                                                                      on_step)]
+    ascent = loop.Ascent(image, views, [t for t in canvases for _ in range(params.crops)],
+                         torch.optim.NAdam(image.parameters(), lr=params.lr),
+                         terms=[diversity_term(params.diversity, copies, params.crops)] if params.diversity else (),
+                         on_gradient=on_gradient)
+    steps = loop.ascend(model, ascent, params.steps, on_step)
+    history = [values.view(len(canvases), params.crops).mean(1) for values in steps]  # each canvas's mean
     with torch.no_grad():
         fraction = sum(params.crop_size) / 2
         final = centre_crop(image(), fraction, size)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from ..errors import DeepvisError
 from ..models.model import Model
 from .diversity import diversity_term
-from .loop import Ascent, ascend
+from . import loop
 from .objectives import Target, evaluate
 from .result import OptimizeResult
 
@@ -131,10 +131,10 @@ def optimize_modern(model: Model, targets: Sequence[Target], params: ModernParam
     expanded = [t for t in targets for _ in range(params.copies)]
     generator = torch.Generator().manual_seed(int(params.seed))
     image = FourierImage(len(expanded), height, width, params, generator).to(device)
-    ascent = Ascent(image, lambda images: pre.normalize(random_transform(images, params, generator)), expanded,
-                    torch.optim.Adam(image.parameters(), lr=params.lr),
-                    terms=[diversity_term(params.diversity, params.copies)] if params.diversity else ())
-    history = ascend(model, ascent, params.steps, on_step)
+    ascent = loop.Ascent(image, lambda images: pre.normalize(random_transform(images, params, generator)), expanded,
+                         torch.optim.Adam(image.parameters(), lr=params.lr),
+                         terms=[diversity_term(params.diversity, params.copies)] if params.diversity else ())
+    history = loop.ascend(model, ascent, params.steps, on_step)
     with torch.no_grad():
         final = image()
         values = evaluate(model, pre.normalize(final), expanded).values

@@ -12,7 +12,7 @@ import torch
 from ..models.model import Model
 from . import regularizers as reg
 from .diversity import diversity_term
-from .loop import Ascent, ascend
+from . import loop
 from .objectives import Evaluation, Target, is_target_max, target_argmax
 from .pixels import PixelSpace, pixel_space
 from .presets import PaperParams
@@ -191,9 +191,10 @@ def optimize_paper(model: Model, targets: Sequence[Target], params: PaperParams,
     x0 = starts.repeat(len(targets), *([1] * (starts.dim() - 1)))
     image = PixelImage(x0.clone(), space)
     paper = PaperStep(image, expanded, x0, params)
-    ascend(model, Ascent(image, lambda x: x, expanded, paper, objective=paper.objective,
+    ascent = loop.Ascent(image, lambda x: x, expanded, paper, objective=paper.objective,
                          terms=[diversity_term(params.diversity, copies)] if params.diversity else (),
-                         on_gradient=paper.observe, stop=paper.stopped), params.max_iter, on_step)
+                         on_gradient=paper.observe, stop=paper.stopped)
+    loop.ascend(model, ascent, params.max_iter, on_step)
     results = []
     for i, target in enumerate(targets):
         bests = []
@@ -205,7 +206,8 @@ def optimize_paper(model: Model, targets: Sequence[Target], params: PaperParams,
         last = tracker.last_x if tracker.last_x is not None else x0[i * copies]
         record = tracker.record
         if copies > 1:
-            record["copy_best_obj"] = [paper.trackers[n].record["best_obj"] for n in range(i * copies, (i + 1) * copies)]
+            record["copy_best_obj"] = [paper.trackers[n].record["best_obj"]
+                                       for n in range(i * copies, (i + 1) * copies)]
         results.append(OptimizeResult(target, "paper", space.to_display(bests[0]), space.to_rgb01(bests[0]),
                                       space.to_display(last), record, params.to_json(),
                                       extra_images=[space.to_display(b) for b in bests[1:]]))
