@@ -87,7 +87,7 @@ def optimize_to_files(model: Model, units: Sequence[str | Unit | Target] | str |
                       output: str | Path, params: Params, objective: str = "unit") -> list[tuple[Path, OptimizeResult]]:
     """Optimize single units (one batch) and write each one's picture and record beside ``output`` (``OUT.png``):
     ``OUT.png`` and ``OUT.json`` for one unit, ``OUT_00.png``, ``OUT_01.png`` ... for several, and
-    ``OUT_copyN.png`` for further copies of the modern method. Returns each picture's path with its result."""
+    ``OUT_copyN.png`` for further copies (``copies``). Returns each picture's path with its result."""
     output = Path(output)
     if not output.parent.is_dir():
         raise DeepvisError(f"cannot write '{output}': the folder '{output.parent}' does not exist")

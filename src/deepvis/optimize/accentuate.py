@@ -24,7 +24,8 @@ from ..units import parse_unit
 from .evaluate import _spearman, path_layers
 from .maco import random_crops
 from .modern import COLOR_CORRELATION_SQRT
-from .objectives import Target, evaluate, make_target
+from . import loop
+from .objectives import OPERATORS, Combination, Target, evaluate, make_target
 
 
 @dataclass
@@ -34,7 +35,7 @@ class AccentuationResult:
     ``path_similarity`` the mean Spearman correlation of per-layer channel means (accentuated vs original);
     ``record`` the per-step objective and settings."""
 
-    target: Target
+    target: Target | Combination
     image: np.ndarray
     original: np.ndarray
     before: float
@@ -59,13 +60,14 @@ def accentuate(model: Model, image, unit: str, objective: str | None = None, ste
     """Accentuate ``unit`` in ``image`` (a path, PIL image or array; fitted to the model's input size).
 
     ``objective``: ``unit`` (one position; the default when the unit names ``@y,x``) or ``channel`` (the
-    channel's mean; the default otherwise). The loss is ``-objective / (|before| + 1) + reg * mean((x - x0)^2)``
-    (the objective scaled by its start so one ``reg`` fits units of any scale); Adam on the spectrum."""
+    channel's mean; the default otherwise). ``unit`` may combine two units, ``"A - B"``, ``"A + B"`` or ``"A * B"``
+    (:class:`objectives.Combination`; each part's objective as for a single unit). The loss is
+    ``-objective / (|before| + 1) + reg * mean((x - x0)^2)`` (the objective scaled by its start so one ``reg`` fits
+    units of any scale); Adam on the spectrum, in the shared loop (:func:`loop.ascend`)."""
     if steps < 1 or lr <= 0 or reg < 0 or crops < 1 or not 0 < crop_size[0] <= crop_size[1] <= 1:
         raise DeepvisError("steps and crops must be >= 1, lr > 0, reg >= 0, 0 < crop_size min <= max <= 1")
-    parsed = parse_unit(unit)
-    kind = objective or ("unit" if parsed.position is not None else "channel")
-    target = make_target(model, parsed, kind)
+    target = _target(model, unit, objective)
+    kind = objective or target.kind
     pre = model.preprocessing
     device = model.device
     size = tuple(pre.input_size)
@@ -80,9 +82,9 @@ def accentuate(model: Model, image, unit: str, objective: str | None = None, ste
                       torch.fft.rfftfreq(width, device=device)[None, :] ** 2)
     scale = 1.0 / torch.clamp(freq, min=1.0 / max(height, width))
     spectrum = torch.view_as_real(torch.fft.rfft2(z) / scale)
-    raw = torch.nn.Parameter(spectrum.clone())
+    spectrum_image = SpectrumImage(spectrum, scale, color, size)
     with torch.no_grad():
-        start_pixels = _image(raw, scale, color, size)
+        start_pixels = spectrum_image()
 
     def values_of(pixels: torch.Tensor) -> torch.Tensor:
         return evaluate(model, pre.normalize(pixels), [target] * pixels.shape[0]).values
@@ -90,22 +92,21 @@ def accentuate(model: Model, image, unit: str, objective: str | None = None, ste
     with torch.no_grad():
         before = float(values_of(original)[0])
     generator = torch.Generator().manual_seed(int(seed))
-    optimizer = torch.optim.Adam([raw], lr=lr)
-    history = []
-    norm = abs(before) + 1.0
-    for _ in range(steps):
-        optimizer.zero_grad(set_to_none=True)
-        pixels = _image(raw, scale, color, size)
+
+    def views(pixels: torch.Tensor) -> torch.Tensor:
         views = random_crops(pixels, crops, crop_size, size, generator)
         if noise:
             views = views + noise * torch.randn(views.shape, generator=generator).to(views)
-        values = values_of(views)
-        loss = -(values.mean() * target.sign) / norm + reg * ((pixels - start_pixels) ** 2).mean()
-        loss.backward()
-        optimizer.step()
-        history.append(float(values.detach().mean()))
+        return pre.normalize(views)
+
+    norm = abs(before) + 1.0
+    ascent = loop.Ascent(spectrum_image, views, [target] * crops,
+                         torch.optim.Adam(spectrum_image.parameters(), lr=lr),
+                         objective=lambda values: -(values.mean() * target.sign) / norm,
+                         terms=[lambda pixels, _evaluation: reg * ((pixels - start_pixels) ** 2).mean()])
+    history = [float(values.mean()) for values in loop.ascend(model, ascent, steps)]
     with torch.no_grad():
-        final = _image(raw, scale, color, size)
+        final = spectrum_image()
         after = float(values_of(final)[0])
         distance = float(((final - original) ** 2).mean().sqrt())
         similarity = path_similarity(model, final, original)
@@ -115,15 +116,39 @@ def accentuate(model: Model, image, unit: str, objective: str | None = None, ste
                                "crop_size": list(crop_size), "noise": noise, "seed": seed, "objective": kind})
 
 
+def _target(model: Model, unit: str, objective: str | None) -> Target | Combination:
+    """The target of ``unit`` (``unit`` objective where it names ``@y,x``, else ``channel``), or of each part of a
+    combination ``"A op B"``."""
+    if isinstance(unit, str):
+        for op in OPERATORS:
+            left, found, right = unit.partition(f" {op} ")
+            if found:
+                return Combination(_target(model, left.strip(), objective), op,
+                                   _target(model, right.strip(), objective))
+    parsed = parse_unit(unit)
+    return make_target(model, parsed, objective or ("unit" if parsed.position is not None else "channel"))
+
+
 def _load(image):
     from ..images import load_image
 
     return load_image(image)
 
 
-def _image(raw: torch.Tensor, scale: torch.Tensor, color: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    z = torch.fft.irfft2(torch.view_as_complex(raw) * scale, s=size)
-    return torch.sigmoid(torch.einsum("ij,njhw->nihw", color, z))
+class SpectrumImage(torch.nn.Module):
+    """One image from a learnable spectrum ``raw`` (real view of the complex rfft2), 1/f ``scale``d, colours
+    recorrelated by ``color``, sigmoid: the modern recipe's parameterization, started from a given spectrum."""
+
+    def __init__(self, spectrum: torch.Tensor, scale: torch.Tensor, color: torch.Tensor, size: tuple[int, int]):
+        super().__init__()
+        self.raw = torch.nn.Parameter(spectrum.clone())
+        self.register_buffer("scale", scale)
+        self.register_buffer("color", color)
+        self.size = size
+
+    def forward(self) -> torch.Tensor:
+        z = torch.fft.irfft2(torch.view_as_complex(self.raw) * self.scale, s=self.size)
+        return torch.sigmoid(torch.einsum("ij,njhw->nihw", self.color, z))
 
 
 def path_similarity(model: Model, a: torch.Tensor, b: torch.Tensor) -> float:

@@ -35,3 +35,10 @@ def diversity_penalty(by_layer: dict[str, tuple[list[int], torch.Tensor]], copy_
         first = next(iter(by_layer.values()), (None, None))[1]
         return first.new_zeros(()) if first is not None else torch.zeros(())
     return total
+
+
+def diversity_term(weight: float, copies: int, views: int = 1) -> Callable:
+    """The loop's extra loss term (:class:`loop.Ascent`): ``weight`` times :func:`diversity_penalty` of the
+    evaluation, batch row ``r`` showing copy ``r // views`` (``views`` rows per copy: MACO's crops)."""
+    return lambda _images, evaluation: weight * diversity_penalty(evaluation.by_layer, lambda row: row // views,
+                                                                  copies)

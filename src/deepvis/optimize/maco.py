@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from ..errors import DeepvisError
 from ..models.model import Model
-from .diversity import diversity_penalty
+from .diversity import diversity_term
+from . import loop
 from .modern import COLOR_CORRELATION_SQRT
 from .objectives import Target, evaluate
 from .result import OptimizeResult
@@ -168,7 +169,8 @@ def optimize_maco(model: Model, targets: Sequence[Target], params: MacoParams,
     """Optimize one canvas per target with MACO (all targets and all their crops in one batch per step).
 
     ``spectrum``: the fixed magnitude, (3, H, W // 2 + 1) for the canvas size (:func:`natural_spectrum`); by
-    default that of the bundled photos. Each result's ``alpha`` is the transparency map (H, W) in [0, 1]."""
+    default that of the bundled photos. The steps run in :func:`loop.ascend`. Each result's ``alpha`` is the
+    transparency map (H, W) in [0, 1]."""
     pre = model.preprocessing
     size = tuple(pre.input_size)
     height, width = params.canvas_size(size)
@@ -183,30 +185,23 @@ def optimize_maco(model: Model, targets: Sequence[Target], params: MacoParams,
     copies = params.copies
     canvases = [t for t in targets for _ in range(copies)]
     image = PhaseImage(len(canvases), magnitude, height, width, generator, params.contrast).to(device)
-    optimizer = torch.optim.NAdam(image.parameters(), lr=params.lr)
-    expanded = [t for t in canvases for _ in range(params.crops)]
-    signs = torch.tensor([t.sign for t in expanded], device=device)
     alpha = torch.zeros(len(canvases), height, width, device=device)
-    history: list[list[float]] = []
-    for step in range(params.steps):
-        optimizer.zero_grad(set_to_none=True)
-        canvas = image()
-        canvas.retain_grad()
+
+    def views(canvas: torch.Tensor) -> torch.Tensor:
         crops = random_crops(canvas, params.crops, params.crop_size, size, generator)
         if params.noise:
             crops = crops + params.noise * torch.randn(crops.shape, generator=generator).to(crops)
-        evaluation = evaluate(model, pre.normalize(crops), expanded)
-        values = evaluation.values
-        loss = -(values * signs).sum()
-        if params.diversity:
-            loss = loss + params.diversity * diversity_penalty(evaluation.by_layer, lambda row: row // params.crops,
-                                                               copies)
-        loss.backward()
-        alpha += canvas.grad.detach().abs().sum(1)
-        optimizer.step()
-        history.append([float(v) for v in values.detach().view(len(canvases), params.crops).mean(1)])
-        if on_step is not None:
-            on_step(step)
+        return pre.normalize(crops)
+
+    def on_gradient(canvas: torch.Tensor, _evaluation) -> None:
+        alpha.add_(canvas.grad.detach().abs().sum(1))  # where the objective looked: the transparency map
+
+    ascent = loop.Ascent(image, views, [t for t in canvases for _ in range(params.crops)],
+                         torch.optim.NAdam(image.parameters(), lr=params.lr),
+                         terms=[diversity_term(params.diversity, copies, params.crops)] if params.diversity else (),
+                         on_gradient=on_gradient)
+    steps = loop.ascend(model, ascent, params.steps, on_step)
+    history = [values.view(len(canvases), params.crops).mean(1) for values in steps]  # each canvas's mean
     with torch.no_grad():
         fraction = sum(params.crop_size) / 2
         final = centre_crop(image(), fraction, size)
@@ -217,7 +212,7 @@ def optimize_maco(model: Model, targets: Sequence[Target], params: MacoParams,
         pictures = [final[r].permute(1, 2, 0).float().cpu().numpy() for r in rows]
         a = alpha[rows[0]] / alpha[rows[0]].max().clamp(min=1e-12)
         a = centre_crop(a[None], fraction, size)[0].cpu().numpy()
-        record = {"ii": list(range(params.steps)), "obj": [h[rows[0]] for h in history],
+        record = {"ii": list(range(params.steps)), "obj": [float(h[rows[0]]) for h in history],
                   "final_obj": [float(values[r]) for r in rows]}
         first = record["final_obj"][0]
         record.update(best_obj=first, best_ii=params.steps, last_obj=first, meta_result="done", canvas=[height, width])

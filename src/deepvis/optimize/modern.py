@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from ..errors import DeepvisError
 from ..models.model import Model
-from .diversity import diversity_penalty
+from .diversity import diversity_term
+from . import loop
 from .objectives import Target, evaluate
 from .result import OptimizeResult
 
@@ -123,46 +124,28 @@ def random_transform(images: torch.Tensor, params: ModernParams, generator: torc
 
 def optimize_modern(model: Model, targets: Sequence[Target], params: ModernParams,
                     on_step: Callable[[int], None] | None = None) -> list[OptimizeResult]:
-    """Optimize ``params.copies`` images per target with the modern recipe (all in one batch)."""
+    """Optimize ``params.copies`` images per target with the modern recipe (all in one batch, :func:`loop.ascend`)."""
     pre = model.preprocessing
     height, width = pre.input_size
     device = model.device
     expanded = [t for t in targets for _ in range(params.copies)]
-    groups = [list(range(i * params.copies, (i + 1) * params.copies)) for i in range(len(targets))]
     generator = torch.Generator().manual_seed(int(params.seed))
     image = FourierImage(len(expanded), height, width, params, generator).to(device)
-    optimizer = torch.optim.Adam(image.parameters(), lr=params.lr)
-    signs = torch.tensor([t.sign for t in expanded], device=device)
-    history: list[list[float]] = []
-    for step in range(params.steps):
-        optimizer.zero_grad(set_to_none=True)
-        pixels = random_transform(image(), params, generator)
-        values, penalty = _objectives(model, pre.normalize(pixels), expanded, params.copies, params.diversity)
-        loss = -(values * signs).sum() + params.diversity * penalty
-        loss.backward()
-        optimizer.step()
-        history.append([float(v) for v in values.detach()])
-        if on_step is not None:
-            on_step(step)
+    ascent = loop.Ascent(image, lambda images: pre.normalize(random_transform(images, params, generator)), expanded,
+                         torch.optim.Adam(image.parameters(), lr=params.lr),
+                         terms=[diversity_term(params.diversity, params.copies)] if params.diversity else ())
+    history = loop.ascend(model, ascent, params.steps, on_step)
     with torch.no_grad():
         final = image()
-        values, _ = _objectives(model, pre.normalize(final), expanded, params.copies, 0.0)
+        values = evaluate(model, pre.normalize(final), expanded).values
     results = []
     for i, target in enumerate(targets):
-        rows = groups[i]
+        rows = list(range(i * params.copies, (i + 1) * params.copies))
         pictures = [final[r].permute(1, 2, 0).float().cpu().numpy() for r in rows]
-        record = {"ii": list(range(params.steps)), "obj": [h[rows[0]] for h in history],
+        record = {"ii": list(range(params.steps)), "obj": [float(h[rows[0]]) for h in history],
                   "final_obj": [float(values[r]) for r in rows]}
         record.update(best_obj=record["final_obj"][0], best_ii=params.steps, last_obj=record["final_obj"][0],
                       meta_result="done")
         results.append(OptimizeResult(target, "modern", pictures[0], pictures[0], pictures[0], record, params.to_json(),
                                       extra_images=pictures[1:]))
     return results
-
-
-def _objectives(model: Model, x: torch.Tensor, targets: Sequence[Target], copies: int,
-                diversity: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Objective values and, with ``diversity``, the similarity penalty of each target's copies."""
-    evaluation = evaluate(model, x, targets)
-    penalty = diversity_penalty(evaluation.by_layer, lambda row: row, copies) if diversity else x.new_zeros(())
-    return evaluation.values, penalty

@@ -1,6 +1,7 @@
 """The paper's regularized gradient ascent in pixel space (``optimize_image.py`` of the original), batched: each
 image of the batch has its own target, learning rate, percentiles and stopping, and gets the same result as when
-optimized alone."""
+optimized alone. It runs in the shared loop (:func:`loop.ascend`): its parameterization is the pixel space itself,
+its views the identity, its optimizer the regularized step (:class:`PaperStep`)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,19 @@ import torch
 
 from ..models.model import Model
 from . import regularizers as reg
-from .objectives import Target, evaluate, is_target_max, target_argmax
+from .diversity import diversity_term
+from . import loop
+from .objectives import Evaluation, Target, is_target_max, target_argmax
 from .pixels import PixelSpace, pixel_space
 from .presets import PaperParams
 from .result import OptimizeResult
 
 
-def start_image(params: PaperParams, space: PixelSpace) -> torch.Tensor:
+def start_image(params: PaperParams, space: PixelSpace, copy: int = 0) -> torch.Tensor:
     """The starting point: ``mean_plus_rand`` N(0, 10) around the mean, ``randu`` U(0, 255) minus the mean, or
-    ``mean`` (zeros). Drawn from ``params.seed`` alone, so every target of a run starts from the same image, as
-    every run of the original with the same seed did."""
-    generator = torch.Generator().manual_seed(int(params.seed))
+    ``mean`` (zeros). Drawn from ``params.seed`` alone (``seed + copy`` for a further copy), so every target of a
+    run starts from the same image, as every run of the original with the same seed did."""
+    generator = torch.Generator().manual_seed(int(params.seed) + copy)
     shape = tuple(space.mean.shape)
     if params.start_at == "mean_plus_rand":
         x0 = torch.randn(shape, generator=generator, dtype=torch.float64) * 10.0
@@ -107,53 +110,105 @@ class _Tracker:
             self.record["meta_result"] = "majority success" if found else "majority failure"
 
 
-def optimize_paper(model: Model, targets: Sequence[Target], params: PaperParams,
-                   on_step: Callable[[int], None] | None = None) -> list[OptimizeResult]:
-    """Optimize one image per target with the paper's method (all targets in one batch)."""
-    space = pixel_space(model)
-    x0 = start_image(params, space)
-    x = x0.expand(len(targets), *x0.shape).clone()
-    signs = torch.tensor([t.sign for t in targets], device=x.device, dtype=x.dtype)
-    active = torch.ones(len(targets), dtype=torch.bool, device=x.device)
-    trackers = [_Tracker(t) for t in targets]
-    for ii in range(params.max_iter):
-        x = space.clip(x)
-        x_input = space.to_input(x).requires_grad_(True)
-        with torch.enable_grad():
-            evaluation = evaluate(model, x_input, targets)
-            objective, by_layer = evaluation.values, evaluation.by_layer
-            grad_input = evaluation.input_grad((objective * signs * active).sum())
+class PixelImage(torch.nn.Module):
+    """The paper's iterate ``x``: a batch in its pixel space (:mod:`pixels`), kept clipped to valid pixels;
+    ``forward()`` gives the model's input as a fresh leaf, whose gradient the paper's step reads."""
+
+    def __init__(self, x: torch.Tensor, space: PixelSpace):
+        super().__init__()
+        self.space, self.x = space, space.clip(x)
+
+    def forward(self) -> torch.Tensor:
+        return self.space.to_input(self.x).requires_grad_(True)
+
+
+class PaperStep:
+    """The paper's regularized gradient step as the loop's optimizer (:class:`loop.Step`), with its per-image
+    bookkeeping: :meth:`observe` (the loop's ``on_gradient``) records each image's iteration and stops images whose
+    gradient is exactly zero; :meth:`step` moves the others (learning-rate policy, decay, blur, clippings) and clips,
+    except after the last iteration, so the record describes the final image. Each image has its own target,
+    learning rate, percentiles and stop."""
+
+    def __init__(self, image: PixelImage, targets: Sequence[Target], x0: torch.Tensor, params: PaperParams):
+        self.image, self.x0, self.params = image, x0, params
+        x = image.x
+        self.signs = torch.tensor([t.sign for t in targets], device=x.device, dtype=x.dtype)
+        self.active = torch.ones(len(targets), dtype=torch.bool, device=x.device)
+        self.trackers = [_Tracker(t) for t in targets]
+        self.ii = 0
+
+    def objective(self, values: torch.Tensor) -> torch.Tensor:
+        """The loss the loop descends: minus the signed objective of the images still going."""
+        return -(values * self.signs * self.active).sum()
+
+    def observe(self, images: torch.Tensor, evaluation: Evaluation) -> None:
+        space, x, ii = self.image.space, self.image.x, self.ii
+        self.grad_input = -images.grad  # the gradient of the objective (and diversity term): the loss's, negated
+        self.grad = self.grad_input * space.scale
+        self.values = evaluation.values.detach()
+        targets = [t.target for t in self.trackers]
         argmax: list[tuple[int, ...]] = [()] * len(targets)
-        for rows, acts in by_layer.values():
-            row_signs = signs[rows].view(-1, *([1] * (acts.dim() - 1)))
+        for rows, acts in evaluation.by_layer.values():
+            row_signs = self.signs[rows].view(-1, *([1] * (acts.dim() - 1)))
             # arg-min when minimizing; a conv unit is compared with the other channels at its position
             for n, where in zip(rows, target_argmax(acts.detach() * row_signs, [targets[r] for r in rows])):
                 argmax[n] = where
-        grad = grad_input * space.scale
-        values = objective.detach()
-        for n in active.nonzero().flatten().tolist():
-            trackers[n].update(ii, float(values[n]), argmax[n], x[n], x0)
-        grad_sq_norm = grad.pow(2).sum(dim=(1, 2, 3))
-        dead = active & (grad_sq_norm == 0)
+        for n in self.active.nonzero().flatten().tolist():
+            self.trackers[n].update(ii, float(self.values[n]), argmax[n], x[n], self.x0[n])
+        self.grad_sq_norm = self.grad.pow(2).sum(dim=(1, 2, 3))
+        dead = self.active & (self.grad_sq_norm == 0)
         for n in dead.nonzero().flatten().tolist():
-            trackers[n].record["meta_result"] = "grad 0 failure"
-        active &= ~dead
-        if on_step is not None:
-            on_step(ii)
-        if not active.any():
-            break
-        if ii < params.max_iter - 1:  # no step after the last evaluation, so the record describes the final image
-            lr = reg.learning_rate(params.lr_policy, params.lr_params, grad_sq_norm, values)
-            # constant: lr times the gradient with respect to the model's own input, in pixel levels (see
-            # step_direction); the progress policies predict progress from the pixel-space gradient itself
-            direction = step_direction(grad_input, grad) if params.lr_policy == "constant" else grad
-            stepped = _regularize(x + lr.view(-1, 1, 1, 1) * direction, grad, params, ii)
-            x = torch.where(active.view(-1, 1, 1, 1), stepped, x)
+            self.trackers[n].record["meta_result"] = "grad 0 failure"
+        self.active &= ~dead
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Nothing to clear: every pass starts from a fresh leaf (:class:`PixelImage`)."""
+
+    def step(self) -> None:
+        ii, params, x = self.ii, self.params, self.image.x
+        self.ii += 1
+        if not self.active.any() or ii >= params.max_iter - 1:  # no step after the last evaluation
+            return
+        lr = reg.learning_rate(params.lr_policy, params.lr_params, self.grad_sq_norm, self.values)
+        # constant: lr times the gradient with respect to the model's own input, in pixel levels (see
+        # step_direction); the progress policies predict progress from the pixel-space gradient itself
+        direction = step_direction(self.grad_input, self.grad) if params.lr_policy == "constant" else self.grad
+        stepped = _regularize(x + lr.view(-1, 1, 1, 1) * direction, self.grad, params, ii)
+        self.image.x = self.image.space.clip(torch.where(self.active.view(-1, 1, 1, 1), stepped, x))
+
+    def stopped(self) -> bool:
+        return not self.active.any()
+
+
+def optimize_paper(model: Model, targets: Sequence[Target], params: PaperParams,
+                   on_step: Callable[[int], None] | None = None) -> list[OptimizeResult]:
+    """Optimize ``params.copies`` images per target with the paper's method (all in one batch, :func:`loop.ascend`);
+    copy ``c`` starts from seed ``seed + c``, and with ``diversity`` the copies' Gram similarity is descended too."""
+    space = pixel_space(model)
+    copies = params.copies
+    expanded = [t for t in targets for _ in range(copies)]
+    starts = torch.stack([start_image(params, space, copy) for copy in range(copies)])
+    x0 = starts.repeat(len(targets), *([1] * (starts.dim() - 1)))
+    image = PixelImage(x0.clone(), space)
+    paper = PaperStep(image, expanded, x0, params)
+    ascent = loop.Ascent(image, lambda x: x, expanded, paper, objective=paper.objective,
+                         terms=[diversity_term(params.diversity, copies)] if params.diversity else (),
+                         on_gradient=paper.observe, stop=paper.stopped)
+    loop.ascend(model, ascent, params.max_iter, on_step)
     results = []
-    for tracker in trackers:
-        tracker.finish()
-        best = tracker.best_x if tracker.best_x is not None else x0
-        last = tracker.last_x if tracker.last_x is not None else x0
-        results.append(OptimizeResult(tracker.target, "paper", space.to_display(best), space.to_rgb01(best),
-                                      space.to_display(last), tracker.record, params.to_json()))
+    for i, target in enumerate(targets):
+        bests = []
+        for n in range(i * copies, (i + 1) * copies):
+            tracker = paper.trackers[n]
+            tracker.finish()
+            bests.append(tracker.best_x if tracker.best_x is not None else x0[n])
+        tracker = paper.trackers[i * copies]
+        last = tracker.last_x if tracker.last_x is not None else x0[i * copies]
+        record = tracker.record
+        if copies > 1:
+            record["copy_best_obj"] = [paper.trackers[n].record["best_obj"]
+                                       for n in range(i * copies, (i + 1) * copies)]
+        results.append(OptimizeResult(target, "paper", space.to_display(bests[0]), space.to_rgb01(bests[0]),
+                                      space.to_display(last), record, params.to_json(),
+                                      extra_images=[space.to_display(b) for b in bests[1:]]))
     return results

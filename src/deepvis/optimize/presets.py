@@ -18,7 +18,9 @@ class PaperParams:
 
     Percentiles are 0-100 (0: off); ``blur_radius`` is the Gaussian sigma in pixels, applied every ``blur_every``
     iterations; ``decay`` is the L2 decay per step. ``push_dir`` +1 maximizes, -1 minimizes. ``max_iter`` (also
-    readable as ``steps``, the name every method shares) is the number of iterations.
+    readable as ``steps``, the name every method shares) is the number of iterations. ``copies`` images per target
+    (each from its own seed, ``seed + copy``), made different from each other by a ``diversity`` term, as in the
+    modern recipe.
 
     A field whose metadata has ``help`` is a command-line flag (``--blur-radius``); ``choices``, ``metavar`` and
     ``min`` shape it.
@@ -43,6 +45,8 @@ class PaperParams:
     lr_params: dict = field(default_factory=lambda: {"lr": 1.0}, metadata={
         "help": "the lr policy's numbers as JSON, e.g. '{\"lr\": 100}'", "metavar": "JSON"})
     max_iter: int = field(default=500, metadata={"help": "iterations", "min": 1})
+    copies: int = field(default=1, metadata={"help": "images per unit", "min": 1})
+    diversity: float = field(default=0.0, metadata={"help": "weight of the diversity term across copies"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lr_params", dict(self.lr_params))  # never shared with a preset
@@ -61,6 +65,12 @@ class PaperParams:
                                                self.small_norm_percentile, self.px_benefit_percentile,
                                                self.px_abs_benefit_percentile)):
             raise DeepvisError("decay, blur radius and percentiles must be finite numbers")
+        if self.copies < 1 or not math.isfinite(self.diversity) or self.diversity < 0:
+            raise DeepvisError("copies must be >= 1 and diversity a finite number >= 0")
+        if self.diversity > 0 and self.copies < 2:
+            raise DeepvisError("the diversity term compares several images of a unit: give copies >= 2")
+        if self.copies > 1 and self.start_at == "mean":
+            raise DeepvisError("copies of the 'mean' start are one image: give start_at mean_plus_rand or randu")
         if self.push_dir not in (1, -1, 1.0, -1.0):
             raise DeepvisError(f"push_dir must be +1 (maximize) or -1 (minimize), got {self.push_dir}")
         if self.max_iter < 1 or self.blur_every < 0 or self.blur_radius < 0 or not 0 <= self.decay < 1:
@@ -80,8 +90,12 @@ class PaperParams:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def to_json(self) -> dict:
-        """Every setting, as stores record them (``max_iter``, not ``steps``: existing stores stay valid)."""
-        return asdict(self)
+        """Every setting, as stores record them (``max_iter``, not ``steps``; ``copies`` and ``diversity`` only when
+        not 1 and 0: existing stores, made before they existed, stay valid)."""
+        data = asdict(self)
+        if self.copies == 1 and self.diversity == 0:
+            del data["copies"], data["diversity"]
+        return data
 
 
 def _positive_number(value) -> bool:
