@@ -179,13 +179,13 @@ class _Reached(Exception):
 def time_to_reach(model, unit: str, method: str, target: float, steps: int, cap: float) -> tuple[float | None, int]:
     """Seconds deepvis's ``method`` takes until the objective of a step's transformed views (the record's ``obj``)
     reaches ``target`` (channel-mean objective), and the steps it ran; None when it has not after ``steps`` steps
-    or ``cap`` seconds. The loop's ``evaluate`` is wrapped to read each step's value as it is computed."""
+    or ``cap`` seconds. The one loop's ``evaluate`` is wrapped to read each step's value as it is computed."""
     import importlib
 
     from deepvis.optimize import optimize
 
-    # by module path: the name deepvis.optimize is also the function
-    module = importlib.import_module(f"deepvis.optimize.{'maco' if method == 'maco' else 'modern'}")
+    # by module path (the name deepvis.optimize is also the function): every method's steps run in loop.ascend
+    module = importlib.import_module("deepvis.optimize.loop")
     original, seen = module.evaluate, []
 
     def recording(*args, **kwargs):
