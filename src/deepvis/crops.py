@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
@@ -48,6 +47,8 @@ WRITERS = 4
 WINDOW_AT_MOST = 0.5
 #: Top images on which a layer's windows are checked against whole images.
 WINDOW_CHECKS = 1
+#: Pixels between the pictures of a unit's montage.
+MONTAGE_PAD = 2
 #: Rough seconds to encode and write one picture (the progress bar's estimate of work per unit).
 SECONDS_PER_PICTURE = 0.002
 #: Nominal floating-point operations per second of one backward row (forward + backward ~ 3x the forward's counted
@@ -131,16 +132,11 @@ def unit_box(field: ReceptiveField | None, y: int, x: int, input_size: tuple[int
 
 
 def _jpeg(image: np.ndarray) -> bytes:
+    """A montage as JPEG, chroma at full resolution (4:4:4): a rank's tile cut from it is closer to the rendered
+    picture than a JPEG of the tile alone at 4:2:0, whose colour bleeds across the tiles' edges."""
     buffer = io.BytesIO()
-    render.to_pil(image).save(buffer, format="JPEG", quality=90)
+    render.to_pil(image).save(buffer, format="JPEG", quality=90, subsampling=0)
     return buffer.getvalue()
-
-
-def _same_size(images: list[np.ndarray]) -> list[np.ndarray]:
-    height = max(i.shape[0] for i in images)
-    width = max(i.shape[1] for i in images)
-    return [i if i.shape[:2] == (height, width) else
-            np.asarray(render.to_pil(i).resize((width, height), Image.BILINEAR), np.float32) / 255.0 for i in images]
 
 
 class _Inputs:
@@ -320,6 +316,13 @@ class _Plan:
         seconds_per_row = 3.0 * self.flops_per_row / FLOPS_PER_SECOND
         return k * (backward_kinds * seconds_per_row + (backward_kinds + 1) * SECONDS_PER_PICTURE)
 
+    @classmethod
+    def from_json(cls, data: dict, field: ReceptiveField | None) -> "_Plan":
+        """A plan saved by :meth:`to_json` (the layer's theoretical ``field`` comes from the store's manifest)."""
+        window = data.get("window")
+        return cls(field, field_from_json(data.get("effective")), tuple(window) if window else None,
+                   float(data.get("flops_per_row", 0.0)))
+
     def origin(self, box: tuple[int, int, int, int], input_size: tuple[int, int]) -> tuple[int, int]:
         """Top-left of the window holding ``box``: on the field's stride grid, inside the input."""
         (sy, sx), (wh, ww) = self.field.stride, self.window
@@ -364,9 +367,7 @@ def _plan(model: Model, inputs: _Inputs, store: Store, manifest, layer: str, bac
     key = _plan_key(store, manifest, layer, network or weights_hash(model), backward)
     saved = store.read_crops_plan(layer)
     if saved is not None and saved.get("key") == key:
-        window = saved.get("window")
-        return _Plan(field, field_from_json(saved.get("effective")), tuple(window) if window else None,
-                     float(saved.get("flops_per_row", 0.0)))
+        return _Plan.from_json(saved, field)
     plan = _measure_plan(model, inputs, store, manifest, layer, backward, field)
     store.write_crops_plan(layer, {"key": key, **plan.to_json()})
     return plan
@@ -523,11 +524,14 @@ def _group_crops(model, inputs: _Inputs, store: Store, layer: str, group: list[t
 
 def _write_unit(store: Store, layer: str, channel: int, images: dict[str, list[np.ndarray]], ranks: list[int],
                 record: dict) -> None:
-    """Encode a unit's pictures (one JPEG per rank and kind, and each kind's montage) and write them: run by the
-    writer threads, so the encoding (which frees the GIL) overlaps the next backward passes."""
-    files: dict[tuple[str, int | None], bytes] = {}
+    """Encode a unit's pictures, one montage per kind (its only picture file: each rank's tile is in the record), and
+    write them: run by the writer threads, so the encoding (which frees the GIL) overlaps the next backward passes."""
+    montages, tiles = {}, {}
     for kind, pictures in images.items():
-        for rank, image in zip(ranks, pictures):
-            files[(kind, rank)] = _jpeg(image)
-        files[(kind, None)] = _jpeg(render.montage(_same_size(pictures), pad=2))
-    store.write_crops(layer, channel, files, record)
+        boxes = render.montage_boxes([p.shape[:2] for p in pictures], pad=MONTAGE_PAD)
+        montages[kind] = _jpeg(render.montage(pictures, pad=MONTAGE_PAD))
+        by_rank = [None] * (max(ranks) + 1)
+        for rank, box in zip(ranks, boxes):
+            by_rank[rank] = box
+        tiles[kind] = by_rank
+    store.write_crops(layer, channel, montages, tiles, record)
