@@ -376,10 +376,13 @@ class Store:
             return None
         buffer = io.BytesIO()
         sprite.save(buffer, format="JPEG", quality=90)
-        atomic_write_bytes(target, buffer.getvalue())
+        # made again from the store's pictures at will, like them: not flushed to the disk (that took longer than the
+        # rest of a sprite)
+        atomic_write_bytes(target, buffer.getvalue(), durable=False)
         records = self._read_json(self.sprites_record_path(layer)) or {}
         records[kind] = {"made_from": made_from}
-        atomic_write_bytes(self.sprites_record_path(layer), json.dumps(records, indent=1).encode("utf-8"))
+        atomic_write_bytes(self.sprites_record_path(layer), json.dumps(records, indent=1).encode("utf-8"),
+                           durable=False)
         return target
 
     def remove_sprite(self, layer: str, kind: str) -> None:
