@@ -219,7 +219,8 @@ def test_one_picture_file_per_unit_and_kind_each_rank_cut_from_it(tmp_path, imag
                 alone = np.asarray(Image.open(buffer), np.float32) / 255
                 assert np.abs(got - picture).mean() <= np.abs(alone - picture).mean() + 0.002  # as close as that
                 assert np.array_equal(np.asarray(store.unit_crop("conv", channel, kind, rank)), np.asarray(cut[rank]))
-        assert store.unit_crop("conv", channel, "image", 3) is None and store.unit_crop("conv", channel, "deconv", 0) is None
+        assert store.unit_crop("conv", channel, "image", 3) is None  # k = 3
+        assert store.unit_crop("conv", channel, "deconv", 0) is None  # a kind not made
 
 
 def _to_earlier_layout(store: Store, layer: str, channel: int, colours) -> None:
