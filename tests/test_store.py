@@ -221,6 +221,12 @@ def test_one_picture_file_per_unit_and_kind_each_rank_cut_from_it(tmp_path, imag
                 assert np.array_equal(np.asarray(store.unit_crop("conv", channel, kind, rank)), np.asarray(cut[rank]))
         assert store.unit_crop("conv", channel, "image", 3) is None  # k = 3
         assert store.unit_crop("conv", channel, "deconv", 0) is None  # a kind not made
+    # the sprite takes the units' best pictures as made (in memory): as when read back from the montages
+    with Image.open(store.sprite_path("conv", "image")) as sprite:
+        made = np.asarray(sprite, np.float32)
+    with Image.open(store.write_sprite("conv", 4, "image", [0, 1])) as sprite:
+        again = np.asarray(sprite, np.float32)
+    assert made[:64].std() > 20 and np.abs(made - again).mean() < 4  # JPEG
 
 
 def _to_earlier_layout(store: Store, layer: str, channel: int, colours) -> None:

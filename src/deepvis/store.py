@@ -64,6 +64,13 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def sprite_tile(picture: Image.Image) -> Image.Image:
+    """A picture as one channel's tile of a layer sprite (:data:`SPRITE_TILE` pixels a side, RGB)."""
+    if picture.size == (SPRITE_TILE, SPRITE_TILE) and picture.mode == "RGB":
+        return picture
+    return picture.convert("RGB").resize((SPRITE_TILE, SPRITE_TILE), Image.BILINEAR)
+
+
 def _crop_file_kind(name: str) -> str | None:
     """The kind of a unit's crop picture file name: ``<kind>.jpg`` (a montage) or an earlier deepvis's
     ``<kind>_<rank:02d>.jpg``; None for any other file."""
@@ -348,17 +355,22 @@ class Store:
         return original if original.is_file() else None
 
     # ------------------------------------------------------------ writing pictures
-    def write_sprite(self, layer: str, count: int, kind: str, channels=None, made_from: str | None = None) -> Path | None:
+    def write_sprite(self, layer: str, count: int, kind: str, channels=None, made_from: str | None = None,
+                     tiles: dict | None = None) -> Path | None:
         """Every channel's picture of ``kind`` (the best optimized image, or the rank-0 crop kind) in a square grid
         (row-major, no spacing), the picture of a whole layer in pattern mode; channels without one (or not in
         ``channels``, when given: the units whose pictures are current) stay black. None, and no sprite left, if no
-        channel has one. ``made_from`` (what the pictures were made from) goes into the layer's sprites record."""
+        channel has one. ``made_from`` (what the pictures were made from) goes into the layer's sprites record.
+        ``tiles``: channel -> its tile (:func:`sprite_tile`) where the caller has it already (not read back)."""
         target = self.sprite_path(layer, kind)
         side = math.ceil(math.sqrt(count))
         sprite = Image.new("RGB", (side * SPRITE_TILE, side * SPRITE_TILE))
         found = False
+        tiles = tiles or {}
         for channel in range(count) if channels is None else sorted(channels):
-            if kind == "optimized":
+            if channel in tiles:
+                tile = tiles[channel]
+            elif kind == "optimized":
                 path = self.optimized_file(layer, channel)
                 tile = None
                 if path.exists():
@@ -367,7 +379,7 @@ class Store:
             else:
                 tile = self.unit_crop(layer, channel, kind, 0)
             if tile is not None:
-                tile = tile.resize((SPRITE_TILE, SPRITE_TILE), Image.BILINEAR)
+                tile = sprite_tile(tile)
                 row, col = divmod(channel, side)
                 sprite.paste(tile, (col * SPRITE_TILE, row * SPRITE_TILE))
                 found = True
