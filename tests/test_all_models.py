@@ -115,7 +115,7 @@ def test_every_command_and_the_live_toolbox(model_args, tmp_path, capsys):
          *model_args)
     _run(capsys, "crops", store, "--kinds", "image", "guided", "--units", "0-1", "-q", *model_args)
     unit_folder = store / deepvis.store.layer_dirname(layer) / "0000"
-    assert (unit_folder / "image_00.jpg").is_file() and (unit_folder / "guided_00.jpg").is_file()
+    assert all(deepvis.store.Store(store).unit_crop(layer, 0, kind, 0) is not None for kind in ("image", "guided"))
     _run(capsys, "optimize", "--out", store, "--layers", layer, "--units", "0-1", "--max-iter", "6", "-q", *model_args)
     assert Image.open(unit_folder / "optimized.png").size == model.preprocessing.input_size[::-1]
     saved = json.loads((unit_folder / "optimized.json").read_text())

@@ -47,21 +47,23 @@ def test_crops_of_a_small_store(tmp_path):
     for channel in range(3):
         unit = store.unit_dir("blocks.3", channel)
         for rank in range(2):
-            image = np.asarray(Image.open(unit / f"image_{rank:02d}.jpg"), np.float32) / 255
+            image = np.asarray(store.unit_crop("blocks.3", channel, "image", rank), np.float32) / 255
             fitted = np.asarray(model.preprocessing.fit(deepvis.load_image(folder / files[top["images"][channel, rank]])),
                                 np.float32) / 255
             expected = crop_box(fitted, unit_box(field, top["y"][channel, rank], top["x"][channel, rank], (112, 112)))
             assert image.shape == expected.shape == (35, 35, 3)
             assert np.abs(image - expected).mean() < 0.05  # JPEG
-            guided = np.asarray(Image.open(unit / f"guided_{rank:02d}.jpg"), np.float32)
+            guided = np.asarray(store.unit_crop("blocks.3", channel, "guided", rank), np.float32)
             assert guided.std() > 1  # a real picture, not a flat grey
-        assert (unit / "image.jpg").exists() and (unit / "guided.jpg").exists()
+        # one picture file per kind (its montage, each rank a tile in it), then the record
+        assert sorted(p.name for p in unit.iterdir()) == ["crops.json", "guided.jpg", "image.jpg"]
+        assert store.unit_crop("blocks.3", channel, "image", 2) is None  # k = 2
     assert (store.layer_dir("blocks.3") / "sprite_image.jpg").exists()
-    cat = np.asarray(Image.open(store.unit_dir("classifier", 285) / "image_00.jpg"))
+    cat = np.asarray(store.unit_crop("classifier", 285, "image", 0))
     assert cat.shape == (112, 112, 3)  # a fully connected unit sees the whole input
-    stamp = (store.unit_dir("blocks.3", 0) / "image_00.jpg").stat().st_mtime_ns
+    stamp = store.unit_file("blocks.3", 0, "image").stat().st_mtime_ns
     make_crops(model, store.root, layers=["blocks.3"], kinds=("image",), channels=range(0, 1), progress=False)
-    assert (store.unit_dir("blocks.3", 0) / "image_00.jpg").stat().st_mtime_ns == stamp  # done units are skipped
+    assert store.unit_file("blocks.3", 0, "image").stat().st_mtime_ns == stamp  # done units are skipped
     with pytest.raises(deepvis.DeepvisError, match="not in the store"):
         make_crops(model, store.root, layers=["blocks.9"], progress=False)
     assert torch._C._len_torch_function_stack() == 0
@@ -149,10 +151,9 @@ def test_batched_windowed_crops_equal_whole_image_backward_passes(tmp_path):
             grad = deepvis.backprop(model, image, f"blocks.3:{channel}@{y},{x}", mode="guided").input_grad
             rgb = model.preprocessing.to_rgb(grad).permute(1, 2, 0).numpy()
             expected = deepvis.back_image(crop_box(rgb, unit_box(field, y, x, (112, 112))), "raw")
-            saved = np.asarray(Image.open(store.unit_dir("blocks.3", channel) / f"guided_{rank:02d}.jpg"),
-                               np.float32) / 255
+            saved = np.asarray(store.unit_crop("blocks.3", channel, "guided", rank), np.float32) / 255
             assert np.abs(saved - expected).mean() < 0.03  # JPEG
-    stem = np.asarray(Image.open(store.unit_dir("stem.act", 0) / "image_00.jpg"))
+    stem = np.asarray(store.unit_crop("stem.act", 0, "image", 0))
     assert stem.shape == (32, 32, 3)  # a 3-px field in context
     # the plan is measured once and kept in the store: a second run measures nothing, and gets the same plan
     saved = Store(store.root).read_crops_plan("blocks.3")

@@ -150,13 +150,14 @@ def test_an_interrupted_export_resumes_where_it_stopped(store, model, tmp_path, 
     assert report.encoded == 5  # blocks.3:2, :3, classifier:0-2 (blocks.3:4, :5, classifier:3-5 have no pictures)
     export_site(store, tmp_path / "again", channels=CHANNELS, model=model, progress=False)
     assert _files(tmp_path / "site") == _files(tmp_path / "again")
-    (store.unit_dir("blocks.3", 3) / "image_01.jpg").rename(store.unit_dir("blocks.3", 3) / "image_01.bak")
+    montage = store.unit_file("blocks.3", 3, "image")
+    montage.rename(montage.with_suffix(".bak"))
     try:
-        (store.unit_dir("blocks.3", 3) / "image_01.jpg").write_bytes(b"not a jpeg")
-        with pytest.raises(deepvis.DeepvisError, match="cannot read the picture .* of blocks.3:3"):
+        montage.write_bytes(b"not a jpeg")
+        with pytest.raises(deepvis.DeepvisError, match="cannot read the picture image .* of blocks.3:3"):
             export_site(store, tmp_path / "bad", channels=CHANNELS, progress=False)
     finally:
-        (store.unit_dir("blocks.3", 3) / "image_01.bak").replace(store.unit_dir("blocks.3", 3) / "image_01.jpg")
+        montage.with_suffix(".bak").replace(montage)
 
 
 def test_layer_names_outside_the_safe_set_and_a_store_of_top_k_only(tmp_path):

@@ -225,8 +225,8 @@ def test_crops_optimize_and_the_toolbox_on_a_vit(photos, tmp_path):
     fields = {name: store.read_manifest().layers[name].receptive_field for name in layers}
     assert fields == {"blocks.0.attn.qkv": {"size": 16, "stride": 16, "offset": [0, 0]}, "blocks.1.mlp.act": None}
     make_crops(model, store.root, layers=layers, kinds=("image", "guided"), channels=range(2), progress=False)
-    with Image.open(store.unit_file("blocks.0.attn.qkv", 1, "image", 0)) as crop:
-        assert crop.size == (32, 32)  # the 16-px patch, in context (fields under 32 px get 32 px around them)
+    crop = store.unit_crop("blocks.0.attn.qkv", 1, "image", 0)
+    assert crop.size == (32, 32)  # the 16-px patch, in context (fields under 32 px get 32 px around them)
     # after attention every unit sees the whole input: the crop is its effective field, where most of its
     # input gradient lies (measured on the scanned images)
     from deepvis.crops import _effective_field, _Inputs
@@ -235,8 +235,7 @@ def test_crops_optimize_and_the_toolbox_on_a_vit(photos, tmp_path):
     effective = _effective_field(model, _Inputs(model, files), "blocks.1.mlp.act", None, [64, 4, 4])
     side = effective.size[0]
     assert 8 < side < 64 and effective.size[0] == effective.size[1]
-    with Image.open(store.unit_file("blocks.1.mlp.act", 1, "guided", 0)) as crop:
-        assert crop.size == (side, side)
+    assert store.unit_crop("blocks.1.mlp.act", 1, "guided", 0).size == (side, side)
     # optimize a token feature at a grid position: the objective rises
     result = deepvis.optimize(model, "blocks.1.mlp.fc1:3@1,2", "paper", max_iter=30)[0]
     objective = [v for v in result.record["obj"] if v is not None]

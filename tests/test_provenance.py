@@ -84,7 +84,7 @@ def test_the_manifest_is_a_portable_recipe_crops_follow_it_from_another_folder(t
     assert code == 0 and "warning" not in err, err  # no random weights, no default scale
     record = store.read_crops_record("conv1", 0)
     assert record["network"] == manifest.weights_sha256 and set(record["kinds"]) == {"image", "deconv"}
-    assert store.unit_file("conv1", 0, "image", 0).is_file()
+    assert store.unit_crop("conv1", 0, "image", 0) is not None
     model = model_from_manifest(store)
     assert weights_hash(model) == manifest.weights_sha256 and model.preprocessing.value_scale == pytest.approx(1.0)
 
@@ -132,7 +132,7 @@ def test_a_rescan_removes_exactly_what_it_changed_and_crops_redo_it(tmp_path, le
     code, _, err = _main(capsys, "crops", store.root, "--layers", "fc", "--kinds", "image", "-q")
     assert code == 0, err
     before = store.read_topk("fc")
-    stamps = {c: store.unit_file("fc", c, "image", 0).stat().st_mtime_ns for c in range(5)}
+    stamps = {c: store.unit_file("fc", c, "image").stat().st_mtime_ns for c in range(5)}
     # a photo that every fc unit's top 2 may now hold: the re-scan changes some units, not necessarily all
     for n in range(4, 10):
         Image.fromarray(RNG.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(tmp_path / "photos" / f"{n}.png")
@@ -146,9 +146,9 @@ def test_a_rescan_removes_exactly_what_it_changed_and_crops_redo_it(tmp_path, le
     assert changed and "removed" in err
     for c in range(5):
         if c in changed:  # stale: gone until crops redoes it, so nobody is shown the old top images
-            assert not store.unit_file("fc", c, "image", 0).exists() and store.read_crops_record("fc", c) is None
+            assert not store.unit_file("fc", c, "image").exists() and store.read_crops_record("fc", c) is None
         else:
-            assert store.unit_file("fc", c, "image", 0).stat().st_mtime_ns == stamps[c]
+            assert store.unit_file("fc", c, "image").stat().st_mtime_ns == stamps[c]
     assert not store.sprite_path("fc", "image").exists()
     code, _, err = _main(capsys, "crops", store.root, "--layers", "fc", "--kinds", "image", "-q")
     assert code == 0, err
@@ -156,7 +156,7 @@ def test_a_rescan_removes_exactly_what_it_changed_and_crops_redo_it(tmp_path, le
     for c in range(5):
         assert store.read_crops_record("fc", c)["topk"] == hashes[c]
         if c not in changed:
-            assert store.unit_file("fc", c, "image", 0).stat().st_mtime_ns == stamps[c]  # not redone
+            assert store.unit_file("fc", c, "image").stat().st_mtime_ns == stamps[c]  # not redone
     sprites = json.loads(store.sprites_record_path("fc").read_text())
     assert store.sprite_path("fc", "image").is_file() and sprites["image"]["made_from"]
 
@@ -164,12 +164,12 @@ def test_a_rescan_removes_exactly_what_it_changed_and_crops_redo_it(tmp_path, le
 def test_smaller_k_leaves_no_stale_rank(tmp_path, lenet, capsys, monkeypatch):
     store = _find_max(capsys, monkeypatch, lenet, "--force")
     assert _main(capsys, "crops", store.root, "--layers", "fc", "--kinds", "image", "-q")[0] == 0
-    assert store.unit_file("fc", 0, "image", 1).exists()
+    assert store.unit_crop("fc", 0, "image", 1) is not None
     code, _, err = _main(capsys, "find-max", "../photos", "--out", "../store", "--k", "1", "--layers", "fc", "-q",
                          "--force", *FLAGS)
     assert code == 0, err
     assert _main(capsys, "crops", store.root, "--kinds", "image", "-q")[0] == 0
-    assert store.unit_file("fc", 0, "image", 0).exists() and not store.unit_file("fc", 0, "image", 1).exists()
+    assert store.unit_crop("fc", 0, "image", 0) is not None and store.unit_crop("fc", 0, "image", 1) is None
     assert not store.topk_path("conv1").exists()  # a layer the new scan left out: its top-k is gone too
 
 

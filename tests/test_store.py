@@ -4,6 +4,7 @@ URLs), the typed manifest and its format check, and crops' default kinds by max 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 
 import numpy as np
@@ -82,7 +83,7 @@ def test_a_layer_named_with_a_tilde_is_served_by_the_urls_the_server_gives(tmp_p
     find_max(model, images, out, layers=["conv~1"], k=2, progress=False)
     make_crops(model, out, channels=range(0, 2), progress=False)
     store = Store(out)
-    assert store.unit_file("conv~1", 0, "deconv", 0).is_file()  # with max pooling: deconv by default
+    assert store.unit_crop("conv~1", 0, "deconv", 0) is not None  # with max pooling: deconv by default
     assert store.unit_file("conv~1", 0, "image").parent.parent.name == "conv%7E1"
     with _served(create_app(Toolbox(model, store=out)), serving) as client:
         unit = client.get("/api/unit", params={"layer": "conv~1", "channel": "0"}).json()
@@ -104,7 +105,7 @@ def test_crops_default_kinds_follow_max_pooling(tmp_path, images):
     assert not has_max_pooling(plain) and default_kinds(plain) == ("image", "guided")
     find_max(plain, images, tmp_path / "s", layers=["conv"], k=2, progress=False)
     store = make_crops(plain, tmp_path / "s", channels=range(0, 1), progress=False)
-    assert store.unit_file("conv", 0, "guided", 0).is_file() and not store.unit_file("conv", 0, "deconv").exists()
+    assert store.unit_crop("conv", 0, "guided", 0) is not None and not store.unit_file("conv", 0, "deconv").exists()
     make_crops(plain, tmp_path / "s", kinds=("deconv",), channels=range(0, 1), progress=False)  # still on demand
     assert store.unit_file("conv", 0, "deconv").is_file() and store.sprite_path("conv", "deconv").is_file()
 
@@ -176,8 +177,99 @@ def test_a_newer_or_damaged_manifest_is_a_clear_error(tmp_path):
 
 def test_url_is_quoted_once_and_names_every_file(tmp_path):
     store = Store(tmp_path)
-    assert store.url(store.unit_file("a~b/c d", 3, "guided", 1)) == "a%257Eb%252Fc%2520d/0003/guided_01.jpg"
+    assert store.url(store.unit_file("a~b/c d", 3, "guided")) == "a%257Eb%252Fc%2520d/0003/guided.jpg"
     assert store.url(store.optimized_file("fc", 7, 2)) == "fc/0007/optimized_02.png"
     assert store.checkpoint(1, 4).name == ".find-max-checkpoint-1-of-4.pt"
     with pytest.raises(DeepvisError):
         store.unit_file("fc", 0, "optimized")
+
+
+def _crops_store(tmp_path, images, kinds=("image", "guided")):
+    model = _tiny(NoPoolNet())
+    find_max(model, images, tmp_path / "s", layers=["conv"], k=3, progress=False)
+    return model, make_crops(model, tmp_path / "s", kinds=kinds, channels=range(0, 2), progress=False)
+
+
+def test_one_picture_file_per_unit_and_kind_each_rank_cut_from_it(tmp_path, images, monkeypatch):
+    from deepvis import crops, render
+
+    rendered = {}
+    write_unit = crops._write_unit
+
+    def spy(store, layer, channel, pictures, ranks, record):  # the pictures as rendered, before any JPEG
+        rendered[channel] = (pictures, ranks)
+        return write_unit(store, layer, channel, pictures, ranks, record)
+
+    monkeypatch.setattr(crops, "_write_unit", spy)
+    _, store = _crops_store(tmp_path, images)
+    assert sorted(rendered) == [0, 1]
+    for channel, (pictures, ranks) in rendered.items():
+        assert ranks == [0, 1, 2]
+        assert sorted(p.name for p in store.unit_dir("conv", channel).iterdir()) == ["crops.json", "guided.jpg",
+                                                                                     "image.jpg"]
+        assert store.crop_ranks("conv", channel) == {"guided": ranks, "image": ranks}
+        for kind, by_rank in pictures.items():
+            cut = store.unit_crops("conv", channel, kind)
+            assert sorted(cut) == ranks
+            for rank, picture in zip(ranks, by_rank):
+                got = np.asarray(cut[rank], np.float32) / 255
+                assert got.shape == picture.shape == (32, 32, 3)
+                buffer = io.BytesIO()  # what a rank's own file held before: a JPEG of the picture alone
+                render.to_pil(picture).save(buffer, format="JPEG", quality=90)
+                alone = np.asarray(Image.open(buffer), np.float32) / 255
+                assert np.abs(got - picture).mean() <= np.abs(alone - picture).mean() + 0.002  # as close as that
+                assert np.array_equal(np.asarray(store.unit_crop("conv", channel, kind, rank)), np.asarray(cut[rank]))
+        assert store.unit_crop("conv", channel, "image", 3) is None  # k = 3
+        assert store.unit_crop("conv", channel, "deconv", 0) is None  # a kind not made
+    # the sprite takes the units' best pictures as made (in memory): as when read back from the montages
+    with Image.open(store.sprite_path("conv", "image")) as sprite:
+        made = np.asarray(sprite, np.float32)
+    with Image.open(store.write_sprite("conv", 4, "image", [0, 1])) as sprite:
+        again = np.asarray(sprite, np.float32)
+    assert made[:64].std() > 20 and np.abs(made - again).mean() < 4  # JPEG
+
+
+def _to_earlier_layout(store: Store, layer: str, channel: int, colours) -> None:
+    """A unit as earlier deepvis versions wrote it: a file per rank and kind beside the montages, no tiles in the
+    record. Each rank's file a flat colour here, to tell it from the montage's tile."""
+    record = store.read_crops_record(layer, channel)
+    for kind in record["kinds"]:
+        for rank, crop in store.unit_crops(layer, channel, kind).items():
+            Image.new("RGB", crop.size, colours[rank]).save(store.unit_dir(layer, channel) / f"{kind}_{rank:02d}.jpg")
+    del record["tiles"]
+    store.crops_record_path(layer, channel).write_text(json.dumps(record))
+
+
+def test_a_unit_of_the_earlier_layout_reads_by_rank_and_a_rewrite_leaves_no_rank_file(tmp_path, images):
+    from deepvis.export import export_site
+
+    model, store = _crops_store(tmp_path, images)
+    colours = [(250, 0, 0), (0, 250, 0), (0, 0, 250)]
+    _to_earlier_layout(store, "conv", 0, colours)
+    assert store.crop_ranks("conv", 0) == {"guided": [0, 1, 2], "image": [0, 1, 2]}
+    for rank, colour in enumerate(colours):
+        assert np.abs(np.asarray(store.unit_crop("conv", 0, "guided", rank), int) - colour).max() < 10  # JPEG
+    # the export's per-rank site files and the sprites read both layouts
+    export_site(store, tmp_path / "site", progress=False)
+    with Image.open(tmp_path / "site/conv/0/image_01.jpg") as earlier:
+        assert np.abs(np.asarray(earlier, int) - colours[1]).max() < 10
+    with Image.open(tmp_path / "site/conv/1/image_01.jpg") as current:
+        expected = np.asarray(store.unit_crop("conv", 1, "image", 1), np.float32)
+        assert np.abs(np.asarray(current, np.float32) - expected).mean() < 20  # JPEG of noise, twice
+    sprite_path = store.write_sprite("conv", 4, "image", [0, 1])
+    with Image.open(sprite_path) as sprite:
+        tiles = np.asarray(sprite, np.float32).reshape(2, 64, 2, 64, 3)  # channels 0, 1 in the first row
+    assert np.abs(tiles[0, 8:-8, 0, 8:-8] - colours[0]).max() < 12  # rank 0's file
+    tile = np.asarray(store.unit_crop("conv", 1, "image", 0).resize((64, 64), Image.BILINEAR), np.float32)
+    assert np.abs(tiles[0, :, 1] - tile).mean() < 8
+    # remaking one kind replaces its rank files by its montage; the other kind (same top-k) is kept as it was
+    make_crops(model, store.root, kinds=("image",), channels=range(0, 1), force=True, progress=False)
+    names = sorted(p.name for p in store.unit_dir("conv", 0).iterdir())
+    assert names == ["crops.json", "guided.jpg", "guided_00.jpg", "guided_01.jpg", "guided_02.jpg", "image.jpg"]
+    assert store.read_crops_record("conv", 0)["kinds"] == ["guided", "image"]
+    assert np.abs(np.asarray(store.unit_crop("conv", 0, "guided", 2), int) - colours[2]).max() < 10
+    assert np.abs(np.asarray(store.unit_crop("conv", 0, "image", 2), int) - colours[2]).max() > 50  # cut, new
+    make_crops(model, store.root, kinds=("image", "guided"), channels=range(0, 1), force=True, progress=False)
+    assert sorted(p.name for p in store.unit_dir("conv", 0).iterdir()) == ["crops.json", "guided.jpg", "image.jpg"]
+    _to_earlier_layout(store, "conv", 1, colours)
+    assert store.remove_crops("conv", 1) and sorted(p.name for p in store.unit_dir("conv", 1).iterdir()) == []

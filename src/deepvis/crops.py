@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
@@ -36,7 +35,7 @@ from .models.model import Model, weights_hash
 from .probe import layer_info
 from .progress import Progress
 from .receptive_field import EFFECTIVE_ABOVE, ReceptiveField, effective_receptive_fields, field_from_json
-from .store import CROP_KINDS, CROPS_SETTINGS, Store, check_model
+from .store import CROP_KINDS, CROPS_SETTINGS, Store, check_model, sprite_tile
 from .units import Unit, check_unit, clamp_channels
 
 KINDS = CROP_KINDS
@@ -48,6 +47,11 @@ WRITERS = 4
 WINDOW_AT_MOST = 0.5
 #: Top images on which a layer's windows are checked against whole images.
 WINDOW_CHECKS = 1
+#: Units whose sprite tiles (their best pictures, small) are kept in memory for their layer's sprites; the sprites
+#: read any others back from the store.
+SPRITE_TILES_KEPT = 2048
+#: Pixels between the pictures of a unit's montage.
+MONTAGE_PAD = 2
 #: Rough seconds to encode and write one picture (the progress bar's estimate of work per unit).
 SECONDS_PER_PICTURE = 0.002
 #: Nominal floating-point operations per second of one backward row (forward + backward ~ 3x the forward's counted
@@ -131,16 +135,11 @@ def unit_box(field: ReceptiveField | None, y: int, x: int, input_size: tuple[int
 
 
 def _jpeg(image: np.ndarray) -> bytes:
+    """A montage as JPEG, chroma at full resolution (4:4:4): a rank's tile cut from it is closer to the rendered
+    picture than a JPEG of the tile alone at 4:2:0, whose colour bleeds across the tiles' edges."""
     buffer = io.BytesIO()
-    render.to_pil(image).save(buffer, format="JPEG", quality=90)
+    render.to_pil(image).save(buffer, format="JPEG", quality=90, subsampling=0)
     return buffer.getvalue()
-
-
-def _same_size(images: list[np.ndarray]) -> list[np.ndarray]:
-    height = max(i.shape[0] for i in images)
-    width = max(i.shape[1] for i in images)
-    return [i if i.shape[:2] == (height, width) else
-            np.asarray(render.to_pil(i).resize((width, height), Image.BILINEAR), np.float32) / 255.0 for i in images]
 
 
 class _Inputs:
@@ -230,18 +229,25 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
     # interleaved in proportion to their work, so the rate is steady from the first minute and the ETA honest
     with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="deepvis-crops-writer") as writer:
         pending: list[tuple[str, Future]] = []
+        made: dict[str, dict[int, dict]] = {name: {} for name in plans}  # the sprite tiles of the units made
+
+        def collect(name: str, done: Future) -> None:
+            tiles = done.result()
+            if sum(map(len, made.values())) < SPRITE_TILES_KEPT:
+                made[name].update(tiles)
+
         for name, index in interleave({name: [costs[name] * len(g) for g in gs] for name, gs in groups.items()}):
             group = groups[name][index]
             for unit in _group_crops(model, inputs, store, name, group, tops[name], plans[name], kinds):
                 pending.append((name, writer.submit(_write_unit, store, name, *unit)))
             while len(pending) > 4 * per_group:  # bounded: a slow disk holds the passes back
-                pending.pop(0)[1].result()
+                collect(*pending.pop(0))
             bar.update(len(group), cost=costs[name] * len(group))
             if index == len(groups[name]) - 1:  # the layer's last group: its files, then its sprites
                 for _name, done in [p for p in pending if p[0] == name]:
-                    done.result()
+                    collect(name, done)
                 pending = [p for p in pending if p[0] != name]
-                _write_sprites(store, manifest, name, kinds, network)
+                _write_sprites(store, manifest, name, kinds, network, made.pop(name))
     for name in layers:  # every asked layer's sprites are rewritten, as before, also where no unit needed work
         if name not in groups:
             _write_sprites(store, manifest, name, kinds, network)
@@ -252,15 +258,19 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
     return store
 
 
-def _write_sprites(store: Store, manifest, name: str, kinds, network: str) -> None:
+def _write_sprites(store: Store, manifest, name: str, kinds, network: str, made: dict | None = None) -> None:
+    """The layer's sprites of ``kinds`` from its current units; ``made``: channel -> kind -> sprite tile of the units
+    this run made (their rank-0 pictures, already in memory: not read back from the store)."""
     hashes = store.topk_hashes(name)
     made_from = {"basis": store.crops_basis(manifest, name), "network": network}
     count = manifest.layers[name].channels
-    current = [c for c in range(count) if _current(store.read_crops_record(name, c), hashes[c], made_from)]
+    records = {c: store.read_crops_record(name, c) for c in range(count)}
+    current = [c for c in range(count) if _current(records[c], hashes[c], made_from)]
     digest = hashlib.sha256(json.dumps([made_from, [hashes[c] for c in current]]).encode()).hexdigest()[:16]
+    made = made or {}
     for kind in kinds:
-        store.write_sprite(name, count, kind, [c for c in current
-                                               if kind in store.read_crops_record(name, c)["kinds"]], digest)
+        store.write_sprite(name, count, kind, [c for c in current if kind in records[c]["kinds"]], digest,
+                           tiles={c: tiles[kind] for c, tiles in made.items() if kind in tiles})
 
 
 def _effective_field(model: Model, inputs: _Inputs, layer: str, field: ReceptiveField | None,
@@ -320,6 +330,13 @@ class _Plan:
         seconds_per_row = 3.0 * self.flops_per_row / FLOPS_PER_SECOND
         return k * (backward_kinds * seconds_per_row + (backward_kinds + 1) * SECONDS_PER_PICTURE)
 
+    @classmethod
+    def from_json(cls, data: dict, field: ReceptiveField | None) -> "_Plan":
+        """A plan saved by :meth:`to_json` (the layer's theoretical ``field`` comes from the store's manifest)."""
+        window = data.get("window")
+        return cls(field, field_from_json(data.get("effective")), tuple(window) if window else None,
+                   float(data.get("flops_per_row", 0.0)))
+
     def origin(self, box: tuple[int, int, int, int], input_size: tuple[int, int]) -> tuple[int, int]:
         """Top-left of the window holding ``box``: on the field's stride grid, inside the input."""
         (sy, sx), (wh, ww) = self.field.stride, self.window
@@ -364,9 +381,7 @@ def _plan(model: Model, inputs: _Inputs, store: Store, manifest, layer: str, bac
     key = _plan_key(store, manifest, layer, network or weights_hash(model), backward)
     saved = store.read_crops_plan(layer)
     if saved is not None and saved.get("key") == key:
-        window = saved.get("window")
-        return _Plan(field, field_from_json(saved.get("effective")), tuple(window) if window else None,
-                     float(saved.get("flops_per_row", 0.0)))
+        return _Plan.from_json(saved, field)
     plan = _measure_plan(model, inputs, store, manifest, layer, backward, field)
     store.write_crops_plan(layer, {"key": key, **plan.to_json()})
     return plan
@@ -522,12 +537,19 @@ def _group_crops(model, inputs: _Inputs, store: Store, layer: str, group: list[t
 
 
 def _write_unit(store: Store, layer: str, channel: int, images: dict[str, list[np.ndarray]], ranks: list[int],
-                record: dict) -> None:
-    """Encode a unit's pictures (one JPEG per rank and kind, and each kind's montage) and write them: run by the
-    writer threads, so the encoding (which frees the GIL) overlaps the next backward passes."""
-    files: dict[tuple[str, int | None], bytes] = {}
+                record: dict) -> dict[int, dict]:
+    """Encode a unit's pictures, one montage per kind (its only picture file: each rank's tile is in the record), and
+    write them: run by the writer threads, so the encoding (which frees the GIL) overlaps the next backward passes.
+    Returns ``{channel: {kind: sprite tile}}``: each kind's best (first rank's) picture at the sprites' tile size."""
+    montages, tiles = {}, {}
     for kind, pictures in images.items():
-        for rank, image in zip(ranks, pictures):
-            files[(kind, rank)] = _jpeg(image)
-        files[(kind, None)] = _jpeg(render.montage(_same_size(pictures), pad=2))
-    store.write_crops(layer, channel, files, record)
+        boxes = render.montage_boxes([p.shape[:2] for p in pictures], pad=MONTAGE_PAD)
+        montages[kind] = _jpeg(render.montage(pictures, pad=MONTAGE_PAD))
+        by_rank = [None] * (max(ranks) + 1)
+        for rank, box in zip(ranks, boxes):
+            by_rank[rank] = box
+        tiles[kind] = by_rank
+    store.write_crops(layer, channel, montages, tiles, record)
+    if ranks[0] != 0:
+        return {}
+    return {channel: {kind: sprite_tile(render.to_pil(pictures[0])) for kind, pictures in images.items()}}

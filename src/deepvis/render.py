@@ -208,19 +208,31 @@ def unit_image(acts, channel: int, boost_indiv: float = 0.0, boost_gamma: float 
     return normalize_layer(acts, boost_indiv, boost_gamma, diffs)[channel]
 
 
+def montage_boxes(sizes: list[tuple[int, int]], cols: int | None = None,
+                  pad: int = 2) -> list[tuple[int, int, int, int]]:
+    """Where :func:`montage` puts pictures of these (height, width) sizes: each one's (x, y, width, height) in the
+    montage. Cells of the largest size, row-major, ``cols`` a row (square-ish by default), ``pad`` pixels apart; each
+    picture at its cell's top-left."""
+    if not sizes:
+        raise ValueError("montage of no images")
+    h, w = max(s[0] for s in sizes), max(s[1] for s in sizes)
+    cols = cols or math.ceil(math.sqrt(len(sizes)))
+    return [((i % cols) * (w + pad), (i // cols) * (h + pad), size[1], size[0]) for i, size in enumerate(sizes)]
+
+
 def montage(images: list[np.ndarray], cols: int | None = None, pad: int = 2,
             pad_color: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
-    """Same-size HxWx3 images in a grid (square-ish by default), separated by ``pad`` pixels."""
-    if not images:
-        raise ValueError("montage of no images")
-    h, w = images[0].shape[:2]
-    cols = cols or math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / cols)
+    """HxWx3 images in a grid (square-ish by default), separated by ``pad`` pixels (see :func:`montage_boxes`:
+    pictures smaller than the largest leave ``pad_color`` around them)."""
+    sizes = [tuple(image.shape[:2]) for image in images]
+    boxes = montage_boxes(sizes, cols, pad)
+    h, w = max(s[0] for s in sizes), max(s[1] for s in sizes)
+    cols = cols or math.ceil(math.sqrt(len(sizes)))
+    rows = math.ceil(len(sizes) / cols)
     canvas = np.empty((rows * h + (rows - 1) * pad, cols * w + (cols - 1) * pad, 3), np.float32)
     canvas[:] = np.asarray(pad_color, np.float32)
-    for i, image in enumerate(images):
-        r, c = divmod(i, cols)
-        canvas[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = _np(image)[:h, :w]
+    for image, (x, y, width, height) in zip(images, boxes):
+        canvas[y:y + height, x:x + width] = _np(image)
     return canvas
 
 

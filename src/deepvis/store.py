@@ -6,10 +6,12 @@ STORE/manifest.json                          Manifest: format, model, preprocess
 STORE/images.txt                             image index -> path relative to the image root
 STORE/.find-max-checkpoint-R-of-W.pt         an interrupted scan's progress, per process
 STORE/<layer>/topk.npz                       values, images, y, x: (C, k) arrays, rank 0 = highest
-STORE/<layer>/<channel:04d>/<kind>_<rank:02d>.jpg   crop (kind image) or backward image (deconv, gradient, guided)
-STORE/<layer>/<channel:04d>/<kind>.jpg       montage of the k pictures of one kind
+STORE/<layer>/<channel:04d>/<kind>.jpg       montage of the unit's k pictures of one kind, by rank: the crops
+                                             (kind image) or backward images (deconv, gradient, guided); the only
+                                             picture file of a kind (one rank's: :meth:`Store.unit_crop`)
 STORE/<layer>/<channel:04d>/crops.json       what the unit's crops were made from (top-k hash, basis, network,
-                                             kinds), written last; no record or another top-k: stale
+                                             kinds) and each kind's tiles by rank (x, y, width, height in its
+                                             montage), written last; no record or another top-k: stale
 STORE/<layer>/<channel:04d>/optimized.png    best optimized image (+ optimized_input.png, optimized_NN.png copies,
                                              optimized_alpha.png: MACO's transparency map, optimized.json: the
                                              record, written last)
@@ -24,11 +26,14 @@ STORE/site/                                  the static site deepvis export writ
 The manifest's ``recipe`` reloads the store's model (:func:`model_from_manifest`); :func:`check_model` refuses
 another. A re-scan (:meth:`Store.invalidate`) removes exactly the derived files it made stale.
 ``<layer>`` is the layer name with every character outside ``[A-Za-z0-9._-]`` percent-encoded. Readers also accept
-the original toolbox's ``unit_jpg_vis`` layout (``max_im/``, ``max_deconv/``, ``regularized_opt/``).
+stores of earlier deepvis versions, which wrote each rank's picture as its own file ``<kind>_<rank:02d>.jpg`` (and
+no tiles in the record), and the original toolbox's ``unit_jpg_vis`` layout (``max_im/``, ``max_deconv/``,
+``regularized_opt/``; its montages cannot be cut by rank).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -53,8 +58,32 @@ CROP_KINDS = ("image", "deconv", "gradient", "guided")
 #: Kinds of layer sprites: the optimized images, and the best (rank 0) picture of each crop kind.
 SPRITE_KINDS = ("optimized",) + CROP_KINDS
 _SAFE = set(string.ascii_letters + string.digits + "._-")
+# The process's file mode mask, read once: os.umask only sets it, and setting it back and forth in several writer
+# threads at once could leave it at 0.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
+def sprite_tile(picture: Image.Image) -> Image.Image:
+    """A picture as one channel's tile of a layer sprite (:data:`SPRITE_TILE` pixels a side, RGB)."""
+    if picture.size == (SPRITE_TILE, SPRITE_TILE) and picture.mode == "RGB":
+        return picture
+    return picture.convert("RGB").resize((SPRITE_TILE, SPRITE_TILE), Image.BILINEAR)
+
+
+def _crop_file_kind(name: str) -> str | None:
+    """The kind of a unit's crop picture file name: ``<kind>.jpg`` (a montage) or an earlier deepvis's
+    ``<kind>_<rank:02d>.jpg``; None for any other file."""
+    stem, dot, extension = name.rpartition(".")
+    if not dot or extension != "jpg":
+        return None
+    if stem in CROP_KINDS:
+        return stem
+    kind, sep, rank = stem.rpartition("_")
+    return kind if sep and rank.isdigit() and kind in CROP_KINDS else None
+
+
+@functools.lru_cache(maxsize=4096)
 def layer_dirname(layer: str) -> str:
     """The layer name with every character outside ``[A-Za-z0-9._-]`` percent-encoded (UTF-8)."""
     return "".join(c if c in _SAFE else "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in layer)
@@ -72,9 +101,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> N
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -233,12 +260,16 @@ class Store:
         """Where process ``rank`` of ``world`` keeps an interrupted find-max scan's progress."""
         return self.root / f".find-max-checkpoint-{rank}-of-{world}.pt"
 
-    def unit_file(self, layer: str, channel: int, kind: str, rank: int | None = None) -> Path:
-        """A unit's picture of ``kind`` (one of :data:`CROP_KINDS`) for its ``rank``-th top image, or the montage of
-        all of them when ``rank`` is None."""
+    def unit_file(self, layer: str, channel: int, kind: str) -> Path:
+        """A unit's montage of its pictures of ``kind`` (one of :data:`CROP_KINDS`), one per top image; one rank's
+        picture is :meth:`unit_crop`."""
         if kind not in CROP_KINDS:
             raise DeepvisError(f"unknown kind {kind!r}: use any of {', '.join(CROP_KINDS)}")
-        return self.unit_dir(layer, channel) / (f"{kind}.jpg" if rank is None else f"{kind}_{rank:02d}.jpg")
+        return self.unit_dir(layer, channel) / f"{kind}.jpg"
+
+    def _rank_file(self, layer: str, channel: int, kind: str, rank: int) -> Path:
+        """Where earlier deepvis versions wrote one rank's picture of a kind as its own file."""
+        return self.unit_dir(layer, channel) / f"{kind}_{rank:02d}.jpg"
 
     def optimized_file(self, layer: str, channel: int, which: str | int = "best") -> Path:
         """A unit's optimization result: ``"best"`` image (displayed), ``"input"`` (what the network saw),
@@ -324,21 +355,31 @@ class Store:
         return original if original.is_file() else None
 
     # ------------------------------------------------------------ writing pictures
-    def write_sprite(self, layer: str, count: int, kind: str, channels=None, made_from: str | None = None) -> Path | None:
+    def write_sprite(self, layer: str, count: int, kind: str, channels=None, made_from: str | None = None,
+                     tiles: dict | None = None) -> Path | None:
         """Every channel's picture of ``kind`` (the best optimized image, or the rank-0 crop kind) in a square grid
         (row-major, no spacing), the picture of a whole layer in pattern mode; channels without one (or not in
         ``channels``, when given: the units whose pictures are current) stay black. None, and no sprite left, if no
-        channel has one. ``made_from`` (what the pictures were made from) goes into the layer's sprites record."""
+        channel has one. ``made_from`` (what the pictures were made from) goes into the layer's sprites record.
+        ``tiles``: channel -> its tile (:func:`sprite_tile`) where the caller has it already (not read back)."""
         target = self.sprite_path(layer, kind)
         side = math.ceil(math.sqrt(count))
         sprite = Image.new("RGB", (side * SPRITE_TILE, side * SPRITE_TILE))
         found = False
+        tiles = tiles or {}
         for channel in range(count) if channels is None else sorted(channels):
-            path = (self.optimized_file(layer, channel) if kind == "optimized"
-                    else self.unit_file(layer, channel, kind, rank=0))
-            if path.exists():
-                with Image.open(path) as tile:
-                    tile = tile.convert("RGB").resize((SPRITE_TILE, SPRITE_TILE), Image.BILINEAR)
+            if channel in tiles:
+                tile = tiles[channel]
+            elif kind == "optimized":
+                path = self.optimized_file(layer, channel)
+                tile = None
+                if path.exists():
+                    with Image.open(path) as image:
+                        tile = image.convert("RGB")
+            else:
+                tile = self.unit_crop(layer, channel, kind, 0)
+            if tile is not None:
+                tile = sprite_tile(tile)
                 row, col = divmod(channel, side)
                 sprite.paste(tile, (col * SPRITE_TILE, row * SPRITE_TILE))
                 found = True
@@ -347,10 +388,13 @@ class Store:
             return None
         buffer = io.BytesIO()
         sprite.save(buffer, format="JPEG", quality=90)
-        atomic_write_bytes(target, buffer.getvalue())
+        # made again from the store's pictures at will, like them: not flushed to the disk (that took longer than the
+        # rest of a sprite)
+        atomic_write_bytes(target, buffer.getvalue(), durable=False)
         records = self._read_json(self.sprites_record_path(layer)) or {}
         records[kind] = {"made_from": made_from}
-        atomic_write_bytes(self.sprites_record_path(layer), json.dumps(records, indent=1).encode("utf-8"))
+        atomic_write_bytes(self.sprites_record_path(layer), json.dumps(records, indent=1).encode("utf-8"),
+                           durable=False)
         return target
 
     def remove_sprite(self, layer: str, kind: str) -> None:
@@ -370,12 +414,75 @@ class Store:
 
     # ------------------------------------------------------------ crops and their "made from" records
     def crop_files(self, layer: str, channel: int) -> list[Path]:
-        """Every crop, backward image and montage file a unit has (any kind, any rank)."""
+        """Every montage a unit has, and every per-rank picture file an earlier deepvis wrote (any kind)."""
         folder = self.unit_dir(layer, channel)
-        if not folder.is_dir():
+        try:
+            names = os.listdir(folder)  # one directory read: this runs for every unit made
+        except OSError:
             return []
-        return [p for kind in CROP_KINDS for p in folder.glob(f"{kind}*.jpg")
-                if p.stem == kind or (p.stem[len(kind):len(kind) + 1] == "_" and p.stem[len(kind) + 1:].isdigit())]
+        return [folder / name for name in sorted(names) if _crop_file_kind(name) is not None]
+
+    def crop_ranks(self, layer: str, channel: int) -> dict[str, list[int]]:
+        """By kind, the ranks a unit has a picture for (see :meth:`unit_crops`), without reading any picture."""
+        record, files = self.read_crops_record(layer, channel), self.crop_files(layer, channel)
+        found = {}
+        for kind in CROP_KINDS:
+            tiles = self._tiles(layer, channel, kind, record, files)
+            ranks = ([rank for rank, box in enumerate(tiles) if box] if tiles is not None
+                     else sorted(self._rank_files(kind, files)))
+            if ranks:
+                found[kind] = ranks
+        return found
+
+    def unit_crops(self, layer: str, channel: int, kind: str) -> dict[int, Image.Image]:
+        """A unit's pictures of ``kind`` by rank: cut from its montage by the tiles its crops record gives, or the
+        per-rank files of a store of an earlier deepvis. Empty where it has none; an unreadable picture raises
+        ``OSError``."""
+        files = self.crop_files(layer, channel)
+        tiles = self._tiles(layer, channel, kind, self.read_crops_record(layer, channel), files)
+        if tiles is not None:
+            with Image.open(self.unit_file(layer, channel, kind)) as montage:
+                montage = montage.convert("RGB")
+            return {rank: montage.crop((x, y, x + w, y + h)) for rank, box in enumerate(tiles) if box
+                    for x, y, w, h in [box]}
+        crops = {}
+        for rank, path in sorted(self._rank_files(kind, files).items()):
+            with Image.open(path) as image:
+                crops[rank] = image.convert("RGB")
+        return crops
+
+    def unit_crop(self, layer: str, channel: int, kind: str, rank: int) -> Image.Image | None:
+        """A unit's picture of ``kind`` for its ``rank``-th top image (see :meth:`unit_crops`), or None."""
+        montage = self.unit_file(layer, channel, kind)
+        tiles = self._tiles(layer, channel, kind, self.read_crops_record(layer, channel),
+                            [montage] if montage.is_file() else [])
+        if tiles is not None:
+            box = tiles[rank] if 0 <= rank < len(tiles) else None
+            if not box:
+                return None
+            x, y, w, h = box
+            with Image.open(montage) as image:
+                return image.convert("RGB").crop((x, y, x + w, y + h))
+        path = self._rank_file(layer, channel, kind, rank)
+        if not path.is_file():
+            return None
+        with Image.open(path) as image:
+            return image.convert("RGB")
+
+    def _tiles(self, layer: str, channel: int, kind: str, record: dict | None, files: list[Path]) -> list | None:
+        """The kind's tiles by rank in its montage, from the unit's crops ``record``, when it has them and the
+        montage is among the unit's ``files`` (else None: no crops, or a store of an earlier deepvis)."""
+        tiles = (record or {}).get("tiles")
+        if not isinstance(tiles, dict) or not isinstance(tiles.get(kind), list) or \
+                self.unit_file(layer, channel, kind) not in files:
+            return None
+        return tiles[kind]
+
+    @staticmethod
+    def _rank_files(kind: str, files: list[Path]) -> dict[int, Path]:
+        """Among a unit's crop ``files``, a store of an earlier deepvis's per-rank pictures of a kind, by rank."""
+        return {int(path.stem[len(kind) + 1:]): path for path in files
+                if _crop_file_kind(path.name) == kind and path.stem != kind}
 
     def read_crops_record(self, layer: str, channel: int) -> dict | None:
         """What a unit's crops were made from (``topk``, ``basis``, ``network``, ``kinds``), or None."""
@@ -389,27 +496,32 @@ class Store:
         """Save the layer's crops plan (measured again at will: not flushed to the disk)."""
         atomic_write_bytes(self.crops_plan_path(layer), json.dumps(plan, indent=1).encode("utf-8"), durable=False)
 
-    def write_crops(self, layer: str, channel: int, pictures: dict[tuple[str, int | None], bytes],
+    def write_crops(self, layer: str, channel: int, montages: dict[str, bytes], tiles: dict[str, list],
                     record: dict) -> None:
-        """Write a unit's pictures (``(kind, rank or None for the montage)`` -> JPEG bytes) and, last, its record.
-        The old record goes first; files of the kinds written that are not among the new pictures (ranks a
-        smaller k no longer has) are removed, and so is every other kind unless the old record was made from the
-        same (``topk``, ``basis``, ``network``): then its kinds are kept and added to the record."""
+        """Write a unit's montages (kind -> JPEG bytes: its one picture file of that kind) and, last, its record
+        with ``tiles`` (kind -> by rank, the (x, y, width, height) of that rank's picture in the montage, or None).
+        The old record goes first; every other picture file of the kinds written goes (an earlier deepvis's
+        per-rank files), and so does every other kind unless the old record was made from the same (``topk``,
+        ``basis``, ``network``): then its kinds (files and tiles) are kept and added to the record."""
         old = self.read_crops_record(layer, channel)
         self.crops_record_path(layer, channel).unlink(missing_ok=True)
         same = old is not None and all(old.get(key) == record.get(key) for key in ("topk", "basis", "network"))
-        kinds = sorted({kind for kind, _ in pictures})
+        kinds = sorted(montages)
         keep = set(old.get("kinds", [])) - set(kinds) if same else set()
-        paths = {self.unit_file(layer, channel, kind, rank): data for (kind, rank), data in pictures.items()}
+        paths = {self.unit_file(layer, channel, kind): data for kind, data in montages.items()}
         for path, data in paths.items():  # pictures are remade from the top-k at will: not flushed one by one
             atomic_write_bytes(path, data, durable=False)
         for stale in self.crop_files(layer, channel):
-            if stale not in paths and stale.stem.split("_")[0] not in keep:
+            if stale not in paths and _crop_file_kind(stale.name) not in keep:
                 stale.unlink(missing_ok=True)
-        record = {**record, "kinds": sorted(set(kinds) | keep)}
+        old_tiles = old.get("tiles") if same and isinstance(old.get("tiles"), dict) else {}
+        kept_tiles = {kind: old_tiles[kind] for kind in keep if kind in old_tiles}
+        record = {**record, "kinds": sorted(set(kinds) | keep),
+                  "tiles": {kind: [list(box) if box else None for box in boxes]
+                            for kind, boxes in sorted({**kept_tiles, **tiles}.items())}}
         # not flushed either: a record lost with its pictures in a power cut only means the unit is made again
-        atomic_write_bytes(self.crops_record_path(layer, channel), json.dumps(record, indent=1).encode("utf-8"),
-                           durable=False)
+        # and compact: json's C encoder (an indented record takes the slower Python one, for every unit made)
+        atomic_write_bytes(self.crops_record_path(layer, channel), json.dumps(record).encode("utf-8"), durable=False)
 
     def remove_crops(self, layer: str, channel: int) -> bool:
         """Remove a unit's crops, backward images, montages and record; True if there was anything."""

@@ -8,7 +8,8 @@ SITE/export.json                what the site was made from (per unit a hash of 
 SITE/<layer>/index.html         the grid of the layer's channels, switchable between kinds
 SITE/<layer>/<channel>.html     one page per unit
 SITE/<layer>/<channel>/         its pictures: optimized.jpg (+ optimized_input.jpg, optimized_NN.jpg),
-                                <kind>_<rank:02d>.jpg (image, deconv, gradient, guided)
+                                <kind>_<rank:02d>.jpg (image, deconv, gradient, guided: cut from the store's
+                                montage of the kind, Store.unit_crops)
 ```
 ``<layer>`` is the store's folder name of the layer (:func:`deepvis.store.layer_dirname`). No server code, no
 external requests, no build step: the folder opens from disk or from any static host.

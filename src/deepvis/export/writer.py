@@ -105,17 +105,16 @@ class _Writer:
         self.put(relative, text.encode("utf-8"))
 
 
-def _jpeg(source: Path, size: int, quality: int) -> bytes:
-    """``source`` re-encoded as a baseline JPEG, its longest side at most ``size`` (never enlarged)."""
-    with Image.open(source) as image:
-        image = image.convert("RGB")
-        if max(image.size) > size:
-            scale = size / max(image.size)
-            image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                                 Image.LANCZOS)
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=quality, optimize=True, progressive=False, subsampling=2)
-        return buffer.getvalue()
+def _jpeg(image: Image.Image, size: int, quality: int) -> bytes:
+    """``image`` encoded as a baseline JPEG, its longest side at most ``size`` (never enlarged)."""
+    image = image.convert("RGB")
+    if max(image.size) > size:
+        scale = size / max(image.size)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                             Image.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality, optimize=True, progressive=False, subsampling=2)
+    return buffer.getvalue()
 
 
 def _json(data) -> str:
@@ -136,7 +135,8 @@ def _read_site_manifest(path: Path) -> dict:
 class _Unit:
     layer: str
     channel: int
-    pictures: dict[str, str]  # site file (relative to the root) -> store file it is made from, in display order
+    pictures: dict[str, Path | tuple[str, int]]  # site file (relative to the root) -> what it is made from, in display
+    # order: an optimized image's store file, or a crop's (kind, rank)
     optimized: list[tuple[str, str]]  # (caption, site file)
     crops: dict[str, list[str | None]]  # kind -> site file by rank
     record: dict | None  # the optimization record
@@ -146,7 +146,7 @@ class _Unit:
 def _unit_sources(store: Store, layer: str, channel: int, k: int) -> _Unit:
     """What a unit's pictures are in the store, and the site files they become."""
     folder = f"{layer_dirname(layer)}/{channel}"
-    pictures: dict[str, str] = {}
+    pictures: dict[str, Path | tuple[str, int]] = {}
     optimized = []
     record = store.read_optimized_record(layer, channel)
     if store.optimized_file(layer, channel).is_file():
@@ -158,21 +158,19 @@ def _unit_sources(store: Store, layer: str, channel: int, k: int) -> _Unit:
         for which, caption, name in candidates:
             path = store.optimized_file(layer, channel, which)
             if path.is_file():
-                pictures[f"{folder}/{name}"] = str(path)
+                pictures[f"{folder}/{name}"] = path
                 optimized.append((caption, f"{folder}/{name}"))
     crops: dict[str, list[str | None]] = {}
+    have = store.crop_ranks(layer, channel)
     for kind in CROP_KINDS:
-        ranks = []
-        for rank in range(k):
-            path = store.unit_file(layer, channel, kind, rank)
-            if path.is_file():
-                pictures[f"{folder}/{kind}_{rank:02d}.jpg"] = str(path)
-                ranks.append(f"{folder}/{kind}_{rank:02d}.jpg")
-            else:
-                ranks.append(None)
+        ranks = [f"{folder}/{kind}_{rank:02d}.jpg" if rank in have.get(kind, ()) else None for rank in range(k)]
+        for rank, name in enumerate(ranks):
+            if name:
+                pictures[name] = (kind, rank)
         if any(ranks):
             crops[kind] = ranks
-    sizes = {name: Path(path).stat().st_size for name, path in pictures.items()}
+    sizes = {name: path.stat().st_size for name, path in pictures.items() if isinstance(path, Path)}
+    sizes.update({path.name: path.stat().st_size for path in store.crop_files(layer, channel)})
     made_from = [SETTINGS, store.read_crops_record(layer, channel), record, sizes]
     source = hashlib.sha256(_json(made_from).encode("utf-8")).hexdigest()[:16]
     return _Unit(layer, channel, pictures, optimized, crops, record, source)
@@ -245,13 +243,20 @@ def export_site(store: str | Path, out: str | Path, layers: list[str] | None = N
                 previous = old_units.get(key)
                 if not (previous and previous.get("source") == unit.source and
                         all((root / name).is_file() for name in unit.pictures)):
+                    crops_by_kind: dict[str, dict] = {}  # a kind's montage is read once for all its ranks
                     for name, source in unit.pictures.items():
-                        optimized = Path(name).name.startswith("optimized")
                         try:
-                            data = _jpeg(Path(source), *((OPTIMIZED_SIZE, OPTIMIZED_QUALITY) if optimized
-                                                         else (CROP_SIZE, CROP_QUALITY)))
-                        except (OSError, ValueError) as exc:
-                            raise DeepvisError(f"cannot read the picture '{source}' of {key} ({exc}): make it again "
+                            if isinstance(source, Path):
+                                with Image.open(source) as image:
+                                    data = _jpeg(image, OPTIMIZED_SIZE, OPTIMIZED_QUALITY)
+                            else:
+                                kind, rank = source
+                                if kind not in crops_by_kind:
+                                    crops_by_kind[kind] = store.unit_crops(layer, channel, kind)
+                                data = _jpeg(crops_by_kind[kind][rank], CROP_SIZE, CROP_QUALITY)
+                        except (OSError, ValueError, KeyError) as exc:
+                            what = f"'{source}'" if isinstance(source, Path) else f"{source[0]} (rank {source[1]})"
+                            raise DeepvisError(f"cannot read the picture {what} of {key} ({exc}): make it again "
                                                "(deepvis crops / optimize with --force)") from None
                         writer.put(name, data)
                     encoded += bool(unit.pictures)
