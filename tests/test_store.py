@@ -273,3 +273,24 @@ def test_a_unit_of_the_earlier_layout_reads_by_rank_and_a_rewrite_leaves_no_rank
     assert sorted(p.name for p in store.unit_dir("conv", 0).iterdir()) == ["crops.json", "guided.jpg", "image.jpg"]
     _to_earlier_layout(store, "conv", 1, colours)
     assert store.remove_crops("conv", 1) and sorted(p.name for p in store.unit_dir("conv", 1).iterdir()) == []
+
+
+def test_atomic_writes_from_many_threads_leave_whole_files_with_the_usual_permissions(tmp_path):
+    import os
+    import stat
+    from concurrent.futures import ThreadPoolExecutor
+
+    from deepvis.store import atomic_write_bytes
+
+    umask = os.umask(0o022)
+    try:
+        payloads = {tmp_path / "new" / f"f{n % 8}.bin": bytes([n % 8]) * 4096 for n in range(64)}
+        with ThreadPoolExecutor(8) as pool:  # 8 files, each written 8 times at once from different threads
+            list(pool.map(lambda n: atomic_write_bytes(tmp_path / "new" / f"f{n % 8}.bin", bytes([n % 8]) * 4096,
+                                                       durable=n % 2 == 0), range(64)))
+    finally:
+        os.umask(umask)
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == sorted(p.name for p in payloads)  # no temp left
+    for path, data in payloads.items():
+        assert path.read_bytes() == data
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -36,11 +36,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
 import string
-import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -58,10 +59,8 @@ CROP_KINDS = ("image", "deconv", "gradient", "guided")
 #: Kinds of layer sprites: the optimized images, and the best (rank 0) picture of each crop kind.
 SPRITE_KINDS = ("optimized",) + CROP_KINDS
 _SAFE = set(string.ascii_letters + string.digits + "._-")
-# The process's file mode mask, read once: os.umask only sets it, and setting it back and forth in several writer
-# threads at once could leave it at 0.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+#: Numbers for temporary file names, unique within the process (with its pid and the thread: across them too).
+_TEMPORARY_NUMBERS = itertools.count()
 
 
 def sprite_tile(picture: Image.Image) -> Image.Image:
@@ -91,20 +90,27 @@ def layer_dirname(layer: str) -> str:
 
 def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> None:
     """Write ``data`` to ``path`` through a temporary file and ``os.replace``: readers never see half a file.
-    ``durable``: flush it to the disk first (``fsync``), so a power cut cannot leave an empty file behind either."""
+    ``durable``: flush it to the disk first (``fsync``), so a power cut cannot leave an empty file behind either.
+    The temporary file is created with the usual permissions (0o666 less the umask) and a name no other process or
+    thread uses; the folder is made only when missing (crops write thousands of small files: each system call
+    counts)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{os.getpid()}-{threading.get_ident()}-{next(_TEMPORARY_NUMBERS)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(tmp, flags, 0o666)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, flags, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
