@@ -205,3 +205,24 @@ def test_progress_eta_follows_the_work_not_the_items(monkeypatch):
     assert bar.eta() == pytest.approx(540.0)
     plain.update(50)
     assert plain.eta() == pytest.approx(60.0)  # counted in items, it would say one more minute
+
+
+def test_progress_line_at_the_end_says_no_time_left(monkeypatch, capsys):
+    """Costs summed in floating point may pass their total: the last line said 'ETA -1m60s'."""
+    from deepvis import progress as progress_module
+
+    clock = [0.0]
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(progress_module.sys.stderr, "isatty", lambda: False)
+    bar = progress_module.Progress(3, "crops", unit="units", total_cost=0.3)
+    for _ in range(3):
+        clock[0] += 0.4
+        bar.update(1, cost=0.1)  # 0.1 + 0.1 + 0.1 = 0.30000000000000004
+    clock[0] += 0.1
+    bar.close()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1] == "crops: 3/3 units, 2.3 units/s, ETA 0m00s", lines
+    middle = progress_module.Progress(10, "find-max", total_cost=10.0, enabled=False)
+    clock[0] += 59.6
+    middle.update(1, cost=0.999)  # 9.001 work left at 0.999 per 59.6 s: 537.0 s
+    assert middle.eta() == pytest.approx(537.0, abs=0.1)

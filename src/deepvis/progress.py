@@ -63,9 +63,11 @@ class Progress:
     def eta(self) -> float:
         """Seconds left, from the rate so far (NaN before any progress)."""
         elapsed = time.perf_counter() - self._start
-        if self.total_cost is not None:
+        if self.done >= self.total:
+            return 0.0
+        if self.total_cost is not None:  # summed costs may pass their total by a rounding error: never below 0
             rate = self.cost_done / elapsed if elapsed > 0 else 0.0
-            return (self.total_cost - self.cost_done) / rate if rate > 0 else float("nan")
+            return max(0.0, self.total_cost - self.cost_done) / rate if rate > 0 else float("nan")
         rate = (self.done - self._start_done) / elapsed if elapsed > 0 else 0.0
         return (self.total - self.done) / rate if rate > 0 else float("nan")
 
@@ -73,7 +75,7 @@ class Progress:
         elapsed = time.perf_counter() - self._start
         rate = (self.done - self._start_done) / elapsed if elapsed > 0 else 0.0
         eta = self.eta()
-        eta_text = f"{int(eta // 60)}m{int(eta % 60):02d}s" if eta == eta else "?"
+        eta_text = "{}m{:02d}s".format(*divmod(int(round(eta)), 60)) if eta == eta else "?"
         speed = f"{rate:.1f} {self.unit}/s" if rate >= 1 or rate == 0 else f"{rate * 60:.1f} {self.unit}/min"
         print(f"{self.description}: {self.done}/{self.total} {self.unit}, {speed}, ETA {eta_text}",
               file=sys.stderr, flush=True)
