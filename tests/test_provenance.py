@@ -210,7 +210,7 @@ def test_a_forced_rescan_without_model_keeps_the_stores_model_and_layers(tmp_pat
     # the step: `find-max --force` on the store, no model flags (the bundled model used to replace it)
     code, _, err = _main(capsys, "find-max", "../photos", "--out", "../store", "--k", "3", "--force")
     assert code == 0, err
-    assert "store's model" in err and "deploy.prototxt" in err, err
+    assert "re-scanning the store with its model and layers" in err and "deploy.prototxt" in err, err
     after = store.read_manifest()
     assert after.recipe["spec"] == before.recipe["spec"] and after.weights_sha256 == before.weights_sha256
     assert list(after.layers) == list(before.layers) == ["conv1", "fc"] and after.k == 3

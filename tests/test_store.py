@@ -294,3 +294,32 @@ def test_atomic_writes_from_many_threads_leave_whole_files_with_the_usual_permis
     for path, data in payloads.items():
         assert path.read_bytes() == data
         assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_an_atomic_write_steps_over_a_temporary_file_a_killed_run_left(tmp_path, monkeypatch):
+    import itertools
+
+    from deepvis import store as store_module
+
+    monkeypatch.setattr(store_module, "_TEMPORARY_NUMBERS", itertools.count())
+    first = next(itertools.count())  # the name this process's next write would take: as a killed run left it
+    left = tmp_path / f".x.bin.{__import__('os').getpid()}-{__import__('threading').get_ident()}-{first}.tmp"
+    left.write_bytes(b"half")
+    store_module.atomic_write_bytes(tmp_path / "x.bin", b"whole", durable=False)
+    assert (tmp_path / "x.bin").read_bytes() == b"whole" and left.read_bytes() == b"half"
+
+
+def test_a_rerun_with_nothing_to_do_keeps_the_sprites_and_a_missing_one_is_made_again(tmp_path, images):
+    model, store = _crops_store(tmp_path, images)
+    stamps = {kind: store.sprite_path("conv", kind).stat().st_mtime_ns for kind in ("image", "guided")}
+    made_from = store.read_sprites_record("conv")
+    assert set(made_from) == {"image", "guided"} and made_from["image"]["made_from"]
+    make_crops(model, store.root, kinds=("image", "guided"), channels=range(0, 2), progress=False)  # all current
+    assert {kind: store.sprite_path("conv", kind).stat().st_mtime_ns for kind in stamps} == stamps
+    store.sprite_path("conv", "guided").unlink()
+    make_crops(model, store.root, kinds=("image", "guided"), channels=range(0, 2), progress=False)
+    assert store.sprite_path("conv", "guided").is_file()
+    assert store.sprite_path("conv", "image").stat().st_mtime_ns == stamps["image"]
+    make_crops(model, store.root, kinds=("image", "guided"), channels=range(0, 3), progress=False)  # a new unit
+    assert store.sprite_path("conv", "image").stat().st_mtime_ns != stamps["image"]
+    assert store.read_sprites_record("conv")["image"]["made_from"] != made_from["image"]["made_from"]

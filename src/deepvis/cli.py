@@ -218,15 +218,16 @@ def _cmd_find_max(args) -> int:
     from .store import Store
 
     existing = Store(args.out)
-    if args.model is None and existing.exists():
+    if args.model is None and existing.exists() and args.force:
         # a re-scan keeps what made the store (its model, from the manifest's recipe, and its layers), as every
         # later command does; --model scans with another
-        model = _store_model(args, args.out, force=args.force)
+        model = _store_model(args, args.out, force=True)
+        kept = "its model" if args.layers else "its model and layers"
         if args.layers is None:
             args.layers = list(existing.read_manifest().layers)
         if not args.quiet:
-            print(f"find-max: scanning with the store's model '{model.spec}' and its {len(args.layers)} layers "
-                  "(--model, --layers to change them)", file=sys.stderr, flush=True)
+            print(f"find-max: re-scanning the store with {kept} ('{model.spec}'; --model, --layers change them)",
+                  file=sys.stderr, flush=True)
     else:
         model = _model(args)
     store = find_max(model, args.images, args.out, layers=args.layers, k=args.k, batch_size=args.batch_size,

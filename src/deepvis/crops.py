@@ -45,7 +45,8 @@ BATCH_ROWS = 64
 #: Threads encoding and writing pictures while the next passes run: one per two cores, at most 4. Creating files
 #: costs CPU (kernel) time; more threads than that on 2 cores only slowed torch's own threads down (crops of
 #: blocks.2.depthwise.act: 0.64-0.67x the bare passes with 4 writers, 0.70-0.72x with 1 or 2).
-WRITERS = max(1, min(4, (os.cpu_count() or 2) // 2))
+WRITERS = max(1, min(4, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2)
+                       // 2))  # the cores this process may use (a container's limit), not the host's
 #: Crop-sized windows are used where they hold at most this fraction of the input's pixels.
 WINDOW_AT_MOST = 0.5
 #: Top images on which a layer's windows are checked against whole images.
@@ -273,7 +274,10 @@ def _write_sprites(store: Store, manifest, name: str, kinds, network: str, made:
     current = [c for c in range(count) if _current(records[c], hashes[c], made_from)]
     digest = hashlib.sha256(json.dumps([made_from, [hashes[c] for c in current]]).encode()).hexdigest()[:16]
     made = made or {}
+    saved = {} if made else store.read_sprites_record(name)
     for kind in kinds:
+        if not made and (saved.get(kind) or {}).get("made_from") == digest and store.sprite_path(name, kind).is_file():
+            continue  # made from exactly these units' pictures: nothing to redo (decoding every montage again)
         store.write_sprite(name, count, kind, [c for c in current if kind in records[c]["kinds"]], digest,
                            tiles={c: tiles[kind] for c, tiles in made.items() if kind in tiles})
 

@@ -97,11 +97,14 @@ def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> N
     path = Path(path)
     tmp = path.parent / f".{path.name}.{os.getpid()}-{threading.get_ident()}-{next(_TEMPORARY_NUMBERS)}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(tmp, flags, 0o666)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, flags, 0o666)
+    while True:
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # left by a killed run of another process that had this pid: another name
+            tmp = tmp.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}-{next(_TEMPORARY_NUMBERS)}.tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -397,11 +400,15 @@ class Store:
         # made again from the store's pictures at will, like them: not flushed to the disk (that took longer than the
         # rest of a sprite)
         atomic_write_bytes(target, buffer.getvalue(), durable=False)
-        records = self._read_json(self.sprites_record_path(layer)) or {}
+        records = self.read_sprites_record(layer)
         records[kind] = {"made_from": made_from}
         atomic_write_bytes(self.sprites_record_path(layer), json.dumps(records, indent=1).encode("utf-8"),
                            durable=False)
         return target
+
+    def read_sprites_record(self, layer: str) -> dict:
+        """What each of the layer's sprites was made from, by kind (empty when none was recorded)."""
+        return self._read_json(self.sprites_record_path(layer)) or {}
 
     def remove_sprite(self, layer: str, kind: str) -> None:
         self.sprite_path(layer, kind).unlink(missing_ok=True)
