@@ -20,12 +20,11 @@ import torch
 from ..errors import DeepvisError
 from ..models.model import Model
 from ..probe import Probe
-from ..units import parse_unit
 from .evaluate import _spearman, path_layers
 from .maco import random_crops
 from .modern import COLOR_CORRELATION_SQRT
 from . import loop
-from .objectives import OPERATORS, Combination, Target, evaluate, make_target
+from .objectives import Combination, Target, evaluate, make_target
 
 
 @dataclass
@@ -66,7 +65,7 @@ def accentuate(model: Model, image, unit: str, objective: str | None = None, ste
     units of any scale); Adam on the spectrum, in the shared loop (:func:`loop.ascend`)."""
     if steps < 1 or lr <= 0 or reg < 0 or crops < 1 or not 0 < crop_size[0] <= crop_size[1] <= 1:
         raise DeepvisError("steps and crops must be >= 1, lr > 0, reg >= 0, 0 < crop_size min <= max <= 1")
-    target = _target(model, unit, objective)
+    target = make_target(model, unit, objective)
     kind = objective or target.kind
     pre = model.preprocessing
     device = model.device
@@ -114,19 +113,6 @@ def accentuate(model: Model, image, unit: str, objective: str | None = None, ste
                               original[0].permute(1, 2, 0).cpu().numpy(), before, after, distance, similarity,
                               {"obj": history, "steps": steps, "lr": lr, "reg": reg, "crops": crops,
                                "crop_size": list(crop_size), "noise": noise, "seed": seed, "objective": kind})
-
-
-def _target(model: Model, unit: str, objective: str | None) -> Target | Combination:
-    """The target of ``unit`` (``unit`` objective where it names ``@y,x``, else ``channel``), or of each part of a
-    combination ``"A op B"``."""
-    if isinstance(unit, str):
-        for op in OPERATORS:
-            left, found, right = unit.partition(f" {op} ")
-            if found:
-                return Combination(_target(model, left.strip(), objective), op,
-                                   _target(model, right.strip(), objective))
-    parsed = parse_unit(unit)
-    return make_target(model, parsed, objective or ("unit" if parsed.position is not None else "channel"))
 
 
 def _load(image):

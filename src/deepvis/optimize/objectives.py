@@ -79,10 +79,11 @@ class Combination:
                 "left": self.left.to_json(), "right": self.right.to_json()}
 
 
-def make_target(model: Model, unit: str | Unit | Target | Combination, kind: Kind = "unit", sign: float = 1.0,
-                vector: Sequence[float] | None = None) -> Target | Combination:
+def make_target(model: Model, unit: str | Unit | Target | Combination, kind: Kind | None = "unit",
+                sign: float = 1.0, vector: Sequence[float] | None = None) -> Target | Combination:
     """Check a unit against the layer catalog and fill in its position (the centre for a ``unit`` of a conv layer).
-    A string ``"A - B"``, ``"A + B"`` or ``"A * B"`` makes a :class:`Combination` of two targets of ``kind``."""
+    A string ``"A - B"``, ``"A + B"`` or ``"A * B"`` makes a :class:`Combination` of two targets of ``kind``.
+    ``kind`` None: ``unit`` where the unit names a position ``@y,x``, else ``channel`` (each part on its own)."""
     if isinstance(unit, (Target, Combination)):
         return unit
     if isinstance(unit, str):
@@ -91,6 +92,8 @@ def make_target(model: Model, unit: str | Unit | Target | Combination, kind: Kin
             if found:
                 return Combination(make_target(model, left.strip(), kind, 1.0, vector), op,
                                    make_target(model, right.strip(), kind, 1.0, vector), float(sign))
+    if kind is None:
+        kind = "unit" if parse_unit(unit).position is not None else "channel"
     if kind not in KINDS:
         raise UnitError(f"unknown objective {kind!r}: use one of {', '.join(KINDS)}")
     if kind == "direction" and isinstance(unit, str) and ":" not in unit:
