@@ -88,6 +88,18 @@ def layer_dirname(layer: str) -> str:
     return "".join(c if c in _SAFE else "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in layer)
 
 
+def _read_rgb(path: Path) -> Image.Image:
+    """A picture file as an RGB image, read whole (the file closed)."""
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def _cut(montage: Image.Image, box) -> Image.Image:
+    """One tile of a montage, ``box`` = (x, y, width, height)."""
+    x, y, w, h = box
+    return montage.crop((x, y, x + w, y + h))
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> None:
     """Write ``data`` to ``path`` through a temporary file and ``os.replace``: readers never see half a file.
     ``durable``: flush it to the disk first (``fsync``), so a power cut cannot leave an empty file behind either.
@@ -435,9 +447,12 @@ class Store:
             return []
         return [folder / name for name in sorted(names) if _crop_file_kind(name) is not None]
 
-    def crop_ranks(self, layer: str, channel: int) -> dict[str, list[int]]:
-        """By kind, the ranks a unit has a picture for (see :meth:`unit_crops`), without reading any picture."""
-        record, files = self.read_crops_record(layer, channel), self.crop_files(layer, channel)
+    def crop_ranks(self, layer: str, channel: int, record: dict | None = None,
+                   files: list[Path] | None = None) -> dict[str, list[int]]:
+        """By kind, the ranks a unit has a picture for (see :meth:`unit_crops`), without reading any picture;
+        ``record`` / ``files``: the unit's crops record and :meth:`crop_files` where the caller read them already."""
+        record = self.read_crops_record(layer, channel) if record is None else record
+        files = self.crop_files(layer, channel) if files is None else files
         found = {}
         for kind in CROP_KINDS:
             tiles = self._tiles(layer, channel, kind, record, files)
@@ -454,15 +469,9 @@ class Store:
         files = self.crop_files(layer, channel)
         tiles = self._tiles(layer, channel, kind, self.read_crops_record(layer, channel), files)
         if tiles is not None:
-            with Image.open(self.unit_file(layer, channel, kind)) as montage:
-                montage = montage.convert("RGB")
-            return {rank: montage.crop((x, y, x + w, y + h)) for rank, box in enumerate(tiles) if box
-                    for x, y, w, h in [box]}
-        crops = {}
-        for rank, path in sorted(self._rank_files(kind, files).items()):
-            with Image.open(path) as image:
-                crops[rank] = image.convert("RGB")
-        return crops
+            montage = _read_rgb(self.unit_file(layer, channel, kind))
+            return {rank: _cut(montage, box) for rank, box in enumerate(tiles) if box}
+        return {rank: _read_rgb(path) for rank, path in sorted(self._rank_files(kind, files).items())}
 
     def unit_crop(self, layer: str, channel: int, kind: str, rank: int) -> Image.Image | None:
         """A unit's picture of ``kind`` for its ``rank``-th top image (see :meth:`unit_crops`), or None."""
@@ -471,16 +480,9 @@ class Store:
                             [montage] if montage.is_file() else [])
         if tiles is not None:
             box = tiles[rank] if 0 <= rank < len(tiles) else None
-            if not box:
-                return None
-            x, y, w, h = box
-            with Image.open(montage) as image:
-                return image.convert("RGB").crop((x, y, x + w, y + h))
+            return _cut(_read_rgb(montage), box) if box else None
         path = self._rank_file(layer, channel, kind, rank)
-        if not path.is_file():
-            return None
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        return _read_rgb(path) if path.is_file() else None
 
     def _tiles(self, layer: str, channel: int, kind: str, record: dict | None, files: list[Path]) -> list | None:
         """The kind's tiles by rank in its montage, from the unit's crops ``record``, when it has them and the

@@ -161,7 +161,8 @@ def _unit_sources(store: Store, layer: str, channel: int, k: int) -> _Unit:
                 pictures[f"{folder}/{name}"] = path
                 optimized.append((caption, f"{folder}/{name}"))
     crops: dict[str, list[str | None]] = {}
-    have = store.crop_ranks(layer, channel)
+    crops_record, crop_files = store.read_crops_record(layer, channel), store.crop_files(layer, channel)
+    have = store.crop_ranks(layer, channel, crops_record, crop_files)
     for kind in CROP_KINDS:
         ranks = [f"{folder}/{kind}_{rank:02d}.jpg" if rank in have.get(kind, ()) else None for rank in range(k)]
         for rank, name in enumerate(ranks):
@@ -170,8 +171,8 @@ def _unit_sources(store: Store, layer: str, channel: int, k: int) -> _Unit:
         if any(ranks):
             crops[kind] = ranks
     sizes = {name: path.stat().st_size for name, path in pictures.items() if isinstance(path, Path)}
-    sizes.update({path.name: path.stat().st_size for path in store.crop_files(layer, channel)})
-    made_from = [SETTINGS, store.read_crops_record(layer, channel), record, sizes]
+    sizes.update({path.name: path.stat().st_size for path in crop_files})
+    made_from = [SETTINGS, crops_record, record, sizes]
     source = hashlib.sha256(_json(made_from).encode("utf-8")).hexdigest()[:16]
     return _Unit(layer, channel, pictures, optimized, crops, record, source)
 
