@@ -19,7 +19,7 @@ from deepvis.findmax import find_max
 from deepvis.optimize import make_params, optimize, optimize_to_store
 from deepvis.optimize.accentuate import accentuate
 from deepvis.optimize.evaluate import evaluate_store, penultimate_layer, spectral_slope
-from deepvis.optimize.maco import MacoParams, PhaseImage, natural_spectrum, sample_spectrum
+from deepvis.optimize.maco import MacoParams, PhaseImage, natural_spectrum, random_crops, sample_spectrum
 from deepvis.store import Store
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -92,6 +92,30 @@ def test_maco_raises_its_objective_and_writes_spectrum_and_attribution(tmp_path,
     pictures = store.unit_pictures("conv2", 0)
     assert pictures["attribution"].name == "optimized_alpha.png" and pictures["optimized"].name == "optimized.png"
     assert json.loads(store.optimized_file("conv2", 0, "record").read_text())["method"] == "maco"
+
+
+def test_maco_spread_bounds_where_the_crops_are_centred():
+    """A white dot at the canvas centre: with spread 0 it is at the centre of every crop; with the default (0.5)
+    crops lie anywhere on the canvas, so the dot wanders or leaves; 0.1 keeps it within 0.1 of the canvas side."""
+    canvas = torch.zeros(1, 3, 101, 101)
+    canvas[:, :, 50, 50] = 1.0
+    out = (61, 61)
+
+    def dot_offsets(spread: float) -> list[float]:
+        crops = random_crops(canvas, 64, (0.5, 0.8), out, torch.Generator().manual_seed(0), spread)
+        offsets = []
+        for crop in crops:
+            flat = int(crop.sum(0).argmax())
+            y, x = divmod(flat, out[1])
+            offsets.append(max(abs(y - 30), abs(x - 30)) / out[0])  # a fraction of the crop side
+        return offsets
+
+    assert max(dot_offsets(0.0)) <= 1 / 61
+    assert max(dot_offsets(0.1)) <= 0.1 / 0.5 + 2 / 61  # 0.1 of the canvas side, in a crop at least half of it
+    assert max(dot_offsets(0.5)) > 0.25
+    assert "spread" not in MacoParams().to_json() and MacoParams(spread=0.0).to_json()["spread"] == 0.0
+    with pytest.raises(deepvis.DeepvisError, match="spread"):
+        MacoParams(spread=0.7)
 
 
 def test_bad_maco_settings():

@@ -30,14 +30,18 @@ from .result import OptimizeResult
 @dataclass(frozen=True)
 class MacoParams:
     """Settings of MACO. ``canvas`` is the side of the optimized image as a multiple of the model's input side;
-    each step takes ``crops`` random crops of ``crop_size`` (min, max) of the canvas side, resized to the input
-    size, with Gaussian ``noise`` added. ``push_dir`` +1 maximizes, -1 minimizes."""
+    each step takes ``crops`` random crops of ``crop_size`` (min, max) of the canvas side, their centres at most
+    ``spread`` of the side from the canvas centre, resized to the input size, with Gaussian ``noise`` added.
+    ``push_dir`` +1 maximizes, -1 minimizes."""
 
     steps: int = field(default=512, metadata={"help": "NAdam steps", "min": 1})
     lr: float = field(default=0.3, metadata={"help": "NAdam learning rate (of the phase, radians)"})
     canvas: float = field(default=1.5, metadata={"help": "canvas side as a multiple of the input side"})
     crops: int = field(default=4, metadata={"help": "random crops of the canvas per step", "min": 1})
     crop_size: tuple[float, float] = (0.5, 0.8)
+    spread: float = field(default=0.5, metadata={
+        "help": "how far a crop's centre may lie from the canvas centre, a fraction of the canvas side (0.5: "
+                "anywhere a crop fits; 0: every crop centred, so a unit objective's feature stays at the centre)"})
     noise: float = field(default=0.05, metadata={"help": "Gaussian noise added to each crop"})
     contrast: float = field(default=1.0, metadata={"help": "scale of the standardized image before the sigmoid"})
     copies: int = field(default=1, metadata={"help": "images per unit", "min": 1})
@@ -48,8 +52,11 @@ class MacoParams:
     def __post_init__(self) -> None:
         if self.push_dir not in (1, -1):
             raise DeepvisError(f"push_dir must be +1 (maximize) or -1 (minimize), got {self.push_dir}")
-        if not all(math.isfinite(v) for v in (self.lr, self.canvas, self.noise, self.contrast, *self.crop_size)):
-            raise DeepvisError("lr, canvas, noise, contrast and crop_size must be finite numbers")
+        if not all(math.isfinite(v) for v in (self.lr, self.canvas, self.noise, self.contrast, self.spread,
+                                              *self.crop_size)):
+            raise DeepvisError("lr, canvas, noise, contrast, spread and crop_size must be finite numbers")
+        if not 0 <= self.spread <= 0.5:
+            raise DeepvisError(f"spread must be between 0 (crops centred) and 0.5 (anywhere), got {self.spread}")
         if self.steps < 1 or self.crops < 1 or self.copies < 1 or self.lr <= 0 or self.canvas < 1 or \
                 self.noise < 0 or self.diversity < 0 or self.contrast <= 0:
             raise DeepvisError("steps, crops and copies must be >= 1, lr > 0, canvas >= 1, contrast > 0, noise and "
@@ -65,6 +72,8 @@ class MacoParams:
     def to_json(self) -> dict:
         data = asdict(self)
         data["crop_size"] = list(self.crop_size)
+        if self.spread == 0.5:  # the default, as before the setting existed: earlier stores' units stay done
+            del data["spread"]
         return data
 
     def canvas_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
@@ -134,13 +143,15 @@ class PhaseImage(torch.nn.Module):
 
 
 def random_crops(canvas: torch.Tensor, count: int, size: tuple[float, float], out: tuple[int, int],
-                 generator: torch.Generator) -> torch.Tensor:
+                 generator: torch.Generator, spread: float = 0.5) -> torch.Tensor:
     """(N * count, 3, *out): ``count`` random square-ish crops of each canvas (side a random fraction in ``size``
-    of the canvas side, anywhere inside it), resized to ``out``; crop ``c`` of canvas ``n`` is row ``n * count + c``."""
+    of the canvas side; centre at most ``spread`` of the side from the canvas centre, and the crop inside the
+    canvas), resized to ``out``; crop ``c`` of canvas ``n`` is row ``n * count + c``."""
     n = canvas.shape[0]
     total = n * count
     fraction = size[0] + torch.rand(total, generator=generator) * (size[1] - size[0])
-    centre = (torch.rand(total, 2, generator=generator) * 2 - 1) * (1 - fraction)[:, None]
+    room = (1 - fraction).clamp(max=2 * spread)  # grid units: the canvas side is 2
+    centre = (torch.rand(total, 2, generator=generator) * 2 - 1) * room[:, None]
     zeros = torch.zeros(total)
     theta = torch.stack([torch.stack([fraction, zeros, centre[:, 1]], 1),
                          torch.stack([zeros, fraction, centre[:, 0]], 1)], 1).to(canvas)
@@ -188,7 +199,7 @@ def optimize_maco(model: Model, targets: Sequence[Target], params: MacoParams,
     alpha = torch.zeros(len(canvases), height, width, device=device)
 
     def views(canvas: torch.Tensor) -> torch.Tensor:
-        crops = random_crops(canvas, params.crops, params.crop_size, size, generator)
+        crops = random_crops(canvas, params.crops, params.crop_size, size, generator, params.spread)
         if params.noise:
             crops = crops + params.noise * torch.randn(crops.shape, generator=generator).to(crops)
         return pre.normalize(crops)
