@@ -18,7 +18,8 @@ import deepvis
 from deepvis.findmax import find_max
 from deepvis.optimize import make_params, optimize, optimize_to_store
 from deepvis.optimize.accentuate import accentuate
-from deepvis.optimize.evaluate import evaluate_store, penultimate_layer, spectral_slope
+from deepvis.optimize.evaluate import (evaluate_layer, evaluate_store, optimized_images, penultimate_layer,
+                                      spectral_slope)
 from deepvis.optimize.maco import MacoParams, PhaseImage, natural_spectrum, random_crops, sample_spectrum
 from deepvis.store import Store
 
@@ -156,6 +157,26 @@ def test_evaluate_scores_methods_deterministically(tmp_path, tiny, scanned):
     assert abs(first["median"]["random_crops"]["plausibility"]) < 0.5
     assert Store(scanned.root).read_evaluation("conv2")["seed"] == 3
     assert first["share"] is not None and first["forwards"] > 0
+
+
+def test_evaluate_averages_a_units_copies(tmp_path, tiny, scanned):
+    """A unit optimized with --copies 3: evaluate scores each of its images and reports their mean (one image's
+    plausibility is a noisy sample of the method's), with how many images and their spread."""
+    copies = optimize_to_store(tiny, tmp_path / "copies", ["conv2"], make_params("modern", steps=4, copies=3),
+                               channels=[0, 1], progress=False)
+    method, found, _seconds = optimized_images(copies, "conv2")
+    assert method == "modern" and [len(found[c]) for c in (0, 1)] == [3, 3]
+    together = evaluate_layer(tiny, scanned, "conv2", {"modern": found}, seed=1)["units"]
+    one_by_one = [evaluate_layer(tiny, scanned, "conv2", {"modern": {c: found[c][n] for c in found}}, seed=1)["units"]
+                  for n in range(3)]
+    for channel in ("0", "1"):
+        scores = together[channel]["modern"]
+        singles = [run[channel]["modern"] for run in one_by_one]
+        assert scores["images"] == 3
+        for metric in ("plausibility", "activation", "path", "slope"):
+            assert scores[metric] == pytest.approx(np.mean([single[metric] for single in singles]), abs=1e-5)
+        assert scores["plausibility_sd"] == pytest.approx(np.std([s["plausibility"] for s in singles]), abs=1e-5)
+        assert "images" not in singles[0]
 
 
 # ---------------------------------------------------------------- accentuation

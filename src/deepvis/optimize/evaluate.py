@@ -143,7 +143,8 @@ def _path_similarity(one: list[torch.Tensor], index: int, reference: list[torch.
 
 def evaluate_layer(model: Model, store: Store, layer: str, images: dict[str, dict[int, np.ndarray]],
                    seed: int = 0, baseline: int = 32) -> dict:
-    """Score ``images`` (method -> channel -> (H, W, 3) image in [0, 1]) of ``layer`` against the store's top-k;
+    """Score ``images`` (method -> channel -> (H, W, 3) image in [0, 1], or a list of them: a unit's copies, each
+    scored and the scores averaged) of ``layer`` against the store's top-k;
     returns the evaluation (per unit, per method, and the medians). ``baseline`` random crops score the baseline,
     as many others give the natural crops' mean feature that plausibility is centred on."""
     started = time.perf_counter()
@@ -225,16 +226,22 @@ def evaluate_layer(model: Model, store: Store, layer: str, images: dict[str, dic
         for method, per in images.items():
             if channel not in per:
                 continue
-            picture = resized(per[channel])
+            pictures = [resized(p) for p in (per[channel] if isinstance(per[channel], list) else [per[channel]])]
             y, x = centre
-            crop = resized(crop_box(picture, unit_box(field, y, x, size, effective)))
-            whole = features([picture, crop])
-            own_raw, own_centred = unit_vectors(whole["features"][1:2])
-            unit[method] = {"activation": float(whole["channel_max"][0, channel]) / best,
-                            "plausibility": float((own_centred @ crop_centred.T).mean()),
+            crops_of = [resized(crop_box(p, unit_box(field, y, x, size, effective))) for p in pictures]
+            whole = features(pictures + crops_of)
+            own_raw, own_centred = unit_vectors(whole["features"][len(pictures):])
+            plausibility = (own_centred @ crop_centred.T).mean(1)
+            # several images of a unit (its copies): each scored, the scores averaged -- one image's plausibility
+            # is a noisy sample of the method's (docs/optimize.md: seed against seed of the same method)
+            unit[method] = {"activation": float(whole["channel_max"][:len(pictures), channel].mean()) / best,
+                            "plausibility": float(plausibility.mean()),
                             "plausibility_raw": float((own_raw @ crop_raw.T).mean()),
-                            "path": _path_similarity([p[:1] for p in whole["path"]], 0, reference_path),
-                            "slope": spectral_slope(picture)}
+                            "path": float(np.mean([_path_similarity([p[:len(pictures)] for p in whole["path"]], i,
+                                                                    reference_path) for i in range(len(pictures))])),
+                            "slope": float(np.mean([spectral_slope(p) for p in pictures]))}
+            if len(pictures) > 1:
+                unit[method].update(images=len(pictures), plausibility_sd=float(plausibility.std(unbiased=False)))
         units[str(channel)] = unit
     natural_slope = float(np.median(slopes_natural)) if slopes_natural else -2.0
     for unit in units.values():
@@ -251,9 +258,9 @@ def evaluate_layer(model: Model, store: Store, layer: str, images: dict[str, dic
 
 
 def optimized_images(store: Store, layer: str, channels: Sequence[int] | None = None
-                     ) -> tuple[str | None, dict[int, np.ndarray], float]:
-    """The store's optimized images of ``layer`` (the method its records name), by channel, and the optimize
-    seconds they cost (from the records)."""
+                     ) -> tuple[str | None, dict[int, list[np.ndarray]], float]:
+    """The store's optimized images of ``layer`` (the method its records name), by channel: each unit's image and
+    its copies (``--copies``); and the optimize seconds they cost (from the records)."""
     method, found, seconds = None, {}, 0.0
     folder = store.layer_dir(layer)
     wanted = channels if channels is not None else sorted(
@@ -266,7 +273,11 @@ def optimized_images(store: Store, layer: str, channels: Sequence[int] | None = 
         if record is None or not path.is_file():
             continue
         method = method or record.get("method")
-        found[channel] = np.asarray(load_image(path), np.float32) / 255.0
+        found[channel] = [np.asarray(load_image(path), np.float32) / 255.0]
+        copy = 1
+        while store.optimized_file(layer, channel, copy).is_file():
+            found[channel].append(np.asarray(load_image(store.optimized_file(layer, channel, copy)), np.float32) / 255)
+            copy += 1
         seconds += float(record.get("seconds_per_batch", 0.0)) / max(int(record.get("batch_size", 1)), 1)
     return method, found, seconds
 
