@@ -88,7 +88,8 @@ def main() -> None:
         per_seed = [metric(name, s, "plausibility") for s in args.seeds]
         line = (f"{name:14s} plausibility {np.median(per_seed):.3f}  activation "
                 f"{np.median([metric(name, s, 'activation') for s in args.seeds]):.2f}x  slope gap "
-                f"{np.median([metric(name, s, 'slope_gap') for s in args.seeds]):.2f}")
+                f"{np.median([metric(name, s, 'slope_gap') for s in args.seeds]):.2f} (within 0.2: "
+                f"{sum(int((metric(name, s, 'slope_gap') <= 0.2).sum()) for s in args.seeds)}/{n * len(args.seeds)})")
         if name != "modern":
             same_seed = [int((metric(name, s, "plausibility") >= metric("modern", s, "plausibility")).sum())
                          for s in args.seeds]
