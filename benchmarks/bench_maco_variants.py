@@ -90,7 +90,7 @@ def main() -> None:
                 f"{np.median([metric(name, s, 'activation') for s in args.seeds]):.2f}x  slope gap "
                 f"{np.median([metric(name, s, 'slope_gap') for s in args.seeds]):.2f} (within 0.2: "
                 f"{sum(int((metric(name, s, 'slope_gap') <= 0.2).sum()) for s in args.seeds)}/{n * len(args.seeds)})")
-        random = np.array([u["random_crops"]["plausibility"] for u in units])
+        random = np.array([u.get("random_crops", {}).get("plausibility", np.nan) for u in units])
         line += f"  above random crops (means): {int((means[name] > random).sum())}/{n}"
         if name != "modern":
             same_seed = [int((metric(name, s, "plausibility") >= metric("modern", s, "plausibility")).sum())
