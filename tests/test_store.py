@@ -196,9 +196,9 @@ def test_one_picture_file_per_unit_and_kind_each_rank_cut_from_it(tmp_path, imag
     rendered = {}
     write_unit = crops._write_unit
 
-    def spy(store, layer, channel, pictures, ranks, record):  # the pictures as rendered, before any JPEG
+    def spy(store, layer, channel, pictures, ranks, *rest, **options):  # the pictures as rendered, before any JPEG
         rendered[channel] = (pictures, ranks)
-        return write_unit(store, layer, channel, pictures, ranks, record)
+        return write_unit(store, layer, channel, pictures, ranks, *rest, **options)
 
     monkeypatch.setattr(crops, "_write_unit", spy)
     _, store = _crops_store(tmp_path, images)

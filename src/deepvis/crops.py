@@ -202,7 +202,7 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
     wanted = {name: clamp_channels(channels, manifest.layers[name].channels, name, "crops") for name in layers}
     backward = [k for k in kinds if k != "image"]
     # which units need (re)making, first: the progress bar's ETA counts only real work, weighted per layer
-    todo: dict[str, list[tuple[int, dict]]] = {}
+    todo: dict[str, list[tuple[int, dict, dict]]] = {}  # (channel, made-from record, its saved record or {})
     current_count = 0
     for name in layers:
         hashes = store.topk_hashes(name)
@@ -214,7 +214,7 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
             saved = store.read_crops_record(name, channel) or {}
             current = all(saved.get(key) == value for key, value in record.items())
             if force or not current or not set(kinds) <= set(saved.get("kinds", [])):
-                todo[name].append((channel, record))
+                todo[name].append((channel, record, saved))  # saved: the writer needs it, not read again
             else:
                 current_count += 1
     total = sum(len(wanted[n]) for n in layers)
@@ -226,7 +226,7 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
     per_group = max(1, batch_rows // k)
     groups = {name: [todo[name][s:s + per_group] for s in range(0, len(todo[name]), per_group)] for name in plans}
     tops = {name: store.read_topk(name) for name in plans}
-    needed = dict.fromkeys(int(i) for name in plans for channel, _ in todo[name]
+    needed = dict.fromkeys(int(i) for name in plans for channel, *_ in todo[name]
                            for i in tops[name]["images"][channel] if i >= 0)
     if len(needed) <= inputs.size:  # decoded before the bar starts: a one-off the first batches would otherwise carry
         for index in needed:
@@ -495,14 +495,15 @@ def draw_outline(picture: np.ndarray, box: tuple[int, int, int, int], outer: tup
     return out
 
 
-def _group_crops(model, inputs: _Inputs, store: Store, layer: str, group: list[tuple[int, dict]], top: dict,
-                 plan: _Plan, kinds) -> list[tuple[int, dict, dict]]:
-    """The pictures of several units: each backward kind is one batched pass over all their top images. Returns
-    each unit's ``(channel, pictures by kind, ranks, record)`` for :func:`_write_unit`."""
+def _group_crops(model, inputs: _Inputs, store: Store, layer: str, group: list[tuple[int, dict, dict]], top: dict,
+                 plan: _Plan, kinds) -> list[tuple]:
+    """The pictures of several units (``group``: each unit's channel, record and saved record): each backward kind
+    is one batched pass over all their top images. Returns each unit's ``(channel, pictures by kind, ranks,
+    record, saved record)`` for :func:`_write_unit`."""
     size = tuple(model.preprocessing.input_size)
     min_size = CROPS_SETTINGS["min_size"]
     rows = []  # (channel, rank, image index, y, x, box, shown box)
-    for channel, _record in group:
+    for channel, *_ in group:
         ranks = [r for r in range(top["images"].shape[1]) if top["images"][channel, r] >= 0]
         if not ranks:
             store.remove_crops(layer, channel)
@@ -538,18 +539,18 @@ def _group_crops(model, inputs: _Inputs, store: Store, layer: str, group: list[t
                 picture = render.back_image(crop_box(g, local), "raw")
                 pictures.setdefault((channel, kind), []).append(draw_outline(picture, box, shown))
     made = []
-    for channel, record in group:
+    for channel, record, saved in group:
         ranks = [r for c, r, *_ in rows if c == channel]
         if ranks:
-            made.append((channel, {kind: pictures[(channel, kind)] for kind in kinds}, ranks, record))
+            made.append((channel, {kind: pictures[(channel, kind)] for kind in kinds}, ranks, record, saved))
     return made
 
 
 def _write_unit(store: Store, layer: str, channel: int, images: dict[str, list[np.ndarray]], ranks: list[int],
-                record: dict) -> dict[int, dict]:
+                record: dict, saved: dict | None = None) -> dict[int, dict]:
     """Encode a unit's pictures, one montage per kind (its only picture file: each rank's tile is in the record), and
     write them: run by the writer threads, so the encoding (which frees the GIL) overlaps the next backward passes.
-    Returns ``{channel: {kind: sprite tile}}``: each kind's best (first rank's) picture at the sprites' tile size."""
+    ``saved``: the unit's crops record as read before ({}: none; None: read it here). Returns ``{channel: {kind: sprite tile}}``: each kind's best (first rank's) picture at the sprites' tile size."""
     montages, tiles = {}, {}
     for kind, pictures in images.items():
         boxes = render.montage_boxes([p.shape[:2] for p in pictures], pad=MONTAGE_PAD)
@@ -558,7 +559,7 @@ def _write_unit(store: Store, layer: str, channel: int, images: dict[str, list[n
         for rank, box in zip(ranks, boxes):
             by_rank[rank] = box
         tiles[kind] = by_rank
-    store.write_crops(layer, channel, montages, tiles, record)
+    store.write_crops(layer, channel, montages, tiles, record, old=saved)
     if ranks[0] != 0:
         return {}
     return {channel: {kind: sprite_tile(render.to_pil(pictures[0])) for kind, pictures in images.items()}}

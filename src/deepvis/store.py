@@ -512,13 +512,14 @@ class Store:
         atomic_write_bytes(self.crops_plan_path(layer), json.dumps(plan, indent=1).encode("utf-8"), durable=False)
 
     def write_crops(self, layer: str, channel: int, montages: dict[str, bytes], tiles: dict[str, list],
-                    record: dict) -> None:
+                    record: dict, old: dict | None = None) -> None:
         """Write a unit's montages (kind -> JPEG bytes: its one picture file of that kind) and, last, its record
         with ``tiles`` (kind -> by rank, the (x, y, width, height) of that rank's picture in the montage, or None).
         The old record goes first; every other picture file of the kinds written goes (an earlier deepvis's
         per-rank files), and so does every other kind unless the old record was made from the same (``topk``,
-        ``basis``, ``network``): then its kinds (files and tiles) are kept and added to the record."""
-        old = self.read_crops_record(layer, channel)
+        ``basis``, ``network``): then its kinds (files and tiles) are kept and added to the record. ``old``: the
+        unit's record where the caller read it already (:meth:`read_crops_record`; {} for none), else it is read here."""
+        old = self.read_crops_record(layer, channel) if old is None else old or None
         self.crops_record_path(layer, channel).unlink(missing_ok=True)
         same = old is not None and all(old.get(key) == record.get(key) for key in ("topk", "basis", "network"))
         kinds = sorted(montages)
