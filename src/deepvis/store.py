@@ -105,28 +105,44 @@ def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> N
     ``durable``: flush it to the disk first (``fsync``), so a power cut cannot leave an empty file behind either.
     The temporary file is created with the usual permissions (0o666 less the umask) and a name no other process or
     thread uses; the folder is made only when missing (crops write thousands of small files: each system call
-    counts)."""
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}-{threading.get_ident()}-{next(_TEMPORARY_NUMBERS)}.tmp"
+    counts, and so do pathlib's objects: plain strings and file descriptors here)."""
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    prefix = os.path.join(folder, f".{name}.{os.getpid()}-{threading.get_ident()}-")
+    tmp = f"{prefix}{next(_TEMPORARY_NUMBERS)}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     while True:
         try:
             fd = os.open(tmp, flags, 0o666)
             break
         except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(folder or ".", exist_ok=True)
         except FileExistsError:  # left by a killed run of another process that had this pid: another name
-            tmp = tmp.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}-{next(_TEMPORARY_NUMBERS)}.tmp")
+            tmp = f"{prefix}{next(_TEMPORARY_NUMBERS)}.tmp"
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
             if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
         raise
+
+
+def _unlink(path: str) -> None:
+    """Remove a file if it is there."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 # ---------------------------------------------------------------------------------------------------- manifest
@@ -518,18 +534,34 @@ class Store:
         The old record goes first; every other picture file of the kinds written goes (an earlier deepvis's
         per-rank files), and so does every other kind unless the old record was made from the same (``topk``,
         ``basis``, ``network``): then its kinds (files and tiles) are kept and added to the record. ``old``: the
-        unit's record where the caller read it already (:meth:`read_crops_record`; {} for none), else it is read here."""
-        old = self.read_crops_record(layer, channel) if old is None else old or None
-        self.crops_record_path(layer, channel).unlink(missing_ok=True)
-        same = old is not None and all(old.get(key) == record.get(key) for key in ("topk", "basis", "network"))
+        unit's record where the caller read it already (:meth:`read_crops_record`; {} for none), else it is read here.
+
+        Only the system calls needed (this runs for every unit made): no record, no unlink of it; an old record with
+        tiles for each of its kinds was written last by this layout, so their montages are the unit's only picture
+        files, and the folder is listed only where it may hold others (no record: a killed run's or a user's; a
+        kind without tiles: an earlier deepvis's per-rank files)."""
+        unknown = [kind for kind in montages if kind not in CROP_KINDS]
+        if unknown:
+            self.unit_file(layer, channel, unknown[0])  # the error naming it
+        folder = os.fspath(self.unit_dir(layer, channel))
+        record_path = os.path.join(folder, "crops.json")
+        old = (self.read_crops_record(layer, channel) if old is None else old) or {}
+        if old:  # goes first (an unreadable record describes nothing: left for the new one to replace)
+            _unlink(record_path)
+        same = bool(old) and all(old.get(key) == record.get(key) for key in ("topk", "basis", "network"))
         kinds = sorted(montages)
         keep = set(old.get("kinds", [])) - set(kinds) if same else set()
-        paths = {self.unit_file(layer, channel, kind): data for kind, data in montages.items()}
-        for path, data in paths.items():  # pictures are remade from the top-k at will: not flushed one by one
-            atomic_write_bytes(path, data, durable=False)
-        for stale in self.crop_files(layer, channel):
-            if stale not in paths and _crop_file_kind(stale.name) not in keep:
-                stale.unlink(missing_ok=True)
+        written = {f"{kind}.jpg" for kind in montages}
+        for kind, data in montages.items():  # pictures are remade from the top-k at will: not flushed one by one
+            atomic_write_bytes(os.path.join(folder, f"{kind}.jpg"), data, durable=False)
+        old_kinds = set(old.get("kinds", []))
+        if isinstance(old.get("tiles"), dict) and old_kinds <= set(old["tiles"]):  # each kind's montage, only
+            others = [f"{kind}.jpg" for kind in sorted(old_kinds | set(old["tiles"])) if kind in CROP_KINDS]
+        else:  # a kind kept from an earlier deepvis (per-rank files) among them
+            others = [path.name for path in self.crop_files(layer, channel)]
+        for name in others:
+            if name not in written and _crop_file_kind(name) not in keep:
+                _unlink(os.path.join(folder, name))
         old_tiles = old.get("tiles") if same and isinstance(old.get("tiles"), dict) else {}
         kept_tiles = {kind: old_tiles[kind] for kind in keep if kind in old_tiles}
         record = {**record, "kinds": sorted(set(kinds) | keep),
@@ -537,7 +569,7 @@ class Store:
                             for kind, boxes in sorted({**kept_tiles, **tiles}.items())}}
         # not flushed either: a record lost with its pictures in a power cut only means the unit is made again
         # and compact: json's C encoder (an indented record takes the slower Python one, for every unit made)
-        atomic_write_bytes(self.crops_record_path(layer, channel), json.dumps(record).encode("utf-8"), durable=False)
+        atomic_write_bytes(record_path, json.dumps(record).encode("utf-8"), durable=False)
 
     def remove_crops(self, layer: str, channel: int) -> bool:
         """Remove a unit's crops, backward images, montages and record; True if there was anything."""
