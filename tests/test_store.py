@@ -230,6 +230,31 @@ def test_one_picture_file_per_unit_and_kind_each_rank_cut_from_it(tmp_path, imag
     assert made[:64].std() > 20 and np.abs(made - again).mean() < 4  # JPEG
 
 
+def test_a_run_reads_each_units_record_once_and_makes_sprite_tiles_only_for_the_units_kept(tmp_path, images,
+                                                                                          monkeypatch):
+    from collections import Counter
+
+    from deepvis import crops
+
+    model, store = _crops_store(tmp_path, images)
+    with Image.open(store.sprite_path("conv", "image")) as sprite:
+        before = np.asarray(sprite, np.float32)
+    reads, tiles = Counter(), []
+    read, tile = Store.read_crops_record, crops.sprite_tile
+    monkeypatch.setattr(Store, "read_crops_record", lambda self, layer, c: reads.update([c]) or read(self, layer, c))
+    monkeypatch.setattr(crops, "sprite_tile", lambda picture: tiles.append(1) or tile(picture))
+    make_crops(model, store.root, kinds=("image", "guided"), channels=range(0, 2), force=True, progress=False)
+    assert reads == {0: 1, 1: 1}  # the todo scan's read serves the writer and the sprites (channels 2, 3: no folder)
+    assert len(tiles) == 4
+    tiles.clear()
+    monkeypatch.setattr(crops, "SPRITE_TILES_KEPT", 1)
+    make_crops(model, store.root, kinds=("image", "guided"), channels=range(0, 2), force=True, progress=False)
+    assert len(tiles) == 2  # one unit's tiles (image, guided) kept in memory; the sprites read the other's back
+    with Image.open(store.sprite_path("conv", "image")) as sprite:
+        after = np.asarray(sprite, np.float32)
+    assert before[:64, :128].std() > 20 and np.abs(after - before).mean() < 4  # JPEG
+
+
 def _to_earlier_layout(store: Store, layer: str, channel: int, colours) -> None:
     """A unit as earlier deepvis versions wrote it: a file per rank and kind beside the montages, no tiles in the
     record. Each rank's file a flat colour here, to tell it from the montage's tile."""

@@ -519,6 +519,16 @@ class Store:
         """What a unit's crops were made from (``topk``, ``basis``, ``network``, ``kinds``), or None."""
         return self._read_json(self.crops_record_path(layer, channel))
 
+    def read_crops_records(self, layer: str, channels) -> dict[int, dict | None]:
+        """:meth:`read_crops_record` of each of ``channels``: the layer folder listed once, and only the units with
+        a folder read (a layer's sprites look at every channel's record, most of them often not made)."""
+        try:
+            folders = set(os.listdir(self.layer_dir(layer)))
+        except OSError:
+            folders = set()
+        return {channel: self.read_crops_record(layer, channel) if f"{channel:04d}" in folders else None
+                for channel in channels}
+
     def read_crops_plan(self, layer: str) -> dict | None:
         """The layer's saved crops plan (see :meth:`crops_plan_path`), or None."""
         return self._read_json(self.crops_plan_path(layer))
@@ -528,13 +538,14 @@ class Store:
         atomic_write_bytes(self.crops_plan_path(layer), json.dumps(plan, indent=1).encode("utf-8"), durable=False)
 
     def write_crops(self, layer: str, channel: int, montages: dict[str, bytes], tiles: dict[str, list],
-                    record: dict, old: dict | None = None) -> None:
+                    record: dict, old: dict | None = None) -> dict:
         """Write a unit's montages (kind -> JPEG bytes: its one picture file of that kind) and, last, its record
         with ``tiles`` (kind -> by rank, the (x, y, width, height) of that rank's picture in the montage, or None).
         The old record goes first; every other picture file of the kinds written goes (an earlier deepvis's
         per-rank files), and so does every other kind unless the old record was made from the same (``topk``,
         ``basis``, ``network``): then its kinds (files and tiles) are kept and added to the record. ``old``: the
         unit's record where the caller read it already (:meth:`read_crops_record`; {} for none), else it is read here.
+        Returns the record written.
 
         Only the system calls needed (this runs for every unit made): no record, no unlink of it; an old record with
         tiles for each of its kinds was written last by this layout, so their montages are the unit's only picture
@@ -570,6 +581,7 @@ class Store:
         # not flushed either: a record lost with its pictures in a power cut only means the unit is made again
         # and compact: json's C encoder (an indented record takes the slower Python one, for every unit made)
         atomic_write_bytes(record_path, json.dumps(record).encode("utf-8"), durable=False)
+        return record
 
     def remove_crops(self, layer: str, channel: int) -> bool:
         """Remove a unit's crops, backward images, montages and record; True if there was anything."""
