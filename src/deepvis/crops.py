@@ -197,13 +197,15 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
         raise DeepvisError(f"the store was made at input size {list(manifest.input_size)}, the model "
                            f"now has {list(model.preprocessing.input_size)}: use the same --input-size")
     root = Path(manifest.image_root)
-    files = [root / p for p in store.read_image_list()]
+    names = store.read_image_list()
+    files = [root / p for p in names]
     inputs = _Inputs(model, files)
     wanted = {name: clamp_channels(channels, manifest.layers[name].channels, name, "crops") for name in layers}
     backward = [k for k in kinds if k != "image"]
     # which units need (re)making, first: the progress bar's ETA counts only real work, weighted per layer
     todo: dict[str, list[tuple[int, dict, dict]]] = {}  # (channel, made-from record, its saved record or {})
-    hashes = {name: store.topk_hashes(name) for name in layers}
+    tops = {name: store.read_topk(name) for name in layers}
+    hashes = {name: store.topk_hashes(name, tops[name], names) for name in layers}
     records: dict[str, dict[int, dict | None]] = {}  # units' crops records known (read, or written by this run)
     current_count = 0
     for name in layers:
@@ -228,7 +230,6 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
                    total_cost=sum(costs[n] * len(todo[n]) for n in plans))
     per_group = max(1, batch_rows // k)
     groups = {name: [todo[name][s:s + per_group] for s in range(0, len(todo[name]), per_group)] for name in plans}
-    tops = {name: store.read_topk(name) for name in plans}
     needed = dict.fromkeys(int(i) for name in plans for channel, *_ in todo[name]
                            for i in tops[name]["images"][channel] if i >= 0)
     if len(needed) <= inputs.size:  # decoded before the bar starts: a one-off the first batches would otherwise carry

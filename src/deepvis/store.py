@@ -607,11 +607,12 @@ class Store:
             return []
         return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and len(p.name) == 4 and p.name.isdigit())
 
-    def topk_hashes(self, layer: str) -> list[str]:
+    def topk_hashes(self, layer: str, top: dict | None = None, names: list[str] | None = None) -> list[str]:
         """Per channel, a hash of its top-k: the images (their paths in ``images.txt``) and positions, rank order.
-        A unit's crops are current while this and the layer's :meth:`crops_basis` are what they were made from."""
-        top = self.read_topk(layer)
-        names = self.read_image_list()
+        A unit's crops are current while this and the layer's :meth:`crops_basis` are what they were made from.
+        ``top`` / ``names``: the layer's :meth:`read_topk` and :meth:`read_image_list` where the caller has them."""
+        top = self.read_topk(layer) if top is None else top
+        names = self.read_image_list() if names is None else names
         hashes = []
         for channel in range(top["images"].shape[0]):
             entries = [f"{names[i] if 0 <= i < len(names) else i}|{y}|{x}"
