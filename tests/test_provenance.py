@@ -113,6 +113,8 @@ def test_another_model_or_changed_weights_are_refused_unless_forced(tmp_path, le
 
 
 def test_the_weights_hash_is_kept_until_a_weight_changes(monkeypatch):
+    from types import SimpleNamespace
+
     from torch import nn
 
     import deepvis.models.model as model_module
@@ -122,14 +124,18 @@ def test_the_weights_hash_is_kept_until_a_weight_changes(monkeypatch):
     model = Model(net=net)
     first = weights_hash(model)
     hashed = []
-    real = model_module._hash_weights
-    monkeypatch.setattr(model_module, "_hash_weights", lambda n: hashed.append(1) or real(n))
+    sha256 = model_module.hashlib.sha256
+    monkeypatch.setattr(model_module, "hashlib", SimpleNamespace(sha256=lambda: hashed.append(1) or sha256()))
+
+    def real(net):  # a fresh model's: nothing kept, hashed now
+        return weights_hash(Model(net=net))
+
     assert weights_hash(model) == first and weights_hash(model) == first and not hashed  # unchanged: not hashed again
     original = {name: value.clone() for name, value in net.state_dict().items()}
     with torch.no_grad():
         net[0].weight.add_(1)  # in place (torch counts it)
     changed = weights_hash(model)
-    assert changed != first and changed == real(net) and len(hashed) == 1
+    assert len(hashed) == 1 and changed != first and changed == real(net)
     net[3].weight = nn.Parameter(torch.randn_like(net[3].weight), requires_grad=False)  # replaced
     replaced = weights_hash(model)
     assert replaced not in (first, changed) and replaced == real(net)

@@ -307,9 +307,9 @@ def test_a_unit_rewrite_lists_its_folder_only_where_it_may_hold_other_files_and_
 
     store = Store(tmp_path)
     listed, unlinked = [], []
-    crop_files, unlink, write = Store.crop_files, store_module._unlink, store_module.atomic_write_bytes
+    crop_files, unlink, write = Store.crop_files, os.unlink, store_module.atomic_write_bytes
     monkeypatch.setattr(Store, "crop_files", lambda self, *a: listed.append(a) or crop_files(self, *a))
-    monkeypatch.setattr(store_module, "_unlink", lambda path: unlinked.append(os.path.basename(path)) or unlink(path))
+    monkeypatch.setattr(os, "unlink", lambda path: unlinked.append(os.path.basename(path)) or unlink(path))
 
     def rewrite(kinds, topk="a"):
         listed.clear()

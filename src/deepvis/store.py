@@ -566,9 +566,9 @@ class Store:
         for kind, data in montages.items():  # pictures are remade from the top-k at will: not flushed one by one
             atomic_write_bytes(os.path.join(folder, f"{kind}.jpg"), data, durable=False)
         old_kinds = set(old.get("kinds", []))
-        if isinstance(old.get("tiles"), dict) and old_kinds <= set(old["tiles"]):  # each kind's montage, only
+        if isinstance(old.get("tiles"), dict) and old_kinds <= set(old["tiles"]):  # its kinds' montages, only
             others = [f"{kind}.jpg" for kind in sorted(old_kinds | set(old["tiles"])) if kind in CROP_KINDS]
-        else:  # a kind kept from an earlier deepvis (per-rank files) among them
+        else:  # no record (a killed run's pictures may be there) or a kind without tiles (per-rank files)
             others = [path.name for path in self.crop_files(layer, channel)]
         for name in others:
             if name not in written and _crop_file_kind(name) not in keep:
