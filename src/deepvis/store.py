@@ -446,9 +446,10 @@ class Store:
             atomic_write_bytes(self.sprites_record_path(layer), json.dumps(records, indent=1).encode("utf-8"))
 
     @staticmethod
-    def _read_json(path: Path) -> dict | None:
+    def _read_json(path: str | Path) -> dict | None:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            with open(path, "rb") as handle:
+                data = json.loads(handle.read())
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) else None
@@ -522,12 +523,14 @@ class Store:
     def read_crops_records(self, layer: str, channels) -> dict[int, dict | None]:
         """:meth:`read_crops_record` of each of ``channels``: the layer folder listed once, and only the units with
         a folder read (a layer's sprites look at every channel's record, most of them often not made)."""
+        folder = os.fspath(self.layer_dir(layer))
         try:
-            folders = set(os.listdir(self.layer_dir(layer)))
+            folders = set(os.listdir(folder))
         except OSError:
             folders = set()
-        return {channel: self.read_crops_record(layer, channel) if f"{channel:04d}" in folders else None
-                for channel in channels}
+        name = self.crops_record_path(layer, 0).name
+        return {channel: self._read_json(os.path.join(folder, f"{channel:04d}", name)) if f"{channel:04d}" in folders
+                else None for channel in channels}  # plain strings: pathlib's objects cost more than the reads
 
     def read_crops_plan(self, layer: str) -> dict | None:
         """The layer's saved crops plan (see :meth:`crops_plan_path`), or None."""
