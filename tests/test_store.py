@@ -240,8 +240,14 @@ def test_a_run_reads_each_units_record_once_and_makes_sprite_tiles_only_for_the_
     with Image.open(store.sprite_path("conv", "image")) as sprite:
         before = np.asarray(sprite, np.float32)
     reads, tiles = Counter(), []
-    read, tile = Store.read_crops_record, crops.sprite_tile
-    monkeypatch.setattr(Store, "read_crops_record", lambda self, layer, c: reads.update([c]) or read(self, layer, c))
+    read, tile = Store._read_json, crops.sprite_tile
+
+    def counted(path):  # the crops records read, by channel
+        if os.path.basename(path) == "crops.json":
+            reads.update([int(os.path.basename(os.path.dirname(path)))])
+        return read(path)
+
+    monkeypatch.setattr(Store, "_read_json", staticmethod(counted))
     monkeypatch.setattr(crops, "sprite_tile", lambda picture: tiles.append(1) or tile(picture))
     make_crops(model, store.root, kinds=("image", "guided"), channels=range(0, 2), force=True, progress=False)
     assert reads == {0: 1, 1: 1}  # the todo scan's read serves the writer and the sprites (channels 2, 3: no folder)
