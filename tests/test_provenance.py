@@ -113,6 +113,7 @@ def test_another_model_or_changed_weights_are_refused_unless_forced(tmp_path, le
 
 
 def test_the_weights_hash_is_kept_until_a_weight_changes(monkeypatch):
+    import pickle
     from types import SimpleNamespace
 
     from torch import nn
@@ -127,8 +128,8 @@ def test_the_weights_hash_is_kept_until_a_weight_changes(monkeypatch):
     sha256 = model_module.hashlib.sha256
     monkeypatch.setattr(model_module, "hashlib", SimpleNamespace(sha256=lambda: hashed.append(1) or sha256()))
 
-    def real(net):  # a fresh model's: nothing kept, hashed now
-        return weights_hash(Model(net=net))
+    def real(net):  # hashed now, nothing kept
+        return model_module._hash_weights(net)
 
     assert weights_hash(model) == first and weights_hash(model) == first and not hashed  # unchanged: not hashed again
     original = {name: value.clone() for name, value in net.state_dict().items()}
@@ -148,6 +149,7 @@ def test_the_weights_hash_is_kept_until_a_weight_changes(monkeypatch):
     net[3].weight = nn.Parameter(net[3].weight.detach().clone(), requires_grad=False)  # same values, new tensor
     hashed.clear()
     assert weights_hash(model) == first and len(hashed) == 1 and weights_hash(model) == first and len(hashed) == 1
+    assert weights_hash(pickle.loads(pickle.dumps(model))) == first  # nothing kept in the model: it still pickles
 
 
 def test_crops_see_weights_changed_in_place_between_calls(tmp_path, lenet, capsys, monkeypatch):

@@ -50,8 +50,6 @@ class Model:
     #: receptive fields measured so far, by (input size, largest input, layer): they depend on the architecture
     #: and input size only, so a warm process (the toolbox, repeated scans) measures each once
     _fields: dict = field(default_factory=dict, repr=False, compare=False)
-    #: the last :func:`weights_hash`, with the key (:func:`_weights_key`) of the weights it was computed from
-    _weights_hash: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:
@@ -115,12 +113,18 @@ def weights_hash(model: Model) -> str:
     seen from the key of :func:`_weights_key`, as is a change made behind the counter (through ``.data`` or numpy)
     that touches any of the few values it samples of each tensor: any change of a whole tensor."""
     key = _weights_key(model.net)
-    cached = model._weights_hash
+    cached = _HASHES.get(model.net)
     if key is not None and cached is not None and _same_key(cached[0], key):
         return cached[1]
     digest = _hash_weights(model.net)
-    model._weights_hash = (key, digest) if key is not None else None
+    if key is not None:
+        _HASHES[model.net] = (key, digest)
     return digest
+
+
+#: Each network's last :func:`weights_hash`, with the key (:func:`_weights_key`) of the weights it was computed from;
+#: kept beside the network, not in it (a model still pickles), and gone with it.
+_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _hash_weights(net: nn.Module) -> str:
