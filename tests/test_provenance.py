@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from deepvis import cli
@@ -109,6 +110,63 @@ def test_another_model_or_changed_weights_are_refused_unless_forced(tmp_path, le
     (lenet / "x.caffemodel").unlink()
     code, _, err = _main(capsys, "crops", store.root)
     assert code == 1 and "missing" in err and "x.caffemodel" in err, err
+
+
+def test_the_weights_hash_is_kept_until_a_weight_changes(monkeypatch):
+    import pickle
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    import deepvis.models.model as model_module
+    from deepvis.models.model import Model, prepare
+
+    net = prepare(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)))
+    model = Model(net=net)
+    first = weights_hash(model)
+    hashed = []
+    sha256 = model_module.hashlib.sha256
+    monkeypatch.setattr(model_module, "hashlib", SimpleNamespace(sha256=lambda: hashed.append(1) or sha256()))
+
+    def real(net):  # hashed now, nothing kept
+        return model_module._hash_weights(net)
+
+    assert weights_hash(model) == first and weights_hash(model) == first and not hashed  # unchanged: not hashed again
+    original = {name: value.clone() for name, value in net.state_dict().items()}
+    with torch.no_grad():
+        net[0].weight.add_(1)  # in place (torch counts it)
+    changed = weights_hash(model)
+    assert len(hashed) == 1 and changed != first and changed == real(net)
+    net[3].weight = nn.Parameter(torch.randn_like(net[3].weight), requires_grad=False)  # replaced
+    replaced = weights_hash(model)
+    assert replaced not in (first, changed) and replaced == real(net)
+    net[0].weight.data.mul_(2)  # behind torch's version counter: seen by the sampled values
+    assert weights_hash(model) not in (first, changed, replaced)
+    net[1].running_var.numpy()[:] = 3.0  # a buffer, through numpy
+    assert weights_hash(model) == real(net)
+    net.load_state_dict(original)  # the first values again: the first hash
+    assert weights_hash(model) == first
+    net[3].weight = nn.Parameter(net[3].weight.detach().clone(), requires_grad=False)  # same values, new tensor
+    hashed.clear()
+    assert weights_hash(model) == first and len(hashed) == 1 and weights_hash(model) == first and len(hashed) == 1
+    assert weights_hash(pickle.loads(pickle.dumps(model))) == first  # nothing kept in the model: it still pickles
+
+
+def test_crops_see_weights_changed_in_place_between_calls(tmp_path, lenet, capsys, monkeypatch):
+    from deepvis.crops import make_crops
+    from deepvis.errors import DeepvisError
+
+    store = _find_max(capsys, monkeypatch, lenet)
+    model = model_from_manifest(store)
+    make_crops(model, store.root, layers=["conv1"], kinds=("image",), channels=range(0, 1), progress=False)
+    with torch.no_grad():
+        next(model.net.parameters()).mul_(2)  # the user's own change, in the same process
+    with pytest.raises(DeepvisError, match="network hash"):
+        make_crops(model, store.root, layers=["conv1"], kinds=("image",), channels=range(0, 1), progress=False)
+    with pytest.warns(UserWarning, match="network hash"):
+        make_crops(model, store.root, layers=["conv1"], kinds=("image",), channels=range(0, 1), force=True,
+                   progress=False)
+    assert store.read_crops_record("conv1", 0)["network"] == weights_hash(model) != store.read_manifest().weights_sha256
 
 
 def test_optimize_out_and_serve_store_take_the_stores_model(tmp_path, lenet, capsys, monkeypatch):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -196,9 +197,9 @@ def test_one_picture_file_per_unit_and_kind_each_rank_cut_from_it(tmp_path, imag
     rendered = {}
     write_unit = crops._write_unit
 
-    def spy(store, layer, channel, pictures, ranks, record):  # the pictures as rendered, before any JPEG
+    def spy(store, layer, channel, pictures, ranks, *rest, **options):  # the pictures as rendered, before any JPEG
         rendered[channel] = (pictures, ranks)
-        return write_unit(store, layer, channel, pictures, ranks, record)
+        return write_unit(store, layer, channel, pictures, ranks, *rest, **options)
 
     monkeypatch.setattr(crops, "_write_unit", spy)
     _, store = _crops_store(tmp_path, images)
@@ -227,6 +228,37 @@ def test_one_picture_file_per_unit_and_kind_each_rank_cut_from_it(tmp_path, imag
     with Image.open(store.write_sprite("conv", 4, "image", [0, 1])) as sprite:
         again = np.asarray(sprite, np.float32)
     assert made[:64].std() > 20 and np.abs(made - again).mean() < 4  # JPEG
+
+
+def test_a_run_reads_each_units_record_once_and_makes_sprite_tiles_only_for_the_units_kept(tmp_path, images,
+                                                                                          monkeypatch):
+    from collections import Counter
+
+    from deepvis import crops
+
+    model, store = _crops_store(tmp_path, images)
+    with Image.open(store.sprite_path("conv", "image")) as sprite:
+        before = np.asarray(sprite, np.float32)
+    reads, tiles = Counter(), []
+    read, tile = Store._read_json, crops.sprite_tile
+
+    def counted(path):  # the crops records read, by channel
+        if os.path.basename(path) == "crops.json":
+            reads.update([int(os.path.basename(os.path.dirname(path)))])
+        return read(path)
+
+    monkeypatch.setattr(Store, "_read_json", staticmethod(counted))
+    monkeypatch.setattr(crops, "sprite_tile", lambda picture: tiles.append(1) or tile(picture))
+    make_crops(model, store.root, kinds=("image", "guided"), channels=range(0, 2), force=True, progress=False)
+    assert reads == {0: 1, 1: 1}  # the todo scan's read serves the writer and the sprites (channels 2, 3: no folder)
+    assert len(tiles) == 4
+    tiles.clear()
+    monkeypatch.setattr(crops, "SPRITE_TILES_KEPT", 1)
+    make_crops(model, store.root, kinds=("image", "guided"), channels=range(0, 2), force=True, progress=False)
+    assert len(tiles) == 2  # one unit's tiles (image, guided) kept in memory; the sprites read the other's back
+    with Image.open(store.sprite_path("conv", "image")) as sprite:
+        after = np.asarray(sprite, np.float32)
+    assert before[:64, :128].std() > 20 and np.abs(after - before).mean() < 4  # JPEG
 
 
 def _to_earlier_layout(store: Store, layer: str, channel: int, colours) -> None:
@@ -273,6 +305,49 @@ def test_a_unit_of_the_earlier_layout_reads_by_rank_and_a_rewrite_leaves_no_rank
     assert sorted(p.name for p in store.unit_dir("conv", 0).iterdir()) == ["crops.json", "guided.jpg", "image.jpg"]
     _to_earlier_layout(store, "conv", 1, colours)
     assert store.remove_crops("conv", 1) and sorted(p.name for p in store.unit_dir("conv", 1).iterdir()) == []
+
+
+def test_a_unit_rewrite_lists_its_folder_only_where_it_may_hold_other_files_and_a_killed_one_leaves_no_record(
+        tmp_path, monkeypatch):
+    from deepvis import store as store_module
+
+    store = Store(tmp_path)
+    listed, unlinked = [], []
+    crop_files, unlink, write = Store.crop_files, os.unlink, store_module.atomic_write_bytes
+    monkeypatch.setattr(Store, "crop_files", lambda self, *a: listed.append(a) or crop_files(self, *a))
+    monkeypatch.setattr(os, "unlink", lambda path: unlinked.append(os.path.basename(path)) or unlink(path))
+
+    def rewrite(kinds, topk="a"):
+        listed.clear()
+        unlinked.clear()
+        store.write_crops("conv", 0, {kind: kind.encode() for kind in kinds}, {kind: [[0, 0, 4, 4]] for kind in kinds},
+                          {"topk": topk, "basis": "b", "network": "n"})
+        return sorted(p.name for p in store.unit_dir("conv", 0).iterdir())
+
+    assert rewrite(["image", "guided"]) == ["crops.json", "guided.jpg", "image.jpg"] and listed  # no record yet
+    assert rewrite(["image", "guided"]) == ["crops.json", "guided.jpg", "image.jpg"]
+    assert not listed and unlinked == ["crops.json"]  # its record names every picture: only the record goes first
+    assert rewrite(["image", "deconv"], topk="b") == ["crops.json", "deconv.jpg", "image.jpg"]  # another top-k
+    assert not listed and unlinked == ["crops.json", "guided.jpg"]
+    assert rewrite(["guided"], topk="b") == ["crops.json", "deconv.jpg", "guided.jpg", "image.jpg"]  # same: kept
+    assert store.read_crops_record("conv", 0)["kinds"] == ["deconv", "guided", "image"] and not listed
+
+    def killed(path, data, durable=True):  # a run killed before the unit's second picture
+        if os.path.basename(path) == "image.jpg":
+            raise KeyboardInterrupt
+        write(path, data, durable)
+
+    monkeypatch.setattr(store_module, "atomic_write_bytes", killed)
+    with pytest.raises(KeyboardInterrupt):
+        rewrite(["gradient", "image"], topk="c")
+    assert store.read_crops_record("conv", 0) is None  # no record describing pictures that are not there
+    monkeypatch.setattr(store_module, "atomic_write_bytes", write)
+    assert rewrite(["image"], topk="c") == ["crops.json", "image.jpg"] and listed  # the folder read: all else goes
+    (store.unit_dir("conv", 0) / "guided_01.jpg").write_bytes(b"x")  # an earlier deepvis's per-rank file...
+    record = store.read_crops_record("conv", 0)
+    store.crops_record_path("conv", 0).write_text(json.dumps({**record, "tiles": {}, "kinds": ["guided", "image"]}))
+    assert rewrite(["image"], topk="c") == ["crops.json", "guided_01.jpg", "image.jpg"] and listed  # ...kept: same
+    assert rewrite(["image"], topk="d") == ["crops.json", "image.jpg"] and listed
 
 
 def test_atomic_writes_from_many_threads_leave_whole_files_with_the_usual_permissions(tmp_path):

@@ -197,24 +197,29 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
         raise DeepvisError(f"the store was made at input size {list(manifest.input_size)}, the model "
                            f"now has {list(model.preprocessing.input_size)}: use the same --input-size")
     root = Path(manifest.image_root)
-    files = [root / p for p in store.read_image_list()]
+    names = store.read_image_list()
+    files = [root / p for p in names]
     inputs = _Inputs(model, files)
     wanted = {name: clamp_channels(channels, manifest.layers[name].channels, name, "crops") for name in layers}
     backward = [k for k in kinds if k != "image"]
     # which units need (re)making, first: the progress bar's ETA counts only real work, weighted per layer
-    todo: dict[str, list[tuple[int, dict]]] = {}
+    todo: dict[str, list[tuple[int, dict, dict]]] = {}  # (channel, made-from record, its saved record or {})
+    tops = {name: store.read_topk(name) for name in layers}
+    hashes = {name: store.topk_hashes(name, tops[name], names) for name in layers}
+    records: dict[str, dict[int, dict | None]] = {}  # units' crops records known (read, or written by this run)
     current_count = 0
     for name in layers:
-        hashes = store.topk_hashes(name)
         made_from = {"basis": store.crops_basis(manifest, name), "network": network}
         todo[name] = []
+        records[name] = store.read_crops_records(name, wanted[name])
         for channel in wanted[name]:
             check_unit(Unit(name, channel), tuple(manifest.layers[name].shape))
-            record = {"topk": hashes[channel], **made_from}
-            saved = store.read_crops_record(name, channel) or {}
+            record = {"topk": hashes[name][channel], **made_from}
+            saved = records[name][channel] or {}
             current = all(saved.get(key) == value for key, value in record.items())
             if force or not current or not set(kinds) <= set(saved.get("kinds", [])):
-                todo[name].append((channel, record))
+                todo[name].append((channel, record, saved))  # saved: the writer needs it, not read again
+                del records[name][channel]  # written again (or removed) below
             else:
                 current_count += 1
     total = sum(len(wanted[n]) for n in layers)
@@ -225,8 +230,7 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
                    total_cost=sum(costs[n] * len(todo[n]) for n in plans))
     per_group = max(1, batch_rows // k)
     groups = {name: [todo[name][s:s + per_group] for s in range(0, len(todo[name]), per_group)] for name in plans}
-    tops = {name: store.read_topk(name) for name in plans}
-    needed = dict.fromkeys(int(i) for name in plans for channel, _ in todo[name]
+    needed = dict.fromkeys(int(i) for name in plans for channel, *_ in todo[name]
                            for i in tops[name]["images"][channel] if i >= 0)
     if len(needed) <= inputs.size:  # decoded before the bar starts: a one-off the first batches would otherwise carry
         for index in needed:
@@ -234,29 +238,40 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
     # files are written (each atomically) by writer threads while the next passes run; the layers' groups are
     # interleaved in proportion to their work, so the rate is steady from the first minute and the ETA honest
     with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="deepvis-crops-writer") as writer:
-        pending: list[tuple[str, Future]] = []
+        pending: list[tuple[str, Future, tuple, bool]] = []  # (layer, its future, _write_unit's arguments, sprite)
         made: dict[str, dict[int, dict]] = {name: {} for name in plans}  # the sprite tiles of the units made
+        asked = dict.fromkeys(plans, 0)  # units whose writers make sprite tiles, per layer: SPRITE_TILES_KEPT at most
 
-        def collect(name: str, done: Future) -> None:
-            tiles = done.result()
-            if sum(map(len, made.values())) < SPRITE_TILES_KEPT:
-                made[name].update(tiles)
+        def collect(name: str, result: tuple) -> None:
+            channel, record, tiles = result
+            records[name][channel] = record
+            made[name].update(tiles)
 
         for name, index in interleave({name: [costs[name] * len(g) for g in gs] for name, gs in groups.items()}):
             group = groups[name][index]
             for unit in _group_crops(model, inputs, store, name, group, tops[name], plans[name], kinds):
-                pending.append((name, writer.submit(_write_unit, store, name, *unit)))
+                sprite = sum(asked.values()) < SPRITE_TILES_KEPT  # the sprites read the others back
+                asked[name] += sprite
+                arguments = (store, name, *unit)
+                pending.append((name, writer.submit(_write_unit, *arguments, sprite=sprite), arguments, sprite))
             while len(pending) > 4 * per_group:  # bounded: a slow disk holds the passes back
-                collect(*pending.pop(0))
+                name_, done, *_ = pending.pop(0)
+                collect(name_, done.result())
             bar.update(len(group), cost=costs[name] * len(group))
             if index == len(groups[name]) - 1:  # the layer's last group: its files, then its sprites
-                for _name, done in [p for p in pending if p[0] == name]:
-                    collect(name, done)
+                ours = [p[1:] for p in pending if p[0] == name]
                 pending = [p for p in pending if p[0] != name]
-                _write_sprites(store, manifest, name, kinds, network, made.pop(name))
+                for done, arguments, sprite in reversed(ours):  # what no writer has started yet, this thread writes
+                    if done.cancel():                             # itself (from the end) instead of waiting idle
+                        collect(name, _write_unit(*arguments, sprite=sprite))
+                for done, *_ in ours:
+                    if not done.cancelled():
+                        collect(name, done.result())
+                _write_sprites(store, manifest, name, kinds, network, made.pop(name), hashes[name], records[name])
+                asked[name] = 0
     for name in layers:  # every asked layer's sprites are rewritten, as before, also where no unit needed work
         if name not in groups:
-            _write_sprites(store, manifest, name, kinds, network)
+            _write_sprites(store, manifest, name, kinds, network, None, hashes[name], records[name])
     bar.close()
     if progress and current_count:
         print(f"crops: {current_count} of {total} units were already made from their current top-k (--force redoes "
@@ -264,13 +279,16 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
     return store
 
 
-def _write_sprites(store: Store, manifest, name: str, kinds, network: str, made: dict | None = None) -> None:
+def _write_sprites(store: Store, manifest, name: str, kinds, network: str, made: dict | None = None,
+                   hashes: list[str] | None = None, records: dict[int, dict | None] | None = None) -> None:
     """The layer's sprites of ``kinds`` from its current units; ``made``: channel -> kind -> sprite tile of the units
-    this run made (their rank-0 pictures, already in memory: not read back from the store)."""
-    hashes = store.topk_hashes(name)
+    this run made (their rank-0 pictures, already in memory: not read back from the store). ``hashes``: the layer's
+    :meth:`~deepvis.store.Store.topk_hashes`, and ``records``: units' crops records, where the caller has them."""
+    hashes = hashes if hashes is not None else store.topk_hashes(name)
     made_from = {"basis": store.crops_basis(manifest, name), "network": network}
     count = manifest.layers[name].channels
-    records = {c: store.read_crops_record(name, c) for c in range(count)}
+    records = {**store.read_crops_records(name, [c for c in range(count) if c not in (records or {})]),
+               **(records or {})}
     current = [c for c in range(count) if _current(records[c], hashes[c], made_from)]
     digest = hashlib.sha256(json.dumps([made_from, [hashes[c] for c in current]]).encode()).hexdigest()[:16]
     made = made or {}
@@ -495,14 +513,15 @@ def draw_outline(picture: np.ndarray, box: tuple[int, int, int, int], outer: tup
     return out
 
 
-def _group_crops(model, inputs: _Inputs, store: Store, layer: str, group: list[tuple[int, dict]], top: dict,
-                 plan: _Plan, kinds) -> list[tuple[int, dict, dict]]:
-    """The pictures of several units: each backward kind is one batched pass over all their top images. Returns
-    each unit's ``(channel, pictures by kind, ranks, record)`` for :func:`_write_unit`."""
+def _group_crops(model, inputs: _Inputs, store: Store, layer: str, group: list[tuple[int, dict, dict]], top: dict,
+                 plan: _Plan, kinds) -> list[tuple]:
+    """The pictures of several units (``group``: each unit's channel, record and saved record): each backward kind
+    is one batched pass over all their top images. Returns each unit's ``(channel, pictures by kind, ranks,
+    record, saved record)`` for :func:`_write_unit`."""
     size = tuple(model.preprocessing.input_size)
     min_size = CROPS_SETTINGS["min_size"]
     rows = []  # (channel, rank, image index, y, x, box, shown box)
-    for channel, _record in group:
+    for channel, *_ in group:
         ranks = [r for r in range(top["images"].shape[1]) if top["images"][channel, r] >= 0]
         if not ranks:
             store.remove_crops(layer, channel)
@@ -538,18 +557,20 @@ def _group_crops(model, inputs: _Inputs, store: Store, layer: str, group: list[t
                 picture = render.back_image(crop_box(g, local), "raw")
                 pictures.setdefault((channel, kind), []).append(draw_outline(picture, box, shown))
     made = []
-    for channel, record in group:
+    for channel, record, saved in group:
         ranks = [r for c, r, *_ in rows if c == channel]
         if ranks:
-            made.append((channel, {kind: pictures[(channel, kind)] for kind in kinds}, ranks, record))
+            made.append((channel, {kind: pictures[(channel, kind)] for kind in kinds}, ranks, record, saved))
     return made
 
 
 def _write_unit(store: Store, layer: str, channel: int, images: dict[str, list[np.ndarray]], ranks: list[int],
-                record: dict) -> dict[int, dict]:
+                record: dict, saved: dict | None = None, sprite: bool = True) -> tuple[int, dict, dict[int, dict]]:
     """Encode a unit's pictures, one montage per kind (its only picture file: each rank's tile is in the record), and
     write them: run by the writer threads, so the encoding (which frees the GIL) overlaps the next backward passes.
-    Returns ``{channel: {kind: sprite tile}}``: each kind's best (first rank's) picture at the sprites' tile size."""
+    ``saved``: the unit's crops record as read before ({}: none; None: read it here). Returns the channel, the record
+    written and, where ``sprite``, ``{channel: {kind: sprite tile}}``: each kind's best (first rank's) picture at
+    the sprites' tile size (else, or without a rank-0 picture, {})."""
     montages, tiles = {}, {}
     for kind, pictures in images.items():
         boxes = render.montage_boxes([p.shape[:2] for p in pictures], pad=MONTAGE_PAD)
@@ -558,7 +579,8 @@ def _write_unit(store: Store, layer: str, channel: int, images: dict[str, list[n
         for rank, box in zip(ranks, boxes):
             by_rank[rank] = box
         tiles[kind] = by_rank
-    store.write_crops(layer, channel, montages, tiles, record)
-    if ranks[0] != 0:
-        return {}
-    return {channel: {kind: sprite_tile(render.to_pil(pictures[0])) for kind, pictures in images.items()}}
+    written = store.write_crops(layer, channel, montages, tiles, record, old=saved)
+    if not sprite or ranks[0] != 0:
+        return channel, written, {}
+    return channel, written, {channel: {kind: sprite_tile(render.to_pil(pictures[0]))
+                                        for kind, pictures in images.items()}}

@@ -105,28 +105,44 @@ def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> N
     ``durable``: flush it to the disk first (``fsync``), so a power cut cannot leave an empty file behind either.
     The temporary file is created with the usual permissions (0o666 less the umask) and a name no other process or
     thread uses; the folder is made only when missing (crops write thousands of small files: each system call
-    counts)."""
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}-{threading.get_ident()}-{next(_TEMPORARY_NUMBERS)}.tmp"
+    counts, and so do pathlib's objects: plain strings and file descriptors here)."""
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    prefix = os.path.join(folder, f".{name}.{os.getpid()}-{threading.get_ident()}-")
+    tmp = f"{prefix}{next(_TEMPORARY_NUMBERS)}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     while True:
         try:
             fd = os.open(tmp, flags, 0o666)
             break
         except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(folder or ".", exist_ok=True)
         except FileExistsError:  # left by a killed run of another process that had this pid: another name
-            tmp = tmp.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}-{next(_TEMPORARY_NUMBERS)}.tmp")
+            tmp = f"{prefix}{next(_TEMPORARY_NUMBERS)}.tmp"
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
             if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
         raise
+
+
+def _unlink(path: str) -> None:
+    """Remove a file if it is there."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 # ---------------------------------------------------------------------------------------------------- manifest
@@ -430,9 +446,10 @@ class Store:
             atomic_write_bytes(self.sprites_record_path(layer), json.dumps(records, indent=1).encode("utf-8"))
 
     @staticmethod
-    def _read_json(path: Path) -> dict | None:
+    def _read_json(path: str | Path) -> dict | None:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            with open(path, "rb") as handle:
+                data = json.loads(handle.read())
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) else None
@@ -503,6 +520,18 @@ class Store:
         """What a unit's crops were made from (``topk``, ``basis``, ``network``, ``kinds``), or None."""
         return self._read_json(self.crops_record_path(layer, channel))
 
+    def read_crops_records(self, layer: str, channels) -> dict[int, dict | None]:
+        """:meth:`read_crops_record` of each of ``channels``: the layer folder listed once, and only the units with
+        a folder read (a layer's sprites look at every channel's record, most of them often not made)."""
+        folder = os.fspath(self.layer_dir(layer))
+        try:
+            folders = set(os.listdir(folder))
+        except OSError:
+            folders = set()
+        name = self.crops_record_path(layer, 0).name
+        return {channel: self._read_json(os.path.join(folder, f"{channel:04d}", name)) if f"{channel:04d}" in folders
+                else None for channel in channels}  # plain strings: pathlib's objects cost more than the reads
+
     def read_crops_plan(self, layer: str) -> dict | None:
         """The layer's saved crops plan (see :meth:`crops_plan_path`), or None."""
         return self._read_json(self.crops_plan_path(layer))
@@ -512,23 +541,41 @@ class Store:
         atomic_write_bytes(self.crops_plan_path(layer), json.dumps(plan, indent=1).encode("utf-8"), durable=False)
 
     def write_crops(self, layer: str, channel: int, montages: dict[str, bytes], tiles: dict[str, list],
-                    record: dict) -> None:
+                    record: dict, old: dict | None = None) -> dict:
         """Write a unit's montages (kind -> JPEG bytes: its one picture file of that kind) and, last, its record
         with ``tiles`` (kind -> by rank, the (x, y, width, height) of that rank's picture in the montage, or None).
         The old record goes first; every other picture file of the kinds written goes (an earlier deepvis's
         per-rank files), and so does every other kind unless the old record was made from the same (``topk``,
-        ``basis``, ``network``): then its kinds (files and tiles) are kept and added to the record."""
-        old = self.read_crops_record(layer, channel)
-        self.crops_record_path(layer, channel).unlink(missing_ok=True)
-        same = old is not None and all(old.get(key) == record.get(key) for key in ("topk", "basis", "network"))
+        ``basis``, ``network``): then its kinds (files and tiles) are kept and added to the record. ``old``: the
+        unit's record where the caller read it already (:meth:`read_crops_record`; {} for none), else it is read here.
+        Returns the record written.
+
+        Only the system calls needed (this runs for every unit made): no record, no unlink of it; an old record with
+        tiles for each of its kinds was written last by this layout, so their montages are the unit's only picture
+        files, and the folder is listed only where it may hold others (no record: a killed run's or a user's; a
+        kind without tiles: an earlier deepvis's per-rank files)."""
+        unknown = [kind for kind in montages if kind not in CROP_KINDS]
+        if unknown:
+            self.unit_file(layer, channel, unknown[0])  # the error naming it
+        folder = os.fspath(self.unit_dir(layer, channel))
+        record_path = os.path.join(folder, "crops.json")
+        old = (self.read_crops_record(layer, channel) if old is None else old) or {}
+        if old:  # goes first (an unreadable record describes nothing: left for the new one to replace)
+            _unlink(record_path)
+        same = bool(old) and all(old.get(key) == record.get(key) for key in ("topk", "basis", "network"))
         kinds = sorted(montages)
         keep = set(old.get("kinds", [])) - set(kinds) if same else set()
-        paths = {self.unit_file(layer, channel, kind): data for kind, data in montages.items()}
-        for path, data in paths.items():  # pictures are remade from the top-k at will: not flushed one by one
-            atomic_write_bytes(path, data, durable=False)
-        for stale in self.crop_files(layer, channel):
-            if stale not in paths and _crop_file_kind(stale.name) not in keep:
-                stale.unlink(missing_ok=True)
+        written = {f"{kind}.jpg" for kind in montages}
+        for kind, data in montages.items():  # pictures are remade from the top-k at will: not flushed one by one
+            atomic_write_bytes(os.path.join(folder, f"{kind}.jpg"), data, durable=False)
+        old_kinds = set(old.get("kinds", []))
+        if isinstance(old.get("tiles"), dict) and old_kinds <= set(old["tiles"]):  # its kinds' montages, only
+            others = [f"{kind}.jpg" for kind in sorted(old_kinds | set(old["tiles"])) if kind in CROP_KINDS]
+        else:  # no record (a killed run's pictures may be there) or a kind without tiles (per-rank files)
+            others = [path.name for path in self.crop_files(layer, channel)]
+        for name in others:
+            if name not in written and _crop_file_kind(name) not in keep:
+                _unlink(os.path.join(folder, name))
         old_tiles = old.get("tiles") if same and isinstance(old.get("tiles"), dict) else {}
         kept_tiles = {kind: old_tiles[kind] for kind in keep if kind in old_tiles}
         record = {**record, "kinds": sorted(set(kinds) | keep),
@@ -536,7 +583,8 @@ class Store:
                             for kind, boxes in sorted({**kept_tiles, **tiles}.items())}}
         # not flushed either: a record lost with its pictures in a power cut only means the unit is made again
         # and compact: json's C encoder (an indented record takes the slower Python one, for every unit made)
-        atomic_write_bytes(self.crops_record_path(layer, channel), json.dumps(record).encode("utf-8"), durable=False)
+        atomic_write_bytes(record_path, json.dumps(record).encode("utf-8"), durable=False)
+        return record
 
     def remove_crops(self, layer: str, channel: int) -> bool:
         """Remove a unit's crops, backward images, montages and record; True if there was anything."""
@@ -562,11 +610,12 @@ class Store:
             return []
         return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and len(p.name) == 4 and p.name.isdigit())
 
-    def topk_hashes(self, layer: str) -> list[str]:
+    def topk_hashes(self, layer: str, top: dict | None = None, names: list[str] | None = None) -> list[str]:
         """Per channel, a hash of its top-k: the images (their paths in ``images.txt``) and positions, rank order.
-        A unit's crops are current while this and the layer's :meth:`crops_basis` are what they were made from."""
-        top = self.read_topk(layer)
-        names = self.read_image_list()
+        A unit's crops are current while this and the layer's :meth:`crops_basis` are what they were made from.
+        ``top`` / ``names``: the layer's :meth:`read_topk` and :meth:`read_image_list` where the caller has them."""
+        top = self.read_topk(layer) if top is None else top
+        names = self.read_image_list() if names is None else names
         hashes = []
         for channel in range(top["images"].shape[0]):
             entries = [f"{names[i] if 0 <= i < len(names) else i}|{y}|{x}"
