@@ -64,6 +64,9 @@ def test_crops_of_a_small_store(tmp_path):
     stamp = store.unit_file("blocks.3", 0, "image").stat().st_mtime_ns
     make_crops(model, store.root, layers=["blocks.3"], kinds=("image",), channels=range(0, 1), progress=False)
     assert store.unit_file("blocks.3", 0, "image").stat().st_mtime_ns == stamp  # done units are skipped
+    make_crops(model, store.root, layers=["blocks.3"], kinds=("image",), channels=[4, 4, 3, 4], force=True,
+               progress=False)  # a channel given twice is made once
+    assert store.read_crops_record("blocks.3", 4)["kinds"] == ["image"]
     with pytest.raises(deepvis.DeepvisError, match="not in the store"):
         make_crops(model, store.root, layers=["blocks.9"], progress=False)
     assert torch._C._len_torch_function_stack() == 0

@@ -307,47 +307,46 @@ def test_a_unit_of_the_earlier_layout_reads_by_rank_and_a_rewrite_leaves_no_rank
     assert store.remove_crops("conv", 1) and sorted(p.name for p in store.unit_dir("conv", 1).iterdir()) == []
 
 
-def test_a_unit_rewrite_lists_its_folder_only_where_it_may_hold_other_files_and_a_killed_one_leaves_no_record(
-        tmp_path, monkeypatch):
+def test_a_unit_rewrite_keeps_what_it_may_and_a_killed_one_loses_nothing_else(tmp_path, monkeypatch):
+    """Rewriting a unit's crops: other kinds of the same top-k are kept, those of another top-k go, an earlier
+    deepvis's per-rank files go with their kind. A run killed part way leaves no record describing pictures not
+    on disk, and the kinds it was not remaking stay recorded (a rerun does not have to make them again)."""
     from deepvis import store as store_module
 
     store = Store(tmp_path)
-    listed, unlinked = [], []
-    crop_files, unlink, write = Store.crop_files, os.unlink, store_module.atomic_write_bytes
-    monkeypatch.setattr(Store, "crop_files", lambda self, *a: listed.append(a) or crop_files(self, *a))
-    monkeypatch.setattr(os, "unlink", lambda path: unlinked.append(os.path.basename(path)) or unlink(path))
+    write = store_module.atomic_write_bytes
 
     def rewrite(kinds, topk="a"):
-        listed.clear()
-        unlinked.clear()
         store.write_crops("conv", 0, {kind: kind.encode() for kind in kinds}, {kind: [[0, 0, 4, 4]] for kind in kinds},
                           {"topk": topk, "basis": "b", "network": "n"})
         return sorted(p.name for p in store.unit_dir("conv", 0).iterdir())
 
-    assert rewrite(["image", "guided"]) == ["crops.json", "guided.jpg", "image.jpg"] and listed  # no record yet
     assert rewrite(["image", "guided"]) == ["crops.json", "guided.jpg", "image.jpg"]
-    assert not listed and unlinked == ["crops.json"]  # its record names every picture: only the record goes first
     assert rewrite(["image", "deconv"], topk="b") == ["crops.json", "deconv.jpg", "image.jpg"]  # another top-k
-    assert not listed and unlinked == ["crops.json", "guided.jpg"]
     assert rewrite(["guided"], topk="b") == ["crops.json", "deconv.jpg", "guided.jpg", "image.jpg"]  # same: kept
-    assert store.read_crops_record("conv", 0)["kinds"] == ["deconv", "guided", "image"] and not listed
+    assert store.read_crops_record("conv", 0)["kinds"] == ["deconv", "guided", "image"]
 
-    def killed(path, data, durable=True):  # a run killed before the unit's second picture
+    def killed(path, data, durable=True):  # a run killed while writing the unit's image montage
         if os.path.basename(path) == "image.jpg":
             raise KeyboardInterrupt
         write(path, data, durable)
 
     monkeypatch.setattr(store_module, "atomic_write_bytes", killed)
     with pytest.raises(KeyboardInterrupt):
-        rewrite(["gradient", "image"], topk="c")
+        rewrite(["gradient", "image"], topk="b")  # same top-k: deconv and guided are not being remade
+    record = store.read_crops_record("conv", 0)
+    assert record["kinds"] == ["deconv", "guided"] and set(record["tiles"]) == {"deconv", "guided"}
+    assert {"deconv.jpg", "guided.jpg"} <= {p.name for p in store.unit_dir("conv", 0).iterdir()}
+    with pytest.raises(KeyboardInterrupt):
+        rewrite(["image"], topk="c")  # another top-k: nothing to keep
     assert store.read_crops_record("conv", 0) is None  # no record describing pictures that are not there
     monkeypatch.setattr(store_module, "atomic_write_bytes", write)
-    assert rewrite(["image"], topk="c") == ["crops.json", "image.jpg"] and listed  # the folder read: all else goes
+    assert rewrite(["image"], topk="c") == ["crops.json", "image.jpg"]  # the killed run's leftovers go
     (store.unit_dir("conv", 0) / "guided_01.jpg").write_bytes(b"x")  # an earlier deepvis's per-rank file...
     record = store.read_crops_record("conv", 0)
     store.crops_record_path("conv", 0).write_text(json.dumps({**record, "tiles": {}, "kinds": ["guided", "image"]}))
-    assert rewrite(["image"], topk="c") == ["crops.json", "guided_01.jpg", "image.jpg"] and listed  # ...kept: same
-    assert rewrite(["image"], topk="d") == ["crops.json", "image.jpg"] and listed
+    assert rewrite(["image"], topk="c") == ["crops.json", "guided_01.jpg", "image.jpg"]  # ...kept: same top-k
+    assert rewrite(["image"], topk="d") == ["crops.json", "image.jpg"]
 
 
 def test_atomic_writes_from_many_threads_leave_whole_files_with_the_usual_permissions(tmp_path):

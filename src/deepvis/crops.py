@@ -200,7 +200,8 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
     names = store.read_image_list()
     files = [root / p for p in names]
     inputs = _Inputs(model, files)
-    wanted = {name: clamp_channels(channels, manifest.layers[name].channels, name, "crops") for name in layers}
+    wanted = {name: list(dict.fromkeys(clamp_channels(channels, manifest.layers[name].channels, name, "crops")))
+              for name in layers}  # each channel once, however often given
     backward = [k for k in kinds if k != "image"]
     # which units need (re)making, first: the progress bar's ETA counts only real work, weighted per layer
     todo: dict[str, list[tuple[int, dict, dict]]] = {}  # (channel, made-from record, its saved record or {})

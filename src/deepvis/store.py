@@ -550,34 +550,30 @@ class Store:
         unit's record where the caller read it already (:meth:`read_crops_record`; {} for none), else it is read here.
         Returns the record written.
 
-        Only the system calls needed (this runs for every unit made): no record, no unlink of it; an old record with
-        tiles for each of its kinds was written last by this layout, so their montages are the unit's only picture
-        files, and the folder is listed only where it may hold others (no record: a killed run's or a user's; a
-        kind without tiles: an earlier deepvis's per-rank files)."""
+        A run killed part way leaves no record that describes pictures not on disk, and loses no kind it was not
+        asked to remake: the record is first cut down to the kinds kept (or removed), the new one written last."""
         unknown = [kind for kind in montages if kind not in CROP_KINDS]
         if unknown:
             self.unit_file(layer, channel, unknown[0])  # the error naming it
         folder = os.fspath(self.unit_dir(layer, channel))
         record_path = os.path.join(folder, "crops.json")
         old = (self.read_crops_record(layer, channel) if old is None else old) or {}
-        if old:  # goes first (an unreadable record describes nothing: left for the new one to replace)
-            _unlink(record_path)
         same = bool(old) and all(old.get(key) == record.get(key) for key in ("topk", "basis", "network"))
         kinds = sorted(montages)
         keep = set(old.get("kinds", [])) - set(kinds) if same else set()
+        old_tiles = old.get("tiles") if same and isinstance(old.get("tiles"), dict) else {}
+        kept_tiles = {kind: old_tiles[kind] for kind in keep if kind in old_tiles}
+        if keep:  # the record, first, says only what stays untouched
+            atomic_write_bytes(record_path, json.dumps({**old, "kinds": sorted(keep), "tiles": kept_tiles})
+                               .encode("utf-8"), durable=False)
+        else:
+            _unlink(record_path)
         written = {f"{kind}.jpg" for kind in montages}
         for kind, data in montages.items():  # pictures are remade from the top-k at will: not flushed one by one
             atomic_write_bytes(os.path.join(folder, f"{kind}.jpg"), data, durable=False)
-        old_kinds = set(old.get("kinds", []))
-        if isinstance(old.get("tiles"), dict) and old_kinds <= set(old["tiles"]):  # its kinds' montages, only
-            others = [f"{kind}.jpg" for kind in sorted(old_kinds | set(old["tiles"])) if kind in CROP_KINDS]
-        else:  # no record (a killed run's pictures may be there) or a kind without tiles (per-rank files)
-            others = [path.name for path in self.crop_files(layer, channel)]
-        for name in others:
-            if name not in written and _crop_file_kind(name) not in keep:
-                _unlink(os.path.join(folder, name))
-        old_tiles = old.get("tiles") if same and isinstance(old.get("tiles"), dict) else {}
-        kept_tiles = {kind: old_tiles[kind] for kind in keep if kind in old_tiles}
+        for path in self.crop_files(layer, channel):  # other kinds' montages, an earlier deepvis's per-rank files
+            if path.name not in written and _crop_file_kind(path.name) not in keep:
+                _unlink(os.fspath(path))
         record = {**record, "kinds": sorted(set(kinds) | keep),
                   "tiles": {kind: [list(box) if box else None for box in boxes]
                             for kind, boxes in sorted({**kept_tiles, **tiles}.items())}}

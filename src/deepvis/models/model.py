@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import weakref
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Literal
@@ -106,73 +105,15 @@ def as_model(model: Model | nn.Module) -> Model:
 
 
 def weights_hash(model: Model) -> str:
-    """A short fingerprint of the network's parameters and buffers (which model made a store's pictures).
-
-    Kept per model while its weights are the same tensors, unchanged: hashing every weight takes longer than a
-    small crops run's own bookkeeping. A tensor replaced, or changed in place by torch (its version counter), is
-    seen from the key of :func:`_weights_key`, as is a change made behind the counter (through ``.data`` or numpy)
-    that touches any of the few values it samples of each tensor: any change of a whole tensor."""
-    key = _weights_key(model.net)
-    cached = _HASHES.get(model.net)
-    if key is not None and cached is not None and _same_key(cached[0], key):
-        return cached[1]
-    digest = _hash_weights(model.net)
-    if key is not None:
-        _HASHES[model.net] = (key, digest)
-    return digest
-
-
-#: Each network's last :func:`weights_hash`, with the key (:func:`_weights_key`) of the weights it was computed from;
-#: kept beside the network, not in it (a model still pickles), and gone with it.
-_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _hash_weights(net: nn.Module) -> str:
-    """SHA-256 (16 hex digits) of every state-dict entry's name and bytes, in order."""
+    """A short fingerprint of the network's parameters and buffers (which model made a store's pictures). Hashed
+    afresh on every call (~10 ms for the bundled model): a cache keyed on torch's version counters would miss a
+    weight changed through ``.data`` or numpy, such as one unit knocked out, and credit the old network with the
+    changed one's results."""
     digest = hashlib.sha256()
-    for name, tensor in net.state_dict().items():
+    for name, tensor in model.net.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy())  # its buffer: not copied again
     return digest.hexdigest()[:16]
-
-
-#: Values sampled of each weight tensor for :func:`_weights_key` (evenly spaced, and the last).
-WEIGHT_SAMPLES = 16
-
-
-def _weights_key(net: nn.Module) -> list | None:
-    """What decides whether a cached weights hash still holds: per state-dict entry its name, the tensor itself (a
-    weak reference: the same object, so its memory cannot have been reused by another), where its data is, its
-    version counter, shape, strides, dtype, device and the bytes of :data:`WEIGHT_SAMPLES` of its values. None
-    (nothing is cached) where an entry is not a tensor on the CPU or a CUDA device."""
-    key = []
-    for name, tensor in net.state_dict(keep_vars=True).items():
-        if not isinstance(tensor, torch.Tensor) or tensor.device.type not in ("cpu", "cuda"):
-            return None
-        key.append((name, weakref.ref(tensor), tensor.data_ptr(), tensor._version, tuple(tensor.shape),
-                    tensor.stride(), tensor.dtype, str(tensor.device), _samples(tensor)))
-    return key
-
-
-def _samples(tensor: torch.Tensor) -> bytes:
-    """The bytes of a few of the tensor's values (bytes: a NaN equals itself), through numpy where it can (about
-    a microsecond a tensor, against tens for torch's indexing)."""
-    flat = tensor.detach().reshape(-1)
-    if not flat.numel():
-        return b""
-    step = max(1, flat.numel() // WEIGHT_SAMPLES)
-    if flat.device.type == "cpu":
-        try:
-            values = flat.numpy()
-            return values[::step].tobytes() + values[-1:].tobytes()
-        except TypeError:  # a dtype numpy lacks (bfloat16)
-            pass
-    return torch.cat([flat[::step], flat[-1:]]).view(torch.uint8).cpu().numpy().tobytes()
-
-
-def _same_key(old: list, new: list) -> bool:
-    return len(old) == len(new) and all(a[0] == b[0] and a[1]() is b[1]() and a[2:] == b[2:]
-                                        for a, b in zip(old, new))
 
 
 def prepare(net: nn.Module) -> nn.Module:
