@@ -41,6 +41,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_optimize_quality import skimage_photos
 
 
+def featvis_photos(folder: Path) -> int:
+    """The photos the feature-visualization benchmarks scan: scikit-image's and the bundled ones; their count."""
+    folder.mkdir(parents=True, exist_ok=True)
+    count = skimage_photos(folder)
+    for path in deepvis.sample_images():
+        shutil.copy(path, folder / path.name)
+    return count + len(deepvis.sample_images())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", type=int, default=32)
@@ -67,11 +76,7 @@ def main() -> None:
         return climb(model, f"{args.layers[0]}:37", json.loads(args.climb), args.steps)
     tmp = Path(args.keep or tempfile.mkdtemp())
     images = tmp / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    count = skimage_photos(images)
-    for path in deepvis.sample_images():
-        shutil.copy(path, images / path.name)
-    count += len(deepvis.sample_images())
+    count = featvis_photos(images)
     started = time.perf_counter()
     if args.resume and (tmp / "store" / "manifest.json").is_file():
         store = Store(tmp / "store")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from deepvis.optimize.evaluate import evaluate_layer, optimized_images
 from deepvis.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_optimize_quality import skimage_photos
+from bench_featvis import featvis_photos
 
 
 def main() -> None:
@@ -52,12 +51,9 @@ def main() -> None:
     if (root / "store" / "manifest.json").is_file():
         store = Store(root / "store")
     else:
-        images = root / "images"
-        images.mkdir(parents=True, exist_ok=True)
-        skimage_photos(images)
-        for path in deepvis.sample_images():
-            shutil.copy(path, images / path.name)
-        store = find_max(model, images, root / "store", layers=[args.layer], k=4, batch_size=8, progress=False)
+        featvis_photos(root / "images")
+        store = find_max(model, root / "images", root / "store", layers=[args.layer], k=4, batch_size=8,
+                         progress=False)
     if args.layer not in store.read_manifest().layers:
         raise SystemExit(f"the kept store has no layer {args.layer}: use another --keep folder")
     count = model.layers()[model.layer_names().index(args.layer)].channels
@@ -72,8 +68,8 @@ def main() -> None:
                               channels=channels, batch_size=args.units, progress=False)
             images[(name, seed)] = optimized_images(Store(out), args.layer)[1]
             print(f"{name} seed {seed}: {time.perf_counter() - began:.0f} s (0 if kept)", flush=True)
-    keys = {f"{name}#{seed}": key for key in images for name, seed in [key]}
-    evaluation = evaluate_layer(model, store, args.layer, {k: images[v] for k, v in keys.items()})
+    evaluation = evaluate_layer(model, store, args.layer,
+                                {f"{name}#{seed}": found for (name, seed), found in images.items()})
     units = list(evaluation["units"].values())
     n = len(units)
 
