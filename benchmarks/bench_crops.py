@@ -12,12 +12,16 @@ run does once per layer; its time is printed apart). The sides alternate which g
 ratios (each printed), and the ratio of median process CPU times is shown beside it (less swayed by other jobs on
 the machine). ``--old`` also times the old way (one unit's k top images per pass, whole images). ``--eta UNITS``
 instead runs crops once over UNITS channels of every layer and prints, at 5-75% of the run, the total its ETA
-predicted against the real total.
+predicted against the real total. ``--whole-run STEP`` measures a run as a user starts it (``deepvis crops STORE``,
+every default layer of the bundled model in one call): every STEP-th channel of every layer, so each layer's share
+of the units is its share of a full run, against the bare passes of the same units, rounds alternating.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import statistics
 import tempfile
 import time
@@ -123,6 +127,45 @@ def eta_check(model, store: Store, layers: list[str], units: int) -> None:
               f"{predicted / bar_total:.2f}x the real {bar_total:.1f} s")
 
 
+def whole_run(model, store: Store, step: int, rounds: int, batch_rows: int) -> None:
+    """The ratio for a run over every layer of ``store`` at once (every ``step``-th channel of each layer)."""
+    manifest = store.read_manifest()
+    layers = list(manifest.layers)
+    widest = max(record.channels for record in manifest.layers.values())
+    units = {name: range(0, manifest.layers[name].channels, step) for name in layers}
+
+    def made() -> None:
+        with contextlib.redirect_stderr(io.StringIO()):  # the notes on channels past a layer's last
+            crops.make_crops(model, store.root, kinds=("image", "guided"), channels=range(0, widest, step),
+                             force=True, progress=False, batch_rows=batch_rows)
+
+    def passes() -> dict[str, float]:
+        return {name: bare(model, store, name, units[name], batch_rows) for name in layers}
+
+    began = time.perf_counter()
+    made()  # the layers' plans, measured once (kept in the store)
+    print(f"whole run: {len(layers)} layers, {sum(map(len, units.values()))} units (every {step}th channel); "
+          f"first call, plans measured: {time.perf_counter() - began:.1f} s")
+    wall = {"crops": [], "bare": []}
+    per_layer = []
+    for round_ in range(rounds):
+        for side in (("crops", "bare") if round_ % 2 == 0 else ("bare", "crops")):
+            began = time.perf_counter()
+            if side == "crops":
+                made()
+            else:
+                per_layer.append(passes())
+            wall[side].append(time.perf_counter() - began)
+    ratios = [b / c for b, c in zip(wall["bare"], wall["crops"])]
+    total = sum(map(len, units.values()))
+    print(f"crops {total / statistics.median(wall['crops']):.1f} units/s, bare passes "
+          f"{total / statistics.median(wall['bare']):.1f} units/s: ratio {statistics.median(ratios):.2f} "
+          f"(rounds: {' '.join(f'{r:.2f}' for r in ratios)})")
+    shares = {name: statistics.median(p[name] for p in per_layer) for name in layers}
+    whole = sum(shares.values())
+    print("bare passes' time by layer: " + ", ".join(f"{name} {100 * t / whole:.0f}%" for name, t in shares.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=16)
@@ -134,6 +177,8 @@ def main() -> None:
     parser.add_argument("--old", action="store_true", help="also time the old way (one unit per pass, whole images)")
     parser.add_argument("--eta", type=int, default=0, metavar="UNITS",
                         help="only check the ETA: one run over UNITS channels of every layer")
+    parser.add_argument("--whole-run", type=int, default=0, metavar="STEP",
+                        help="only time a run over every default layer (every STEP-th channel of each)")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = deepvis.load_model()
@@ -141,7 +186,11 @@ def main() -> None:
         folder = Path(tmp) / "images"
         folder.mkdir()
         photos(folder, args.images)
-        store = find_max(model, folder, Path(tmp) / "store", layers=args.layers, k=args.k, progress=False)
+        layers = None if args.whole_run else args.layers  # a whole run: the default layers
+        store = find_max(model, folder, Path(tmp) / "store", layers=layers, k=args.k, progress=False)
+        if args.whole_run:
+            whole_run(model, store, args.whole_run, args.rounds, args.batch_rows)
+            return
         if args.eta:
             eta_check(model, store, args.layers, args.eta)
             return
