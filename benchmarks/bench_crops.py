@@ -10,7 +10,9 @@ and backward pass from one-hot start signals -- no hooks, no pictures, no files 
 baseline's units/s). A first, untimed call per layer measures the layer's crops plan (kept in the store, as a real
 run does once per layer; its time is printed apart). The sides alternate which goes first, round by round; the ratio is the median of the rounds'
 ratios (each printed), and the ratio of median process CPU times is shown beside it (less swayed by other jobs on
-the machine). ``--old`` also times the old way (one unit's k top images per pass, whole images). ``--eta UNITS``
+the machine). Beside the plain passes, the bare *guided* passes (deepvis's ``backprop_batch``, the kind the crops draw: the
+rectifiers' rule adds a clamp forward and backward) on the same rows: the passes the crops need, without pictures
+or files. ``--old`` also times the old way (one unit's k top images per pass, whole images). ``--eta UNITS``
 instead runs crops once over UNITS channels of every layer and prints, at 5-75% of the run, the total its ETA
 predicted against the real total. ``--whole-run STEP`` measures a run as a user starts it (``deepvis crops STORE``,
 every default layer of the bundled model in one call): every STEP-th channel of every layer, so each layer's share
@@ -32,6 +34,7 @@ from PIL import Image, ImageOps
 
 import deepvis
 from deepvis import crops
+from deepvis.backprop import backprop_batch
 from deepvis.findmax import find_max
 from deepvis.store import Store
 from deepvis.units import Unit
@@ -49,8 +52,10 @@ def photos(folder: Path, count: int) -> None:
         image.crop((shift, shift, image.width, image.height)).save(folder / f"{n:03d}.png")
 
 
-def bare(model, store: Store, layer: str, channels: range, batch_rows: int) -> float:
-    """Seconds for the plain forward + backward passes over the rows make_crops runs for ``channels``."""
+def bare(model, store: Store, layer: str, channels: range, batch_rows: int, mode: str | None = None) -> float:
+    """Seconds for the plain forward + backward passes over the rows make_crops runs for ``channels``; with
+    ``mode`` (``guided``), deepvis's backward passes of that mode instead (``backprop_batch``: the rectifiers'
+    rule), still without pictures or files."""
     manifest = store.read_manifest()
     files = [Path(manifest.image_root) / p for p in store.read_image_list()]
     inputs = crops._Inputs(model, files)
@@ -64,13 +69,17 @@ def bare(model, store: Store, layer: str, channels: range, batch_rows: int) -> f
     for start in range(0, len(rows), per):
         batch = rows[start:start + per]
         tensors = [inputs.get(int(top["images"][c, r]))[0] for c, r in batch]
-        units = [Unit(layer, c, (int(top["y"][c, r]), int(top["x"][c, r]))) for c, r in batch]
+        units = [Unit(layer, c, (int(top["y"][c, r]), int(top["x"][c, r])) if top["y"][c, r] >= 0 else None)
+                 for c, r in batch]
         if plan.window is not None:
             origins = [plan.origin(crops.unit_box(plan.field, *u.position, size), size) for u in units]
             x = crops._windows(tensors, origins, plan.window)
             units = [crops._local(u, o, plan.field) for u, o in zip(units, origins)]
         else:
             x = torch.stack(tensors)
+        if mode is not None:
+            backprop_batch(model, x, units, mode, signal="argmax")
+            continue
         x = x.requires_grad_(True)
         seen = {}
 
@@ -127,6 +136,12 @@ def eta_check(model, store: Store, layers: list[str], units: int) -> None:
               f"{predicted / bar_total:.2f}x the real {bar_total:.1f} s")
 
 
+def _order(sides: list[str], round_: int) -> list[str]:
+    """The sides in a round: each goes first in turn (the machine is noisy)."""
+    shift = round_ % len(sides)
+    return sides[shift:] + sides[:shift]
+
+
 def whole_run(model, store: Store, step: int, rounds: int, batch_rows: int) -> None:
     """The ratio for a run over every layer of ``store`` at once (every ``step``-th channel of each layer)."""
     manifest = store.read_manifest()
@@ -139,28 +154,31 @@ def whole_run(model, store: Store, step: int, rounds: int, batch_rows: int) -> N
             crops.make_crops(model, store.root, kinds=("image", "guided"), channels=range(0, widest, step),
                              force=True, progress=False, batch_rows=batch_rows)
 
-    def passes() -> dict[str, float]:
-        return {name: bare(model, store, name, units[name], batch_rows) for name in layers}
+    def passes(mode: str | None = None) -> dict[str, float]:
+        return {name: bare(model, store, name, units[name], batch_rows, mode) for name in layers}
 
     began = time.perf_counter()
     made()  # the layers' plans, measured once (kept in the store)
     print(f"whole run: {len(layers)} layers, {sum(map(len, units.values()))} units (every {step}th channel); "
           f"first call, plans measured: {time.perf_counter() - began:.1f} s")
-    wall = {"crops": [], "bare": []}
+    wall = {"crops": [], "bare": [], "guided": []}
     per_layer = []
     for round_ in range(rounds):
-        for side in (("crops", "bare") if round_ % 2 == 0 else ("bare", "crops")):
+        for side in _order(list(wall), round_):
             began = time.perf_counter()
             if side == "crops":
                 made()
-            else:
+            elif side == "bare":
                 per_layer.append(passes())
+            else:
+                passes("guided")
             wall[side].append(time.perf_counter() - began)
-    ratios = [b / c for b, c in zip(wall["bare"], wall["crops"])]
     total = sum(map(len, units.values()))
-    print(f"crops {total / statistics.median(wall['crops']):.1f} units/s, bare passes "
-          f"{total / statistics.median(wall['bare']):.1f} units/s: ratio {statistics.median(ratios):.2f} "
-          f"(rounds: {' '.join(f'{r:.2f}' for r in ratios)})")
+    for side, what in (("bare", "bare passes (plain gradient)"), ("guided", "bare guided passes")):
+        ratios = [b / c for b, c in zip(wall[side], wall["crops"])]
+        print(f"crops {total / statistics.median(wall['crops']):.1f} units/s, {what} "
+              f"{total / statistics.median(wall[side]):.1f} units/s: ratio {statistics.median(ratios):.2f} "
+              f"(rounds: {' '.join(f'{r:.2f}' for r in ratios)})")
     shares = {name: statistics.median(p[name] for p in per_layer) for name in layers}
     whole = sum(shares.values())
     print("bare passes' time by layer: " + ", ".join(f"{name} {100 * t / whole:.0f}%" for name, t in shares.items()))
@@ -195,7 +213,7 @@ def main() -> None:
             eta_check(model, store, args.layers, args.eta)
             return
         print(f"{'layer':24s} {'window':>9s} {'crops u/s':>10s} {'bare u/s':>9s} {'ratio':>6s} {'cpu ratio':>9s} "
-              f"{'per-round ratios':>24s}" + (f" {'old way u/s':>12s}" if args.old else ""))
+              f"{'per-round ratios':>24s} {'guided u/s':>10s} {'vs guided':>9s}" + (f" {'old way u/s':>12s}" if args.old else ""))
         for layer in args.layers:
             channels = range(0, args.units)
 
@@ -208,11 +226,12 @@ def main() -> None:
             began = time.perf_counter()
             made()
             warm_up = time.perf_counter() - began
-            sides = {"crops": made, "bare": lambda: bare(model, store, layer, channels, args.batch_rows)}
+            sides = {"crops": made, "bare": lambda: bare(model, store, layer, channels, args.batch_rows),
+                     "guided": lambda: bare(model, store, layer, channels, args.batch_rows, "guided")}
             wall = {side: [] for side in sides}
             cpu = {side: [] for side in sides}
-            for round_ in range(args.rounds):  # alternate which side goes first: the machine is noisy
-                for side in (("crops", "bare") if round_ % 2 == 0 else ("bare", "crops")):
+            for round_ in range(args.rounds):
+                for side in _order(list(sides), round_):
                     began, began_cpu = time.perf_counter(), time.process_time()
                     sides[side]()
                     wall[side].append(time.perf_counter() - began)
@@ -224,9 +243,11 @@ def main() -> None:
             crops_rate = args.units / statistics.median(wall["crops"])
             bare_rate = args.units / statistics.median(wall["bare"])
             window = "x".join(map(str, plan.window)) if plan.window else "whole"
+            guided = statistics.median(b / c for b, c in zip(wall["guided"], wall["crops"]))
             line = (f"{layer:24s} {window:>9s} {crops_rate:10.1f} {bare_rate:9.1f} {statistics.median(ratios):6.2f} "
                     f"{statistics.median(cpu['bare']) / statistics.median(cpu['crops']):9.2f} "
-                    f"{' '.join(f'{r:.2f}' for r in ratios):>24s}  (first call, plan measured: {warm_up:.2f} s)")
+                    f"{' '.join(f'{r:.2f}' for r in ratios):>24s} {args.units / statistics.median(wall['guided']):10.1f} "
+                    f"{guided:9.2f}  (first call, plan measured: {warm_up:.2f} s)")
             if args.old:
                 window_at_most = crops.WINDOW_AT_MOST
                 crops.WINDOW_AT_MOST = 0.0  # the old way: whole images, one unit per pass

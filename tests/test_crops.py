@@ -229,3 +229,25 @@ def test_progress_line_at_the_end_says_no_time_left(monkeypatch, capsys):
     clock[0] += 59.6
     middle.update(1, cost=0.999)  # 9.001 work left at 0.999 per 59.6 s: 537.0 s
     assert middle.eta() == pytest.approx(537.0, abs=0.1)
+
+
+def test_the_images_decoded_ahead_on_threads_are_those_get_decodes(tmp_path):
+    """crops decode a run's top images ahead, one thread per core: the same tensors and pixels as one by one, and an
+    unreadable image is left for ``get`` to report where it is used (not an error of the whole run up front)."""
+    from deepvis.crops import _Inputs
+    from deepvis.errors import DeepvisError
+
+    model = deepvis.load_model()
+    files = list(deepvis.sample_images())[:3]
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    files.append(bad)
+    ahead = _Inputs(model, files)
+    ahead.prefetch([0, 1, 2, 3])
+    assert sorted(ahead.cache) == [0, 1, 2]
+    one_by_one = _Inputs(model, files)
+    for index in range(3):
+        tensor, pixels = one_by_one.get(index)
+        assert torch.equal(ahead.cache[index][0], tensor) and np.array_equal(ahead.cache[index][1], pixels)
+    with pytest.raises(DeepvisError, match="bad.jpg"):
+        ahead.get(3)

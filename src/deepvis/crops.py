@@ -42,11 +42,12 @@ from .units import Unit, check_unit, clamp_channels
 KINDS = CROP_KINDS
 #: Rows (top images) per batched backward pass of :func:`make_crops`.
 BATCH_ROWS = 64
+#: The cores this process may use (a container's limit), not the host's.
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
 #: Threads encoding and writing pictures while the next passes run: one per two cores, at most 4. Creating files
 #: costs CPU (kernel) time; more threads than that on 2 cores only slowed torch's own threads down (crops of
 #: blocks.2.depthwise.act: 0.64-0.67x the bare passes with 4 writers, 0.70-0.72x with 1 or 2).
-WRITERS = max(1, min(4, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2)
-                       // 2))  # the cores this process may use (a container's limit), not the host's
+WRITERS = max(1, min(4, CORES // 2))
 #: Crop-sized windows are used where they hold at most this fraction of the input's pixels.
 WINDOW_AT_MOST = 0.5
 #: Top images on which a layer's windows are checked against whole images.
@@ -158,12 +159,33 @@ class _Inputs:
         if index in self.cache:
             self.cache.move_to_end(index)
             return self.cache[index]
+        return self._keep(index, self._load(index))
+
+    def _load(self, index: int) -> tuple[torch.Tensor, np.ndarray]:
         fitted = self.model.preprocessing.fit(load_image(self.files[index]))
-        item = (self.model.preprocessing.to_tensor(fitted, "stretch"), np.asarray(fitted, np.float32) / 255.0)
+        return self.model.preprocessing.to_tensor(fitted, "stretch"), np.asarray(fitted, np.float32) / 255.0
+
+    def _keep(self, index: int, item: tuple[torch.Tensor, np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
         self.cache[index] = item
         if len(self.cache) > self.size:
             self.cache.popitem(last=False)
         return item
+
+    def prefetch(self, indices: list[int]) -> None:
+        """Decode ``indices`` into the cache, on a thread per core (decoding and resizing free the GIL); an image
+        that cannot be read is left for :meth:`get` to report where it is used."""
+        missing = [i for i in indices if i not in self.cache]
+
+        def load(index: int):
+            try:
+                return self._load(index)
+            except DeepvisError:
+                return None
+
+        with ThreadPoolExecutor(max_workers=max(1, min(4, CORES)), thread_name_prefix="deepvis-decode") as pool:
+            for index, item in zip(missing, pool.map(load, missing)):
+                if item is not None:
+                    self._keep(index, item)
 
 
 def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
@@ -234,8 +256,7 @@ def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
     needed = dict.fromkeys(int(i) for name in plans for channel, *_ in todo[name]
                            for i in tops[name]["images"][channel] if i >= 0)
     if len(needed) <= inputs.size:  # decoded before the bar starts: a one-off the first batches would otherwise carry
-        for index in needed:
-            inputs.get(index)
+        inputs.prefetch(list(needed))
     # files are written (each atomically) by writer threads while the next passes run; the layers' groups are
     # interleaved in proportion to their work, so the rate is steady from the first minute and the ETA honest
     with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="deepvis-crops-writer") as writer:
