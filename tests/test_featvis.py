@@ -119,6 +119,32 @@ def test_maco_spread_bounds_where_the_crops_are_centred():
         MacoParams(spread=0.7)
 
 
+def test_maco_spread_end_narrows_the_crops_step_by_step(tiny, monkeypatch):
+    """``spread_end``: the crops' spread goes linearly from ``spread`` at the first step to ``spread_end`` at the
+    last; without it every step has the same spread and the record is as before."""
+    from deepvis.optimize import maco
+    from deepvis.optimize.objectives import Target
+
+    seen = []
+    real = maco.random_crops
+
+    def recording(canvas, count, size, out, generator, spread=0.5):
+        seen.append(spread)
+        return real(canvas, count, size, out, generator, spread)
+
+    monkeypatch.setattr(maco, "random_crops", recording)
+    target = Target("conv2", 0)
+    for settings, expected in (({"spread": 0.4, "spread_end": 0.0}, [0.4, 0.3, 0.2, 0.1, 0.0]),
+                               ({"spread": 0.2}, [0.2] * 5)):
+        seen.clear()
+        params = MacoParams(steps=5, crops=1, **settings)
+        maco.optimize_maco(tiny, [target], params)
+        assert seen == pytest.approx(expected)
+        assert ("spread_end" in params.to_json()) == ("spread_end" in settings)
+    with pytest.raises(deepvis.DeepvisError, match="spread_end"):
+        MacoParams(spread_end=0.6)
+
+
 def test_bad_maco_settings():
     with pytest.raises(deepvis.DeepvisError, match="crop_size"):
         MacoParams(crop_size=(0.5, 1.5))

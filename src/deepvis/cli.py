@@ -366,7 +366,7 @@ def _add_method_flags(parser: argparse.ArgumentParser) -> None:
     for method in METHODS.values():
         title = f"{method.name} method settings" + (" (default: the preset's)" if method.presets else "")
         groups[method.name] = parser.add_argument_group(title)
-    types = {"int": int, "float": float, "str": str, "dict": _json_object}
+    types = {"int": int, "float": float, "float | None": float, "str": str, "dict": _json_object}
     for setting in flag_settings():
         shared = f"{' and '.join(setting.methods)} methods; " if len(setting.methods) > 1 else ""
         group = groups[setting.methods[0]]

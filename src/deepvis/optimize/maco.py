@@ -42,6 +42,8 @@ class MacoParams:
     spread: float = field(default=0.5, metadata={
         "help": "how far a crop's centre may lie from the canvas centre, a fraction of the canvas side (0.5: "
                 "anywhere a crop fits; 0: every crop centred, so a unit objective's feature stays at the centre)"})
+    spread_end: float | None = field(default=None, metadata={
+        "help": "the spread at the last step, reached linearly from --spread at the first (None: --spread throughout)"})
     noise: float = field(default=0.05, metadata={"help": "Gaussian noise added to each crop"})
     contrast: float = field(default=1.0, metadata={"help": "scale of the standardized image before the sigmoid"})
     copies: int = field(default=1, metadata={"help": "images per unit", "min": 1})
@@ -52,11 +54,13 @@ class MacoParams:
     def __post_init__(self) -> None:
         if self.push_dir not in (1, -1):
             raise DeepvisError(f"push_dir must be +1 (maximize) or -1 (minimize), got {self.push_dir}")
-        if not all(math.isfinite(v) for v in (self.lr, self.canvas, self.noise, self.contrast, self.spread,
+        spreads = (self.spread,) if self.spread_end is None else (self.spread, self.spread_end)
+        if not all(math.isfinite(v) for v in (self.lr, self.canvas, self.noise, self.contrast, *spreads,
                                               *self.crop_size)):
             raise DeepvisError("lr, canvas, noise, contrast, spread and crop_size must be finite numbers")
-        if not 0 <= self.spread <= 0.5:
-            raise DeepvisError(f"spread must be between 0 (crops centred) and 0.5 (anywhere), got {self.spread}")
+        if not all(0 <= v <= 0.5 for v in spreads):
+            raise DeepvisError(f"spread and spread_end must be between 0 (crops centred) and 0.5 (anywhere), got "
+                               f"{', '.join(map(str, spreads))}")
         if self.steps < 1 or self.crops < 1 or self.copies < 1 or self.lr <= 0 or self.canvas < 1 or \
                 self.noise < 0 or self.diversity < 0 or self.contrast <= 0:
             raise DeepvisError("steps, crops and copies must be >= 1, lr > 0, canvas >= 1, contrast > 0, noise and "
@@ -72,8 +76,10 @@ class MacoParams:
     def to_json(self) -> dict:
         data = asdict(self)
         data["crop_size"] = list(self.crop_size)
-        if self.spread == 0.5:  # the default, as before the setting existed: earlier stores' units stay done
+        if self.spread == 0.5:  # as before the setting existed: earlier stores' units stay done
             del data["spread"]
+        if self.spread_end is None:
+            del data["spread_end"]
         return data
 
     def canvas_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
@@ -198,8 +204,18 @@ def optimize_maco(model: Model, targets: Sequence[Target], params: MacoParams,
     image = PhaseImage(len(canvases), magnitude, height, width, generator, params.contrast).to(device)
     alpha = torch.zeros(len(canvases), height, width, device=device)
 
+    steps_taken = [0]
+
+    def spread() -> float:
+        """This step's spread: constant, or linear from ``spread`` (first step) to ``spread_end`` (last step)."""
+        if params.spread_end is None or params.steps == 1:
+            return params.spread
+        share = min(steps_taken[0], params.steps - 1) / (params.steps - 1)
+        return params.spread + share * (params.spread_end - params.spread)
+
     def views(canvas: torch.Tensor) -> torch.Tensor:
-        crops = random_crops(canvas, params.crops, params.crop_size, size, generator, params.spread)
+        crops = random_crops(canvas, params.crops, params.crop_size, size, generator, spread())
+        steps_taken[0] += 1
         if params.noise:
             crops = crops + params.noise * torch.randn(crops.shape, generator=generator).to(crops)
         return pre.normalize(crops)
