@@ -5,18 +5,21 @@ windows where the field is small) against the bare backward passes it needs, in 
 
 A small store is scanned first (the sample photos, flipped and shifted to make ``--images``). Then, per layer:
 ``make_crops(kinds=image guided, force=True)`` for ``--units`` channels, against the bare baseline: the same rows
-(each top image's window or whole image, as the crops plan chose) in the same batches, one plain-autograd forward
-and backward pass from one-hot start signals -- no hooks, no pictures, no files (target: crops >= 0.8x the
-baseline's units/s). A first, untimed call per layer measures the layer's crops plan (kept in the store, as a real
-run does once per layer; its time is printed apart). The sides alternate which goes first, round by round; the ratio is the median of the rounds'
-ratios (each printed), and the ratio of median process CPU times is shown beside it (less swayed by other jobs on
-the machine). Beside the plain passes, the bare *guided* passes (deepvis's ``backprop_batch``, the kind the crops draw: the
-rectifiers' rule adds a clamp forward and backward) on the same rows: the passes the crops need, without pictures
-or files. ``--old`` also times the old way (one unit's k top images per pass, whole images). ``--eta UNITS``
-instead runs crops once over UNITS channels of every layer and prints, at 5-75% of the run, the total its ETA
-predicted against the real total. ``--whole-run STEP`` measures a run as a user starts it (``deepvis crops STORE``,
-every default layer of the bundled model in one call): every STEP-th channel of every layer, so each layer's share
-of the units is its share of a full run, against the bare passes of the same units, rounds alternating.
+(each top image's window or whole image, as the crops plan chose) in the same batches, one plain-autograd forward and
+backward pass from one-hot start signals -- no hooks, no pictures, no files (target: crops >= 0.8x the baseline's
+units/s). Each crops round makes the units as a first run does (their folders are removed, untimed, before it);
+``--rerun`` times forced re-runs over the existing files instead, which on ext4 also pay the flush of every file
+renamed over another (~0.4 ms a picture). A first, untimed call per layer measures the layer's crops plan (kept in the
+store, as a real run does once per layer; its time is printed apart). The sides alternate which goes first, round by
+round; the ratio is the median of the rounds' ratios (each printed), and the ratio of median process CPU times is
+shown beside it (less swayed by other jobs on the machine). Beside the plain passes, the bare *guided* passes
+(deepvis's ``backprop_batch``, the kind the crops draw: the rectifiers' rule adds a clamp forward and backward) on the
+same rows: the passes the crops need, without pictures or files. ``--old`` also times the old way (one unit's k top
+images per pass, whole images). ``--eta UNITS`` instead runs crops once over UNITS channels of every layer and prints,
+at 5-75% of the run, the total its ETA predicted against the real total. ``--whole-run STEP`` measures a run as a user
+starts it (``deepvis crops STORE``, every default layer of the bundled model in one call): every STEP-th channel of
+every layer, so each layer's share of the units is its share of a full run, against the bare passes of the same units,
+rounds alternating.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import shutil
 import statistics
 import tempfile
 import time
@@ -52,13 +56,15 @@ def photos(folder: Path, count: int) -> None:
         image.crop((shift, shift, image.width, image.height)).save(folder / f"{n:03d}.png")
 
 
-def bare(model, store: Store, layer: str, channels: range, batch_rows: int, mode: str | None = None) -> float:
-    """Seconds for the plain forward + backward passes over the rows make_crops runs for ``channels``; with
-    ``mode`` (``guided``), deepvis's backward passes of that mode instead (``backprop_batch``: the rectifiers'
-    rule), still without pictures or files."""
+def bare(model, store: Store, layer: str, channels: range, batch_rows: int, mode: str | None = None,
+         inputs: crops._Inputs | None = None) -> float:
+    """Seconds for the plain forward + backward passes over the rows make_crops runs for ``channels``, their images
+    decoded as make_crops decodes them (ahead, a thread per core; ``inputs``: decoded images shared between calls,
+    as one crops run shares them between layers); with ``mode`` (``guided``), deepvis's backward passes of that
+    mode instead (``backprop_batch``: the rectifiers' rule), still without pictures or files."""
     manifest = store.read_manifest()
     files = [Path(manifest.image_root) / p for p in store.read_image_list()]
-    inputs = crops._Inputs(model, files)
+    inputs = inputs if inputs is not None else crops._Inputs(model, files)
     plan = crops._plan(model, inputs, store, manifest, layer, ["guided"])
     top = store.read_topk(layer)
     size = tuple(model.preprocessing.input_size)
@@ -66,6 +72,7 @@ def bare(model, store: Store, layer: str, channels: range, batch_rows: int, mode
     rows = [(c, r) for c in channels for r in range(top["images"].shape[1]) if top["images"][c, r] >= 0]
     per = max(1, batch_rows // top["images"].shape[1]) * top["images"].shape[1]
     began = time.perf_counter()
+    inputs.prefetch(list(dict.fromkeys(int(top["images"][c, r]) for c, r in rows)))
     for start in range(0, len(rows), per):
         batch = rows[start:start + per]
         tensors = [inputs.get(int(top["images"][c, r]))[0] for c, r in batch]
@@ -142,7 +149,13 @@ def _order(sides: list[str], round_: int) -> list[str]:
     return sides[shift:] + sides[:shift]
 
 
-def whole_run(model, store: Store, step: int, rounds: int, batch_rows: int) -> None:
+def cleared(store: Store, layer: str, channels) -> None:
+    """Remove the units' folders (untimed, before a crops round): the round then makes them as a first run does."""
+    for channel in channels:
+        shutil.rmtree(store.unit_dir(layer, channel), ignore_errors=True)
+
+
+def whole_run(model, store: Store, step: int, rounds: int, batch_rows: int, rerun: bool = False) -> None:
     """The ratio for a run over every layer of ``store`` at once (every ``step``-th channel of each layer)."""
     manifest = store.read_manifest()
     layers = list(manifest.layers)
@@ -155,7 +168,8 @@ def whole_run(model, store: Store, step: int, rounds: int, batch_rows: int) -> N
                              force=True, progress=False, batch_rows=batch_rows)
 
     def passes(mode: str | None = None) -> dict[str, float]:
-        return {name: bare(model, store, name, units[name], batch_rows, mode) for name in layers}
+        inputs = crops._Inputs(model, [Path(manifest.image_root) / p for p in store.read_image_list()])
+        return {name: bare(model, store, name, units[name], batch_rows, mode, inputs) for name in layers}
 
     began = time.perf_counter()
     made()  # the layers' plans, measured once (kept in the store)
@@ -165,6 +179,9 @@ def whole_run(model, store: Store, step: int, rounds: int, batch_rows: int) -> N
     per_layer = []
     for round_ in range(rounds):
         for side in _order(list(wall), round_):
+            if side == "crops" and not rerun:
+                for name in layers:
+                    cleared(store, name, units[name])
             began = time.perf_counter()
             if side == "crops":
                 made()
@@ -195,6 +212,8 @@ def main() -> None:
     parser.add_argument("--old", action="store_true", help="also time the old way (one unit per pass, whole images)")
     parser.add_argument("--eta", type=int, default=0, metavar="UNITS",
                         help="only check the ETA: one run over UNITS channels of every layer")
+    parser.add_argument("--rerun", action="store_true",
+                        help="time crops re-runs over the units' existing files (--force) instead of first runs")
     parser.add_argument("--whole-run", type=int, default=0, metavar="STEP",
                         help="only time a run over every default layer (every STEP-th channel of each)")
     args = parser.parse_args()
@@ -207,7 +226,7 @@ def main() -> None:
         layers = None if args.whole_run else args.layers  # a whole run: the default layers
         store = find_max(model, folder, Path(tmp) / "store", layers=layers, k=args.k, progress=False)
         if args.whole_run:
-            whole_run(model, store, args.whole_run, args.rounds, args.batch_rows)
+            whole_run(model, store, args.whole_run, args.rounds, args.batch_rows, args.rerun)
             return
         if args.eta:
             eta_check(model, store, args.layers, args.eta)
@@ -232,6 +251,8 @@ def main() -> None:
             cpu = {side: [] for side in sides}
             for round_ in range(args.rounds):
                 for side in _order(list(sides), round_):
+                    if side == "crops" and not args.rerun:
+                        cleared(store, layer, channels)
                     began, began_cpu = time.perf_counter(), time.process_time()
                     sides[side]()
                     wall[side].append(time.perf_counter() - began)

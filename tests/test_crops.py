@@ -232,8 +232,8 @@ def test_progress_line_at_the_end_says_no_time_left(monkeypatch, capsys):
 
 
 def test_the_images_decoded_ahead_on_threads_are_those_get_decodes(tmp_path):
-    """crops decode a run's top images ahead, one thread per core: the same tensors and pixels as one by one, and an
-    unreadable image is left for ``get`` to report where it is used (not an error of the whole run up front)."""
+    """crops decode a run's top images ahead, one thread per core: the same tensors and pixels as one by one; an
+    unreadable image is the error ``get`` gives, raised up front (before any unit is made)."""
     from deepvis.crops import _Inputs
     from deepvis.errors import DeepvisError
 
@@ -243,7 +243,9 @@ def test_the_images_decoded_ahead_on_threads_are_those_get_decodes(tmp_path):
     bad.write_text("not an image")
     files.append(bad)
     ahead = _Inputs(model, files)
-    ahead.prefetch([0, 1, 2, 3])
+    with pytest.raises(DeepvisError, match="bad.jpg"):
+        ahead.prefetch([3, 0, 1, 2])
+    ahead.prefetch([0, 1, 2])
     assert sorted(ahead.cache) == [0, 1, 2]
     one_by_one = _Inputs(model, files)
     for index in range(3):

@@ -141,6 +141,7 @@ def test_maco_spread_end_narrows_the_crops_step_by_step(tiny, monkeypatch):
         maco.optimize_maco(tiny, [target], params)
         assert seen == pytest.approx(expected)
         assert ("spread_end" in params.to_json()) == ("spread_end" in settings)
+    assert MacoParams(spread=0.3, spread_end=0.3).to_json() == MacoParams(spread=0.3).to_json()
     with pytest.raises(deepvis.DeepvisError, match="spread_end"):
         MacoParams(spread_end=0.6)
 

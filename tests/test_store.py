@@ -349,29 +349,6 @@ def test_a_unit_rewrite_keeps_what_it_may_and_a_killed_one_loses_nothing_else(tm
     assert rewrite(["image"], topk="d") == ["crops.json", "image.jpg"]
 
 
-def test_a_unit_rewrite_renames_its_new_pictures_onto_no_file(tmp_path, monkeypatch):
-    """ext4 flushes a file renamed over an existing one (auto_da_alloc): a re-run of crops renaming each montage over
-    the old one cost ~0.4 ms a picture. No record names the old montages while a unit is rewritten, so they go
-    first and the new ones are renamed onto no file."""
-    store = Store(tmp_path)
-    replaced = []
-    rename = os.replace
-
-    def watched(source, target):
-        replaced.append((os.path.basename(target), os.path.exists(target)))
-        rename(source, target)
-
-    record = {"topk": "a", "basis": "b", "network": "n"}
-    store.write_crops("conv", 0, {"image": b"1", "guided": b"2"}, {"image": [[0, 0, 4, 4]], "guided": [[0, 0, 4, 4]]},
-                      record)
-    monkeypatch.setattr(os, "replace", watched)
-    for topk in ("a", "b"):  # the same top-k (a forced re-run) and another one
-        replaced.clear()
-        store.write_crops("conv", 0, {"image": b"3", "guided": b"4"},
-                          {"image": [[0, 0, 4, 4]], "guided": [[0, 0, 4, 4]]}, {**record, "topk": topk})
-        assert sorted(replaced) == [("crops.json", False), ("guided.jpg", False), ("image.jpg", False)]
-    assert (store.unit_dir("conv", 0) / "guided.jpg").read_bytes() == b"4"
-
 
 def test_atomic_writes_from_many_threads_leave_whole_files_with_the_usual_permissions(tmp_path):
     import os

@@ -172,20 +172,22 @@ class _Inputs:
         return item
 
     def prefetch(self, indices: list[int]) -> None:
-        """Decode ``indices`` into the cache, on a thread per core (decoding and resizing free the GIL); an image
-        that cannot be read is left for :meth:`get` to report where it is used."""
+        """Decode ``indices`` into the cache, on a thread per core (decoding and resizing free the GIL). An image
+        that cannot be read raises, as :meth:`get` does, once the others are decoded: before any work is done."""
         missing = [i for i in indices if i not in self.cache]
 
         def load(index: int):
             try:
                 return self._load(index)
-            except DeepvisError:
-                return None
+            except DeepvisError as exc:
+                return exc
 
         with ThreadPoolExecutor(max_workers=max(1, min(4, CORES)), thread_name_prefix="deepvis-decode") as pool:
-            for index, item in zip(missing, pool.map(load, missing)):
-                if item is not None:
-                    self._keep(index, item)
+            loaded = list(pool.map(load, missing))
+        for index, item in zip(missing, loaded):
+            if isinstance(item, DeepvisError):
+                raise item
+            self._keep(index, item)
 
 
 def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,

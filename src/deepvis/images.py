@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import threading
 import warnings
 from pathlib import Path
 from typing import Sequence, Union
@@ -52,6 +53,11 @@ def _name(source: object) -> str:
     return f"<{type(source).__name__}>"
 
 
+#: ``warnings.catch_warnings`` changes process-wide filters: images decoded on several threads (the server's, crops'
+#: prefetch) take turns around it (only the header is read inside, not the pixels).
+_WARNINGS_LOCK = threading.Lock()
+
+
 def load_image(source: ImageSource, max_pixels: int | None = None, name: str | None = None) -> Image.Image:
     """Decode an image file, bytes, PIL image or array into an 8-bit RGB PIL image.
 
@@ -90,7 +96,7 @@ def load_image(source: ImageSource, max_pixels: int | None = None, name: str | N
     if not data:
         raise ImageError(f"cannot read image '{name}': the file is empty")
     try:
-        with warnings.catch_warnings():
+        with _WARNINGS_LOCK, warnings.catch_warnings():  # the filters are global: one thread at a time
             # this module enforces its own (lower) pixel limit before decoding
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))

@@ -570,11 +570,9 @@ class Store:
             _unlink(record_path)
         written = {f"{kind}.jpg" for kind in montages}
         for kind, data in montages.items():  # pictures are remade from the top-k at will: not flushed one by one
-            path = os.path.join(folder, f"{kind}.jpg")
-            # no record names it now: removed first, so the new one is renamed onto no file -- ext4 flushes a file
-            # renamed over another (auto_da_alloc), which made each montage cost ~0.4 ms more in a re-run
-            _unlink(path)
-            atomic_write_bytes(path, data, durable=False)
+            # renamed over the old one, never removed first: another run's record may name it, a reader may be
+            # opening it (on ext4 a file renamed over another is flushed: ~0.4 ms a picture in a --force re-run)
+            atomic_write_bytes(os.path.join(folder, f"{kind}.jpg"), data, durable=False)
         for path in self.crop_files(layer, channel):  # other kinds' montages, an earlier deepvis's per-rank files
             if path.name not in written and _crop_file_kind(path.name) not in keep:
                 _unlink(os.fspath(path))

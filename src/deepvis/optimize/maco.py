@@ -43,7 +43,8 @@ class MacoParams:
         "help": "how far a crop's centre may lie from the canvas centre, a fraction of the canvas side (0.5: "
                 "anywhere a crop fits; 0: every crop centred, so a unit objective's feature stays at the centre)"})
     spread_end: float | None = field(default=None, metadata={
-        "help": "the spread at the last step, reached linearly from --spread at the first (None: --spread throughout)"})
+        "help": "the spread at the last step, reached linearly from --spread at the first (unset: --spread at "
+                "every step)"})
     noise: float = field(default=0.05, metadata={"help": "Gaussian noise added to each crop"})
     contrast: float = field(default=1.0, metadata={"help": "scale of the standardized image before the sigmoid"})
     copies: int = field(default=1, metadata={"help": "images per unit", "min": 1})
@@ -54,6 +55,8 @@ class MacoParams:
     def __post_init__(self) -> None:
         if self.push_dir not in (1, -1):
             raise DeepvisError(f"push_dir must be +1 (maximize) or -1 (minimize), got {self.push_dir}")
+        if self.spread_end is not None and self.spread_end == self.spread:  # constant: recorded as before
+            object.__setattr__(self, "spread_end", None)
         spreads = (self.spread,) if self.spread_end is None else (self.spread, self.spread_end)
         if not all(math.isfinite(v) for v in (self.lr, self.canvas, self.noise, self.contrast, *spreads,
                                               *self.crop_size)):
