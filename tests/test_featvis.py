@@ -121,7 +121,8 @@ def test_maco_spread_bounds_where_the_crops_are_centred():
 
 def test_maco_spread_end_narrows_the_crops_step_by_step(tiny, monkeypatch):
     """``spread_end``: the crops' spread goes linearly from ``spread`` at the first step to ``spread_end`` at the
-    last; without it every step has the same spread and the record is as before."""
+    last (by default from anywhere to centred); None, or the same value, keeps one spread and records it as before
+    the setting existed."""
     from deepvis.optimize import maco
     from deepvis.optimize.objectives import Target
 
@@ -134,14 +135,16 @@ def test_maco_spread_end_narrows_the_crops_step_by_step(tiny, monkeypatch):
 
     monkeypatch.setattr(maco, "random_crops", recording)
     target = Target("conv2", 0)
-    for settings, expected in (({"spread": 0.4, "spread_end": 0.0}, [0.4, 0.3, 0.2, 0.1, 0.0]),
-                               ({"spread": 0.2}, [0.2] * 5)):
+    for settings, expected in (({}, [0.5, 0.375, 0.25, 0.125, 0.0]),
+                               ({"spread": 0.4, "spread_end": 0.2}, [0.4, 0.35, 0.3, 0.25, 0.2]),
+                               ({"spread": 0.2, "spread_end": None}, [0.2] * 5),
+                               ({"spread": 0.2, "spread_end": 0.2}, [0.2] * 5)):
         seen.clear()
         params = MacoParams(steps=5, crops=1, **settings)
         maco.optimize_maco(tiny, [target], params)
         assert seen == pytest.approx(expected)
-        assert ("spread_end" in params.to_json()) == ("spread_end" in settings)
-    assert MacoParams(spread=0.3, spread_end=0.3).to_json() == MacoParams(spread=0.3).to_json()
+        assert ("spread_end" in params.to_json()) == (expected[0] != expected[-1])
+    assert MacoParams(spread=0.3, spread_end=0.3).to_json() == MacoParams(spread=0.3, spread_end=None).to_json()
     with pytest.raises(deepvis.DeepvisError, match="spread_end"):
         MacoParams(spread_end=0.6)
 

@@ -31,7 +31,8 @@ from .result import OptimizeResult
 class MacoParams:
     """Settings of MACO. ``canvas`` is the side of the optimized image as a multiple of the model's input side;
     each step takes ``crops`` random crops of ``crop_size`` (min, max) of the canvas side, their centres at most
-    ``spread`` of the side from the canvas centre, resized to the input size, with Gaussian ``noise`` added.
+    ``spread`` of the side from the canvas centre at the first step and ``spread_end`` at the last (linearly between;
+    None: ``spread`` throughout), resized to the input size, with Gaussian ``noise`` added.
     ``push_dir`` +1 maximizes, -1 minimizes."""
 
     steps: int = field(default=512, metadata={"help": "NAdam steps", "min": 1})
@@ -40,11 +41,12 @@ class MacoParams:
     crops: int = field(default=4, metadata={"help": "random crops of the canvas per step", "min": 1})
     crop_size: tuple[float, float] = (0.5, 0.8)
     spread: float = field(default=0.5, metadata={
-        "help": "how far a crop's centre may lie from the canvas centre, a fraction of the canvas side (0.5: "
-                "anywhere a crop fits; 0: every crop centred, so a unit objective's feature stays at the centre)"})
-    spread_end: float | None = field(default=None, metadata={
-        "help": "the spread at the last step, reached linearly from --spread at the first (unset: --spread at "
-                "every step)"})
+        "help": "how far a crop's centre may lie from the canvas centre at the first step, a fraction of the canvas "
+                "side (0.5: anywhere a crop fits; 0: every crop centred, so a unit objective's feature stays at the "
+                "centre)"})
+    spread_end: float | None = field(default=0.0, metadata={
+        "help": "the spread at the last step, reached linearly from --spread (the same value: one spread "
+                "throughout); by default the crops end centred"})
     noise: float = field(default=0.05, metadata={"help": "Gaussian noise added to each crop"})
     contrast: float = field(default=1.0, metadata={"help": "scale of the standardized image before the sigmoid"})
     copies: int = field(default=1, metadata={"help": "images per unit", "min": 1})
