@@ -143,10 +143,22 @@ def eta_check(model, store: Store, layers: list[str], units: int) -> None:
               f"{predicted / bar_total:.2f}x the real {bar_total:.1f} s")
 
 
-def _order(sides: list[str], round_: int) -> list[str]:
-    """The sides in a round: each goes first in turn (the machine is noisy)."""
-    shift = round_ % len(sides)
-    return sides[shift:] + sides[:shift]
+def timed_rounds(sides: dict, rounds: int, clear=None) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall and process CPU seconds of each side (name -> call) per round, each side going first in turn (the
+    machine is noisy); ``clear()`` runs, untimed, before each crops round."""
+    names = list(sides)
+    wall = {name: [] for name in names}
+    cpu = {name: [] for name in names}
+    for round_ in range(rounds):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            if name == "crops" and clear is not None:
+                clear()
+            began, began_cpu = time.perf_counter(), time.process_time()
+            sides[name]()
+            wall[name].append(time.perf_counter() - began)
+            cpu[name].append(time.process_time() - began_cpu)
+    return wall, cpu
 
 
 def cleared(store: Store, layer: str, channels) -> None:
@@ -175,21 +187,14 @@ def whole_run(model, store: Store, step: int, rounds: int, batch_rows: int, reru
     made()  # the layers' plans, measured once (kept in the store)
     print(f"whole run: {len(layers)} layers, {sum(map(len, units.values()))} units (every {step}th channel); "
           f"first call, plans measured: {time.perf_counter() - began:.1f} s")
-    wall = {"crops": [], "bare": [], "guided": []}
     per_layer = []
-    for round_ in range(rounds):
-        for side in _order(list(wall), round_):
-            if side == "crops" and not rerun:
-                for name in layers:
-                    cleared(store, name, units[name])
-            began = time.perf_counter()
-            if side == "crops":
-                made()
-            elif side == "bare":
-                per_layer.append(passes())
-            else:
-                passes("guided")
-            wall[side].append(time.perf_counter() - began)
+
+    def clear() -> None:
+        for name in layers:
+            cleared(store, name, units[name])
+
+    sides = {"crops": made, "bare": lambda: per_layer.append(passes()), "guided": lambda: passes("guided")}
+    wall, _ = timed_rounds(sides, rounds, None if rerun else clear)
     total = sum(map(len, units.values()))
     for side, what in (("bare", "bare passes (plain gradient)"), ("guided", "bare guided passes")):
         ratios = [b / c for b, c in zip(wall[side], wall["crops"])]
@@ -232,7 +237,8 @@ def main() -> None:
             eta_check(model, store, args.layers, args.eta)
             return
         print(f"{'layer':24s} {'window':>9s} {'crops u/s':>10s} {'bare u/s':>9s} {'ratio':>6s} {'cpu ratio':>9s} "
-              f"{'per-round ratios':>24s} {'guided u/s':>10s} {'vs guided':>9s}" + (f" {'old way u/s':>12s}" if args.old else ""))
+              f"{'per-round ratios':>24s} {'guided u/s':>10s} {'vs guided':>9s}"
+              + (f" {'old way u/s':>12s}" if args.old else ""))
         for layer in args.layers:
             channels = range(0, args.units)
 
@@ -247,16 +253,8 @@ def main() -> None:
             warm_up = time.perf_counter() - began
             sides = {"crops": made, "bare": lambda: bare(model, store, layer, channels, args.batch_rows),
                      "guided": lambda: bare(model, store, layer, channels, args.batch_rows, "guided")}
-            wall = {side: [] for side in sides}
-            cpu = {side: [] for side in sides}
-            for round_ in range(args.rounds):
-                for side in _order(list(sides), round_):
-                    if side == "crops" and not args.rerun:
-                        cleared(store, layer, channels)
-                    began, began_cpu = time.perf_counter(), time.process_time()
-                    sides[side]()
-                    wall[side].append(time.perf_counter() - began)
-                    cpu[side].append(time.process_time() - began_cpu)
+            wall, cpu = timed_rounds(sides, args.rounds,
+                                     None if args.rerun else lambda: cleared(store, layer, channels))
             ratios = [b / c for b, c in zip(wall["bare"], wall["crops"])]
             plan = crops._plan(model, crops._Inputs(model, [Path(store.read_manifest().image_root) / p
                                                             for p in store.read_image_list()]),
