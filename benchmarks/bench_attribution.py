@@ -47,9 +47,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_core import Variant, check, measure  # noqa: E402
 
 import deepvis  # noqa: E402
-from deepvis.attribution import BATCH_SIZE, integrated_gradients, make_baseline, smoothgrad  # noqa: E402
-from deepvis.server.panes import ViewRequest  # noqa: E402
-from deepvis.server.session import Toolbox  # noqa: E402
+from deepvis.engine.attribution import BATCH_SIZE, integrated_gradients, make_baseline, smoothgrad  # noqa: E402
+from deepvis.apps.server.panes import ViewRequest  # noqa: E402
+from deepvis.apps.server.session import Toolbox  # noqa: E402
 
 CLASS = 285
 

@@ -37,11 +37,11 @@ import torch
 from PIL import Image, ImageOps
 
 import deepvis
-from deepvis import crops
-from deepvis.backprop import backprop_batch
-from deepvis.findmax import find_max
+from deepvis.jobs import crops
+from deepvis.engine.backprop import backprop_batch
+from deepvis.jobs.findmax import find_max
 from deepvis.store import Store
-from deepvis.units import Unit
+from deepvis.core.units import Unit
 
 LAYERS = ["blocks.2.depthwise.act", "blocks.6.depthwise.act", "head.act"]
 

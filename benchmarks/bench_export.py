@@ -22,10 +22,11 @@ import numpy as np
 from PIL import Image
 
 import deepvis
-from deepvis.crops import make_crops
-from deepvis.export import export_site
-from deepvis.findmax import find_max
-from deepvis.optimize import make_params, optimize_to_store
+from deepvis.jobs.crops import make_crops
+from deepvis.jobs.export import export_site
+from deepvis.jobs.findmax import find_max
+from deepvis.engine.featvis import make_params
+from deepvis.jobs.optimize_store import optimize_to_store
 
 
 def photos(folder: Path) -> None:

@@ -31,10 +31,11 @@ import numpy as np
 import torch
 
 import deepvis
-from deepvis.findmax import find_max
-from deepvis.optimize import make_params, optimize_to_store
-from deepvis.optimize.accentuate import accentuate
-from deepvis.optimize.evaluate import evaluate_store, format_table
+from deepvis.jobs.findmax import find_max
+from deepvis.engine.featvis import make_params
+from deepvis.jobs.optimize_store import optimize_to_store
+from deepvis.engine.featvis.accentuate import accentuate
+from deepvis.jobs.evaluate import evaluate_store, format_table
 from deepvis.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -165,7 +166,7 @@ def main() -> None:
 def climb(model, unit: str, runs: list, steps: int) -> None:
     """Each run's objective (channel mean; a step's transformed view, mean of 4 steps) at quarters of ``steps``,
     and its final image's value: how fast settings climb, one run after the other."""
-    from deepvis.optimize import optimize
+    from deepvis.engine.featvis import optimize
 
     for name, method, settings in runs:
         began = time.perf_counter()
@@ -187,10 +188,10 @@ def time_to_reach(model, unit: str, method: str, target: float, steps: int, cap:
     or ``cap`` seconds. The one loop's ``evaluate`` is wrapped to read each step's value as it is computed."""
     import importlib
 
-    from deepvis.optimize import optimize
+    from deepvis.engine.featvis import optimize
 
     # by module path (the name deepvis.optimize is also the function): every method's steps run in loop.ascend
-    module = importlib.import_module("deepvis.optimize.loop")
+    module = importlib.import_module("deepvis.engine.featvis.loop")
     original, seen = module.evaluate, []
 
     def recording(*args, **kwargs):

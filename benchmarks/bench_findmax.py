@@ -26,8 +26,8 @@ import torch
 from PIL import Image, ImageOps
 
 import deepvis
-from deepvis.probe import Probe
-from deepvis.topk import TopK
+from deepvis.engine.probe import Probe
+from deepvis.engine.topk import TopK
 from common import rss_mib
 
 
@@ -76,7 +76,7 @@ def dataset(model, count: int) -> torch.Tensor:
 
 BARE_LOOP = """
 import sys, torch, deepvis
-from deepvis.images import find_images, load_image
+from deepvis.pixels.images import find_images, load_image
 model = deepvis.load_model()
 files = find_images(sys.argv[1])[1]
 batch = int(sys.argv[2])
@@ -109,8 +109,8 @@ def end_to_end(model, layers, args) -> None:
     import tempfile
     from pathlib import Path
 
-    from deepvis.findmax import find_max
-    from deepvis.images import find_images, load_image
+    from deepvis.jobs.findmax import find_max
+    from deepvis.pixels.images import find_images, load_image
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "photos"

@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 
 import deepvis
-from deepvis.findmax import find_max
-from deepvis.optimize import make_params, optimize_to_store
-from deepvis.optimize.evaluate import evaluate_layer, optimized_images
+from deepvis.jobs.findmax import find_max
+from deepvis.engine.featvis import make_params
+from deepvis.jobs.optimize_store import optimize_to_store
+from deepvis.jobs.evaluate import evaluate_layer, optimized_images
 from deepvis.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -44,8 +44,8 @@ import numpy as np
 import torch
 
 import deepvis
-from deepvis.optimize import optimize
-from deepvis.probe import Probe
+from deepvis.engine.featvis import optimize
+from deepvis.engine.probe import Probe
 
 
 def _stand_in_torchvision() -> None:

@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 
 import deepvis
-from deepvis.findmax import find_max
-from deepvis.optimize import make_params, optimize
+from deepvis.jobs.findmax import find_max
+from deepvis.engine.featvis import make_params, optimize
 
 
 #: The pictures scikit-image ships (no download needed).

@@ -48,8 +48,8 @@ import torch
 from PIL import Image, ImageEnhance
 
 import deepvis
-from deepvis.server.session import Toolbox, ViewRequest
-from deepvis.units import parse_unit
+from deepvis.apps.server.session import Toolbox, ViewRequest
+from deepvis.core.units import parse_unit
 from common import plain_backward, rss_mib
 
 SAMPLES = sorted((Path(deepvis.__file__).parent / "samples").glob("*.jpg"))

@@ -42,8 +42,8 @@ import zoo  # noqa: E402
 from bench_serve import Frames, Row, Variant, measure  # noqa: E402
 
 import deepvis  # noqa: E402
-from deepvis.server.session import Toolbox, ViewRequest  # noqa: E402
-from deepvis.units import parse_unit  # noqa: E402
+from deepvis.apps.server.session import Toolbox, ViewRequest  # noqa: E402
+from deepvis.core.units import parse_unit  # noqa: E402
 
 
 def bare_frame(model: deepvis.Model, jpeg: bytes, unit) -> torch.Tensor:

@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 import deepvis
-from deepvis import cli
-from deepvis.server.session import Toolbox, ViewRequest
+from deepvis.apps import cli
+from deepvis.apps.server.session import Toolbox, ViewRequest
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 

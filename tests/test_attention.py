@@ -18,10 +18,10 @@ from PIL import Image
 from torch import nn
 
 import deepvis
-from deepvis import cli
-from deepvis.attention import attention_map, record_attention, rollout, token_grid
-from deepvis.backprop import Trace
-from deepvis.errors import DeepvisError, UnitError
+from deepvis.apps import cli
+from deepvis.engine.attention import attention_map, record_attention, rollout, token_grid
+from deepvis.engine.backprop import Trace
+from deepvis.core.errors import DeepvisError, UnitError
 
 sys.path.insert(0, str(Path(__file__).parent))
 import zoo  # noqa: E402
@@ -221,7 +221,7 @@ def test_calls_per_pass_and_errors_leave_nothing_registered():
 def test_maps_are_computed_when_read_from_the_calls_inputs(name, monkeypatch):
     """The forward pass keeps references only; a layer is computed when read, alone, and equals what computing it
     during the pass (eager) gives; inputs changed in place after the pass are refused, not silently misread."""
-    import deepvis.attention as module
+    import deepvis.engine.attention as module
 
     net, x = frozen(name), inputs(name)
     computed = []
@@ -479,7 +479,7 @@ def test_toolbox_attention_overlay_reads_the_frames_own_forward_pass():
     pass for the overlay) and the overlay shows what attention_map computes on its own."""
     from dataclasses import replace
 
-    from deepvis.server.session import Toolbox, ViewRequest
+    from deepvis.apps.server.session import Toolbox, ViewRequest
 
     model = deepvis.Model(frozen("vit"), deepvis.Preprocessing(input_size=(64, 64)))
     toolbox = Toolbox(model)

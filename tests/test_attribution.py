@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import deepvis
-from deepvis import cli
-from deepvis.attribution import (INTEGRATIONS, METHODS, attribute, default_cam_layer, gradcam, guided_gradcam,
+from deepvis.apps import cli
+from deepvis.engine.attribution import (INTEGRATIONS, METHODS, attribute, default_cam_layer, gradcam, guided_gradcam,
                                  input_x_gradient, integrated_gradients, make_baseline, smoothgrad, upsample)
-from deepvis.errors import DeepvisError
-from deepvis.units import Unit
+from deepvis.core.errors import DeepvisError
+from deepvis.core.units import Unit
 
 sys.path.insert(0, str(Path(__file__).parent))
 import zoo  # noqa: E402
@@ -321,8 +321,8 @@ def test_gradcam_shares_a_trace_only_where_it_gives_the_plain_gradient(cnn, x):
     """A deconv / guided trace gives the plain gradient at a layer when its rules changed no rectifier between that
     layer and the unit's: Grad-CAM then reuses it (the backward pane's trace), else it traces in gradient mode. A
     trace whose graph starts at a layer (graph_from) serves that layer, not earlier ones nor the input."""
-    from deepvis.attribution import gradcam_from_trace, plain_gradient_at
-    from deepvis.backprop import trace
+    from deepvis.engine.attribution import gradcam_from_trace, plain_gradient_at
+    from deepvis.engine.backprop import trace
 
     unit = f"classifier:{CLASS}"
     guided = trace(cnn, x, ["conv2", "relu3", "classifier"], "guided")
@@ -344,7 +344,7 @@ def test_gradcam_shares_a_trace_only_where_it_gives_the_plain_gradient(cnn, x):
 
 def cam_of_rule(traced, unit: str, layer: str) -> torch.Tensor:
     """The Grad-CAM a trace's own (deconv / guided) signal at ``layer`` would give."""
-    from deepvis.attribution import cam_from
+    from deepvis.engine.attribution import cam_from
 
     grad = traced.backward(unit, "argmax", to=[layer], to_input=False).layer_grads[layer]
     return cam_from(traced.activations[layer], grad)
@@ -361,9 +361,9 @@ def test_live_gradcam_overlay_reuses_the_frames_trace(model, back_mode):
 
     from PIL import Image
 
-    from deepvis import render
-    from deepvis.server.panes import ViewRequest
-    from deepvis.server.session import Toolbox
+    from deepvis.pixels import render
+    from deepvis.apps.server.panes import ViewRequest
+    from deepvis.apps.server.session import Toolbox
 
     chelsea = next(p for p in deepvis.sample_images() if p.name == "chelsea.jpg")
     toolbox = Toolbox(model)

@@ -32,8 +32,8 @@ from PIL import Image, ImageChops, ImageStat  # noqa: E402
 
 import deepvis  # noqa: E402
 from deepvis.models.efficientnet_lite import block_output_layers  # noqa: E402
-from deepvis.server.app import STATIC_ROOT, create_app  # noqa: E402
-from deepvis.server.session import Toolbox  # noqa: E402
+from deepvis.apps.server.app import STATIC_ROOT, create_app  # noqa: E402
+from deepvis.apps.server.session import Toolbox  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread_torch")]
 
@@ -561,7 +561,7 @@ def test_moving_the_cursor_asks_only_for_views_and_the_newest_state_wins(page):
 
 
 def test_upload_by_file_picker_and_drop_and_server_errors(page, server, tmp_path):
-    from deepvis.samples import sample_images
+    from deepvis.pixels.samples import sample_images
 
     coffee = next(p for p in sample_images() if p.stem == "coffee")
     picked = tmp_path / "my coffee.png"

@@ -15,7 +15,7 @@ from test_browser import (PNG_MAGIC, ROOT, browser, input_id, model, open_page, 
                           server, settle, src, status)
 
 import deepvis  # noqa: E402
-from deepvis.server.session import Toolbox  # noqa: E402
+from deepvis.apps.server.session import Toolbox  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread_torch")]
 

@@ -576,7 +576,7 @@ def test_caffenet_yos_with_v1_weights(tmp_path):
     assert set(expected) <= set(catalog) and "conv1.relu1" in catalog and "fc6.drop6" in catalog
     assert catalog["conv5"].shape == (256, 13, 13) and catalog["pool5"].shape == (256, 6, 6)
     assert model.preprocessing.input_size == (227, 227) and model.preprocessing.channel_order == "bgr"
-    from deepvis.receptive_field import receptive_field
+    from deepvis.engine.receptive_field import receptive_field
     assert receptive_field(model, "pool5").size == (195, 195)  # AlexNet's well-known numbers
     assert receptive_field(model, "pool5").stride == (32, 32)
 

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 import deepvis
-from deepvis import cli
+from deepvis.apps import cli
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
@@ -210,7 +210,7 @@ def test_unexpected_errors_and_warnings_stay_on_one_line_each(monkeypatch, capsy
 
 
 def test_backprop_usage_mistakes(tmp_path, skimage_pngs):
-    from deepvis import cli
+    from deepvis.apps import cli
 
     image = str(skimage_pngs["chelsea"])
     assert cli.main(["backprop", image, "--unit", "blocks.3:5@2,3", "--signal", "argmax", "-o",

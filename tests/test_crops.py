@@ -6,10 +6,10 @@ import torch
 from PIL import Image
 
 import deepvis
-import deepvis.crops as crops_module
-from deepvis.crops import crop_box, make_crops, unit_box
-from deepvis.findmax import find_max
-from deepvis.receptive_field import ReceptiveField, field_from_json
+import deepvis.jobs.crops as crops_module
+from deepvis.jobs.crops import crop_box, make_crops, unit_box
+from deepvis.jobs.findmax import find_max
+from deepvis.engine.receptive_field import ReceptiveField, field_from_json
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -94,7 +94,7 @@ def test_store_reads_the_original_toolbox_layout(tmp_path):
 
 
 def test_small_fields_get_context_and_an_outline_outside_the_field():
-    from deepvis.crops import context_box, draw_outline
+    from deepvis.jobs.crops import context_box, draw_outline
 
     box = (10, 20, 13, 23)  # a 3 x 3 field (the stem's)
     shown = context_box(box, 32)
@@ -131,7 +131,7 @@ def test_crops_made_before_the_context_setting_are_redone():
 def test_batched_windowed_crops_equal_whole_image_backward_passes(tmp_path):
     """Several units' top images in one backward pass, on crop-sized windows where the field is small: the same
     pictures as one unit at a time on whole images; the stem's 3-px field is shown in 32 px of context."""
-    from deepvis.crops import _plan, _Inputs
+    from deepvis.jobs.crops import _plan, _Inputs
     from deepvis.store import Store
 
     model = deepvis.load_model(input_size=(112, 112))
@@ -177,7 +177,7 @@ def test_layers_are_interleaved_in_proportion_to_their_work():
     """A run over several layers takes their groups in an order where every layer has done about the same share of
     its own work at any time (within one group): the rate of any stretch is the rate of the whole run, so the ETA
     of the first minute already holds."""
-    from deepvis.crops import interleave
+    from deepvis.jobs.crops import interleave
 
     work = {"stem": [1.0] * 30 + [0.5], "blocks.6": [8.0] * 6, "head": [40.0, 40.0, 12.0]}
     order = interleave(work)
@@ -197,7 +197,7 @@ def test_layers_are_interleaved_in_proportion_to_their_work():
 
 def test_progress_eta_follows_the_work_not_the_items(monkeypatch):
     """Cheap units first (small windows) must not promise an early end: with costs, the ETA is work left / rate."""
-    from deepvis import progress as progress_module
+    from deepvis.core import progress as progress_module
 
     clock = [0.0]
     monkeypatch.setattr(progress_module.time, "perf_counter", lambda: clock[0])
@@ -212,7 +212,7 @@ def test_progress_eta_follows_the_work_not_the_items(monkeypatch):
 
 def test_progress_line_at_the_end_says_no_time_left(monkeypatch, capsys):
     """Costs summed in floating point may pass their total: the last line said 'ETA -1m60s'."""
-    from deepvis import progress as progress_module
+    from deepvis.core import progress as progress_module
 
     clock = [0.0]
     monkeypatch.setattr(progress_module.time, "perf_counter", lambda: clock[0])
@@ -234,8 +234,8 @@ def test_progress_line_at_the_end_says_no_time_left(monkeypatch, capsys):
 def test_the_images_decoded_ahead_on_threads_are_those_get_decodes(tmp_path):
     """crops decode a run's top images ahead, one thread per core: the same tensors and pixels as one by one; an
     unreadable image is the error ``get`` gives, raised up front (before any unit is made)."""
-    from deepvis.crops import _Inputs
-    from deepvis.errors import DeepvisError
+    from deepvis.jobs.crops import _Inputs
+    from deepvis.core.errors import DeepvisError
 
     model = deepvis.load_model()
     files = list(deepvis.sample_images())[:3]

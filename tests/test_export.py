@@ -19,10 +19,11 @@ from urllib.parse import unquote, urlparse
 import pytest
 
 import deepvis
-from deepvis.crops import make_crops
-from deepvis.export import export_site, site_page_url
-from deepvis.findmax import find_max
-from deepvis.optimize import make_params, optimize_to_store
+from deepvis.jobs.crops import make_crops
+from deepvis.jobs.export import export_site, site_page_url
+from deepvis.jobs.findmax import find_max
+from deepvis.engine.featvis import make_params
+from deepvis.jobs.optimize_store import optimize_to_store
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "test-output" / "export"
@@ -130,7 +131,7 @@ def test_resume_re_encodes_only_what_is_missing_or_changed_and_drops_stale_files
 
 
 def test_an_interrupted_export_resumes_where_it_stopped(store, model, tmp_path, monkeypatch):
-    from deepvis.export import writer
+    from deepvis.jobs.export import writer
 
     encode, calls = writer._jpeg, []
 
@@ -200,8 +201,8 @@ def test_cli_and_the_toolbox_link(store, model):
 
     from starlette.testclient import TestClient
 
-    from deepvis.server.app import create_app
-    from deepvis.server.session import Toolbox
+    from deepvis.apps.server.app import create_app
+    from deepvis.apps.server.session import Toolbox
 
     assert site_page_url(store, "blocks.3", 1) == "blocks.3/1.html" and site_page_url(store, "blocks.3", 5) is None
     toolbox = Toolbox(model, store=store.root)
@@ -383,8 +384,8 @@ def test_the_live_toolbox_links_a_units_exported_page(browser, store, model):
 
     import uvicorn
 
-    from deepvis.server.app import create_app
-    from deepvis.server.session import Toolbox
+    from deepvis.apps.server.app import create_app
+    from deepvis.apps.server.session import Toolbox
 
     export_site(store, store.site_path, layers=["blocks.3"], channels=CHANNELS, progress=False)
     sock = socket.socket()

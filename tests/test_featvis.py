@@ -15,12 +15,13 @@ import pytest
 import torch
 
 import deepvis
-from deepvis.findmax import find_max
-from deepvis.optimize import make_params, optimize, optimize_to_store
-from deepvis.optimize.accentuate import accentuate
-from deepvis.optimize.evaluate import (evaluate_layer, evaluate_store, optimized_images, penultimate_layer,
-                                      spectral_slope)
-from deepvis.optimize.maco import MacoParams, PhaseImage, natural_spectrum, random_crops, sample_spectrum
+from deepvis.jobs.findmax import find_max
+from deepvis.engine.featvis import make_params, optimize
+from deepvis.jobs.optimize_store import optimize_to_store
+from deepvis.engine.featvis.accentuate import accentuate
+from deepvis.engine.featvis.quality import penultimate_layer, spectral_slope
+from deepvis.jobs.evaluate import evaluate_layer, evaluate_store, optimized_images
+from deepvis.engine.featvis.maco import MacoParams, PhaseImage, natural_spectrum, random_crops, sample_spectrum
 from deepvis.store import Store
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -123,8 +124,8 @@ def test_maco_spread_end_narrows_the_crops_step_by_step(tiny, monkeypatch):
     """``spread_end``: the crops' spread goes linearly from ``spread`` at the first step to ``spread_end`` at the
     last (by default from anywhere to centred); None, or the same value, keeps one spread and records it as before
     the setting existed."""
-    from deepvis.optimize import maco
-    from deepvis.optimize.objectives import Target
+    from deepvis.engine.featvis import maco
+    from deepvis.engine.featvis.objectives import Target
 
     seen = []
     real = maco.random_crops
@@ -249,7 +250,7 @@ def test_cli_maco_accentuate_evaluate(tmp_path, tiny_spec, scanned):
 
 # ---------------------------------------------------------------- one set of objectives for every method
 def test_combined_objectives_in_every_method(tiny):
-    from deepvis.optimize.objectives import Combination, evaluate, make_target
+    from deepvis.engine.featvis.objectives import Combination, evaluate, make_target
 
     difference = make_target(tiny, "conv2:1 - conv2:2")
     product = make_target(tiny, "fc:1 * conv2:3", kind="channel")

@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageOps
 
 import deepvis
-from deepvis.findmax import find_max
+from deepvis.jobs.findmax import find_max
 from deepvis.store import Store
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -56,7 +56,7 @@ def small_model():
 @pytest.fixture(scope="module")
 def brute_force(image_dir, small_model):
     """Every activation of every image kept in memory, then each channel's entries sorted."""
-    _, files = deepvis.images.find_images(image_dir)
+    _, files = deepvis.pixels.images.find_images(image_dir)
     x = torch.stack([small_model.preprocessing.to_tensor(deepvis.load_image(f)) for f in files])
     with torch.no_grad(), deepvis.Probe(small_model, LAYERS) as probe:
         small_model.net(x)

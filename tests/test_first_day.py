@@ -13,8 +13,9 @@ from PIL import Image
 from torch import nn
 
 import deepvis
-from deepvis import cli
-from deepvis.images import DEFAULT_MAX_PIXELS, find_images, max_pixels
+from deepvis.apps import cli
+from deepvis.pixels.images import DEFAULT_MAX_PIXELS, find_images, max_pixels
+from deepvis.jobs.provenance import model_from_manifest
 from deepvis.models.caffe import write_caffemodel
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
@@ -96,8 +97,8 @@ def test_serve_store_must_exist_and_hold_something(tmp_path, spec, capsys):
 
 
 def test_the_unit_hint_names_what_is_missing_and_serve_shows_the_stores_images(tmp_path, photos):
-    from deepvis.findmax import find_max
-    from deepvis.server.session import Toolbox
+    from deepvis.jobs.findmax import find_max
+    from deepvis.apps.server.session import Toolbox
 
     model = deepvis.load_model(build())
     store = find_max(model, photos, tmp_path / "store", layers=["conv"], k=1, progress=False)
@@ -108,11 +109,11 @@ def test_the_unit_hint_names_what_is_missing_and_serve_shows_the_stores_images(t
     assert [p.name for p in toolbox.image_files] == ["0.jpg", "1.jpg", "2.jpg"] and toolbox.image_root == photos
     assert toolbox.info()["random_weights"] is False
     with pytest.raises(deepvis.DeepvisError, match="cannot be loaded again.*--model"):  # made in Python
-        deepvis.store.model_from_manifest(store)
+        model_from_manifest(store)
 
 
 def test_upload_errors_name_the_file_and_one_pixel_limit(tmp_path, spec, capsys):
-    from deepvis.server.session import Toolbox
+    from deepvis.apps.server.session import Toolbox
 
     toolbox = Toolbox(deepvis.load_model(build()))
     with pytest.raises(deepvis.ImageError, match="'notes.jpg'") as caught:
@@ -159,7 +160,7 @@ def test_shipped_configs_find_their_prototxt_and_name_the_weights_to_fetch(name)
 
 
 def test_random_weights_are_shown_plainly(tmp_path):
-    from deepvis.server.session import Toolbox
+    from deepvis.apps.server.session import Toolbox
 
     (tmp_path / "deploy.prototxt").write_text(
         'input: "data"\ninput_dim: 1\ninput_dim: 3\ninput_dim: 8\ninput_dim: 8\n'

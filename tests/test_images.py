@@ -1,4 +1,4 @@
-"""deepvis.images: every common format and mode converts correctly to 8-bit RGB; bad input gets a clear
+"""deepvis.pixels.images: every common format and mode converts correctly to 8-bit RGB; bad input gets a clear
 one-line ImageError naming the file. Expected pixels are computed from the data written, never hard-coded."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 import deepvis
-from deepvis.errors import ImageError
-from deepvis.images import load_image
+from deepvis.core.errors import ImageError
+from deepvis.pixels.images import load_image
 
 RNG_SEED = 1234
 

@@ -14,7 +14,7 @@ from PIL import Image
 import deepvis
 import zoo
 from deepvis import UnitError
-from deepvis.layouts import Layout, parse_layout
+from deepvis.models.layouts import Layout, parse_layout
 
 MODELS = {  # factory, input size, {layer: expected description}
     "vit": (zoo.vit, (64, 64), {"patch_embed.proj": "maps 32x4x4", "patch_embed": "tokens 32x4x4",
@@ -187,11 +187,11 @@ def photos(tmp_path_factory):
 
 @pytest.mark.parametrize("name, layer", [("vit_registers", "blocks.0.mlp.fc1"), ("convnext", "stages.1.blocks.0.mlp.act")])
 def test_find_max_keeps_one_row_per_feature_equal_to_brute_force(name, layer, photos, tmp_path):
-    from deepvis.findmax import find_max
+    from deepvis.jobs.findmax import find_max
 
     model = load(name)
     info = deepvis.layer_info(model, layer)
-    _, files = deepvis.images.find_images(photos)
+    _, files = deepvis.pixels.images.find_images(photos)
     x = torch.stack([model.preprocessing.to_tensor(deepvis.load_image(f)) for f in files])
     raw = raw_outputs(model, x, [layer])[layer]
     if info.layout.kind == "tokens":  # features on the patch grid; extra tokens have no place on it
@@ -215,9 +215,9 @@ def test_find_max_keeps_one_row_per_feature_equal_to_brute_force(name, layer, ph
 
 @pytest.mark.slow
 def test_crops_optimize_and_the_toolbox_on_a_vit(photos, tmp_path):
-    from deepvis.crops import make_crops
-    from deepvis.findmax import find_max
-    from deepvis.server.session import Toolbox, ViewRequest
+    from deepvis.jobs.crops import make_crops
+    from deepvis.jobs.findmax import find_max
+    from deepvis.apps.server.session import Toolbox, ViewRequest
 
     model = load("vit")
     layers = ["blocks.0.attn.qkv", "blocks.1.mlp.act"]  # before attention: one patch; after: the whole input
@@ -229,7 +229,7 @@ def test_crops_optimize_and_the_toolbox_on_a_vit(photos, tmp_path):
     assert crop.size == (32, 32)  # the 16-px patch, in context (fields under 32 px get 32 px around them)
     # after attention every unit sees the whole input: the crop is its effective field, where most of its
     # input gradient lies (measured on the scanned images)
-    from deepvis.crops import _effective_field, _Inputs
+    from deepvis.jobs.crops import _effective_field, _Inputs
 
     files = [Path(store.read_manifest().image_root) / name for name in store.read_image_list()]
     effective = _effective_field(model, _Inputs(model, files), "blocks.1.mlp.act", None, [64, 4, 4])
@@ -253,7 +253,7 @@ def test_crops_optimize_and_the_toolbox_on_a_vit(photos, tmp_path):
 
 @pytest.mark.slow
 def test_a_vit_layer_shows_256_tiles_of_14x14(skimage_pngs):
-    from deepvis.server.session import Toolbox, ViewRequest
+    from deepvis.apps.server.session import Toolbox, ViewRequest
 
     toolbox = Toolbox(deepvis.load_model(zoo.vit_base_shape()))
     item = toolbox.input_from_bytes(skimage_pngs["chelsea"].read_bytes(), "chelsea")
@@ -265,7 +265,7 @@ def test_a_vit_layer_shows_256_tiles_of_14x14(skimage_pngs):
 def test_effective_fields_lie_inside_the_theoretical_ones(model):
     """On the bundled CNN the effective field (90% of the input-gradient mass of real photos) is smaller than the
     theoretical one, centred near the unit; on a ViT before attention it is the unit's patch."""
-    from deepvis.receptive_field import effective_receptive_fields, receptive_fields
+    from deepvis.engine.receptive_field import effective_receptive_fields, receptive_fields
 
     layers = ["blocks.3", "blocks.8", "blocks.12"]
     photos = torch.cat([model.input(path) for path in deepvis.sample_images()])
@@ -296,7 +296,7 @@ FAMILIES = [("vit", "blocks.1.mlp.act:3@1,2", "64"), ("vit_registers", "blocks.0
 
 @pytest.mark.parametrize("name, unit, size", FAMILIES)
 def test_predict_layers_and_backprop_from_the_command_line(name, unit, size, skimage_pngs, tmp_path, capsys):
-    from deepvis import cli
+    from deepvis.apps import cli
 
     spec = f"{zoo.__file__}:{name}"
     image = str(skimage_pngs["chelsea"])

@@ -16,7 +16,7 @@ from torch import nn
 import deepvis
 from deepvis import ModelError, Preprocessing, cli, load_model
 from deepvis.models.config import read_config
-from deepvis.server.session import Toolbox
+from deepvis.apps.server.session import Toolbox
 
 ROOT = Path(__file__).resolve().parents[1]
 ORIGINAL = ROOT.parent / "shared" / "data" / "original-models"

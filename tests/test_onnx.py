@@ -14,7 +14,7 @@ from torch import nn
 
 import deepvis
 from deepvis import ModelError, load_model
-from deepvis.backprop import backprop
+from deepvis.engine.backprop import backprop
 
 pytest.importorskip("onnx")
 

@@ -126,8 +126,8 @@ def test_backward_equals_the_source_network(folder, family, exporter, opset, mod
 @pytest.mark.slow
 @pytest.mark.parametrize("family,exporter,opset", FILES, ids=IDS)
 def test_the_toolbox_runs_on_the_import(folder, family, exporter, opset, tmp_path):
-    from deepvis.findmax import find_max
-    from deepvis.server.session import Toolbox, ViewRequest
+    from deepvis.jobs.findmax import find_max
+    from deepvis.apps.server.session import Toolbox, ViewRequest
 
     model = _load(folder, family, exporter, opset)
     samples = deepvis.sample_images()[:3]

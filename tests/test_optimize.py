@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 import deepvis
-from deepvis.errors import DeepvisError, UnitError
-from deepvis.optimize import (PRESETS, ModernParams, OptimizeWarning, PaperParams, make_params, make_target, optimize,
+from deepvis.core.errors import DeepvisError, UnitError
+from deepvis.engine.featvis import (PRESETS, ModernParams, OptimizeWarning, PaperParams, make_params, make_target, optimize,
                               optimize_to_store)
-from deepvis.optimize import regularizers as reg
-from deepvis.optimize.modern import FourierImage, random_transform
-from deepvis.optimize.paper import start_image
-from deepvis.optimize.pixels import pixel_space
+from deepvis.engine.featvis import regularizers as reg
+from deepvis.engine.featvis.modern import FourierImage, random_transform
+from deepvis.engine.featvis.paper import start_image
+from deepvis.engine.featvis.pixels import pixel_space
 from deepvis.store import Store
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -243,7 +243,7 @@ def test_conv_units_default_to_the_centre_and_minimize(tiny):
 
 def test_saved_input_image_gives_the_recorded_activation(model):
     (result,) = optimize(model, "blocks.8:3", max_iter=12)
-    x = model.input(deepvis.render.to_pil(result.input_image))  # through 8-bit pixels, as the PNG holds it
+    x = model.input(deepvis.pixels.render.to_pil(result.input_image))  # through 8-bit pixels, as the PNG holds it
     with deepvis.Probe(model, ["blocks.8"]) as probe:
         probe.run(x)
     assert float(probe["blocks.8"][0, 3, 7, 7]) == pytest.approx(result.best_obj, rel=0.05)
@@ -366,7 +366,7 @@ def test_cli_single_units_and_usage_errors(tmp_path, tiny_spec):
 
 
 def test_toolbox_shows_what_optimize_wrote(tmp_path, tiny):
-    from deepvis.server.session import Toolbox
+    from deepvis.apps.server.session import Toolbox
 
     optimize_to_store(tiny, tmp_path / "s", ["conv2"], make_params("modern", steps=3), channels=[0, 1],
                       progress=False)
@@ -497,8 +497,8 @@ def test_cli_copies_and_misplaced_flags(tmp_path, tiny_spec):
 
 
 def test_methods_table_and_flags_come_from_the_settings():
-    from deepvis.optimize import METHODS, method_of
-    from deepvis.optimize.methods import flag_settings
+    from deepvis.engine.featvis import METHODS, method_of
+    from deepvis.engine.featvis.methods import flag_settings
 
     paper, modern = make_params("paper", max_iter=7), make_params("modern", steps=3)
     assert method_of(paper) is METHODS["paper"] and method_of(modern) is METHODS["modern"]
@@ -507,7 +507,7 @@ def test_methods_table_and_flags_come_from_the_settings():
     settings = {s.name: s for s in flag_settings()}
     assert settings["seed"].methods == ("paper", "modern", "maco") and settings["max_iter"].default == "paper3: 1000"
     assert settings["steps"].default == "default 512" and "push_dir" not in settings
-    from deepvis import cli
+    from deepvis.apps import cli
 
     help_text = cli.build_parser()._subparsers._group_actions[0].choices["optimize"].format_help()
     for flag in ("--max-iter", "--steps", "--no-fourier", "--lr-params", "--px-abs-benefit-percentile"):
@@ -576,7 +576,7 @@ def test_paper3_works_on_a_0_1_lenet(lenet):
 
 
 def test_a_conv_unit_wins_as_the_strongest_channel_at_its_position():
-    from deepvis.optimize.objectives import Target, is_target_max, target_argmax
+    from deepvis.engine.featvis.objectives import Target, is_target_max, target_argmax
 
     acts = torch.zeros(2, 3, 5, 5)
     acts[:, 1, 2, 2] = 4.0  # the unit conv:1 at the centre
@@ -591,7 +591,7 @@ def test_a_conv_unit_wins_as_the_strongest_channel_at_its_position():
 
 
 def test_paper_blur_is_scaled_to_the_input():
-    from deepvis.optimize.paper import blur_sigma
+    from deepvis.engine.featvis.paper import blur_sigma
 
     params = PRESETS["paper3"]
     assert blur_sigma(params, 224, 224) == params.blur_radius  # the bundled model: as the preset says
@@ -601,7 +601,7 @@ def test_paper_blur_is_scaled_to_the_input():
 
 @pytest.mark.slow
 def test_modern_jitter_scales_with_the_input_and_works_on_28_pixels(lenet):
-    from deepvis.optimize.modern import jitter_pixels
+    from deepvis.engine.featvis.modern import jitter_pixels
 
     model, _real = lenet
     assert jitter_pixels(ModernParams(), 28, 28) == 1.0 and jitter_pixels(ModernParams(), 224, 224) == 8.0

@@ -1,4 +1,4 @@
-"""The one ascent loop every method runs through (``deepvis.optimize.loop``), objectives shared by all of them, and
+"""The one ascent loop every method runs through (``deepvis.engine.featvis.loop``), objectives shared by all of them, and
 copies with diversity for the paper's method."""
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import pytest
 import torch
 
 import deepvis
-from deepvis.optimize import PaperParams, make_params, make_target, optimize, optimize_to_store
-from deepvis.optimize import loop
-from deepvis.optimize.accentuate import accentuate
-from deepvis.optimize.diversity import diversity_penalty
-from deepvis.optimize.objectives import Combination, evaluate
+from deepvis.engine.featvis import PaperParams, make_params, make_target, optimize
+from deepvis.jobs.optimize_store import optimize_to_store
+from deepvis.engine.featvis import loop
+from deepvis.engine.featvis.accentuate import accentuate
+from deepvis.engine.featvis.diversity import diversity_penalty
+from deepvis.engine.featvis.objectives import Combination, evaluate
 
 ZOO = Path(__file__).parent / "zoo.py"
 
@@ -124,8 +125,8 @@ def test_paper_copies_settings_are_checked_and_offered_as_flags():
                               ({"copies": 2, "start_at": "mean"}, "one image")]:
         with pytest.raises(deepvis.DeepvisError, match=message):
             PaperParams(**settings)
-    from deepvis import cli
-    from deepvis.optimize.methods import flag_settings
+    from deepvis.apps import cli
+    from deepvis.engine.featvis.methods import flag_settings
 
     settings = {s.name: s for s in flag_settings()}
     assert settings["copies"].methods == settings["diversity"].methods == ("paper", "modern", "maco")

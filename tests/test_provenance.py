@@ -11,10 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from deepvis import cli
+from deepvis.apps import cli
 from deepvis.models.caffe import write_caffemodel
 from deepvis.models.model import weights_hash
-from deepvis.store import Store, model_from_manifest
+from deepvis.jobs.provenance import model_from_manifest
+from deepvis.store import Store
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 RNG = np.random.default_rng(7)
@@ -133,8 +134,8 @@ def test_the_weights_hash_sees_one_unit_knocked_out_behind_torchs_back():
 
 
 def test_crops_see_weights_changed_in_place_between_calls(tmp_path, lenet, capsys, monkeypatch):
-    from deepvis.crops import make_crops
-    from deepvis.errors import DeepvisError
+    from deepvis.jobs.crops import make_crops
+    from deepvis.core.errors import DeepvisError
 
     store = _find_max(capsys, monkeypatch, lenet)
     model = model_from_manifest(store)
@@ -150,7 +151,7 @@ def test_crops_see_weights_changed_in_place_between_calls(tmp_path, lenet, capsy
 
 
 def test_optimize_out_and_serve_store_take_the_stores_model(tmp_path, lenet, capsys, monkeypatch):
-    from deepvis.server.session import Toolbox
+    from deepvis.apps.server.session import Toolbox
 
     store = _find_max(capsys, monkeypatch, lenet)
     monkeypatch.chdir(tmp_path)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import deepvis
-from deepvis.receptive_field import input_box, receptive_field, receptive_fields
+from deepvis.engine.receptive_field import input_box, receptive_field, receptive_fields
 
 
 def caffenet_shaped() -> nn.Sequential:
@@ -80,7 +80,7 @@ def test_the_bundled_models_shipped_fields_are_what_it_measures(model):
     """The bundled model ships its fields (measuring them is a fixed cost of every command otherwise): a fresh
     measurement of the default layers and a spread of the others gives the same table."""
     from deepvis.models.efficientnet_lite import shipped_fields
-    from deepvis.receptive_field import receptive_fields
+    from deepvis.engine.receptive_field import receptive_fields
 
     table = next(iter(shipped_fields().values()))
     fresh = deepvis.load_model()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepvis import render
+from deepvis.pixels import render
 
 
 def test_norm01_and_norm01c():

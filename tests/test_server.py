@@ -33,13 +33,13 @@ import torch
 from PIL import Image
 
 import deepvis
-from deepvis import render
-from deepvis.backprop import backprop
-from deepvis.server import app as app_module
-from deepvis.server import session as session_module
-from deepvis.server.app import create_app
+from deepvis.pixels import render
+from deepvis.engine.backprop import backprop
+from deepvis.apps.server import app as app_module
+from deepvis.apps.server import session as session_module
+from deepvis.apps.server.app import create_app
 from deepvis.models.efficientnet_lite import block_output_layers
-from deepvis.server.session import Toolbox, ViewRequest
+from deepvis.apps.server.session import Toolbox, ViewRequest
 
 with warnings.catch_warnings():  # starlette asks for httpx2 instead of httpx; both work
     warnings.simplefilter("ignore")
@@ -657,7 +657,7 @@ def test_frames_keep_still_images_in_a_small_cache(model, skimage_pngs):
 
 # ------------------------------------------------------------------------------------------------ bind address
 def test_host_default_is_loopback():
-    from deepvis import cli
+    from deepvis.apps import cli
 
     args = cli.build_parser().parse_args(["serve"])
     assert args.host == "127.0.0.1"
@@ -716,7 +716,7 @@ def test_serve_warns_when_not_loopback(monkeypatch, capsys):
     """--host 0.0.0.0 warns on stderr (uvicorn.run is stubbed: nothing listens on every interface)."""
     import uvicorn
 
-    from deepvis import cli
+    from deepvis.apps import cli
 
     started = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: started.append(kwargs))
@@ -776,7 +776,7 @@ def test_all_model_work_runs_on_one_thread(model, skimage_pngs):
     of the server, whatever the request, runs on the compute thread (also where the CLI loads the model)."""
     import threading
 
-    from deepvis.server.compute import Compute
+    from deepvis.apps.server.compute import Compute
 
     compute = Compute()
     toolbox = compute.run(lambda: Toolbox(model, layers=BLOCKS))

@@ -15,9 +15,9 @@ from PIL import Image
 from torch import nn
 
 import deepvis
-from deepvis.crops import default_kinds, has_max_pooling, make_crops
-from deepvis.errors import DeepvisError
-from deepvis.findmax import find_max
+from deepvis.jobs.crops import default_kinds, has_max_pooling, make_crops
+from deepvis.core.errors import DeepvisError
+from deepvis.jobs.findmax import find_max
 from deepvis.store import FORMAT_VERSION, Manifest, Store
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
@@ -76,8 +76,8 @@ def _served(app, serving):
 
 
 def test_a_layer_named_with_a_tilde_is_served_by_the_urls_the_server_gives(tmp_path, images, serving):
-    from deepvis.server.app import create_app
-    from deepvis.server.session import Toolbox
+    from deepvis.apps.server.app import create_app
+    from deepvis.apps.server.session import Toolbox
 
     model = _tiny(TildeNet())
     out = tmp_path / "store"
@@ -192,7 +192,8 @@ def _crops_store(tmp_path, images, kinds=("image", "guided")):
 
 
 def test_one_picture_file_per_unit_and_kind_each_rank_cut_from_it(tmp_path, images, monkeypatch):
-    from deepvis import crops, render
+    from deepvis.jobs import crops
+    from deepvis.pixels import render
 
     rendered = {}
     write_unit = crops._write_unit
@@ -234,7 +235,7 @@ def test_a_run_reads_each_units_record_once_and_makes_sprite_tiles_only_for_the_
                                                                                           monkeypatch):
     from collections import Counter
 
-    from deepvis import crops
+    from deepvis.jobs import crops
 
     model, store = _crops_store(tmp_path, images)
     with Image.open(store.sprite_path("conv", "image")) as sprite:
@@ -273,7 +274,7 @@ def _to_earlier_layout(store: Store, layer: str, channel: int, colours) -> None:
 
 
 def test_a_unit_of_the_earlier_layout_reads_by_rank_and_a_rewrite_leaves_no_rank_file(tmp_path, images):
-    from deepvis.export import export_site
+    from deepvis.jobs.export import export_site
 
     model, store = _crops_store(tmp_path, images)
     colours = [(250, 0, 0), (0, 250, 0), (0, 0, 250)]

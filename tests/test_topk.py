@@ -2,7 +2,7 @@
 
 import torch
 
-from deepvis.topk import TopK
+from deepvis.engine.topk import TopK
 
 
 def _run(acts, batch, k=5):

@@ -13,12 +13,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ModelError, one_line
-from .config import apply_settings, check_layer_names, is_config, preprocessing_options, read_config, read_labels
-from .model import Model, prepare
-from .preprocessing import Preprocessing
-from .recipe import add_file, make_recipe
-from .weights import load_weights
+from deepvis.core.errors import ModelError, one_line
+from deepvis.models.config import apply_settings, check_layer_names, is_config, preprocessing_options, read_config, read_labels
+from deepvis.models.model import Model, prepare
+from deepvis.models.preprocessing import Preprocessing
+from deepvis.models.recipe import add_file, make_recipe
+from deepvis.models.weights import load_weights
 
 DEFAULT_MODEL = "efficientnet-lite0"
 _BUILTINS = ("efficientnet-lite0",)
@@ -123,7 +123,7 @@ def _load(spec: str | Path | nn.Module | Model, arch: str | None, weights: str |
     if isinstance(spec, Path):
         spec = str(spec)
     if isinstance(spec, str) and spec.strip().startswith(("torchvision:", "timm:")):
-        from .hub import load_hub
+        from deepvis.models.hub import load_hub
 
         return load_hub(spec.strip(), weights)
     if isinstance(spec, str) and Path(spec.strip()).suffix.lower() == ".prototxt":
@@ -149,7 +149,7 @@ def _load_spec(spec: str | nn.Module | Model, arch: str | None) -> Model:
     if path.suffix.lower() == ".py":
         raise ModelError(f"model spec {spec!r} names a Python file: add the factory to call, e.g. '{spec}:build'")
     if path.suffix.lower() == ".onnx":
-        from .onnx import load_onnx
+        from deepvis.models.onnx import load_onnx
 
         return load_onnx(path)
     if path.suffix.lower() in (".pt", ".pth", ".ts", ".bin", ".ckpt") or path.is_file():
@@ -168,7 +168,7 @@ def _load_caffe(prototxt: Path, weights: str | Path | None) -> Model:
     if not prototxt.is_file():
         raise ModelError(f"model file not found: '{prototxt}'")
     try:
-        from .caffe import load_caffe
+        from deepvis.models.caffe import load_caffe
     except ImportError as exc:
         raise ModelError(f"cannot open the Caffe model '{prototxt}': the Caffe importer (deepvis.models.caffe) "
                          f"does not import here ({exc})") from None
@@ -181,7 +181,7 @@ def _load_caffe(prototxt: Path, weights: str | Path | None) -> Model:
 
 
 def _efficientnet_lite0(spec: str) -> Model:
-    from .efficientnet_lite import default_layers, efficientnet_lite0, layouts, pretty_names, shipped_fields
+    from deepvis.models.efficientnet_lite import default_layers, efficientnet_lite0, layouts, pretty_names, shipped_fields
 
     net = efficientnet_lite0(pretrained=True)
     model = Model(

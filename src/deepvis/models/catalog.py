@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..errors import UnitError
-from ..layouts import MAPS, Layout, detect_layout, parse_layout, patch_grid
+from deepvis.core.errors import UnitError
+from deepvis.models.layouts import MAPS, Layout, detect_layout, parse_layout, patch_grid
 
 if TYPE_CHECKING:  # the model builds its catalog from here; this module never needs the class at run time
-    from .model import Model
+    from deepvis.models.model import Model
 
 #: Pseudo-layer naming the network's own output (the only layer of a TorchScript model).
 OUTPUT = "output"

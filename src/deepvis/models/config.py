@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelError
-from .catalog import unknown_layer_error
-from .files import read_text
+from deepvis.core.errors import ModelError
+from deepvis.models.catalog import unknown_layer_error
+from deepvis.core.files import read_text
 
 #: Spec prefixes that are not paths (a config's ``model`` is otherwise resolved against its folder).
 _NOT_PATHS = ("builtin:", "torchvision:", "timm:")
@@ -149,7 +149,7 @@ def parse_mean(value: str | Path, base: Path | None = None) -> tuple[float, ...]
     if not path.is_file():
         raise ModelError(f"mean file not found: '{path}' (give per-channel values like 104,117,123 or a "
                          ".npy / .binaryproto file)")
-    from .caffe import read_mean  # one reader of mean files: .npy and Caffe's .binaryproto
+    from deepvis.models.caffe import read_mean  # one reader of mean files: .npy and Caffe's .binaryproto
 
     mean = read_mean(path)
     if mean.shape[1:] == (1, 1):
@@ -162,7 +162,7 @@ def parse_mean(value: str | Path, base: Path | None = None) -> tuple[float, ...]
 def read_labels(path: str | Path) -> list[str]:
     """One label per line (empty lines dropped); ``"imagenet"`` is the bundled ILSVRC-2012 list."""
     if str(path) == "imagenet":
-        from . import imagenet_labels
+        from deepvis.models import imagenet_labels
 
         return imagenet_labels()
     path = Path(path).expanduser()

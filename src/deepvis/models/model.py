@@ -10,8 +10,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .catalog import LayerInfo, list_layers
-from .preprocessing import Preprocessing
+from deepvis.models.catalog import LayerInfo, list_layers
+from deepvis.models.preprocessing import Preprocessing
 
 
 @dataclass
@@ -134,12 +134,12 @@ def model_input(model: Model, image, resize: str | None = None) -> torch.Tensor:
 
     A ``torch.Tensor`` is taken as already preprocessed: (C, H, W) or (N, C, H, W).
     """
-    from ..images import load_image
+    from deepvis.pixels.images import load_image
 
     if isinstance(image, torch.Tensor):
         x = image if image.dim() == 4 else image.unsqueeze(0)
         if x.dim() != 4:
-            from ..errors import ImageError
+            from deepvis.core.errors import ImageError
 
             raise ImageError(f"a tensor input must be (C, H, W) or (N, C, H, W), got shape {tuple(image.shape)}")
         return x.to(model.device, torch.float32)

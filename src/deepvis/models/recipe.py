@@ -1,5 +1,5 @@
 """A model's recipe: the ``load_model`` arguments that made it, with every file as an absolute path, so a store's
-manifest can load exactly that model again from any folder (:func:`deepvis.store.model_from_manifest`).
+manifest can load exactly that model again from any folder (:func:`deepvis.jobs.provenance.model_from_manifest`).
 
 ``model.recipe`` (set by :func:`deepvis.load_model`) is JSON data::
 

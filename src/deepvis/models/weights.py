@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ModelError, one_line
+from deepvis.core.errors import ModelError, one_line
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

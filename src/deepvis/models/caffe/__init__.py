@@ -11,13 +11,13 @@ from pathlib import Path
 
 import torch
 
-from ...errors import ModelError
-from ..model import Model
-from ..preprocessing import Preprocessing
-from .layers import CaffeLayer, Softmax
-from .net import CaffeNet, build_net, read_net_spec
-from .prototxt import read_prototxt
-from .weights import Blobs, read_caffemodel, read_mean, write_caffemodel
+from deepvis.core.errors import ModelError
+from deepvis.models.model import Model
+from deepvis.models.preprocessing import Preprocessing
+from deepvis.models.caffe.layers import CaffeLayer, Softmax
+from deepvis.models.caffe.net import CaffeNet, build_net, read_net_spec
+from deepvis.models.caffe.prototxt import read_prototxt
+from deepvis.models.caffe.weights import Blobs, read_caffemodel, read_mean, write_caffemodel
 
 __all__ = ["CaffeNet", "caffe_net", "load_caffe", "read_caffemodel", "read_mean", "write_caffemodel"]
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .message import Message
+from deepvis.models.caffe.message import Message
 
 Shape = tuple[int, ...]
 

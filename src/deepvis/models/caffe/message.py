@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ...errors import ModelError
+from deepvis.core.errors import ModelError
 
 
 class Ident(str):

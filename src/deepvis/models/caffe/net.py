@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ...errors import ModelError, one_line
-from .layers import LAYER_TYPES, PARAM_FIELDS, CaffeLayer
-from .message import Message
-from .schema import layer_type
+from deepvis.core.errors import ModelError, one_line
+from deepvis.models.caffe.layers import LAYER_TYPES, PARAM_FIELDS, CaffeLayer
+from deepvis.models.caffe.message import Message
+from deepvis.models.caffe.schema import layer_type
 
 _DATA_TYPES = {"Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData", "AnnotatedData",
                "VideoData", "Python"}

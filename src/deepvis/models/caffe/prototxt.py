@@ -7,9 +7,9 @@ import codecs
 import re
 from pathlib import Path
 
-from ...errors import ModelError
-from ..files import read_text
-from .message import Ident, Message
+from deepvis.core.errors import ModelError
+from deepvis.core.files import read_text
+from deepvis.models.caffe.message import Ident, Message
 
 _TOKEN = re.compile(r"""
     (?P<skip>[ \t\r\n\f\v]+|\#[^\n]*)

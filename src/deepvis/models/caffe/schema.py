@@ -8,7 +8,7 @@ settings, which the ``.prototxt`` gives) is skipped by the decoder.
 
 from __future__ import annotations
 
-from .wire import Field
+from deepvis.models.caffe.wire import Field
 
 CAFFEMODEL_SCHEMA = {
     "NetParameter": {1: Field("name", "string"), 2: Field("layers", "V1LayerParameter"),

@@ -12,7 +12,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .message import Message
+from deepvis.models.caffe.message import Message
 
 VARINT, FIXED64, LENGTH, FIXED32 = 0, 1, 2, 5
 _FIXED = {"float": ("<f4", FIXED32), "double": ("<f8", FIXED64)}

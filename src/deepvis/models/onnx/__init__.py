@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...errors import ModelError, one_line
-from ..model import Model
-from ..preprocessing import Preprocessing
-from .graph import OnnxGraph
-from .ops import CONVERTERS, OnnxOp, coverage
+from deepvis.core.errors import ModelError, one_line
+from deepvis.models.model import Model
+from deepvis.models.preprocessing import Preprocessing
+from deepvis.models.onnx.graph import OnnxGraph
+from deepvis.models.onnx.ops import CONVERTERS, OnnxOp, coverage
 
 __all__ = ["load_onnx", "OnnxGraph", "OnnxOp", "CONVERTERS", "coverage"]
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ...errors import ModelError, one_line
+from deepvis.core.errors import ModelError, one_line
 
 #: Operators never folded: random values, or control flow handled by the graph builder.
 NOT_FOLDED = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli",

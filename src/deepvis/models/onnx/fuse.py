@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .fold import Known
+from deepvis.models.onnx.fold import Known
 
 
 def _reader(consumers: dict[str, list], name: str, op: str):

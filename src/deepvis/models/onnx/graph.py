@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...errors import ModelError, one_line
-from . import fuse
-from .fold import NOT_FOLDED, Evaluator, Known, fold
-from .names import ModuleScope, node_module_name, scope_class, scope_outputs, source_scope
-from .node import BatchAxis, Node
-from .ops import CONVERTERS
+from deepvis.core.errors import ModelError, one_line
+from deepvis.models.onnx import fuse
+from deepvis.models.onnx.fold import NOT_FOLDED, Evaluator, Known, fold
+from deepvis.models.onnx.names import ModuleScope, node_module_name, scope_class, scope_outputs, source_scope
+from deepvis.models.onnx.node import BatchAxis, Node
+from deepvis.models.onnx.ops import CONVERTERS
 
 #: Operators of activation functions: a module-path scope holding one is shown by default.
 _ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish",

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ...errors import ModelError
+from deepvis.core.errors import ModelError
 
 
 class OnnxOp(nn.Module):

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import shape_ops as shapes
-from .node import Node, OnnxOp  # noqa: F401  (OnnxOp: the type of function nodes, re-exported)
-from .node import op as _op
+from deepvis.models.onnx import shape_ops as shapes
+from deepvis.models.onnx.node import Node, OnnxOp  # noqa: F401  (OnnxOp: the type of function nodes, re-exported)
+from deepvis.models.onnx.node import op as _op
 
 
 class PaddedConv2d(nn.Conv2d):

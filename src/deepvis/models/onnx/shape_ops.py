@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .node import BatchAxis, Node
-from .node import op as _op
+from deepvis.models.onnx.node import BatchAxis, Node
+from deepvis.models.onnx.node import op as _op
 
 
 def _axes(node: Node, attr_before: int) -> list[int] | None:

@@ -1,0 +1,3 @@
+"""The package version, in one place (the CLI, store provenance and the export read it)."""
+
+__version__ = "0.1.0"
