@@ -375,7 +375,7 @@ def test_atomic_writes_from_many_threads_leave_whole_files_with_the_usual_permis
 def test_an_atomic_write_steps_over_a_temporary_file_a_killed_run_left(tmp_path, monkeypatch):
     import itertools
 
-    from deepvis import store as store_module
+    from deepvis.core import files as store_module
 
     monkeypatch.setattr(store_module, "_TEMPORARY_NUMBERS", itertools.count())
     first = next(itertools.count())  # the name this process's next write would take: as a killed run left it
