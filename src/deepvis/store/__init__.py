@@ -1,4 +1,4 @@
-"""The on-disk store of per-unit results; the one module that knows its layout (no other module, and no JavaScript,
+"""The on-disk store of per-unit results; the one package that knows its layout (no other module, and no JavaScript,
 spells a store file name: the server hands the browser URLs from :meth:`Store.url`). Every write is atomic.
 
 ```
@@ -21,10 +21,11 @@ STORE/<layer>/sprite_<kind>.jpg              every channel of one kind in a squa
 STORE/<layer>/sprites.json                   what each sprite was made from
 STORE/<layer>/crops_plan.json                how the layer's crops are made (effective receptive field, backward
                                              window), measured once and kept while its network and images are
-STORE/site/                                  the static site deepvis export writes by default (deepvis.export)
+STORE/site/                                  the static site deepvis export writes by default (deepvis.jobs.export)
 ```
 The manifest's ``recipe`` reloads the store's model (:func:`deepvis.jobs.provenance.model_from_manifest`);
-:func:`deepvis.jobs.provenance.check_model` refuses another. A re-scan (:meth:`Store.invalidate`) removes exactly the derived files it made stale.
+:func:`deepvis.jobs.provenance.check_model` refuses another. A re-scan (:meth:`Store.invalidate`) removes exactly
+the derived files it made stale.
 ``<layer>`` is the layer name with every character outside ``[A-Za-z0-9._-]`` percent-encoded. Readers also accept
 stores of earlier deepvis versions, which wrote each rank's picture as its own file ``<kind>_<rank:02d>.jpg`` (and
 no tiles in the record), and the original toolbox's ``unit_jpg_vis`` layout (``max_im/``, ``max_deconv/``,

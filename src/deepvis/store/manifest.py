@@ -12,7 +12,7 @@ FORMAT_VERSION = 1
 @dataclass
 class LayerRecord:
     """One scanned layer: its channel count, output shape (C, H, W) or (C,), receptive field (JSON, None where a
-    unit sees the whole input), layout (JSON, see :mod:`deepvis.layouts`)."""
+    unit sees the whole input), layout (JSON, see :mod:`deepvis.models.layouts`)."""
 
     channels: int
     shape: list[int]
