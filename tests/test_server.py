@@ -50,7 +50,7 @@ pytestmark = pytest.mark.usefixtures("single_thread_torch")
 #: The bundled model's linear block outputs (no longer its default layers): most tests here address blocks.N.
 BLOCKS = block_output_layers()
 SECRET = "TOP-SECRET-0c5f1e9a"  # the content of every file outside the roots: it must never be in a response
-SAMPLES = Path(deepvis.__file__).parent / "samples"
+SAMPLES = Path(deepvis.__file__).parent / "pixels" / "samples"
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
