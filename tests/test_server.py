@@ -36,6 +36,7 @@ import deepvis
 from deepvis.pixels import render
 from deepvis.engine.backprop import backprop
 from deepvis.apps.server import app as app_module
+from deepvis.apps.server import passes as passes_module
 from deepvis.apps.server import session as session_module
 from deepvis.apps.server.app import create_app
 from deepvis.models.efficientnet_lite import block_output_layers
@@ -509,7 +510,7 @@ def test_no_backward_when_nothing_shows_it(client, cat_id, forwards, toolbox, mo
     calls = []
     monkeypatch.setattr(toolbox, "backward", lambda *a, **k: calls.append(a))
     monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(a))
-    monkeypatch.setattr(session_module, "trace", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(passes_module, "trace", lambda *a, **k: calls.append(a))
     for layer, channel in (("blocks.3", 1), ("blocks.12", 190), ("prob", 285)):
         data = view(client, input=cat_id, layer=layer, channel=channel, cursor="layers", back_frozen=False,
                     show_back=False, back_enabled=True).json()
