@@ -14,9 +14,10 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from deepvis.core.errors import DeepvisError, InputNotFound, one_line
+from deepvis.core.errors import DeepvisError, one_line
 from deepvis.store import Store
 from deepvis.apps.server.compute import Compute
+from deepvis.apps.server.inputs import InputNotFound
 from deepvis.apps.server.requests import ViewRequest
 from deepvis.apps.server.toolbox import EXPORT_URL, STORE_URL, Toolbox
 

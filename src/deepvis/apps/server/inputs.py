@@ -1,4 +1,5 @@
-"""An input of the live toolbox: one image as the network sees it, with its forward pass."""
+"""An input of the live toolbox: one image as the network sees it, with its forward pass; and the error for an input
+id the toolbox no longer holds."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from deepvis.core.errors import DeepvisError
 from deepvis.engine.attention import AttentionMaps
 from deepvis.engine.predict import Prediction
 
-__all__ = ["Input"]
+__all__ = ["Input", "InputNotFound"]
+
+
+class InputNotFound(DeepvisError, LookupError):
+    """An input id the live toolbox no longer holds (dropped from its cache, or never sent): the app answers 404."""
 
 
 @dataclass

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from deepvis.core.errors import DeepvisError, InputNotFound
+from deepvis.core.errors import DeepvisError
 from deepvis.core.units import Unit
 from deepvis.pixels.images import DEFAULT_MAX_PIXELS, find_images, load_image
 from deepvis.pixels.images import max_pixels as current_max_pixels
@@ -33,7 +33,7 @@ from deepvis.store import Store
 from deepvis.jobs.export import site_page_url
 from deepvis.apps.server import panes, passes
 from deepvis.apps.server.cache import LRU
-from deepvis.apps.server.inputs import Input
+from deepvis.apps.server.inputs import Input, InputNotFound
 from deepvis.apps.server.overlays import Overlays
 from deepvis.apps.server.passes import NextPass
 from deepvis.apps.server.requests import ViewRequest
