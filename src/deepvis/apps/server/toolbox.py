@@ -1,7 +1,7 @@
 """What the live toolbox holds: inputs with their cached forward pass, traces for backward passes, tab state.
 
 One :class:`Toolbox` serves every browser tab. Tabs keep their own view state (cursor, modes, boosts) and send it
-with each request (see :mod:`.panes`), so the server holds only caches: a forward pass per input (moving the
+with each request (:mod:`.requests`), so the server holds only caches: a forward pass per input (moving the
 cursor on a still image never reruns it), a few traces (forward passes with their graph, so a new unit's backward
 pass needs no forward pass) and a few backward passes. The model is used by one request at a time.
 """
