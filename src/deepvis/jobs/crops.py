@@ -15,9 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import sys
-from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,19 +29,19 @@ from torch.overrides import TorchFunctionMode
 from deepvis.pixels import render
 from deepvis.engine.backprop import backprop_batch
 from deepvis.core.errors import DeepvisError
-from deepvis.pixels.images import load_image
 from deepvis.models.model import Model, weights_hash
 from deepvis.core.progress import Progress
-from deepvis.engine.receptive_field import EFFECTIVE_ABOVE, ReceptiveField, effective_receptive_fields, field_from_json
+from deepvis.engine.receptive_field import ReceptiveField, field_from_json
 from deepvis.jobs.provenance import check_model
 from deepvis.store import CROP_KINDS, CROPS_SETTINGS, Store, sprite_tile
 from deepvis.core.units import Unit, check_unit, clamp_channels
+from deepvis.core.boxes import context_box, crop_box
+from deepvis.jobs.fields import effective_field as _effective_field, unit_box
+from deepvis.jobs.inputs import CORES, StoreInputs as _Inputs
 
 KINDS = CROP_KINDS
 #: Rows (top images) per batched backward pass of :func:`make_crops`.
 BATCH_ROWS = 64
-#: The cores this process may use (a container's limit), not the host's.
-CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
 #: Threads encoding and writing pictures while the next passes run: one per two cores, at most 4. Creating files
 #: costs CPU (kernel) time; more threads than that on 2 cores only slowed torch's own threads down (crops of
 #: blocks.2.depthwise.act: 0.64-0.67x the bare passes with 4 writers, 0.70-0.72x with 1 or 2).
@@ -112,82 +110,12 @@ def default_kinds(model: Model) -> tuple[str, ...]:
     return ("image", "deconv") if has_max_pooling(model) else ("image", "guided")
 
 
-def crop_box(array: np.ndarray, box: tuple[int, int, int, int], fill: float = 0.0) -> np.ndarray:
-    """``array[top:bottom, left:right]`` of an HxWxC array, padded with ``fill`` where the box leaves it."""
-    top, left, bottom, right = box
-    height, width = array.shape[:2]
-    if top >= 0 and left >= 0 and bottom <= height and right <= width:  # inside: a copy of the slice
-        return array[top:bottom, left:right].copy()
-    out = np.full((bottom - top, right - left) + array.shape[2:], fill, dtype=array.dtype)
-    y0, x0, y1, x1 = max(top, 0), max(left, 0), min(bottom, height), min(right, width)
-    if y1 > y0 and x1 > x0:
-        out[y0 - top:y1 - top, x0 - left:x1 - left] = array[y0:y1, x0:x1]
-    return out
-
-
-def unit_box(field: ReceptiveField | None, y: int, x: int, input_size: tuple[int, int],
-             effective: ReceptiveField | None = None) -> tuple[int, int, int, int]:
-    """The box to crop for a unit at (y, x): its receptive field; its effective receptive field where the
-    theoretical one is the whole input or covers more than ``EFFECTIVE_ABOVE`` of it (vision transformers after
-    attention, deep CNNs); the whole input for fully connected units and where neither says more."""
-    height, width = input_size
-    if y < 0:
-        return 0, 0, height, width
-    large = field is None or field.size[0] * field.size[1] > EFFECTIVE_ABOVE * height * width
-    if large and effective is not None and effective.size[0] * effective.size[1] < 0.95 * height * width:
-        return effective.box(y, x)
-    if field is None or field.size[0] >= height or field.size[1] >= width:
-        return 0, 0, height, width
-    return field.box(y, x)
-
-
 def _jpeg(image: np.ndarray) -> bytes:
     """A montage as JPEG, chroma at full resolution (4:4:4): a rank's tile cut from it is closer to the rendered
     picture than a JPEG of the tile alone at 4:2:0, whose colour bleeds across the tiles' edges."""
     buffer = io.BytesIO()
     render.to_pil(image).save(buffer, format="JPEG", quality=90, subsampling=0)
     return buffer.getvalue()
-
-
-class _Inputs:
-    """Preprocessed images by index, with a small cache (a unit's top images often repeat across channels)."""
-
-    def __init__(self, model: Model, files: list[Path], size: int = 256):
-        self.model, self.files, self.cache, self.size = model, files, OrderedDict(), size
-
-    def get(self, index: int) -> tuple[torch.Tensor, np.ndarray]:
-        if index in self.cache:
-            self.cache.move_to_end(index)
-            return self.cache[index]
-        return self._keep(index, self._load(index))
-
-    def _load(self, index: int) -> tuple[torch.Tensor, np.ndarray]:
-        fitted = self.model.preprocessing.fit(load_image(self.files[index]))
-        return self.model.preprocessing.to_tensor(fitted, "stretch"), np.asarray(fitted, np.float32) / 255.0
-
-    def _keep(self, index: int, item: tuple[torch.Tensor, np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
-        self.cache[index] = item
-        if len(self.cache) > self.size:
-            self.cache.popitem(last=False)
-        return item
-
-    def prefetch(self, indices: list[int]) -> None:
-        """Decode ``indices`` into the cache, on a thread per core (decoding and resizing free the GIL). An image
-        that cannot be read raises, as :meth:`get` does, once the others are decoded: before any work is done."""
-        missing = [i for i in indices if i not in self.cache]
-
-        def load(index: int):
-            try:
-                return self._load(index)
-            except DeepvisError as exc:
-                return exc
-
-        with ThreadPoolExecutor(max_workers=max(1, min(4, CORES)), thread_name_prefix="deepvis-decode") as pool:
-            loaded = list(pool.map(load, missing))
-        for index, item in zip(missing, loaded):
-            if isinstance(item, DeepvisError):
-                raise item
-            self._keep(index, item)
 
 
 def make_crops(model: Model, store: str | Path, layers: list[str] | None = None,
@@ -322,24 +250,6 @@ def _write_sprites(store: Store, manifest, name: str, kinds, network: str, made:
             continue  # made from exactly these units' pictures: nothing to redo (decoding every montage again)
         store.write_sprite(name, count, kind, [c for c in current if kind in records[c]["kinds"]], digest,
                            tiles={c: tiles[kind] for c, tiles in made.items() if kind in tiles})
-
-
-def _effective_field(model: Model, inputs: _Inputs, layer: str, field: ReceptiveField | None,
-                     shape: list[int], count: int = 8) -> ReceptiveField | None:
-    """The layer's effective receptive field, measured on ``count`` of the store's images spread over the set,
-    where its theoretical field is the whole input or most of it (else None: the theoretical one is used)."""
-    height, width = model.preprocessing.input_size
-    if len(shape) != 3 or (field is not None and field.size[0] * field.size[1] <= EFFECTIVE_ABOVE * height * width):
-        return None
-    total, images = len(inputs.files), []
-    for index in dict.fromkeys((i * total) // count for i in range(count)):
-        try:
-            images.append(inputs.get(index)[0])
-        except DeepvisError:  # an image find-max skipped
-            continue
-    if not images:
-        return None
-    return effective_receptive_fields(model, [layer], torch.stack(images).to(model.device))[layer]
 
 
 def _current(record: dict | None, topk: str, made_from: dict) -> bool:
@@ -494,23 +404,6 @@ def _windows(tensors: list[torch.Tensor], origins: list[tuple[int, int]], window
 def _local(unit: Unit, origin: tuple[int, int], field: ReceptiveField) -> Unit:
     (y, x), (oy, ox) = unit.position, origin
     return Unit(unit.layer, unit.channel, (y - oy // field.stride[0], x - ox // field.stride[1]))
-
-
-def context_box(box: tuple[int, int, int, int], min_size: int) -> tuple[int, int, int, int]:
-    """``box`` grown around its centre to at least ``min_size`` pixels a side (and one more pixel each side for an
-    outline), when it is smaller: the context a tiny receptive field is shown in."""
-    top, left, bottom, right = box
-    grown = []
-    for low, high in ((top, bottom), (left, right)):
-        extent = high - low
-        if extent >= min_size:
-            grown.append((low, high))
-            continue
-        wanted = max(min_size, extent + 2)
-        low -= (wanted - extent) // 2
-        grown.append((low, low + wanted))
-    (top, bottom), (left, right) = grown
-    return top, left, bottom, right
 
 
 def draw_outline(picture: np.ndarray, box: tuple[int, int, int, int], outer: tuple[int, int, int, int],
