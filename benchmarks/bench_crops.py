@@ -38,6 +38,7 @@ from PIL import Image, ImageOps
 
 import deepvis
 from deepvis.jobs import crops
+from deepvis.jobs.crops import plan as crops_plan, run as crops_run
 from deepvis.engine.backprop import backprop_batch
 from deepvis.jobs.findmax import find_max
 from deepvis.store import Store
@@ -119,21 +120,21 @@ def eta_check(model, store: Store, layers: list[str], units: int) -> None:
     each update, the total it predicts (elapsed + ETA) against the run's real total."""
     records = []
 
-    class Recording(crops.Progress):
+    class Recording(crops_run.Progress):
         def update(self, count, cost=None):
             super().update(count, cost)
             elapsed = time.perf_counter() - self._start
             records.append((elapsed, elapsed + self.eta()))
 
-    original = crops.Progress
-    crops.Progress = Recording
+    original = crops_run.Progress
+    crops_run.Progress = Recording
     try:
         began = time.perf_counter()
         crops.make_crops(model, store.root, layers=layers, kinds=("image", "guided"), channels=range(0, units),
                          force=True, progress=False)
         total = time.perf_counter() - began
     finally:
-        crops.Progress = original
+        crops_run.Progress = original
     bar_total = records[-1][0]
     print(f"ETA check: {units} units of each of {len(layers)} layers, {total:.0f} s in all ({bar_total:.0f} s after the "
           "plans); predicted total / real total, at each share of the run:")
@@ -268,8 +269,8 @@ def main() -> None:
                     f"{' '.join(f'{r:.2f}' for r in ratios):>24s} {args.units / statistics.median(wall['guided']):10.1f} "
                     f"{guided:9.2f}  (first call, plan measured: {warm_up:.2f} s)")
             if args.old:
-                window_at_most = crops.WINDOW_AT_MOST
-                crops.WINDOW_AT_MOST = 0.0  # the old way: whole images, one unit per pass
+                window_at_most = crops_plan.WINDOW_AT_MOST
+                crops_plan.WINDOW_AT_MOST = 0.0  # the old way: whole images, one unit per pass
                 try:
                     began = time.perf_counter()
                     crops.make_crops(model, store.root, layers=[layer], kinds=("image", "guided"),
@@ -277,7 +278,7 @@ def main() -> None:
                                      batch_rows=args.k)
                     line += f" {max(4, args.units // 4) / (time.perf_counter() - began):12.1f}"
                 finally:
-                    crops.WINDOW_AT_MOST = window_at_most
+                    crops_plan.WINDOW_AT_MOST = window_at_most
             print(line, flush=True)
 
 

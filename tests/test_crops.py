@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 import deepvis
-import deepvis.jobs.crops as crops_module
+import deepvis.jobs.crops.plan as crops_module
 from deepvis.jobs.crops import crop_box, make_crops, unit_box
 from deepvis.jobs.findmax import find_max
 from deepvis.engine.receptive_field import ReceptiveField, field_from_json

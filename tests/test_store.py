@@ -105,7 +105,7 @@ def test_crops_default_kinds_follow_max_pooling(tmp_path, images):
     plain = _tiny(NoPoolNet())
     assert not has_max_pooling(plain) and default_kinds(plain) == ("image", "guided")
     find_max(plain, images, tmp_path / "s", layers=["conv"], k=2, progress=False)
-    store = make_crops(plain, tmp_path / "s", channels=range(0, 1), progress=False)
+    store = make_crops(plain, tmp_path / "s", channels=range(0, 1), progress=False).store
     assert store.unit_crop("conv", 0, "guided", 0) is not None and not store.unit_file("conv", 0, "deconv").exists()
     make_crops(plain, tmp_path / "s", kinds=("deconv",), channels=range(0, 1), progress=False)  # still on demand
     assert store.unit_file("conv", 0, "deconv").is_file() and store.sprite_path("conv", "deconv").is_file()
@@ -188,11 +188,11 @@ def test_url_is_quoted_once_and_names_every_file(tmp_path):
 def _crops_store(tmp_path, images, kinds=("image", "guided")):
     model = _tiny(NoPoolNet())
     find_max(model, images, tmp_path / "s", layers=["conv"], k=3, progress=False)
-    return model, make_crops(model, tmp_path / "s", kinds=kinds, channels=range(0, 2), progress=False)
+    return model, make_crops(model, tmp_path / "s", kinds=kinds, channels=range(0, 2), progress=False).store
 
 
 def test_one_picture_file_per_unit_and_kind_each_rank_cut_from_it(tmp_path, images, monkeypatch):
-    from deepvis.jobs import crops
+    from deepvis.jobs.crops import writer as crops
     from deepvis.pixels import render
 
     rendered = {}
@@ -235,7 +235,7 @@ def test_a_run_reads_each_units_record_once_and_makes_sprite_tiles_only_for_the_
                                                                                           monkeypatch):
     from collections import Counter
 
-    from deepvis.jobs import crops
+    from deepvis.jobs.crops import writer as crops
 
     model, store = _crops_store(tmp_path, images)
     with Image.open(store.sprite_path("conv", "image")) as sprite:

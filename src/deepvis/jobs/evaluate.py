@@ -32,7 +32,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from deepvis.jobs.crops import _effective_field, _Inputs, crop_box, unit_box
+from deepvis.core.boxes import crop_box
+from deepvis.jobs.fields import effective_field, unit_box
+from deepvis.jobs.inputs import StoreInputs
 from deepvis.core.errors import DeepvisError
 from deepvis.pixels.images import load_image
 from deepvis.models.model import Model
@@ -56,11 +58,11 @@ def evaluate_layer(model: Model, store: Store, layer: str, images: dict[str, dic
     top = store.read_topk(layer)
     root = Path(manifest.image_root)
     files = [root / p for p in store.read_image_list()]
-    inputs = _Inputs(model, files)
+    inputs = StoreInputs(model, files)
     size = tuple(model.preprocessing.input_size)
     shape = manifest.layers[layer].shape
     field = field_from_json(manifest.layers[layer].receptive_field)
-    effective = _effective_field(model, inputs, layer, field, shape)
+    effective = effective_field(model, inputs, layer, field, shape)
     centre = (shape[1] // 2, shape[2] // 2) if len(shape) == 3 else (-1, -1)
     features = Features(model, layer)
     rng = np.random.default_rng(seed)
