@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Iterable
 
 from deepvis.store.crops import CROPS_SETTINGS
 from deepvis.store.layout import CROP_KINDS
@@ -12,6 +13,16 @@ from deepvis.store.manifest import Manifest
 from deepvis.store.optimized import OptimizedFiles
 from deepvis.store.scan import ScanFiles
 from deepvis.store.sprites import SpriteFiles
+
+
+def crops_current(record: dict | None, topk: str, made_from: dict, kinds: Iterable[str] = ()) -> bool:
+    """Whether a unit's crops ``record`` says it was made from its current top-k (``topk``: its hash) and
+    ``made_from`` (its layer's crops basis and network: ``{"basis": ..., "network": ...}``), with at least
+    ``kinds``: then its pictures need no remaking. The one test of it: a re-scan, a crops run and a layer's
+    sprites all ask this."""
+    if record is None or record.get("topk") != topk or any(record.get(k) != v for k, v in made_from.items()):
+        return False
+    return set(kinds) <= set(record.get("kinds", []))
 
 
 class Staleness(ScanFiles, SpriteFiles, OptimizedFiles):
@@ -57,8 +68,8 @@ class Staleness(ScanFiles, SpriteFiles, OptimizedFiles):
             changed = not scanned
             for channel in self.unit_channels(layer):
                 record = self.read_crops_record(layer, channel)
-                current = (record is not None and channel < len(hashes) and record.get("topk") == hashes[channel]
-                           and record.get("basis") == basis and record.get("network") == manifest.weights_sha256)
+                current = channel < len(hashes) and crops_current(
+                    record, hashes[channel], {"basis": basis, "network": manifest.weights_sha256})
                 if not current and self.remove_crops(layer, channel):
                     removed["crops"] += 1
                     changed = True

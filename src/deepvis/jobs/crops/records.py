@@ -1,12 +1,12 @@
-"""Whether a unit's crops are current: the one test every part of the crops job asks (which units a run makes,
-which units a layer's sprites show)."""
+"""What a unit's crops are made from, whether they are current (the store's one test, which a re-scan asks too),
+and the units a run (re)makes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
 
 from deepvis.store import Manifest, Store
+from deepvis.store.staleness import crops_current
 
 
 def made_from(store: Store, manifest: Manifest, layer: str, network: str) -> dict:
@@ -15,12 +15,8 @@ def made_from(store: Store, manifest: Manifest, layer: str, network: str) -> dic
     return {"basis": store.crops_basis(manifest, layer), "network": network}
 
 
-def is_current(record: dict | None, topk: str, basis: dict, kinds: Iterable[str] = ()) -> bool:
-    """Whether a unit's crops ``record`` says it was made from its current top-k (``topk``: its hash) and
-    ``basis`` (:func:`made_from`), with at least ``kinds``: then its pictures need no remaking."""
-    if record is None or record.get("topk") != topk or any(record.get(k) != v for k, v in basis.items()):
-        return False
-    return set(kinds) <= set(record.get("kinds", []))
+#: Whether a unit's crops are current (the store decides it, for a re-scan and for every crops run alike).
+is_current = crops_current
 
 
 @dataclass(frozen=True)
