@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from deepvis.engine.attention import AttentionMaps, record_attention
+from deepvis.engine.attention import AttentionMaps, AttentionRecorder, record_attention
 from deepvis.engine.backprop import MODES, trace
 from deepvis.core.errors import DeepvisError, InputNotFound
 from deepvis.pixels.images import DEFAULT_MAX_PIXELS, find_images, load_image
@@ -247,7 +247,7 @@ class Toolbox:
             else:  # the next view will likely show a backward pass: one forward pass serves both
                 traced = trace(self.model, x, self._recorded, mode, graph_from=plan.trace_from)
                 out, activations = traced.output, traced.activations
-        attention = recording.maps if isinstance(recording, record_attention) else None
+        attention = recording.maps if isinstance(recording, AttentionRecorder) else None
         forward_ms = (time.perf_counter() - start) * 1000
         acts = {k: v[0].detach().float().cpu() for k, v in activations.items() if k in self.layer_names}
         predictions = self._predictions(out, activations)
