@@ -156,6 +156,7 @@ class RectifierRules(TorchFunctionMode):
         return self
 
     def __exit__(self, *exc) -> None:
+        # torch's own __exit__ pops the top mode, whichever it is; this one is taken out from where it is instead
         above = []  # the modes entered after this one and still active, innermost first
         while _len_torch_function_stack():
             mode = _pop_torch_function_stack()
@@ -182,7 +183,6 @@ class RectifierRules(TorchFunctionMode):
                     keep = "output" if func in _KEEP_OUTPUT else "mask" if inplace else "input"
                 return _Rectify.apply(args[0], low, high, inplace, self.rule[1], keep)
         return func(*args, **kwargs)
-
 
 
 def rectifier_rules(mode: Mode, save_like_autograd: bool = False) -> RectifierRules:
