@@ -221,7 +221,7 @@ def test_calls_per_pass_and_errors_leave_nothing_registered():
 def test_maps_are_computed_when_read_from_the_calls_inputs(name, monkeypatch):
     """The forward pass keeps references only; a layer is computed when read, alone, and equals what computing it
     during the pass (eager) gives; inputs changed in place after the pass are refused, not silently misread."""
-    import deepvis.engine.attention as module
+    import deepvis.engine.attention.recorder as module
 
     net, x = frozen(name), inputs(name)
     computed = []

@@ -54,6 +54,8 @@ class Probe:
     and token sequences read as channels on a grid), with a token layer's extra tokens in :attr:`extra` as
     (N, C, E) and the outputs as the network made them in :attr:`raw`. A bare ``nn.Module`` has no catalog, so
     its layers are recorded as they are.
+
+    Probes nest and may exit in any order: each removes only its own hooks (a failed ``__enter__`` leaves none).
     """
 
     def __init__(self, model: Model | nn.Module, layers: Iterable[str], keep_graph: bool = False,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from deepvis.core.units import Unit
-from deepvis.engine.attention import AttentionMaps, record_attention
+from deepvis.engine.attention import AttentionMaps, AttentionRecorder, record_attention
 from deepvis.engine.backprop import Trace, trace
 from deepvis.engine.probe import Probe
 from deepvis.models.model import Model
@@ -55,7 +55,7 @@ def forward(model: Model, x: torch.Tensor, recorded: list[str], plan: NextPass) 
         else:
             traced = trace(model, x, recorded, plan.trace_mode, graph_from=plan.trace_from)
             out, activations = traced.output, traced.activations
-    attention = recording.maps if isinstance(recording, record_attention) else None
+    attention = recording.maps if isinstance(recording, AttentionRecorder) else None
     return Forward(out, activations, traced, attention)
 
 
