@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -59,7 +59,7 @@ class OptimizeStoreReport:
     layers: tuple[str, ...]
     asked: int
     already_done: int
-    warnings: list[str] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()
 
 
 def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], params: Params, **settings: Any) -> Store:
@@ -67,6 +67,7 @@ def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], para
     e.g. ``channels=``, ``force=``); returns the store. Its warnings go to stderr, as they always did from here
     (:func:`run_optimize_to_store` returns them in its report instead)."""
     report = run_optimize_to_store(model, OptimizeStoreConfig(out, layers, params, **settings))
+    # kept on stderr for Python callers, whose runs showed them (logging would not: a host's handlers may take it)
     for warning in report.warnings:
         print(f"optimize: warning: {warning}", file=sys.stderr, flush=True)
     return report.store
@@ -142,7 +143,8 @@ def run_optimize_to_store(model: Model, config: OptimizeStoreConfig) -> Optimize
     bar.close()
     _write_sprites(store, counts)
     advice = [failure_advice(results, params, f" of {layer}") for layer, results in outcomes.items()]
-    return OptimizeStoreReport(store, tuple(counts), len(asked), len(asked) - len(work), [a for a in advice if a])
+    return OptimizeStoreReport(store, tuple(counts), len(asked), len(asked) - len(work),
+                               tuple(a for a in advice if a))
 
 
 def _outcome(result: OptimizeResult) -> OptimizeResult:

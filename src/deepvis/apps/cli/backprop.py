@@ -30,8 +30,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--signal {args.signal} does not apply to '{args.unit}': a unit with @y,x starts from a "
                          "one-hot at that position")
     check_folder(args.output)
-    result = backprop(command_model(args), args.image, args.unit, mode=args.mode, signal=args.signal or DEFAULTS["signal"],
-                      resize=args.resize)
+    result = backprop(command_model(args), args.image, args.unit, mode=args.mode,
+                      signal=args.signal or DEFAULTS["signal"], resize=args.resize)
     with writing(args.output):
         save_image(result.image(args.filter), args.output)
     note = ""
