@@ -17,6 +17,7 @@ from PIL import Image
 
 import deepvis
 from deepvis.apps import cli
+from deepvis.apps.cli.loading import command_model
 from deepvis.apps.server.session import Toolbox, ViewRequest
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
@@ -105,7 +106,7 @@ def test_every_command_and_the_live_toolbox(model_args, tmp_path, capsys):
     layer = spatial[-1]
     out = tmp_path / "guided.png"
     _run(capsys, "backprop", samples[1], "--unit", f"{layer}:1", "--mode", "guided", "-o", out, *model_args)
-    model = cli._model(cli.build_parser().parse_args(["layers", *model_args]))  # as the commands load it
+    model = command_model(cli.build_parser().parse_args(["layers", *model_args]))  # as the commands load it
     assert Image.open(out).size == model.preprocessing.input_size[::-1]
 
     image_list = tmp_path / "images.txt"

@@ -1,14 +1,15 @@
-"""The ``deepvis`` command, run as ``python -m deepvis`` in a subprocess: exit codes (0 ok, 2 bad usage, 1 other
-errors), one-line error messages naming the bad value (never a traceback), and the design's output formats."""
+"""The ``deepvis`` command: exit codes (0 ok, 2 bad usage, 1 other errors), one-line error messages naming the bad
+value (never a traceback), and the design's output formats. Most tests call ``main(argv)`` in this process (fast);
+a few run the installed ``deepvis`` command in a subprocess (exit codes, --help, one real command)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -16,15 +17,32 @@ from PIL import Image
 
 import deepvis
 from deepvis.apps import cli
+from deepvis.apps.cli import arguments
+from deepvis.apps.cli import backprop as backprop_command
+from deepvis.apps.cli import layers as layers_command
+from deepvis.jobs.findmax import FindMaxConfig
+from deepvis.jobs.optimize_store import OptimizeStoreConfig
+from deepvis.store import Store
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 
 def run_deepvis(*args, timeout: float = 300) -> subprocess.CompletedProcess:
-    # one thread each: several of these run side by side, and the work in each is small
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "deepvis", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    """The installed ``deepvis`` console script (``python -m deepvis`` where it is not on PATH)."""
+    command = [shutil.which("deepvis")] if shutil.which("deepvis") else [sys.executable, "-m", "deepvis"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: the work is small
+    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def run_main(capsys, *args) -> subprocess.CompletedProcess:
+    """``main(argv)`` in this process, its exit status and output as a subprocess's would be."""
+    argv = list(map(str, args))
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:  # argparse's own usage errors and --help
+        code = exc.code
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, code, captured.out, captured.err)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *names: str) -> None:
@@ -58,7 +76,6 @@ def files(tmp_path_factory, skimage_pngs):
 
 
 # ---------------------------------------------------------------------------------------------- errors
-# Every error case runs in one batch, two subprocesses at a time, the first time any of them is needed.
 
 ERROR_CASES = {
     # name: (arguments, with {key} standing for files[key]; expected exit status; values the message names)
@@ -83,20 +100,32 @@ def _fill(items, files):
     return [item.format(**files) for item in items]
 
 
-@pytest.fixture(scope="module")
-def error_results(files):
-    def run(case):
-        return run_deepvis(*_fill(ERROR_CASES[case][0], files))
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(ERROR_CASES, pool.map(run, ERROR_CASES)))
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+def test_error_is_one_line_naming_the_value(case, files, capsys):
+    arguments_, code, names = ERROR_CASES[case]
+    assert_one_line_error(run_main(capsys, *_fill(arguments_, files)), code, *_fill(names, files))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", list(ERROR_CASES))
-def test_error_is_one_line_naming_the_value(case, error_results, files):
-    _, code, names = ERROR_CASES[case]
-    assert_one_line_error(error_results[case], code, *_fill(names, files))
+@pytest.mark.parametrize("case", ["malformed_unit", "unreadable_image"])
+def test_the_installed_command_exits_with_one_line(case, files):
+    arguments_, code, names = ERROR_CASES[case]
+    assert_one_line_error(run_deepvis(*_fill(arguments_, files)), code, *_fill(names, files))
+
+
+def test_the_installed_command_helps_quickly_without_torch():
+    """``deepvis --help`` lists every command without importing any command's libraries (torch, the server)."""
+    result = run_deepvis("--help")
+    assert result.returncode == 0, result.stderr
+    for name in ("predict", "layers", "backprop", "find-max", "optimize", "serve", "export"):
+        assert name in result.stdout
+    code = ("import sys; from deepvis.apps.cli import main\n"
+            "try: main(['--help'])\nexcept SystemExit: pass\n"
+            "print([m for m in ('torch', 'starlette', 'uvicorn') if m in sys.modules], file=sys.stderr)")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert loaded.stderr.strip().splitlines()[-1] == "[]", loaded.stderr
+    assert run_deepvis("--version").stdout.strip() == f"deepvis {deepvis.__version__}"
+    assert run_deepvis("no-such-command").returncode == 2
 
 
 # --------------------------------------------------------------------------------------------- predict
@@ -104,10 +133,9 @@ def test_error_is_one_line_naming_the_value(case, error_results, files):
 EXPECTED_TOP = {"chelsea": (285, "Egyptian cat"), "coffee": (967, "espresso"), "camera": (872, "tripod")}
 
 
-@pytest.mark.slow
-def test_predict_json_format_and_a_bad_image_among_good_ones(files):
+def test_predict_json_format_and_a_bad_image_among_good_ones(files, capsys):
     images = [files["chelsea"], files["coffee"], files["notes"], files["camera"]]
-    result = run_deepvis("predict", *images, "--json", "--top", 3)
+    result = run_main(capsys, "predict", *images, "--json", "--top", 3)
     assert_one_line_error(result, 1, str(files["notes"]))  # the good ones still printed, exit non-zero
     entries = json.loads(result.stdout)
     assert isinstance(entries, list)
@@ -124,10 +152,9 @@ def test_predict_json_format_and_a_bad_image_among_good_ones(files):
         assert (entry["top"][0]["index"], entry["top"][0]["label"]) == EXPECTED_TOP[name]
 
 
-@pytest.mark.slow
-def test_predict_text_reports_each_bad_image_on_its_own_line(files):
+def test_predict_text_reports_each_bad_image_on_its_own_line(files, capsys):
     bad = [files["missing"], files["folder"], files["empty"], files["bomb"], files["notes"]]
-    result = run_deepvis("predict", files["chelsea"], *bad, "--top", 2)
+    result = run_main(capsys, "predict", files["chelsea"], *bad, "--top", 2)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -139,9 +166,8 @@ def test_predict_text_reports_each_bad_image_on_its_own_line(files):
 
 # ---------------------------------------------------------------------------------------------- layers
 
-@pytest.mark.slow
-def test_layers_json(model):
-    result = run_deepvis("layers", "--json")
+def test_layers_json(model, capsys):
+    result = run_main(capsys, "layers", "--json")
     assert result.returncode == 0, result.stderr
     entries = json.loads(result.stdout)
     assert [e["name"] for e in entries] == [i.name for i in model.layers() if i.default]
@@ -168,7 +194,7 @@ def _assert_png_of_size(path, size) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode,image_filter", zip(deepvis.MODES, ("raw", "gray", "normblur")))
+@pytest.mark.parametrize("mode,image_filter", [("guided", "gray")])
 def test_backprop_command_writes_a_png_of_the_input_size(tmp_path, files, model, mode, image_filter):
     out = tmp_path / f"{mode}.png"
     result = run_deepvis("backprop", files["chelsea"], "--unit", "blocks.5:3", "--mode", mode,
@@ -179,7 +205,7 @@ def test_backprop_command_writes_a_png_of_the_input_size(tmp_path, files, model,
 
 
 def test_backprop_every_mode_and_filter(tmp_path, files, model, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "_model", lambda args: model)  # the same command, without reloading the model
+    monkeypatch.setattr(backprop_command, "command_model", lambda args: model)  # without reloading the model
     for mode in deepvis.MODES:
         for image_filter in deepvis.FILTERS:
             out = tmp_path / f"{mode}-{image_filter}.png"
@@ -199,7 +225,7 @@ def _failing_model(args):
 
 
 def test_unexpected_errors_and_warnings_stay_on_one_line_each(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "_model", _failing_model)
+    monkeypatch.setattr(layers_command, "command_model", _failing_model)
     assert cli.main(["layers"]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2, lines
@@ -210,10 +236,46 @@ def test_unexpected_errors_and_warnings_stay_on_one_line_each(monkeypatch, capsy
 
 
 def test_backprop_usage_mistakes(tmp_path, skimage_pngs):
-    from deepvis.apps import cli
-
     image = str(skimage_pngs["chelsea"])
     assert cli.main(["backprop", image, "--unit", "blocks.3:5@2,3", "--signal", "argmax", "-o",
                      str(tmp_path / "x.png")]) == 2
     assert cli.main(["backprop", image, "--unit", "blocks.3:5", "-o", str(tmp_path / "no" / "x.png")]) == 1
     assert not (tmp_path / "no").exists()  # no folder made behind the user's back
+
+
+# ----------------------------------------------------------------------------- parse once, read once, defaults once
+
+def test_backprop_parses_its_unit_once(tmp_path, skimage_pngs, model, monkeypatch):
+    parsed = []
+    real = arguments.parse_unit
+    monkeypatch.setattr(arguments, "parse_unit", lambda text: parsed.append(text) or real(text))
+    monkeypatch.setattr(backprop_command, "command_model", lambda args: model)
+    assert cli.main(["backprop", str(skimage_pngs["chelsea"]), "--unit", "blocks.5:3", "-o",
+                     str(tmp_path / "x.png"), "-q"]) == 0
+    assert parsed == ["blocks.5:3"]
+
+
+def test_find_max_force_reads_the_manifest_once(tmp_path, skimage_pngs, monkeypatch, capsys):
+    images = tmp_path / "images.txt"
+    images.write_text("\n".join(str(skimage_pngs[name]) for name in ("chelsea", "coffee")) + "\n")
+    out = tmp_path / "store"
+    assert cli.main(["find-max", str(images), "--out", str(out), "--layers", "blocks.1", "--k", "1", "-q"]) == 0
+    reads = []
+    real = Store.read_manifest
+    monkeypatch.setattr(Store, "read_manifest", lambda self: reads.append(self.root) or real(self))
+    assert cli.main(["find-max", str(images), "--out", str(out), "--force"]) == 0
+    assert len(reads) == 1
+    captured = capsys.readouterr()
+    assert "re-scanning the store with its model and layers" in captured.err
+    assert f"wrote {out}: top-{FindMaxConfig.k} of 2 images for 1 layers; 0 images skipped" in captured.out
+
+
+def test_the_flags_take_their_defaults_from_the_job_configs():
+    parser = cli.build_parser()
+    found = parser.parse_args(["find-max", "images", "--out", "store"])
+    assert (found.k, found.batch_size, found.workers, found.checkpoint_every) == (
+        FindMaxConfig.k, FindMaxConfig.batch_size, FindMaxConfig.workers, FindMaxConfig.checkpoint_every)
+    optimized = parser.parse_args(["optimize", "--out", "store", "--layers", "fc"])
+    assert optimized.objective == OptimizeStoreConfig.objective and optimized.batch_size is None
+    accentuated = parser.parse_args(["accentuate", "x.png", "--unit", "fc:1", "-o", "y.png"])
+    assert (accentuated.steps, accentuated.lr, accentuated.reg) == (64, 0.05, 20.0)

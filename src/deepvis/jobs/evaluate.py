@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -186,16 +187,54 @@ def optimized_images(store: Store, layer: str, channels: Sequence[int] | None = 
     return method, found, seconds
 
 
-def evaluate_store(model: Model, store: str | Path, layers: Sequence[str] | None = None,
-                   others: Sequence[str | Path] = (), seed: int = 0, write: bool = True,
-                   extra: dict[str, dict[str, dict[int, np.ndarray]]] | None = None) -> dict[str, dict]:
-    """Evaluate the optimized images of ``store`` (and of the ``others``: optimize-only stores of the same model,
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Every setting of evaluating a store, with its default (the one place for them: ``deepvis evaluate`` takes
+    its flags' defaults from here). ``layers``: None for all of the store's; ``others``: optimize-only stores of the
+    same model (each one method) scored too; ``seed`` picks the random baseline crops; ``write``: each layer's
+    ``evaluation.json`` into the store."""
+
+    store: str | Path
+    layers: tuple[str, ...] | None = None
+    others: tuple[str | Path, ...] = ()
+    seed: int = 0
+    write: bool = True
+
+    def __post_init__(self) -> None:  # any sequences given; kept as tuples so the config stays immutable
+        object.__setattr__(self, "layers", None if self.layers is None else tuple(self.layers))
+        object.__setattr__(self, "others", tuple(self.others))
+
+
+@dataclass(frozen=True)
+class EvaluateReport:
+    """What an evaluation found: the store and each layer's evaluation (per unit, per method, the medians, the
+    seconds it took and its ``share`` of the optimize time it evaluates)."""
+
+    store: Store
+    evaluations: dict[str, dict]
+
+    def table(self) -> str:
+        """The medians as a Markdown table (:func:`format_table`)."""
+        return format_table(self.evaluations)
+
+
+def evaluate_store(model: Model, store: str | Path, layers: Sequence[str] | None = None, *,
+                   extra: dict[str, dict[str, dict[int, np.ndarray]]] | None = None, **settings: Any
+                   ) -> dict[str, dict]:
+    """Evaluate ``store`` (``settings``: the other fields of :class:`EvaluateConfig`, e.g. ``others=``,
+    ``seed=``); returns each layer's evaluation (:func:`run_evaluate`)."""
+    return run_evaluate(model, EvaluateConfig(store, layers, **settings), extra).evaluations
+
+
+def run_evaluate(model: Model, config: EvaluateConfig,
+                 extra: dict[str, dict[str, dict[int, np.ndarray]]] | None = None) -> EvaluateReport:
+    """Evaluate the optimized images of the store (and of the ``others``: optimize-only stores of the same model,
     each one method, and ``extra``: method -> layer -> channel -> image in memory, such as accentuated images)
-    against ``store``'s top-k, per layer; writes each layer's ``evaluation.json`` into ``store``.
+    against the store's top-k, per layer; writes each layer's ``evaluation.json`` into the store (``write``).
     Each evaluation records its cost beside the optimize time it evaluates (``share``)."""
-    store = Store(store)
+    store, others = Store(config.store), config.others
     manifest = store.read_manifest()
-    layers = list(layers or manifest.layers)
+    layers = list(config.layers or manifest.layers)
     results = {}
     for layer in layers:
         images, optimize_seconds = {}, 0.0
@@ -210,13 +249,13 @@ def evaluate_store(model: Model, store: str | Path, layers: Sequence[str] | None
         if not images:
             raise DeepvisError(f"no optimized images of layer '{layer}' in {store.root}"
                                f"{' or the other stores' if others else ''}: run deepvis optimize --out first")
-        evaluation = evaluate_layer(model, store, layer, images, seed=seed)
+        evaluation = evaluate_layer(model, store, layer, images, seed=config.seed)
         evaluation["optimize_seconds"] = round(optimize_seconds, 3)
         evaluation["share"] = round(evaluation["seconds"] / optimize_seconds, 4) if optimize_seconds else None
-        if write:
+        if config.write:
             store.write_evaluation(layer, evaluation)
         results[layer] = evaluation
-    return results
+    return EvaluateReport(store, results)
 
 
 def format_table(evaluations: dict[str, dict]) -> str:

@@ -8,23 +8,69 @@ the batch size, interruptions, or number of processes (``torchrun --nproc-per-no
 from __future__ import annotations
 
 import hashlib
+import io
+import logging
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from deepvis.core.errors import DeepvisError
-from deepvis.pixels.images import IMAGE_EXTENSIONS, find_images, load_image
+from deepvis.core.progress import Progress
+from deepvis.core.version import __version__
+from deepvis.engine.probe import Probe, layer_info
+from deepvis.engine.receptive_field import receptive_fields
+from deepvis.engine.topk import TopK
 from deepvis.models.model import Model, weights_hash
 from deepvis.models.recipe import hashed
-from deepvis.engine.probe import Probe, layer_info
-from deepvis.core.progress import Progress
+from deepvis.pixels.images import IMAGE_EXTENSIONS, find_images, load_image
 from deepvis.store import LayerRecord, Manifest, SkippedImage, Store, atomic_write_bytes
-from deepvis.engine.topk import TopK
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FindMaxConfig:
+    """Every setting of a scan, with its default (the one place for them: ``deepvis find-max`` takes its flags'
+    defaults from here). ``images``: a directory (recursive) or a list file; ``out``: the store to write;
+    ``layers``: None for the model's default layers."""
+
+    images: str | Path
+    out: str | Path
+    layers: tuple[str, ...] | None = None
+    k: int = 9
+    batch_size: int = 32
+    workers: int = 0
+    resume: bool = False
+    force: bool = False
+    checkpoint_every: int = 1000
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.layers is not None:  # any sequence given; kept as a tuple so the config stays immutable
+            object.__setattr__(self, "layers", tuple(self.layers))
+
+
+@dataclass(frozen=True)
+class FindMaxReport:
+    """What a scan did: the store, what it holds (images listed, layers, k, unreadable images skipped), whether
+    this call scanned (False: a ``resume`` of a complete store), this process's rank (only rank 0 writes), and
+    the derived units a re-scan made stale and removed (``{"crops": n, "optimized": n}``)."""
+
+    store: Store
+    images: int
+    layers: tuple[str, ...]
+    k: int
+    skipped: int
+    scanned: bool = True
+    rank: int = 0
+    removed: dict[str, int] = field(default_factory=dict)
 
 
 class _Images(Dataset):
@@ -66,30 +112,40 @@ def _distributed(device: torch.device) -> tuple[int, int, bool]:
     return dist.get_rank(), dist.get_world_size(), started
 
 
-def find_max(model: Model, images: str | Path, out: str | Path, layers: list[str] | None = None, k: int = 9,
-             batch_size: int = 32, workers: int = 0, resume: bool = False, force: bool = False,
-             checkpoint_every: int = 1000, progress: bool = True) -> Store:
-    """Scan ``images`` (a directory, recursive, or a list file) and write each unit's top-k into the store ``out``.
+def find_max(model: Model, images: str | Path, out: str | Path, **settings: Any) -> Store:
+    """Scan ``images`` into the store ``out`` (``settings``: the other fields of :class:`FindMaxConfig`, e.g.
+    ``layers=``, ``k=``, ``resume=``); returns the store. :func:`run_find_max` returns the whole report."""
+    return run_find_max(model, FindMaxConfig(images, out, **settings)).store
+
+
+def run_find_max(model: Model, config: FindMaxConfig, manifest: Manifest | None = None) -> FindMaxReport:
+    """Scan ``config.images`` (a directory, recursive, or a list file) and write each unit's top-k into the store
+    ``config.out``. ``manifest``: the store's manifest when the caller has read it already (it is read once).
 
     Checkpoints every ``checkpoint_every`` images; ``resume=True`` continues an interrupted scan with exactly the
     result of an uninterrupted one. Unreadable images are skipped and listed in the manifest with their reason.
     """
+    images, k, batch_size, workers = config.images, config.k, config.batch_size, config.workers
+    resume, force, checkpoint_every = config.resume, config.force, config.checkpoint_every
     if k < 1 or batch_size < 1 or workers < 0 or checkpoint_every < 1:
         raise DeepvisError("k, batch size and checkpoint interval must be at least 1, workers at least 0")
     root, files = find_images(images)
     if not files:
         raise DeepvisError(f"no images found in '{images}' (looked for {', '.join(IMAGE_EXTENSIONS)})")
-    layers = list(dict.fromkeys(layers or [i.name for i in model.layers() if i.default]))
+    layers = list(dict.fromkeys(config.layers or [i.name for i in model.layers() if i.default]))
     infos = {name: layer_info(model, name) for name in layers}
-    store = Store(out)
+    store = Store(config.out)
     device = model.device
     rank, world, started = _distributed(device)
-    config = {"model": model.spec, "weights": weights_hash(model), "layers": layers, "k": k,
-              "images": hashlib.sha256("\n".join(map(str, files)).encode()).hexdigest()[:16], "world": world}
+    # what the manifest and checkpoints record: a resumed scan must match it
+    recorded = {"model": model.spec, "weights": weights_hash(model), "layers": layers, "k": k,
+                "images": hashlib.sha256("\n".join(map(str, files)).encode()).hexdigest()[:16], "world": world}
     checkpoint = store.checkpoint(rank, world)
     if store.exists() and not force:
-        if resume and store.read_manifest().config == config:
-            return store  # already complete: nothing to redo
+        manifest = manifest or store.read_manifest()
+        if resume and manifest.config == recorded:  # already complete: nothing to redo
+            return FindMaxReport(store, manifest.images, tuple(manifest.layers), manifest.k, len(manifest.skipped),
+                                 scanned=False, rank=rank)
         raise DeepvisError(f"'{store.root}' already holds a store: choose another --out, or --force to replace it")
     if checkpoint.exists() and force:
         checkpoint.unlink()
@@ -97,7 +153,7 @@ def find_max(model: Model, images: str | Path, out: str | Path, layers: list[str
         raise DeepvisError(f"'{store.root}' holds an interrupted scan: add --resume to continue it (or --force to "
                            "start again)")
     mine = list(range(rank, len(files), world))
-    state = _load_checkpoint(checkpoint, config) if checkpoint.exists() else None
+    state = _load_checkpoint(checkpoint, recorded) if checkpoint.exists() else None
     if state is not None:
         start = int(state["next"])
         tops = {name: TopK.from_state(state["topk"][name], device) for name in layers}
@@ -108,7 +164,7 @@ def find_max(model: Model, images: str | Path, out: str | Path, layers: list[str
         skipped = []
     loader = DataLoader(_Images(files, model.preprocessing, mine[start:]), batch_size=batch_size,
                         num_workers=workers, collate_fn=_collate, shuffle=False)
-    bar = Progress(len(mine), f"find-max{f' [rank {rank}]' if world > 1 else ''}", enabled=progress,
+    bar = Progress(len(mine), f"find-max{f' [rank {rank}]' if world > 1 else ''}", enabled=config.progress,
                    initial=start)
     done, since_checkpoint = start, 0
     started_at = time.time()
@@ -124,13 +180,13 @@ def find_max(model: Model, images: str | Path, out: str | Path, layers: list[str
             since_checkpoint += count
             bar.update(count)
             if since_checkpoint >= checkpoint_every and done < len(mine):
-                _save_checkpoint(checkpoint, config, done, tops, skipped)
+                _save_checkpoint(checkpoint, recorded, done, tops, skipped)
                 since_checkpoint = 0
     except KeyboardInterrupt:
-        _save_checkpoint(checkpoint, config, done, tops, skipped)
+        _save_checkpoint(checkpoint, recorded, done, tops, skipped)
         bar.close()
-        print(f"find-max: interrupted after {done} of {len(mine)} images, progress saved; continue with --resume",
-              file=sys.stderr)
+        log.warning("find-max: interrupted after %d of %d images, progress saved; continue with --resume", done,
+                    len(mine))
         raise
     bar.close()
     tops, skipped = _gather(tops, skipped, world)
@@ -139,20 +195,19 @@ def find_max(model: Model, images: str | Path, out: str | Path, layers: list[str
         first = min(skipped)
         raise DeepvisError(f"none of the {len(files)} images of '{images}' could be read (e.g. '{files[first[0]]}': "
                            f"{first[1]}): no store written")
+    removed = {}
     if rank == 0:
-        _write_results(store, model, root, files, layers, infos, tops, skipped, k, config, batch_size, world,
-                       started_at)
+        removed = _write_results(store, model, root, files, layers, infos, tops, skipped, k, recorded, batch_size,
+                                 world, started_at, manifest)
     checkpoint.unlink(missing_ok=True)
     if world > 1:
         dist.barrier()
         if started:
             dist.destroy_process_group()
-    return store
+    return FindMaxReport(store, len(files), tuple(layers), k, len(skipped), rank=rank, removed=removed)
 
 
 def _save_checkpoint(path: Path, config: dict, done: int, tops: dict[str, TopK], skipped) -> None:
-    import io
-
     buffer = io.BytesIO()
     torch.save({"config": config, "next": done, "topk": {n: t.state() for n, t in tops.items()},
                 "skipped": [[int(i), str(r)] for i, r in skipped]}, buffer)
@@ -191,10 +246,8 @@ def _gather(tops: dict[str, TopK], skipped, world: int):
 
 
 def _write_results(store: Store, model: Model, root: Path, files: list[Path], layers, infos, tops, skipped, k,
-                   config, batch_size, world, started_at) -> None:
-    from deepvis.core.version import __version__
-    from deepvis.engine.receptive_field import receptive_fields
-
+                   config, batch_size, world, started_at, previous: Manifest | None) -> dict[str, int]:
+    """Write the top-k, image list and manifest; remove what the new scan made stale (counts returned)."""
     fields = receptive_fields(model, layers)
     for name in layers:
         top = tops[name].to("cpu")
@@ -206,7 +259,7 @@ def _write_results(store: Store, model: Model, root: Path, files: list[Path], la
         except ValueError:
             relative.append(str(path))
     try:
-        previous = store.read_manifest() if store.exists() else None
+        previous = previous or (store.read_manifest() if store.exists() else None)
     except DeepvisError:
         previous = None
     store.write_image_list(relative)
@@ -230,7 +283,4 @@ def _write_results(store: Store, model: Model, root: Path, files: list[Path], la
         {"unreloadable": f"the model {model.spec} was made in Python, not loaded from a spec"},
     )
     store.write_manifest(manifest)
-    removed = store.invalidate(manifest, previous)
-    if any(removed.values()):
-        print(f"find-max: removed what the new scan made stale: crops of {removed['crops']} units, optimized images "
-              f"of {removed['optimized']} units (deepvis crops / optimize redo them)", file=sys.stderr)
+    return store.invalidate(manifest, previous)

@@ -4,10 +4,12 @@ toolbox's pattern mode."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from deepvis.core.errors import DeepvisError
 from deepvis.core.progress import Progress
@@ -23,13 +25,55 @@ from deepvis.jobs.provenance import check_model
 from deepvis.store import Store
 
 
+log = logging.getLogger(__name__)
+
 #: Sprites are rebuilt from all of a layer's pictures: at most this often while a run goes on, and at its end.
 SPRITE_EVERY_SECONDS = 60.0
 
 
-def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], params: Params,
-                      channels: Sequence[int] | None = None, objective: str = "unit", batch_size: int = 16,
-                      force: bool = False, progress: bool = True) -> Store:
+@dataclass(frozen=True)
+class OptimizeStoreConfig:
+    """Every setting of optimizing whole layers into a store, with its default (the one place for them:
+    ``deepvis optimize --out`` takes its flags' defaults from here). ``channels``: None for every channel;
+    ``batch_size`` units are optimized together (results do not depend on it); ``force`` redoes units done."""
+
+    out: str | Path
+    layers: tuple[str, ...]
+    params: Params
+    channels: Sequence[int] | None = None
+    objective: str = "unit"
+    batch_size: int = 16
+    force: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))  # any sequence given; the config stays immutable
+
+
+@dataclass(frozen=True)
+class OptimizeStoreReport:
+    """What a run did: the store, the units asked for, those already done with the same settings (skipped), and
+    warnings with the fix to try where most of a layer's units failed."""
+
+    store: Store
+    layers: tuple[str, ...]
+    asked: int
+    already_done: int
+    warnings: tuple[str, ...] = ()
+
+
+def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], params: Params, **settings: Any) -> Store:
+    """Optimize ``layers`` into the store ``out`` (``settings``: the other fields of :class:`OptimizeStoreConfig`,
+    e.g. ``channels=``, ``force=``); returns the store. Its warnings go to stderr, as they always did from here
+    (:func:`run_optimize_to_store` returns them in its report instead)."""
+    report = run_optimize_to_store(model, OptimizeStoreConfig(out, layers, params, **settings))
+    # kept on stderr for Python callers, whose runs showed them (logging would not: a host's handlers may take it)
+    for warning in report.warnings:
+        print(f"optimize: warning: {warning}", file=sys.stderr, flush=True)
+    return report.store
+
+
+def run_optimize_to_store(model: Model, config: OptimizeStoreConfig) -> OptimizeStoreReport:
     """Optimize every unit (or ``channels``) of ``layers`` and write each unit's optimized images and record, plus
     each layer's ``optimized`` sprite, into the store ``out`` (:meth:`Store.write_optimized`).
 
@@ -37,14 +81,15 @@ def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], para
     with other settings are an error unless ``force`` (which redoes every unit asked for). ``batch_size`` units are
     optimized together (one image each; results do not depend on the batch).
     """
+    params, channels, objective, batch_size = config.params, config.channels, config.objective, config.batch_size
     if batch_size < 1:
         raise DeepvisError("batch size must be at least 1")
-    store = Store(out)
+    store = Store(config.out)
     provenance = {"model": model.spec, "weights": weights_hash(model),
                   "input_size": list(model.preprocessing.input_size), "objective": objective,
                   "method": method_of(params).name, "params": params.to_json()}
-    _check_store_model(store, model, provenance, force)
-    counts = {layer: layer_info(model, layer).channels for layer in dict.fromkeys(layers)}
+    _check_store_model(store, model, provenance, config.force)
+    counts = {layer: layer_info(model, layer).channels for layer in dict.fromkeys(config.layers)}
     asked: list[tuple[str, int]] = []
     for layer, count in counts.items():
         if channels is not None and not list(channels):
@@ -53,14 +98,14 @@ def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], para
         for channel in wanted:
             check_unit(Unit(layer, channel), layer_info(model, layer).shape)
         asked += [(layer, c) for c in wanted]
-    work = asked if force else _not_done(store, asked, provenance)
+    work = asked if config.force else _not_done(store, asked, provenance)
     steps = method_of(params).steps(params)
     # counted in unit-steps (a unit advanced by one iteration), so a long batch shows progress and an ETA too
-    bar = Progress(len(asked) * steps, "optimize", unit="unit-steps", enabled=progress,
+    bar = Progress(len(asked) * steps, "optimize", unit="unit-steps", enabled=config.progress,
                    initial=(len(asked) - len(work)) * steps)
-    if progress and len(work) < len(asked):
-        print(f"optimize: {len(asked) - len(work)} of {len(asked)} units already done with these settings "
-              "(--force redoes them)", file=sys.stderr, flush=True)
+    if len(work) < len(asked):
+        log.info("optimize: %d of %d units already done with these settings (--force redoes them)",
+                 len(asked) - len(work), len(asked))
     last_sprite = time.monotonic()
     method = method_of(params)
     context = method.prepare(model, params, store) if method.prepare is not None and work else {}
@@ -92,16 +137,14 @@ def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], para
         bar.close()
         _write_sprites(store, counts)
         saved = sum(store.read_optimized_record(layer, c) is not None for layer, c in asked)
-        print(f"optimize: interrupted; {saved} of {len(asked)} units are saved, rerun the same command to "
-              "continue", file=sys.stderr)
+        log.warning("optimize: interrupted; %d of %d units are saved, rerun the same command to continue", saved,
+                    len(asked))
         raise
     bar.close()
     _write_sprites(store, counts)
-    for layer, results in outcomes.items():
-        advice = failure_advice(results, params, f" of {layer}")
-        if advice:
-            print(f"optimize: warning: {advice}", file=sys.stderr, flush=True)
-    return store
+    advice = [failure_advice(results, params, f" of {layer}") for layer, results in outcomes.items()]
+    return OptimizeStoreReport(store, tuple(counts), len(asked), len(asked) - len(work),
+                               tuple(a for a in advice if a))
 
 
 def _outcome(result: OptimizeResult) -> OptimizeResult:

@@ -52,14 +52,15 @@ def check_model(store: "Store | str | Path", model, force: bool = False, manifes
     warnings.warn(f"{message} (used anyway: --force)", stacklevel=2)
 
 
-def model_from_manifest(store: "Store | str | Path", device: str = "cpu", force: bool = False, **overrides):
+def model_from_manifest(store: "Store | str | Path", device: str = "cpu", force: bool = False,
+                        manifest: Manifest | None = None, **overrides):
     """Load the model a store was made by, from its manifest's recipe (files checked against their recorded hashes
     first, the loaded network against the store's weights hash after); ``overrides`` (``load_model`` arguments, e.g.
     ``weights=``) replace the recipe's. A missing or changed file, or a different network, is a
     :class:`DeepvisError` naming it, unless ``force``. A store of an older deepvis has no recipe: its recorded spec
-    and input size are tried, and the network checked."""
+    and input size are tried, and the network checked. ``manifest``: the store's, when the caller has read it."""
     store = store if isinstance(store, Store) else Store(store)
-    manifest = store.read_manifest()
+    manifest = manifest or store.read_manifest()
     recipe = manifest.recipe
     cwd = None
     if recipe is None:
