@@ -613,9 +613,9 @@ def test_modern_jitter_scales_with_the_input_and_works_on_28_pixels(lenet):
 def test_majority_failure_is_reported_with_the_fix(tiny, tmp_path, capsys):
     with pytest.warns(OptimizeWarning, match=r"ended in 'majority failure'.*--lr-params"):
         optimize(tiny, [f"fc:{c}" for c in range(10)], max_iter=2, lr_params={"lr": 1e-9}, progress=False)
-    optimize_to_store(tiny, tmp_path / "s", ["fc"], make_params("paper", max_iter=2, lr_params={"lr": 1e-9}),
-                      progress=False)
-    assert "warning:" in capsys.readouterr().err
+    with pytest.warns(OptimizeWarning, match=r"ended in 'majority failure'.*--lr-params"):  # as optimize() does
+        optimize_to_store(tiny, tmp_path / "s", ["fc"], make_params("paper", max_iter=2, lr_params={"lr": 1e-9}),
+                          progress=False)
 
 
 def test_python_optimize_shows_progress_like_the_command_line(tiny, capsys):

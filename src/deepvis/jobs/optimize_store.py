@@ -5,8 +5,8 @@ toolbox's pattern mode."""
 from __future__ import annotations
 
 import logging
-import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,7 +17,7 @@ from deepvis.core.units import Unit, check_unit, clamp_channels
 from deepvis.engine.featvis.methods import Params, method_of
 from deepvis.engine.featvis.objectives import make_target
 from deepvis.engine.featvis.result import OptimizeResult
-from deepvis.engine.featvis.run import failure_advice, optimize_targets
+from deepvis.engine.featvis.run import OptimizeWarning, failure_advice, optimize_targets
 from deepvis.engine.probe import layer_info
 from deepvis.models.model import Model, weights_hash
 from deepvis.pixels.render import png_bytes
@@ -64,12 +64,12 @@ class OptimizeStoreReport:
 
 def optimize_to_store(model: Model, out: str | Path, layers: Sequence[str], params: Params, **settings: Any) -> Store:
     """Optimize ``layers`` into the store ``out`` (``settings``: the other fields of :class:`OptimizeStoreConfig`,
-    e.g. ``channels=``, ``force=``); returns the store. Its warnings go to stderr, as they always did from here
+    e.g. ``channels=``, ``force=``); returns the store. Where most of a layer's units failed, an
+    :class:`OptimizeWarning` says so with the fix to try, as :func:`deepvis.optimize` does
     (:func:`run_optimize_to_store` returns them in its report instead)."""
     report = run_optimize_to_store(model, OptimizeStoreConfig(out, layers, params, **settings))
-    # kept on stderr for Python callers, whose runs showed them (logging would not: a host's handlers may take it)
     for warning in report.warnings:
-        print(f"optimize: warning: {warning}", file=sys.stderr, flush=True)
+        warnings.warn(warning, OptimizeWarning, stacklevel=2)
     return report.store
 
 
