@@ -7,15 +7,19 @@ import importlib
 import importlib.util
 import sys
 import warnings
-from importlib import resources
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from deepvis.core.errors import ModelError, one_line
-from deepvis.models.config import apply_settings, check_layer_names, is_config, preprocessing_options, read_config, read_labels
+from deepvis.models import efficientnet_lite
+from deepvis.models.config import (apply_settings, check_layer_names, is_config, preprocessing_options, read_config,
+                                   read_labels)
+from deepvis.models.hub import load_hub
+from deepvis.models.imagenet import imagenet_labels
 from deepvis.models.model import Model, prepare
+from deepvis.models.onnx import load_onnx
 from deepvis.models.preprocessing import Preprocessing
 from deepvis.models.recipe import add_file, make_recipe
 from deepvis.models.weights import load_weights
@@ -24,12 +28,6 @@ DEFAULT_MODEL = "efficientnet-lite0"
 _BUILTINS = ("efficientnet-lite0",)
 
 __all__ = ["DEFAULT_MODEL", "Model", "Preprocessing", "imagenet_labels", "load_model"]
-
-
-def imagenet_labels() -> list[str]:
-    """The 1000 ILSVRC-2012 class names, index order."""
-    text = resources.files("deepvis.models").joinpath("labels/imagenet.txt").read_text(encoding="utf-8")
-    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def load_model(spec: str | Path | nn.Module | Model = DEFAULT_MODEL, device: str | torch.device = "cpu",
@@ -123,8 +121,6 @@ def _load(spec: str | Path | nn.Module | Model, arch: str | None, weights: str |
     if isinstance(spec, Path):
         spec = str(spec)
     if isinstance(spec, str) and spec.strip().startswith(("torchvision:", "timm:")):
-        from deepvis.models.hub import load_hub
-
         return load_hub(spec.strip(), weights)
     if isinstance(spec, str) and Path(spec.strip()).suffix.lower() == ".prototxt":
         return _load_caffe(Path(spec.strip()).expanduser(), weights)
@@ -149,8 +145,6 @@ def _load_spec(spec: str | nn.Module | Model, arch: str | None) -> Model:
     if path.suffix.lower() == ".py":
         raise ModelError(f"model spec {spec!r} names a Python file: add the factory to call, e.g. '{spec}:build'")
     if path.suffix.lower() == ".onnx":
-        from deepvis.models.onnx import load_onnx
-
         return load_onnx(path)
     if path.suffix.lower() in (".pt", ".pth", ".ts", ".bin", ".ckpt") or path.is_file():
         if not path.is_file():
@@ -168,7 +162,7 @@ def _load_caffe(prototxt: Path, weights: str | Path | None) -> Model:
     if not prototxt.is_file():
         raise ModelError(f"model file not found: '{prototxt}'")
     try:
-        from deepvis.models.caffe import load_caffe
+        from deepvis.models.caffe import load_caffe  # optional dependency: the importer may be left out (a clear error)
     except ImportError as exc:
         raise ModelError(f"cannot open the Caffe model '{prototxt}': the Caffe importer (deepvis.models.caffe) "
                          f"does not import here ({exc})") from None
@@ -181,20 +175,18 @@ def _load_caffe(prototxt: Path, weights: str | Path | None) -> Model:
 
 
 def _efficientnet_lite0(spec: str) -> Model:
-    from deepvis.models.efficientnet_lite import default_layers, efficientnet_lite0, layouts, pretty_names, shipped_fields
-
-    net = efficientnet_lite0(pretrained=True)
+    net = efficientnet_lite.efficientnet_lite0(pretrained=True)
     model = Model(
         net=net,
         preprocessing=Preprocessing(input_size=(224, 224), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
         labels=imagenet_labels(),
         spec=spec,
         outputs="probs",
-        default_layers=default_layers(),
-        pretty_names=pretty_names(),
-        layouts=layouts(net),  # stated: no second forward pass to find them
+        default_layers=efficientnet_lite.default_layers(),
+        pretty_names=efficientnet_lite.pretty_names(),
+        layouts=efficientnet_lite.layouts(net),  # stated: no second forward pass to find them
     )
-    model._fields.update(shipped_fields())  # measured once, shipped: no fixed cost in each command
+    model._fields.update(efficientnet_lite.shipped_fields())  # measured once, shipped: no fixed cost in each command
     return model
 
 
