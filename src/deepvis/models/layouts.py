@@ -10,7 +10,7 @@
 :func:`to_view` turns a raw output into the (N, C, H, W) view (or (N, C) for vectors) and :func:`extra_view` gives
 the extra tokens as (N, C, E); both are differentiable views of the raw tensor, so a backward pass can start from
 them. Every consumer (tiles, units, start signals, find-max, crops, receptive fields, objectives, the server) reads
-layers through them: the :class:`~deepvis.probe.Probe` records views.
+layers through them: the :class:`~deepvis.engine.probe.Probe` records views.
 
 Layouts are found once when the layer catalog is built (:func:`detect_layout`): the dimensions that grow when the
 input grows are the spatial ones (so ``(H, W, C)`` is told from ``(C, H, W)`` whatever the sizes), and a 2-D
