@@ -19,6 +19,7 @@ import torch
 
 from deepvis.core.errors import DeepvisError
 from deepvis.models.model import Model
+from deepvis.pixels.images import load_image
 from deepvis.engine.probe import Probe
 from deepvis.engine.featvis.quality import path_layers, spearman
 from deepvis.engine.featvis.maco import random_crops
@@ -70,7 +71,7 @@ def accentuate(model: Model, image, unit: str, objective: str | None = None, ste
     pre = model.preprocessing
     device = model.device
     size = tuple(pre.input_size)
-    original = torch.from_numpy(np.asarray(pre.fit(_load(image), "stretch"), np.float32) / 255.0).permute(2, 0, 1)
+    original = torch.from_numpy(np.asarray(pre.fit(load_image(image), "stretch"), np.float32) / 255.0).permute(2, 0, 1)
     original = original.to(device)[None]
     color = _color().to(device)
     height, width = size
@@ -113,12 +114,6 @@ def accentuate(model: Model, image, unit: str, objective: str | None = None, ste
                               original[0].permute(1, 2, 0).cpu().numpy(), before, after, distance, similarity,
                               {"obj": history, "steps": steps, "lr": lr, "reg": reg, "crops": crops,
                                "crop_size": list(crop_size), "noise": noise, "seed": seed, "objective": kind})
-
-
-def _load(image):
-    from deepvis.pixels.images import load_image
-
-    return load_image(image)
 
 
 class SpectrumImage(torch.nn.Module):

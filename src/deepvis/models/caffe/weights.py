@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from deepvis.core.errors import ModelError
+from deepvis.models.caffe.layers import CaffeLayer
 from deepvis.models.caffe.message import Message
 from deepvis.models.caffe.schema import CAFFEMODEL_SCHEMA, v1_type_number
 from deepvis.models.caffe.wire import WireError, decode, encode
@@ -129,8 +130,6 @@ def write_caffemodel(path: str | Path, net_or_blobs, format: str = "v2", legacy_
 def _layers_to_write(net_or_blobs) -> dict[str, tuple[str | None, Sequence]]:
     if isinstance(net_or_blobs, Mapping):
         return {name: (None, list(arrays)) for name, arrays in net_or_blobs.items()}
-    from deepvis.models.caffe.layers import CaffeLayer
-
     module = getattr(net_or_blobs, "net", net_or_blobs)
     layers = {}
     for sub in module.modules():

@@ -55,7 +55,7 @@ def load_onnx(path: str | Path) -> Model:
 
 def _import_onnx():
     try:
-        import onnx
+        import onnx  # optional dependency (and its two submodules below)
         import onnx.numpy_helper  # noqa: F401
         import onnx.reference  # noqa: F401
     except ImportError:
