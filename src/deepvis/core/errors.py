@@ -20,6 +20,11 @@ class ModelError(DeepvisError):
     """A model spec that cannot be loaded."""
 
 
+class PreprocessingError(ModelError, ValueError):
+    """Preprocessing settings that do not fit together (channel order, mean, std, input size, resize mode); a
+    ``ValueError`` too, as the bad value it names."""
+
+
 class InputNotFound(DeepvisError, LookupError):
     """An input id the live toolbox no longer holds (dropped from its cache, or never sent)."""
 

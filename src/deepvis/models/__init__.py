@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from deepvis.core.errors import ModelError, one_line
+from deepvis.core.errors import ModelError, PreprocessingError, one_line
 from deepvis.models import efficientnet_lite
 from deepvis.models.config import (apply_settings, check_layer_names, is_config, preprocessing_options, read_config,
                                    read_labels)
@@ -68,6 +68,8 @@ def load_model(spec: str | Path | nn.Module | Model = DEFAULT_MODEL, device: str
     if preprocessing:
         try:
             model.preprocessing = model.preprocessing.with_(**preprocessing_options(preprocessing))
+        except PreprocessingError as exc:  # the settings themselves, wherever they came from
+            raise ModelError(f"bad preprocessing for model {model.spec!r}: {exc}") from None
         except ModelError as exc:
             if config is not None and not str(exc).startswith("config "):
                 raise config.error(str(exc)) from None
