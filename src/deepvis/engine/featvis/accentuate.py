@@ -67,7 +67,7 @@ def accentuate(model: Model, image, unit: str, objective: str | None = None, ste
     if steps < 1 or lr <= 0 or reg < 0 or crops < 1 or not 0 < crop_size[0] <= crop_size[1] <= 1:
         raise DeepvisError("steps and crops must be >= 1, lr > 0, reg >= 0, 0 < crop_size min <= max <= 1")
     target = make_target(model, unit, objective)
-    kind = objective or target.kind
+    objective_kind = objective or target.kind
     pre = model.preprocessing
     device = model.device
     size = tuple(pre.input_size)
@@ -113,7 +113,7 @@ def accentuate(model: Model, image, unit: str, objective: str | None = None, ste
     return AccentuationResult(target, final[0].permute(1, 2, 0).cpu().numpy(),
                               original[0].permute(1, 2, 0).cpu().numpy(), before, after, distance, similarity,
                               {"obj": history, "steps": steps, "lr": lr, "reg": reg, "crops": crops,
-                               "crop_size": list(crop_size), "noise": noise, "seed": seed, "objective": kind})
+                               "crop_size": list(crop_size), "noise": noise, "seed": seed, "objective": objective_kind})
 
 
 class SpectrumImage(torch.nn.Module):

@@ -44,8 +44,8 @@ def read_caffemodel(path: str | Path) -> Blobs:
     previous = None
     for index, (field, (offset, chunk)) in enumerate(entries):
         where = f"{path}: layer #{index + 1}" + (f" (after '{previous}')" if previous else "") + f" at byte {offset}"
-        kind = "LayerParameter" if field == "layer" else "V1LayerParameter"
-        layer = _decode(chunk, kind, where, offset)
+        message_type = "LayerParameter" if field == "layer" else "V1LayerParameter"
+        layer = _decode(chunk, message_type, where, offset)
         if layer.has("layer"):  # a V0 layer inside a V1 one: the very first Caffe format
             layer = _decode(layer.last("layer")[1], "V0LayerParameter", where, layer.last("layer")[0])
         name = layer.string("name")
