@@ -420,3 +420,27 @@ def test_the_live_toolbox_links_a_units_exported_page(browser, store, model):
         server.should_exit = True
         thread.join(timeout=10)
         shutil.rmtree(store.site_path)
+
+
+def test_the_job_takes_a_frozen_config_and_reports_what_it_wrote(store, model, tmp_path, capsys):
+    import dataclasses
+
+    from deepvis.jobs.export import ExportConfig, run_export
+
+    assert {f.name: f.default for f in dataclasses.fields(ExportConfig)} == {
+        "layers": None, "channels": None, "title": None, "progress": True}
+    config = ExportConfig(layers=["blocks.3"], channels=range(0, 3), progress=False)
+    assert config.layers == ("blocks.3",) and config.channels == (0, 1, 2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.title = "another"  # type: ignore[misc]
+    out = tmp_path / "site"
+    report = run_export(store, out, config, model)
+    assert report.path == report.site == out and report.layers == ["blocks.3"] and report.units == 3
+    assert report.pages == len(list(out.rglob("*.html"))) == 3 + 1 + 1  # the units, the layer, the index
+    assert report.bytes_total == sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    # export_site: the same settings as keywords, the same site
+    export_site(store, tmp_path / "again", model=model, layers=["blocks.3"], channels=range(0, 3), progress=False)
+    assert _files(tmp_path / "again") == _files(out)
+    with pytest.raises(TypeError):
+        export_site(store, tmp_path / "bad", colour="red")
+    assert capsys.readouterr().out == ""  # the library never prints

@@ -169,4 +169,4 @@ def test_random_weights_are_shown_plainly(tmp_path):
     with pytest.warns(UserWarning, match="random weights"):
         model = deepvis.load_model(str(tmp_path / "deploy.prototxt"))
     assert model.random_weights and Toolbox(model).info()["random_weights"] is True
-    assert "random-weights" in (ROOT / "src/deepvis/server/static/main.js").read_text()
+    assert "random-weights" in (ROOT / "src/deepvis/apps/server/static/main.js").read_text()

@@ -17,8 +17,9 @@ from torch import nn
 
 import deepvis
 from deepvis.core.errors import DeepvisError, UnitError
-from deepvis.engine.featvis import (PRESETS, ModernParams, OptimizeWarning, PaperParams, make_params, make_target, optimize,
-                              optimize_to_store)
+from deepvis.engine.featvis import (PRESETS, ModernParams, OptimizeWarning, PaperParams, make_params, make_target,
+                                    optimize)
+from deepvis.jobs.optimize_store import optimize_to_store
 from deepvis.engine.featvis import regularizers as reg
 from deepvis.engine.featvis.modern import FourierImage, random_transform
 from deepvis.engine.featvis.paper import start_image

@@ -11,6 +11,7 @@ security headers; the default bind address; per-tab webcam frames.
 
 from __future__ import annotations
 
+import ast
 import base64
 import http.client
 import io
@@ -36,8 +37,11 @@ import deepvis
 from deepvis.pixels import render
 from deepvis.engine.backprop import backprop
 from deepvis.apps.server import app as app_module
+from deepvis.apps.server import passes as passes_module
 from deepvis.apps.server import session as session_module
 from deepvis.apps.server.app import create_app
+from deepvis.apps.server.inputs import InputNotFound
+from deepvis.core.errors import DeepvisError
 from deepvis.models.efficientnet_lite import block_output_layers
 from deepvis.apps.server.session import Toolbox, ViewRequest
 
@@ -50,7 +54,7 @@ pytestmark = pytest.mark.usefixtures("single_thread_torch")
 #: The bundled model's linear block outputs (no longer its default layers): most tests here address blocks.N.
 BLOCKS = block_output_layers()
 SECRET = "TOP-SECRET-0c5f1e9a"  # the content of every file outside the roots: it must never be in a response
-SAMPLES = Path(deepvis.__file__).parent / "samples"
+SAMPLES = Path(deepvis.__file__).parent / "pixels" / "samples"
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
@@ -509,7 +513,7 @@ def test_no_backward_when_nothing_shows_it(client, cat_id, forwards, toolbox, mo
     calls = []
     monkeypatch.setattr(toolbox, "backward", lambda *a, **k: calls.append(a))
     monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(a))
-    monkeypatch.setattr(session_module, "trace", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(passes_module, "trace", lambda *a, **k: calls.append(a))
     for layer, channel in (("blocks.3", 1), ("blocks.12", 190), ("prob", 285)):
         data = view(client, input=cat_id, layer=layer, channel=channel, cursor="layers", back_frozen=False,
                     show_back=False, back_enabled=True).json()
@@ -811,3 +815,42 @@ def test_each_new_frame_costs_exactly_one_forward_pass(client, forwards, skimage
             assert data["back"]["mode"] == mode
             if shift:  # the first frame after a mode change is traced in the old mode: its view needs a new trace
                 assert forwards.count - before == 1, (mode, shift)
+
+
+# ------------------------------------------------------------------------------------------------ module structure
+def test_server_modules_import_in_one_direction():
+    """The server's modules import each other without a cycle (session, panes and overlays once imported each
+    other), and the overlays and panes read no private of the toolbox."""
+    root = Path(app_module.__file__).parent
+    graph = {}
+    for path in root.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("deepvis.apps.server"):
+                sub = node.module[len("deepvis.apps.server"):].lstrip(".")
+                names |= {sub.split(".")[0]} if sub else {a.name for a in node.names}
+        graph[path.stem] = names
+        if path.stem in ("panes", "overlays"):
+            assert not any(isinstance(node, ast.Attribute) and node.attr.startswith("_") and
+                           isinstance(node.value, ast.Attribute) and node.value.attr == "toolbox"
+                           for node in ast.walk(tree)), path.stem
+            assert not any(isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and
+                           node.value.id == "toolbox" and node.attr.startswith("_") for node in ast.walk(tree))
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"import cycle: {' -> '.join(path + (name,))}"
+        if name not in done:
+            for dep in graph.get(name, ()):
+                visit(dep, path + (name,))
+            done.add(name)
+
+    for name in graph:
+        visit(name, ())
+
+
+def test_unknown_input_is_the_servers_not_found(toolbox):
+    with pytest.raises(InputNotFound, match="unknown input") as raised:
+        toolbox.get_input("0123456789abcdef")
+    assert isinstance(raised.value, DeepvisError) and isinstance(raised.value, LookupError)

@@ -312,7 +312,7 @@ def test_a_unit_rewrite_keeps_what_it_may_and_a_killed_one_loses_nothing_else(tm
     """Rewriting a unit's crops: other kinds of the same top-k are kept, those of another top-k go, an earlier
     deepvis's per-rank files go with their kind. A run killed part way leaves no record describing pictures not
     on disk, and the kinds it was not remaking stay recorded (a rerun does not have to make them again)."""
-    from deepvis import store as store_module
+    from deepvis.store import crops as store_module
 
     store = Store(tmp_path)
     write = store_module.atomic_write_bytes
@@ -375,7 +375,7 @@ def test_atomic_writes_from_many_threads_leave_whole_files_with_the_usual_permis
 def test_an_atomic_write_steps_over_a_temporary_file_a_killed_run_left(tmp_path, monkeypatch):
     import itertools
 
-    from deepvis import store as store_module
+    from deepvis.core import files as store_module
 
     monkeypatch.setattr(store_module, "_TEMPORARY_NUMBERS", itertools.count())
     first = next(itertools.count())  # the name this process's next write would take: as a killed run left it

@@ -25,10 +25,6 @@ class PreprocessingError(ModelError, ValueError):
     ``ValueError`` too, as the bad value it names."""
 
 
-class InputNotFound(DeepvisError, LookupError):
-    """An input id the live toolbox no longer holds (dropped from its cache, or never sent)."""
-
-
 def one_line(text: object, limit: int | None = None) -> str:
     """``text`` with every run of whitespace made one space (optionally cut to ``limit`` characters), as error
     messages are shown: one line, never a wall of text."""

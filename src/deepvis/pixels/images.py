@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from deepvis.core.errors import ImageError, one_line
+from deepvis.pixels.samples import sample_images
 
 #: Largest image (in pixels) decoded by default: 40 megapixels, about 6300 x 6300; every command and the server
 #: use :func:`max_pixels` (``--max-pixels`` sets it, :func:`set_max_pixels`).
@@ -239,8 +240,6 @@ def image_arguments(items: Sequence[str], samples: bool = False) -> list[str]:
     for item in items:
         images += ([str(p) for p in find_images(item)[1]] or [item]) if Path(item).is_dir() else [item]
     if samples:
-        from deepvis.pixels.samples import sample_images
-
         images += [str(p) for p in sample_images()]
     return images
 
@@ -272,8 +271,6 @@ def find_images(source: str | Path | None) -> tuple[Path | None, list[Path]]:
     (one path per line, relative to the list file, an optional label after whitespace; see :func:`is_image_list`),
     or a single image file."""
     if source is None:
-        from deepvis.pixels.samples import sample_images
-
         files = sample_images()
         return (files[0].parent if files else None), files
     path = Path(source).expanduser()

@@ -11,12 +11,14 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
+
+from deepvis.core.errors import DeepvisError, ImageError
+from deepvis.core.files import atomic_write_bytes
 
 FILTERS = ("raw", "gray", "norm", "normblur")
 #: Gaussian blur sigma of the ``normblur`` filter (the original's ``caffevis_grad_norm_blur_radius``).
@@ -31,8 +33,15 @@ POSITIVE_COLOR = (0.0, 1.0, 0.0)
 _EPS = 1e-10
 
 
+class RenderError(DeepvisError, ValueError):
+    """A picture that cannot be drawn as asked (an unknown filter, a heat map that is not 2-D, a montage of nothing).
+    Also a ``ValueError``, as these were before they joined the error hierarchy."""
+
+
 def _np(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
+    """``x`` as float32 numpy: arrays and lists as they are, tensors (duck-typed: ``.detach()``, ``.float()``,
+    ``.cpu()``, ``.numpy()``) detached and brought to the CPU, so this module needs no torch."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
         x = x.detach().float().cpu().numpy()
     return np.asarray(x, dtype=np.float32)
 
@@ -51,20 +60,61 @@ def norm01c(x, center: float = 0.0) -> np.ndarray:
 
 
 def gaussian_blur(image, sigma: float) -> np.ndarray:
-    """Gaussian blur of a 2-D array, kernel size ``round(8 sigma + 1) | 1`` and reflect-101 borders (as OpenCV)."""
+    """Gaussian blur of a 2-D array, kernel size ``round(8 sigma + 1) | 1`` and reflect-101 borders (as OpenCV).
+
+    Borders wider than the image (which reflection cannot fill) repeat the edge pixels. float32 (H, W).
+    """
     image = _np(image)
     size = int(round(sigma * 8 + 1)) | 1
     half = size // 2
     coords = np.arange(size, dtype=np.float64) - half
     kernel = np.exp(-(coords**2) / (2 * sigma**2))
-    kernel = torch.from_numpy((kernel / kernel.sum()).astype(np.float32))
-    t = torch.from_numpy(image)[None, None]
+    kernel = (kernel / kernel.sum()).astype(np.float32)
     pad_h, pad_w = min(half, image.shape[0] - 1), min(half, image.shape[1] - 1)
-    t = F.pad(t, (pad_w, pad_w, pad_h, pad_h), mode="reflect") if (pad_h or pad_w) else t
-    t = F.pad(t, (half - pad_w, half - pad_w, half - pad_h, half - pad_h), mode="replicate")
-    t = F.conv2d(t, kernel.view(1, 1, 1, -1))
-    t = F.conv2d(t, kernel.view(1, 1, -1, 1))
-    return t[0, 0].numpy()
+    padded = np.pad(image, ((pad_h, pad_h), (pad_w, pad_w)), mode="reflect")
+    padded = np.pad(padded, ((half - pad_h, half - pad_h), (half - pad_w, half - pad_w)), mode="edge")
+    return _correlate(_correlate(padded, kernel, axis=1), kernel, axis=0)
+
+
+def _correlate(values: np.ndarray, kernel: np.ndarray, axis: int) -> np.ndarray:
+    """``values`` correlated with a 1-D ``kernel`` along ``axis``, no padding ("valid"): float32, one shifted
+    multiply-add per tap, summed in float64 so the result is the exact one rounded once."""
+    length = values.shape[axis] - len(kernel) + 1
+    total = np.zeros(values.shape[:axis] + (length,) + values.shape[axis + 1:], np.float64)
+    window = [slice(None)] * values.ndim
+    for tap, weight in enumerate(kernel):
+        window[axis] = slice(tap, tap + length)
+        total += float(weight) * values[tuple(window)]
+    return total.astype(np.float32)
+
+
+def resize_bilinear(values, size: tuple[int, int]) -> np.ndarray:
+    """A 2-D map resized to ``size`` (H, W) by bilinear interpolation with half-pixel centres (``align_corners``
+    false, as PyTorch's and OpenCV's default; no antialiasing when shrinking). float32."""
+    values = _np(values)
+    rows = _linear_weights(values.shape[0], size[0])
+    cols = _linear_weights(values.shape[1], size[1])
+    return _interpolate(_interpolate(values, *cols, axis=1), *rows, axis=0)
+
+
+def _linear_weights(source: int, target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each of ``target`` samples over ``source`` pixels: the two source pixels it lies between and the weight
+    of the second, ``src = (dst + 0.5) * source / target - 0.5`` clamped at 0 (PyTorch's rule)."""
+    scale = np.float32(source / target)
+    position = np.maximum((np.arange(target, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5),
+                          np.float32(0))
+    low = np.minimum(position.astype(np.int64), source - 1)
+    high = np.minimum(low + 1, source - 1)
+    return low, high, (position - low).astype(np.float32)
+
+
+def _interpolate(values: np.ndarray, low: np.ndarray, high: np.ndarray, weight: np.ndarray,
+                 axis: int) -> np.ndarray:
+    shape = [1, 1]
+    shape[axis] = -1
+    weight = weight.reshape(shape)
+    return ((1 - weight) * np.take(values, low, axis=axis) + weight * np.take(values, high, axis=axis)).astype(
+        np.float32)
 
 
 def back_image(grad, filter: str = "raw", blur_sigma: float = NORM_BLUR_SIGMA) -> np.ndarray:
@@ -88,7 +138,7 @@ def back_image(grad, filter: str = "raw", blur_sigma: float = NORM_BLUR_SIGMA) -
         norm = np.sqrt((g**2).sum(axis=2))
         out = norm01(gaussian_blur(norm, blur_sigma))[:, :, None]
     else:
-        raise ValueError(f"unknown filter {filter!r}: use one of {', '.join(FILTERS)}")
+        raise RenderError(f"unknown filter {filter!r}: use one of {', '.join(FILTERS)}")
     if out.shape[2] == 1:
         out = np.repeat(out, 3, axis=2)
     return out.astype(np.float32)
@@ -214,7 +264,7 @@ def montage_boxes(sizes: list[tuple[int, int]], cols: int | None = None,
     montage. Cells of the largest size, row-major, ``cols`` a row (square-ish by default), ``pad`` pixels apart; each
     picture at its cell's top-left."""
     if not sizes:
-        raise ValueError("montage of no images")
+        raise RenderError("montage of no images")
     h, w = max(s[0] for s in sizes), max(s[1] for s in sizes)
     cols = cols or math.ceil(math.sqrt(len(sizes)))
     return [((i % cols) * (w + pad), (i // cols) * (h + pad), size[1], size[0]) for i, size in enumerate(sizes)]
@@ -257,12 +307,11 @@ def heat_overlay(image, heat, alpha: float = 0.5, scaled: bool = False) -> np.nd
     pixels = _np(image)
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[:, :, None], 3, axis=2)
-    heat = torch.as_tensor(_np(heat))
-    if heat.dim() != 2:
-        raise ValueError(f"a heat overlay needs a 2-D map, got shape {tuple(heat.shape)}")
-    if tuple(heat.shape) != pixels.shape[:2]:
-        heat = F.interpolate(heat[None, None], size=pixels.shape[:2], mode="bilinear", align_corners=False)[0, 0]
-    heat = heat.numpy()
+    heat = _np(heat)
+    if heat.ndim != 2:
+        raise RenderError(f"a heat overlay needs a 2-D map, got shape {tuple(heat.shape)}")
+    if heat.shape != pixels.shape[:2]:
+        heat = resize_bilinear(heat, pixels.shape[:2])
     colour = jet(np.clip(heat, 0.0, 1.0) if scaled else norm01(heat))
     return np.clip((1.0 - alpha) * pixels[:, :, :3] + alpha * colour, 0.0, 1.0)
 
@@ -314,15 +363,11 @@ def png_bytes(image, strategy: int = zlib.Z_DEFAULT_STRATEGY, level: int = 1) ->
 
 def save_image(image, path) -> None:
     """Write a float image to ``path`` atomically (format from the extension)."""
-    from pathlib import Path
-
-    from deepvis.core.files import atomic_write_bytes
-
     path = Path(path)
     Image.init()
     file_format = Image.registered_extensions().get(path.suffix.lower())
     if file_format is None:
-        raise ValueError(f"cannot tell an image format from the name '{path.name}': use .png, .jpg, ...")
+        raise ImageError(f"cannot tell an image format from the name '{path.name}': use .png, .jpg, ...")
     buffer = io.BytesIO()
     to_pil(image).save(buffer, format=file_format)
     atomic_write_bytes(path, buffer.getvalue())

@@ -14,11 +14,12 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from deepvis.core.errors import DeepvisError, InputNotFound, one_line
+from deepvis.core.errors import DeepvisError, one_line
 from deepvis.store import Store
-from deepvis.apps.server.panes import ViewRequest
 from deepvis.apps.server.compute import Compute
-from deepvis.apps.server.session import EXPORT_URL, STORE_URL, Toolbox
+from deepvis.apps.server.inputs import InputNotFound
+from deepvis.apps.server.requests import ViewRequest
+from deepvis.apps.server.toolbox import EXPORT_URL, STORE_URL, Toolbox
 
 STATIC_ROOT = Path(str(resources.files("deepvis.apps.server").joinpath("static")))
 #: Largest view request body (a small JSON object).

@@ -11,20 +11,19 @@ any mode whose rules change no rectifier between the Grad-CAM layer and the unit
 from __future__ import annotations
 
 import base64
+import threading
 import time
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from deepvis.engine import attention, attribution
-from deepvis.pixels import render
 from deepvis.core.errors import DeepvisError
 from deepvis.core.units import Unit
+from deepvis.engine import attention, attribution
+from deepvis.models.model import Model
+from deepvis.pixels import render
 from deepvis.apps.server.cache import LRU
-
-if TYPE_CHECKING:
-    from deepvis.apps.server.panes import ViewRequest
-    from deepvis.apps.server.session import Input, Toolbox
+from deepvis.apps.server.inputs import Input
+from deepvis.apps.server.requests import ViewRequest
 
 ATTENTION_METHODS = ("rollout", "attention")
 #: The live toolbox's settings of the batched methods (smaller than the CLI's: one view should stay interactive).
@@ -37,9 +36,13 @@ TRACE_METHODS = ("gradcam", "gradcam++")
 class Overlays:
     """Overlay heat maps of a toolbox's inputs, cached."""
 
-    def __init__(self, toolbox: "Toolbox"):
-        self.toolbox = toolbox
-        model = toolbox.model
+    def __init__(self, model: Model, recorded: list[str], lock: threading.Lock, traces: LRU):
+        """Overlays of ``model``'s inputs: ``recorded`` the layers each forward pass records, ``lock`` the model's
+        (one pass at a time), ``traces`` the kept traces by input id (Grad-CAM from the trace of an input)."""
+        self.model = model
+        self.recorded = recorded
+        self.lock = lock
+        self.traces = traces
         self.tokens = [i for i in model.layers() if i.layout.kind == "tokens"]
         self.methods = attribution.METHODS + (ATTENTION_METHODS if self.tokens else ())
         self._heat = LRU(64)
@@ -48,15 +51,16 @@ class Overlays:
         self._order = {name: n for n, name in enumerate(order)}
 
     def info(self) -> dict:
+        """What the page is told of the overlays: the methods it may ask for, and whether attention maps exist."""
         return {"methods": list(self.methods), "attention": bool(self.tokens)}
 
     # ---------------------------------------------------------------- heat maps
     def _cam_layer(self, unit: Unit, layer: str | None) -> str:
         if layer:
             return layer
-        return attribution.default_cam_layer(self.toolbox.model, unit, candidates=self.toolbox._recorded)
+        return attribution.default_cam_layer(self.model, unit, candidates=self.recorded)
 
-    def graph_from(self, request: "ViewRequest", unit: Unit) -> str | None:
+    def graph_from(self, request: ViewRequest, unit: Unit) -> str | None:
         """The layer a new input's trace needs its graph from for this view's overlay when no backward pane needs
         more (its Grad-CAM layer, when the trace records it), else None."""
         if request.overlay not in TRACE_METHODS:
@@ -65,39 +69,38 @@ class Overlays:
             layer = self._cam_layer(unit, request.overlay_layer)
         except DeepvisError:
             return None
-        return layer if layer in self.toolbox._recorded else None
+        return layer if layer in self.recorded else None
 
-    def _attribution(self, item: "Input", unit: Unit, method: str, layer: str | None) -> tuple[np.ndarray, str]:
-        toolbox = self.toolbox
+    def _attribution(self, item: Input, unit: Unit, method: str, layer: str | None) -> tuple[np.ndarray, str]:
         layer = self._cam_layer(unit, layer) if method in attribution.CAM_METHODS else None
         key = (item.id, str(unit), method, layer)
         cached = self._heat.fetch(key)
         if cached is not None:
             return cached
         if layer is not None:
-            attribution.check_cam_layer(toolbox.model, unit, layer)
-        with toolbox._lock:
-            traced = toolbox._traces.fetch(item.id) if method in TRACE_METHODS else None
+            attribution.check_cam_layer(self.model, unit, layer)
+        with self.lock:
+            traced = self.traces.fetch(item.id) if method in TRACE_METHODS else None
             if traced is not None and {layer, unit.layer} <= set(traced.activations) \
                     and attribution.plain_gradient_at(traced, layer, unit.layer):
                 # the per-frame path: a backward pass to the layer of the kept trace, nothing else
                 cam = attribution.gradcam_from_trace(traced, unit, layer, plus=method == "gradcam++")
                 heat = attribution.upsample(cam, tuple(item.x.shape[-2:]))[0, 0].float().cpu().numpy()
             else:
-                heat = attribution.attribute(toolbox.model, item.x, unit, method, layer, steps=LIVE_STEPS,
+                heat = attribution.attribute(self.model, item.x, unit, method, layer, steps=LIVE_STEPS,
                                              samples=LIVE_SAMPLES).map
         caption = f"{method} of {unit}" + (f" at {layer}" if layer else "")
         self._heat.put(key, (heat, caption))
         return heat, caption
 
-    def attention_maps(self, item: "Input") -> attention.AttentionMaps:
+    def attention_maps(self, item: Input) -> attention.AttentionMaps:
         """The attention maps of an input: recorded in its own forward pass when it was, else one more pass."""
         if item.attention is not None:
             return item.attention
         maps = self._maps.fetch(item.id)
         if maps is None:
-            with self.toolbox._lock:
-                maps = attention.attention_maps(self.toolbox.model, item.x)
+            with self.lock:
+                maps = attention.attention_maps(self.model, item.x)
             self._maps.put(item.id, maps)
         return maps
 
@@ -107,13 +110,13 @@ class Overlays:
         before = [name for name in names if self._order.get(name.partition("#")[0], -1) <= at]
         return before[-1] if before else names[0]
 
-    def _attention(self, item: "Input", request: "ViewRequest", rollout: bool) -> tuple[np.ndarray, str]:
+    def _attention(self, item: Input, request: ViewRequest, rollout: bool) -> tuple[np.ndarray, str]:
         maps = self.attention_maps(item)
         names = list(maps)
         if not names:
             raise DeepvisError("the model made no attention call on this input")
         layer = self._attention_layer(names, request.layer)
-        extra, (gh, gw) = attention.token_grid(self.toolbox.model, tuple(item.x.shape[-2:]))
+        extra, (gh, gw) = attention.token_grid(self.model, tuple(item.x.shape[-2:]))
         _, heads, length, count = maps.shape(layer)
         if count != extra + gh * gw or length != count:
             raise DeepvisError(f"layer '{layer}' attends over {count} tokens, not the {extra} + {gh}x{gw} of the "
@@ -135,7 +138,7 @@ class Overlays:
         return row[extra:].reshape(gh, gw).float().cpu().numpy(), caption
 
     # ---------------------------------------------------------------- the pane
-    def render(self, item: "Input", request: "ViewRequest", unit: Unit) -> dict:
+    def render(self, item: Input, request: ViewRequest, unit: Unit) -> dict:
         """The overlay of a view: ``{png, method, caption, ms}``, or ``{error}`` when it cannot be made."""
         method = request.overlay
         start = time.perf_counter()

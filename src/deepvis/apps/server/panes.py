@@ -1,7 +1,8 @@
-"""The panes of the live toolbox: a tab's view request, parsed and checked, and everything it shows, rendered.
+"""The panes of the live toolbox: everything a tab's view shows, rendered.
 
-A tab sends its whole view state with each request (cursor, modes, boosts); :func:`view` answers with every pane
-as PNG images and numbers. The computing is the toolbox's (cached forward and backward passes) and render's.
+A tab sends its whole view state with each request (cursor, modes, boosts: :class:`.requests.ViewRequest`);
+:func:`view` answers with every pane as PNG images and numbers. The computing is the toolbox's (cached forward and
+backward passes) and render's.
 
 The unit grid carries no selection or frozen-origin rings (the page draws them over it), so it depends only on the
 input, the layer, the boosts and what it shows (activations, or the backward diffs of one origin and mode): it is
@@ -16,124 +17,42 @@ import hashlib
 import math
 import time
 import zlib
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from deepvis.pixels import render
-from deepvis.engine.backprop import MODES
-from deepvis.core.errors import DeepvisError
-from deepvis.pixels.render import FILTERS
 from deepvis.core.units import Unit
-from deepvis.apps.server.overlays import ATTENTION_METHODS, TRACE_METHODS
+from deepvis.core.errors import DeepvisError
+from deepvis.models.model import Model
+from deepvis.pixels import render
+from deepvis.apps.server.cache import LRU
+from deepvis.apps.server.inputs import Input
+from deepvis.apps.server.overlays import ATTENTION_METHODS, TRACE_METHODS, Overlays
+from deepvis.apps.server.passes import NextPass
+from deepvis.apps.server.requests import ViewRequest
 
-if TYPE_CHECKING:
-    from deepvis.apps.server.session import Toolbox
-
-
-@dataclass(frozen=True)
-class NextPass:
-    """How the next input's forward pass runs, from the last view: traced in ``trace_mode`` when it showed a
-    backward pass (so the first backward pass needs no other forward pass; None: a plain forward), keeping the
-    graph only from ``trace_from`` (a Grad-CAM overlay without the backward pane), recording attention when it
-    showed an attention overlay (references to Q and K; a map is computed when the overlay reads it)."""
-
-    trace_mode: str | None = None
-    trace_from: str | None = None
-    attention: bool = False
+__all__ = ["GridPane", "NextPass", "ViewRequest", "ViewSource", "grid_pane", "view"]
 
 
-@dataclass
-class ViewRequest:
-    """A tab's view state: what the panes should show."""
+class ViewSource(Protocol):
+    """What the panes use of the live toolbox (:class:`deepvis.apps.server.toolbox.Toolbox` is one): its model, the
+    layers it shows, its caches and overlays, and the passes it runs."""
 
-    input: str
-    layer: str
-    channel: int = 0
-    cursor: str = "layers"  # 'layers' (layer list) or 'grid' (unit grid)
-    boost_indiv: float = 0.0
-    boost_gamma: float = 1.0
-    show_back: bool = False  # 'a': the grid shows backward diffs instead of activations
-    back_enabled: bool = True
-    back_mode: str = "gradient"
-    back_filter: str = "raw"
-    back_layer: str | None = None  # the backward origin (the selected or the frozen unit)
-    back_channel: int | None = None
-    back_frozen: bool = False
-    highlight: dict = field(default_factory=dict)
-    overlay: str | None = None  # the input pane's overlay: an attribution method, 'rollout' or 'attention'; None: off
-    overlay_alpha: float = 0.5
-    overlay_layer: str | None = None  # the Grad-CAM layer (None: the last spatial layer before the unit's)
-    overlay_head: int = 0  # attention: 0 the mean of the heads, k head k - 1 (taken modulo heads + 1)
-    overlay_token: list | None = None  # attention: the [y, x] patch-grid position of the token (None: CLS)
-    grid_key: str | None = None  # the key of the grid picture the tab shows: not sent again when it is unchanged
+    model: Model
+    layer_names: set[str]
+    grids: LRU  # (input id, layer, boosts, source) -> GridPane
+    overlays: Overlays
 
-    @classmethod
-    def from_json(cls, data: dict) -> "ViewRequest":
-        if not isinstance(data, dict):
-            raise DeepvisError("the view request must be a JSON object")
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        if "input" not in known or "layer" not in known:
-            raise DeepvisError("the view request needs 'input' (an input id) and 'layer' (a layer name)")
-        for name in ("input", "layer", "cursor", "back_mode", "back_filter", "back_layer", "overlay", "overlay_layer",
-                     "grid_key"):
-            value = known.get(name)
-            if value is not None and not isinstance(value, str):
-                raise DeepvisError(f"bad view request: '{name}' must be a string, got {value!r:.60}")
-        for name in ("show_back", "back_enabled", "back_frozen"):
-            value = known.get(name)
-            if value is None:
-                known.pop(name, None)
-            elif not isinstance(value, (bool, int)) or value not in (0, 1):
-                raise DeepvisError(f"bad view request: '{name}' must be true or false, got {value!r:.60}")
-            else:
-                known[name] = bool(value)
-        if known.get("highlight") is None or not isinstance(known["highlight"], dict):
-            known.pop("highlight", None)
-        try:
-            request = cls(**known)
-            request.channel = _integer(request.channel, "channel")
-            request.boost_indiv = float(request.boost_indiv)
-            request.boost_gamma = float(request.boost_gamma)
-            if request.back_channel is not None:
-                request.back_channel = _integer(request.back_channel, "back_channel")
-            request.overlay_alpha = float(request.overlay_alpha)
-            request.overlay_head = _integer(request.overlay_head, "overlay_head")
-            if request.overlay_token is not None:
-                if not isinstance(request.overlay_token, list) or len(request.overlay_token) != 2:
-                    raise ValueError(f"'overlay_token' must be [y, x], got {request.overlay_token!r:.60}")
-                request.overlay_token = [_integer(v, "overlay_token") for v in request.overlay_token]
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise DeepvisError(f"bad view request: {exc}") from None
-        if request.cursor not in ("layers", "grid"):
-            raise DeepvisError(f"bad view request: 'cursor' must be 'layers' or 'grid', got {request.cursor!r:.60}")
-        if request.back_channel is not None and request.back_channel < 0:
-            raise DeepvisError(f"bad view request: 'back_channel' must be a non-negative integer, "
-                               f"got {request.back_channel}")
-        if request.back_channel is not None and request.back_layer is None:
-            request.back_channel = None
-        if request.back_mode not in MODES:
-            raise DeepvisError(f"unknown backward mode {request.back_mode!r}: use one of {', '.join(MODES)}")
-        if request.back_filter not in FILTERS:
-            raise DeepvisError(f"unknown filter {request.back_filter!r}: use one of {', '.join(FILTERS)}")
-        if not 0.0 <= request.overlay_alpha <= 1.0 or request.overlay_head < 0:
-            raise DeepvisError("overlay_alpha must be in [0, 1] and overlay_head a non-negative integer")
-        if not 0.0 <= request.boost_indiv <= 1.0 or not 0.05 <= request.boost_gamma <= 4.0:
-            raise DeepvisError("boost_indiv must be in [0, 1] and boost_gamma in [0.05, 4]")
-        return request
+    def get_input(self, input_id: str) -> Input: ...
 
+    def label_layer(self, layer: str) -> bool: ...
 
-def _integer(value, name: str) -> int:
-    if isinstance(value, float) and not value.is_integer():
-        raise ValueError(f"'{name}' must be an integer, got {value!r}")
-    if isinstance(value, (bool, list, dict)) or value is None:
-        raise ValueError(f"'{name}' must be an integer, got {value!r:.60}")
-    try:
-        return int(value)
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"'{name}' must be an integer, got {value!r:.60}") from None
+    def plan_next(self, input_id: str, plan: NextPass) -> None: ...
+
+    def backward(self, item: Input, origin: Unit, mode: str,
+                 layer: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None, bool, float]: ...
 
 
 def _b64png(image: np.ndarray, strategy: int = zlib.Z_DEFAULT_STRATEGY) -> str:
@@ -157,7 +76,7 @@ class GridPane:
                 "diffs": self.diffs}
 
 
-def grid_pane(toolbox: "Toolbox", item, request: ViewRequest, origin: Unit,
+def grid_pane(toolbox: ViewSource, item: Input, request: ViewRequest, origin: Unit,
               layer_diffs: torch.Tensor | None) -> GridPane:
     """The unit grid of a view, from the toolbox's cache when it was rendered before: the layer's activations, or
     with ``show_back`` the backward diffs at the layer from ``origin`` (zeros while no backward pass runs)."""
@@ -179,7 +98,7 @@ def grid_pane(toolbox: "Toolbox", item, request: ViewRequest, origin: Unit,
     return pane
 
 
-def view(toolbox: "Toolbox", request: ViewRequest) -> dict:
+def view(toolbox: ViewSource, request: ViewRequest) -> dict:
     """Render every pane for one view state: grid, per-channel values, selected unit, backward image."""
     item = toolbox.get_input(request.input)
     if request.layer not in toolbox.layer_names:
@@ -203,7 +122,7 @@ def view(toolbox: "Toolbox", request: ViewRequest) -> dict:
         trace_mode=request.back_mode if need_back else "gradient" if request.overlay in TRACE_METHODS else None,
         trace_from=None if need_back else toolbox.overlays.graph_from(request, origin),
         attention=request.overlay in ATTENTION_METHODS and bool(toolbox.overlays.tokens)))
-    backward_ms, back, layer_diffs = 0.0, None, None
+    backward_ms, layer_diffs = 0.0, None
     if need_back:
         grad, layer_diffs, modified, backward_ms = toolbox.backward(
             item, origin, request.back_mode, request.layer if request.show_back else None)

@@ -13,10 +13,16 @@ SITE/<layer>/<channel>/         its pictures: optimized.jpg (+ optimized_input.j
 ```
 ``<layer>`` is the store's folder name of the layer (:func:`deepvis.store.layer_dirname`). No server code, no
 external requests, no build step: the folder opens from disk or from any static host.
+
+The job is :func:`run_export` (a frozen :class:`ExportConfig` in, an :class:`ExportReport` out); :func:`export_site`
+takes the same settings as keywords. Modules: ``config`` (settings, report), ``writer`` (the job), ``units`` (a
+unit's pictures in the store), ``pages`` and ``templates`` (the HTML), ``site_files`` (writing, the site manifest).
 """
 
-from deepvis.jobs.export.writer import (CROP_QUALITY, CROP_SIZE, OPTIMIZED_QUALITY, OPTIMIZED_SIZE, ExportReport, export_site, site_page_url,
-                     site_unit_page)
+from deepvis.jobs.export.config import (CROP_QUALITY, CROP_SIZE, OPTIMIZED_QUALITY, OPTIMIZED_SIZE, ExportConfig,
+                                        ExportReport)
+from deepvis.jobs.export.pages import site_page_url, site_unit_page
+from deepvis.jobs.export.writer import export_site, run_export
 
-__all__ = ["CROP_QUALITY", "CROP_SIZE", "OPTIMIZED_QUALITY", "OPTIMIZED_SIZE", "ExportReport", "export_site",
-           "site_page_url", "site_unit_page"]
+__all__ = ["CROP_QUALITY", "CROP_SIZE", "OPTIMIZED_QUALITY", "OPTIMIZED_SIZE", "ExportConfig", "ExportReport",
+           "export_site", "run_export", "site_page_url", "site_unit_page"]
