@@ -14,7 +14,8 @@ from PIL import Image
 from torch import nn
 
 import deepvis
-from deepvis import ModelError, Preprocessing, cli, load_model
+from deepvis import ModelError, Preprocessing, load_model
+from deepvis.apps import cli
 from deepvis.models.config import read_config
 from deepvis.apps.server.session import Toolbox
 

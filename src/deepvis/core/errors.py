@@ -20,6 +20,11 @@ class ModelError(DeepvisError):
     """A model spec that cannot be loaded."""
 
 
+class PreprocessingError(ModelError, ValueError):
+    """Preprocessing settings that do not fit together (channel order, mean, std, input size, resize mode); a
+    ``ValueError`` too, as the bad value it names."""
+
+
 def one_line(text: object, limit: int | None = None) -> str:
     """``text`` with every run of whitespace made one space (optionally cut to ``limit`` characters), as error
     messages are shown: one line, never a wall of text."""

@@ -10,6 +10,9 @@ from __future__ import annotations
 import sys
 import time
 
+from tqdm import tqdm
+from tqdm.auto import tqdm as notebook_tqdm
+
 
 def _in_notebook() -> bool:
     """True inside a Jupyter kernel (tqdm's notebook bar is shown there)."""
@@ -35,15 +38,12 @@ class Progress:
         self._printed = -1
         self._bar = None
         if enabled and (sys.stderr.isatty() or _in_notebook()):
-            if _in_notebook():
-                from tqdm.auto import tqdm
-            else:
-                from tqdm import tqdm
+            bar = notebook_tqdm if _in_notebook() else tqdm
             if total_cost is None:
-                self._bar = tqdm(total=total, initial=initial, desc=description, unit=unit.rstrip("s") or "it",
+                self._bar = bar(total=total, initial=initial, desc=description, unit=unit.rstrip("s") or "it",
                                  file=sys.stderr, dynamic_ncols=True)
             else:  # the bar and its remaining time follow the work; the items are shown beside it
-                self._bar = tqdm(total=max(total_cost, 1e-9), desc=description, file=sys.stderr, dynamic_ncols=True,
+                self._bar = bar(total=max(total_cost, 1e-9), desc=description, file=sys.stderr, dynamic_ncols=True,
                                  bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
                 self._bar.set_postfix_str(f"{initial}/{total} {unit}")
 

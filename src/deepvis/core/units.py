@@ -3,10 +3,13 @@ printer."""
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
 from deepvis.core.errors import UnitError
+
+log = logging.getLogger(__name__)
 
 _POSITION = re.compile(r"^\s*(\d+)\s*,\s*(\d+)\s*$")
 _TOKEN = re.compile(r"^\s*(?:(cls)|t(\d+))\s*$", re.IGNORECASE)
@@ -102,10 +105,8 @@ def check_unit(unit: Unit, shape: tuple[int, ...] | None, channel: bool = True, 
 
 def clamp_channels(channels, count: int, layer: str, command: str) -> list[int]:
     """The channels of a ``--units FIRST-LAST`` range (all ``count`` when None) that a layer of ``count`` channels
-    has; those past its last are left out with a note on stderr (``command: ...``). None left is a
-    :class:`UnitError`."""
-    import sys
-
+    has; those past its last are left out with a note (``command: note: ...``, a warning of this module's logger:
+    the CLI shows it on stderr). None left is a :class:`UnitError`."""
     if channels is None:
         return list(range(count))
     asked = list(channels)
@@ -115,8 +116,8 @@ def clamp_channels(channels, count: int, layer: str, command: str) -> list[int]:
         raise UnitError(f"channel {first} out of range for layer '{layer}', which has {count} channels "
                         f"(0-{count - 1}): {command} --units {_span(asked)} names none of them")
     if len(kept) < len(asked):
-        print(f"{command}: note: layer '{layer}' has {count} channels (0-{count - 1}): doing {_span(kept)} of "
-              f"{_span(asked)}", file=sys.stderr, flush=True)
+        log.warning("%s: note: layer '%s' has %d channels (0-%d): doing %s of %s", command, layer, count, count - 1,
+                    _span(kept), _span(asked))
     return kept
 
 

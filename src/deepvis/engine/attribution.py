@@ -25,6 +25,7 @@ heat map (``Attribution.map``, H x W at input resolution) of an input-space meth
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -107,8 +108,6 @@ def check_cam_layer(model: Model, unit: Unit, layer: str) -> None:
     """Raise unless ``layer`` can be a Grad-CAM layer of ``unit``: known, spatial, not after the unit's layer."""
     infos = {info.name: info for info in model.layers()}
     if layer not in infos:
-        import difflib
-
         close = difflib.get_close_matches(layer, list(infos), n=3)
         raise UnitError(f"unknown layer '{layer}'" + (f"; did you mean {', '.join(map(repr, close))}?" if close else ""))
     if not _is_spatial(infos[layer].shape):

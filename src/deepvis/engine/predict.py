@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 import torch
 
 from deepvis.core.errors import DeepvisError, ModelError
+from deepvis.engine.probe import Probe
 from deepvis.models.model import Model
 
 
@@ -23,8 +24,6 @@ class Prediction:
 
 def probabilities(model: Model, x: torch.Tensor) -> torch.Tensor:
     """Class probabilities (N, classes) for a preprocessed batch."""
-    from deepvis.engine.probe import Probe
-
     with torch.no_grad(), Probe(model, [model.prob_layer] if model.prob_layer else []) as probe:
         out = model.net(x)
     probs = output_probabilities(model, out, probe.activations)

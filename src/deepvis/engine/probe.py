@@ -10,10 +10,9 @@ from torch import nn
 
 from deepvis.core.errors import UnitError
 from deepvis.models.layouts import Layout, extra_view, to_view
-from deepvis.models import catalog
-from deepvis.models.catalog import (OUTPUT, LayerInfo, default_layers, layer_info, not_tensor_error, shared_layer_error,
-                             unknown_layer_error)
-from deepvis.models.model import Model, as_model
+from deepvis.models.catalog import OUTPUT, LayerInfo, not_tensor_error, shared_layer_error, unknown_layer_error
+from deepvis.models.model import Model, as_model, default_layers, layer_info
+from deepvis.models.model import list_layers as model_layers
 
 
 __all__ = ["OUTPUT", "LayerInfo", "Probe", "activations", "default_layers", "layer_info", "list_layers"]
@@ -24,8 +23,8 @@ class _StopForward(Exception):
 
 
 def list_layers(model: Model | nn.Module, input_size: tuple[int, int] | None = None) -> list[LayerInfo]:
-    """The layer catalog of a model or a bare ``nn.Module`` (see :func:`deepvis.models.catalog.list_layers`)."""
-    return catalog.list_layers(as_model(model), input_size)
+    """The layer catalog of a model or a bare ``nn.Module`` (see :func:`deepvis.models.model.list_layers`)."""
+    return model_layers(as_model(model), input_size)
 
 
 # rectifiers whose gradient is zero where they clip: with ``below_in_place`` a layer that is one of them gives

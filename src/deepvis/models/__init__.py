@@ -3,33 +3,23 @@ state-dict files, ONNX and Caffe files, ``torchvision:NAME`` / ``timm:NAME``, an
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
-import warnings
-from importlib import resources
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from deepvis.core.errors import ModelError, one_line
-from deepvis.models.config import apply_settings, check_layer_names, is_config, preprocessing_options, read_config, read_labels
+from deepvis.core.errors import ModelError, PreprocessingError, one_line
+from deepvis.models.config import (apply_settings, check_layer_names, is_config, preprocessing_options, read_config,
+                                   read_labels)
+from deepvis.models.imagenet import imagenet_labels
 from deepvis.models.model import Model, prepare
 from deepvis.models.preprocessing import Preprocessing
 from deepvis.models.recipe import add_file, make_recipe
-from deepvis.models.weights import load_weights
+from deepvis.models.specs import load_spec, torch_device
 
 DEFAULT_MODEL = "efficientnet-lite0"
-_BUILTINS = ("efficientnet-lite0",)
 
 __all__ = ["DEFAULT_MODEL", "Model", "Preprocessing", "imagenet_labels", "load_model"]
-
-
-def imagenet_labels() -> list[str]:
-    """The 1000 ILSVRC-2012 class names, index order."""
-    text = resources.files("deepvis.models").joinpath("labels/imagenet.txt").read_text(encoding="utf-8")
-    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def load_model(spec: str | Path | nn.Module | Model = DEFAULT_MODEL, device: str | torch.device = "cpu",
@@ -59,7 +49,7 @@ def load_model(spec: str | Path | nn.Module | Model = DEFAULT_MODEL, device: str
         labels = labels if labels is not None else config.labels
         preprocessing = {**config.preprocessing, **preprocessing}
         _check_config_files(config, spec, weights)
-    model = _load(spec, arch, weights)
+    model = load_spec(spec, arch, weights)
     if model.recipe is None and isinstance(recipe, dict) and "spec" in recipe:
         model.recipe = recipe
     if labels is not None:
@@ -70,6 +60,8 @@ def load_model(spec: str | Path | nn.Module | Model = DEFAULT_MODEL, device: str
     if preprocessing:
         try:
             model.preprocessing = model.preprocessing.with_(**preprocessing_options(preprocessing))
+        except PreprocessingError as exc:  # the settings themselves, wherever they came from
+            raise ModelError(f"bad preprocessing for model {model.spec!r}: {exc}") from None
         except ModelError as exc:
             if config is not None and not str(exc).startswith("config "):
                 raise config.error(str(exc)) from None
@@ -77,7 +69,7 @@ def load_model(spec: str | Path | nn.Module | Model = DEFAULT_MODEL, device: str
         except (TypeError, ValueError) as exc:
             raise ModelError(f"bad preprocessing for model {model.spec!r}: {exc}") from None
     prepare(model.net)
-    model.to(_device(device))
+    model.to(torch_device(device))
     try:
         model.layers()  # one forward pass at the input size: a model that cannot take it fails here, clearly
     except Exception as exc:
@@ -105,153 +97,3 @@ def _check_config_files(config, spec, weights) -> None:
     if weights is not None and not Path(weights).expanduser().exists():
         raise config.error(f"weights file not found: '{weights}' (fetch it: the comments at the top of "
                            f"{config.path.name} say where from)")
-
-
-def _device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ModelError(f"unknown device {str(device)!r}: use 'cpu', 'cuda' or 'cuda:N'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device {str(device)!r} asked for, but no CUDA GPU is available here; use --device cpu")
-    return dev
-
-
-def _load(spec: str | Path | nn.Module | Model, arch: str | None, weights: str | Path | None) -> Model:
-    """The model a spec names; ``weights`` go to the loaders that read their own format (Caffe, torchvision, timm)
-    or are loaded as a state dict into the network."""
-    if isinstance(spec, Path):
-        spec = str(spec)
-    if isinstance(spec, str) and spec.strip().startswith(("torchvision:", "timm:")):
-        from deepvis.models.hub import load_hub
-
-        return load_hub(spec.strip(), weights)
-    if isinstance(spec, str) and Path(spec.strip()).suffix.lower() == ".prototxt":
-        return _load_caffe(Path(spec.strip()).expanduser(), weights)
-    model = _load_spec(spec, arch)
-    if weights is not None:
-        load_weights(model.net, weights, f"model {model.spec!r}")
-    return model
-
-
-def _load_spec(spec: str | nn.Module | Model, arch: str | None) -> Model:
-    if isinstance(spec, Model):
-        return spec
-    if isinstance(spec, nn.Module):
-        return Model(net=spec, spec=f"<{type(spec).__name__}>")
-    if not isinstance(spec, str) or not spec.strip():
-        raise ModelError(f"model spec must be a non-empty string, got {spec!r}")
-    spec = spec.strip()
-    name = spec.removeprefix("builtin:")
-    if name in _BUILTINS:
-        return _efficientnet_lite0(spec)
-    path = Path(spec).expanduser()
-    if path.suffix.lower() == ".py":
-        raise ModelError(f"model spec {spec!r} names a Python file: add the factory to call, e.g. '{spec}:build'")
-    if path.suffix.lower() == ".onnx":
-        from deepvis.models.onnx import load_onnx
-
-        return load_onnx(path)
-    if path.suffix.lower() in (".pt", ".pth", ".ts", ".bin", ".ckpt") or path.is_file():
-        if not path.is_file():
-            raise ModelError(f"model file not found: '{spec}'")
-        return _load_file(path, arch)
-    if ":" in spec:
-        return _from_factory(spec)
-    raise ModelError(
-        f"unknown model spec {spec!r}: use 'efficientnet-lite0', 'module.path:factory', 'file.py:factory', a "
-        "TorchScript, ONNX (.onnx), Caffe (.prototxt) or config (.toml) file, or 'torchvision:NAME' / 'timm:NAME'"
-    )
-
-
-def _load_caffe(prototxt: Path, weights: str | Path | None) -> Model:
-    if not prototxt.is_file():
-        raise ModelError(f"model file not found: '{prototxt}'")
-    try:
-        from deepvis.models.caffe import load_caffe
-    except ImportError as exc:
-        raise ModelError(f"cannot open the Caffe model '{prototxt}': the Caffe importer (deepvis.models.caffe) "
-                         f"does not import here ({exc})") from None
-    if weights is None:
-        warnings.warn(f"no weights given for '{prototxt}': the network has random weights (structure only); give "
-                      "--weights x.caffemodel", stacklevel=3)
-    model = load_caffe(prototxt, weights)
-    model.random_weights = weights is None
-    return model
-
-
-def _efficientnet_lite0(spec: str) -> Model:
-    from deepvis.models.efficientnet_lite import default_layers, efficientnet_lite0, layouts, pretty_names, shipped_fields
-
-    net = efficientnet_lite0(pretrained=True)
-    model = Model(
-        net=net,
-        preprocessing=Preprocessing(input_size=(224, 224), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        labels=imagenet_labels(),
-        spec=spec,
-        outputs="probs",
-        default_layers=default_layers(),
-        pretty_names=pretty_names(),
-        layouts=layouts(net),  # stated: no second forward pass to find them
-    )
-    model._fields.update(shipped_fields())  # measured once, shipped: no fixed cost in each command
-    return model
-
-
-def _resolve_factory(spec: str):
-    target, _, attr = spec.rpartition(":")
-    if not target or not attr.isidentifier():
-        raise ModelError(f"model spec {spec!r} must look like 'package.module:factory' or 'file.py:factory'")
-    try:
-        if target.endswith(".py"):
-            file = Path(target)
-            if not file.is_file():
-                raise ModelError(f"model file not found: '{target}'")
-            module_name = f"_deepvis_user_{file.stem}"
-            loader_spec = importlib.util.spec_from_file_location(module_name, file)
-            module = importlib.util.module_from_spec(loader_spec)
-            sys.modules[module_name] = module
-            loader_spec.loader.exec_module(module)
-        else:
-            if "" not in sys.path and str(Path.cwd()) not in sys.path:
-                sys.path.insert(0, str(Path.cwd()))  # like `python -m`: modules beside you are importable
-            module = importlib.import_module(target)
-    except ModelError:
-        raise
-    except ImportError as exc:
-        raise ModelError(f"cannot import '{target}' for model spec {spec!r}: {exc} (for a file, write "
-                         f"'path/to/{target.rpartition('.')[2]}.py:{attr}')") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise ModelError(f"'{target}' has no callable '{attr}' (model spec {spec!r})")
-    return factory
-
-
-def _from_factory(spec: str) -> Model:
-    factory = _resolve_factory(spec)
-    try:
-        made = factory()
-    except Exception as exc:  # the user's code: report, don't crash
-        raise ModelError(f"model factory {spec!r} failed: {type(exc).__name__}: {exc}") from exc
-    if isinstance(made, Model):
-        made.spec = spec
-        return made
-    if isinstance(made, nn.Module):
-        return Model(net=made, spec=spec)
-    raise ModelError(f"model factory {spec!r} returned {type(made).__name__}, expected an nn.Module or deepvis Model")
-
-
-def _load_file(path: Path, arch: str | None) -> Model:
-    if arch:
-        made = _from_factory(arch)
-        load_weights(made.net, path, f"architecture '{arch}'")
-        made.spec = f"{path}"
-        return made
-    try:
-        net = torch.jit.load(str(path), map_location="cpu")
-    except Exception:
-        raise ModelError(
-            f"'{path}' is not a TorchScript file; for a state dict pass the architecture too "
-            "(--arch module.path:factory)"
-        ) from None
-    return Model(net=net, spec=str(path))

@@ -1,21 +1,20 @@
 """The layer catalog: which modules of a network can be shown, their output shapes, which run more than once, which
-are shown first; and the errors that name a bad layer. The one place that knows this: ``Model.layers()`` builds
-it, the probe and every other reader look layers up here (imports point one way: models <- probe)."""
+are shown first; and the errors that name a bad layer. The one place that knows this. It knows no :class:`Model`:
+it is built from a network and the few settings that shape it (imports point one way: catalog <- model <- probe);
+``Model.layers()`` builds and keeps it, :mod:`deepvis.models.model` reads a model's."""
 
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from fnmatch import fnmatchcase
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from deepvis.core.errors import UnitError
 from deepvis.models.layouts import MAPS, Layout, detect_layout, parse_layout, patch_grid
-
-if TYPE_CHECKING:  # the model builds its catalog from here; this module never needs the class at run time
-    from deepvis.models.model import Model
 
 #: Pseudo-layer naming the network's own output (the only layer of a TorchScript model).
 OUTPUT = "output"
@@ -30,7 +29,7 @@ _VISIBLE = _ACTIVATIONS + _POOLS + (nn.Linear, nn.Softmax, nn.LogSoftmax, nn.Loc
 @dataclass
 class LayerInfo:
     """One addressable layer: its type, its (C, H, W) or (C,) ``shape`` (no batch; the view of its raw output,
-    see :mod:`deepvis.layouts`), its ``layout`` and ``raw_shape``, and whether it may be probed."""
+    see :mod:`deepvis.models.layouts`), its ``layout`` and ``raw_shape``, and whether it may be probed."""
 
     name: str
     type: str
@@ -95,36 +94,37 @@ def _output_shapes(net: nn.Module, modules: dict[str, nn.Module], x: torch.Tenso
     return shapes, calls, batch_first
 
 
-def list_layers(model: Model, input_size: tuple[int, int] | None = None) -> list[LayerInfo]:
-    """All modules that run in a forward pass at the model's input size, in the order they finish.
+def build_catalog(net: nn.Module, channels: int, input_size: tuple[int, int], device: torch.device | str = "cpu",
+                  layouts: dict[str, str] | None = None, default_layers: Sequence[str] | None = None,
+                  hidden_layers: Sequence[str] = ()) -> list[LayerInfo]:
+    """All modules of ``net`` that run in a forward pass at ``input_size`` (``channels`` deep), in the order they
+    finish.
 
     Each entry has the output shape and call count; modules called more than once are ``shared`` and not
-    offered for probing. ``default`` marks the layers the toolbox shows first. Layouts are found here, once: the
+    offered for probing. ``default`` marks the layers the toolbox shows first: ``default_layers`` where given, else
+    a guess (:func:`guess_defaults`), never one matched by ``hidden_layers``. Layouts are found here, once: the
     network also runs at twice the input size where it can (the dimensions that grow are the spatial ones), and
-    token layers are read against the patch grid; a model's ``layouts`` (config file) override what is found, and
-    when they state every layer whose reading needs that second pass (3-D outputs; 2-D ones beside a patch
-    grid), it is not run.
-    (``deepvis.probe.list_layers`` also takes a bare ``nn.Module``.)
+    token layers are read against the patch grid; ``layouts`` (a config file's) override what is found, and when
+    they state every layer whose reading needs that second pass (3-D outputs; 2-D ones beside a patch grid), it is
+    not run.
     """
-    pre = model.preprocessing
-    height, width = input_size or pre.input_size
-    x = torch.zeros(1, pre.channels, height, width, device=model.device)
-    if isinstance(model.net, torch.jit.ScriptModule):
+    height, width = input_size
+    x = torch.zeros(1, channels, height, width, device=device)
+    if isinstance(net, torch.jit.ScriptModule):
         with torch.no_grad():
-            out = model.net(x)
+            out = net(x)
         shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
         layout = Layout("vector") if shape is not None and len(shape) == 1 else MAPS
         return [LayerInfo(OUTPUT, "output", shape, 1, True, layout=layout, raw_shape=shape)]
-    modules = dict(model.net.named_modules())
-    shapes, calls, batch_first = _output_shapes(model.net, modules, x)
+    modules = dict(net.named_modules())
+    shapes, calls, batch_first = _output_shapes(net, modules, x)
     order = list(shapes)
     grid = patch_grid(modules, shapes, order)
-    overrides = {name: parse_layout(text, grid, name) for name, text in (model.layouts or {}).items()}
+    overrides = {name: parse_layout(text, grid, name) for name, text in (layouts or {}).items()}
     grown = {}
     if any(_reads_growth(shapes[name], grid) for name in order if name not in overrides):
         try:  # fixed-size networks (a Linear after flatten, a learned position embedding) cannot: then no growth
-            grown, _, _ = _output_shapes(model.net, modules, torch.zeros(1, pre.channels, 2 * height, 2 * width,
-                                                                          device=model.device))
+            grown, _, _ = _output_shapes(net, modules, torch.zeros(1, channels, 2 * height, 2 * width, device=device))
         except Exception:  # noqa: BLE001 - any failure of the larger input only means "cannot tell from growth"
             grown = {}
     grown_grid = patch_grid(modules, grown, order) if grown else None
@@ -139,14 +139,19 @@ def list_layers(model: Model, input_size: tuple[int, int] | None = None) -> list
         view = layout.view_shape(raw) if raw is not None else None
         infos.append(LayerInfo(name, type(modules[name]).__name__, view, calls[name], layout=layout, raw_shape=raw,
                                batch_first=batch_first[name]))
-    wanted = set(model.default_layers) if model.default_layers else guess_defaults(model.net, infos)
+    wanted = set(default_layers) if default_layers else guess_defaults(net, infos)
     for info in infos:
-        info.default = info.name in wanted and info.probeable and not model.hidden(info.name)
+        info.default = info.name in wanted and info.probeable and not is_hidden(info.name, hidden_layers)
     return infos
 
 
+def is_hidden(layer: str, patterns: Sequence[str]) -> bool:
+    """True for a layer matched by one of the name ``patterns`` (``fnmatch``; a model's ``hidden_layers``)."""
+    return any(fnmatchcase(layer, pattern) for pattern in patterns)
+
+
 def _reads_growth(shape: tuple[int, ...] | None, grid: tuple[int, int] | None) -> bool:
-    """Whether :func:`deepvis.layouts.detect_layout` reads a layer of this output shape against its shape at a
+    """Whether :func:`deepvis.models.layouts.detect_layout` reads a layer of this output shape against its shape at a
     larger input: 3-D outputs (maps or channels-last), 2-D ones when there is a patch grid (tokens or not)."""
     return shape is not None and (len(shape) == 3 or (len(shape) == 2 and grid is not None))
 
@@ -172,14 +177,9 @@ def guess_defaults(net: nn.Module, infos: list[LayerInfo]) -> set[str]:
     return chosen
 
 
-def default_layers(model: Model) -> list[str]:
-    """Names of the layers shown first, in forward order."""
-    return [info.name for info in model.layers() if info.default]
-
-
-def layer_info(model: Model, layer: str) -> LayerInfo:
-    """The catalog entry of a probeable layer, or a clear error naming it (with close matches)."""
-    for info in model.layers():
+def find_layer(infos: Sequence[LayerInfo], layer: str) -> LayerInfo:
+    """The entry of a probeable layer in a catalog, or a clear error naming it (with close matches)."""
+    for info in infos:
         if info.name == layer:
             if info.shared:
                 raise shared_layer_error(layer, info.calls)
@@ -189,7 +189,7 @@ def layer_info(model: Model, layer: str) -> LayerInfo:
                 raise UnitError(f"layer '{layer}' mixes the batch with other dimensions (its output's first "
                                 "dimension is not the batch, e.g. attention over windows): probe the block around it")
             return info
-    raise unknown_layer_error(layer, model.layer_names())
+    raise unknown_layer_error(layer, [info.name for info in infos])
 
 
 def unknown_layer_error(layer: str, names: list[str]) -> UnitError:

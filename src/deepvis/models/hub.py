@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from deepvis.core.errors import ModelError, one_line
+from deepvis.models.imagenet import imagenet_labels
 from deepvis.models.model import Model
 from deepvis.models.preprocessing import Preprocessing
 from deepvis.models.weights import load_weights
@@ -81,8 +82,6 @@ def _timm(timm, name: str):
     config = getattr(net, "pretrained_cfg", None) or {}
     labels = None
     if getattr(net, "num_classes", None) == 1000:
-        from deepvis.models import imagenet_labels
-
         labels = imagenet_labels()
     return net, _huggingface_cached(config.get("hf_hub_id")), preprocessing, labels
 

@@ -10,7 +10,7 @@
 :func:`to_view` turns a raw output into the (N, C, H, W) view (or (N, C) for vectors) and :func:`extra_view` gives
 the extra tokens as (N, C, E); both are differentiable views of the raw tensor, so a backward pass can start from
 them. Every consumer (tiles, units, start signals, find-max, crops, receptive fields, objectives, the server) reads
-layers through them: the :class:`~deepvis.probe.Probe` records views.
+layers through them: the :class:`~deepvis.engine.probe.Probe` records views.
 
 Layouts are found once when the layer catalog is built (:func:`detect_layout`): the dimensions that grow when the
 input grows are the spatial ones (so ``(H, W, C)`` is told from ``(C, H, W)`` whatever the sizes), and a 2-D
@@ -27,14 +27,16 @@ from torch import nn
 
 from deepvis.core.errors import ModelError
 
-KINDS = ("maps", "nhwc", "tokens", "vector")
+#: How a layer's raw output is laid out (a :class:`Layout`'s ``kind``; not a store's picture kinds).
+LAYOUT_KINDS = ("maps", "nhwc", "tokens", "vector")
 #: The most extra tokens a token layer may have (CLS, distillation and register tokens; DINOv2 uses 1 + 4).
 MAX_EXTRA_TOKENS = 64
 
 
 @dataclass(frozen=True)
 class Layout:
-    """A layer's layout: its kind and, for token layers, the patch grid and the number of extra tokens."""
+    """A layer's layout: its kind (one of :data:`LAYOUT_KINDS`) and, for token layers, the patch grid and the number
+    of extra tokens."""
 
     kind: str = "maps"
     grid: tuple[int, int] | None = None  # tokens: (gh, gw)
@@ -42,8 +44,8 @@ class Layout:
     extra_first: bool = True  # tokens: the extra tokens come before the patches
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ModelError(f"unknown layout {self.kind!r}: use one of {', '.join(KINDS)}")
+        if self.kind not in LAYOUT_KINDS:
+            raise ModelError(f"unknown layout {self.kind!r}: use one of {', '.join(LAYOUT_KINDS)}")
 
     def view_shape(self, raw_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The (C, H, W) (or (C,)) shape of the view of a raw output shape (no batch dimension)."""
@@ -169,14 +171,14 @@ def parse_layout(text: str, grid: tuple[int, int] | None, layer: str = "") -> La
     """A layout as a model config file states it: ``maps``, ``nhwc``, ``vector``, ``tokens`` (no extra tokens),
     ``tokens+E`` (E extra tokens before the patches) or ``tokens+E after``; token layouts use the patch grid."""
     words = str(text).strip().lower().split()
-    kind, _, extra = (words[0] if words else "").partition("+")
+    layout_kind, _, extra = (words[0] if words else "").partition("+")
     after = words[1:] == ["after"]
-    if kind not in KINDS or (words[1:] and not after) or (kind != "tokens" and (extra or after)) \
+    if layout_kind not in LAYOUT_KINDS or (words[1:] and not after) or (layout_kind != "tokens" and (extra or after)) \
             or (extra and not extra.isdigit()):
         raise ModelError(f"layout of layer '{layer}': expected maps, nhwc, vector, tokens, tokens+E or "
                          f"'tokens+E after', got {text!r}")
-    if kind != "tokens":
-        return Layout(kind)
+    if layout_kind != "tokens":
+        return Layout(layout_kind)
     if grid is None:
         raise ModelError(f"layout of layer '{layer}': tokens need a patch grid, and the network has no patch "
                          "embedding (a convolution whose stride equals its kernel)")

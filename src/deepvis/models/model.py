@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Literal
 
 import torch
 from torch import nn
 
-from deepvis.models.catalog import LayerInfo, list_layers
+from deepvis.core.errors import ImageError
+from deepvis.models.catalog import LayerInfo, build_catalog, find_layer, is_hidden
 from deepvis.models.preprocessing import Preprocessing
+from deepvis.pixels.images import load_image
 
 
 @dataclass
@@ -20,7 +21,8 @@ class Model:
 
     ``outputs`` says whether the network returns ``logits`` or ``probs`` (class probabilities).
     ``default_layers`` are the layers shown first (``None``: chosen from the layer catalog).
-    ``layouts``: a layer's layout where detection cannot tell (``nhwc``, ``tokens+1``...; see :mod:`deepvis.layouts`).
+    ``layouts``: a layer's layout where detection cannot tell (``nhwc``, ``tokens+1``...; see
+    :mod:`deepvis.models.layouts`).
     ``hidden_layers``: name patterns (``fnmatch``, e.g. ``*_split_*``) of layers never shown by default.
     ``label_layers``: layers whose channels are the classes (``None``: those with one value per label).
     ``prob_layer``: the layer whose output holds the class probabilities (``None``: the network's output).
@@ -84,7 +86,7 @@ class Model:
 
     def hidden(self, layer: str) -> bool:
         """True for a layer matched by ``hidden_layers`` (left out of the default layers and the toolbox)."""
-        return any(fnmatchcase(layer, pattern) for pattern in self.hidden_layers)
+        return is_hidden(layer, self.hidden_layers)
 
     def is_label_layer(self, layer: str, shape: tuple[int, ...] | None) -> bool:
         """True when the channels of ``layer`` (output ``shape``) are the classes, so units can show labels."""
@@ -97,6 +99,25 @@ class Model:
     def input(self, image, resize: str | None = None) -> torch.Tensor:
         """Any image (path, bytes, PIL, array; a tensor is taken as preprocessed) -> (1, C, H, W) input."""
         return model_input(self, image, resize)
+
+
+def list_layers(model: Model, input_size: tuple[int, int] | None = None) -> list[LayerInfo]:
+    """The layer catalog of ``model`` at its input size (or ``input_size``), made afresh: its network, channels,
+    ``layouts``, ``default_layers`` and ``hidden_layers`` (see :func:`deepvis.models.catalog.build_catalog`;
+    ``deepvis.engine.probe.list_layers`` also takes a bare ``nn.Module``)."""
+    pre = model.preprocessing
+    return build_catalog(model.net, pre.channels, input_size or pre.input_size, model.device, model.layouts,
+                         model.default_layers, model.hidden_layers)
+
+
+def default_layers(model: Model) -> list[str]:
+    """Names of the layers shown first, in forward order."""
+    return [info.name for info in model.layers() if info.default]
+
+
+def layer_info(model: Model, layer: str) -> LayerInfo:
+    """The catalog entry of a probeable layer of ``model``, or a clear error naming it (with close matches)."""
+    return find_layer(model.layers(), layer)
 
 
 def as_model(model: Model | nn.Module) -> Model:
@@ -134,13 +155,9 @@ def model_input(model: Model, image, resize: str | None = None) -> torch.Tensor:
 
     A ``torch.Tensor`` is taken as already preprocessed: (C, H, W) or (N, C, H, W).
     """
-    from deepvis.pixels.images import load_image
-
     if isinstance(image, torch.Tensor):
         x = image if image.dim() == 4 else image.unsqueeze(0)
         if x.dim() != 4:
-            from deepvis.core.errors import ImageError
-
             raise ImageError(f"a tensor input must be (C, H, W) or (N, C, H, W), got shape {tuple(image.shape)}")
         return x.to(model.device, torch.float32)
     rgb = load_image(image)

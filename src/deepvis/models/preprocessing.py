@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from deepvis.core.errors import PreprocessingError
+
 ResizeMode = Literal["crop", "stretch"]
 
 
@@ -41,18 +43,19 @@ class Preprocessing:
         object.__setattr__(self, "std", tuple(float(v) for v in np.ravel(self.std)))
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
         if self.channel_order not in ("rgb", "bgr", "gray"):
-            raise ValueError(f"channel_order must be 'rgb', 'bgr' or 'gray', got {self.channel_order!r}")
+            raise PreprocessingError(f"channel_order must be 'rgb', 'bgr' or 'gray', got {self.channel_order!r}")
         if self.resize not in ("crop", "stretch"):
-            raise ValueError(f"resize must be 'crop' or 'stretch', got {self.resize!r}")
+            raise PreprocessingError(f"resize must be 'crop' or 'stretch', got {self.resize!r}")
         for name in ("mean", "std"):
             count = len(getattr(self, name))  # a mean image: its channels
             if count not in (1, self.channels):
-                raise ValueError(f"{name} has {count} {'channels' if self.mean_is_image and name == 'mean' else 'values'}"
-                                 f", but channel_order {self.channel_order!r} has {self.channels} channel(s)")
+                what = "channels" if self.mean_is_image and name == "mean" else "values"
+                raise PreprocessingError(f"{name} has {count} {what}, but channel_order {self.channel_order!r} has "
+                                         f"{self.channels} channel(s)")
         if any(v == 0 for v in self.std):
-            raise ValueError("std must not contain 0")
+            raise PreprocessingError("std must not contain 0")
         if len(self.input_size) != 2 or min(self.input_size) < 1:
-            raise ValueError(f"input_size must be (height, width), got {self.input_size!r}")
+            raise PreprocessingError(f"input_size must be (height, width), got {self.input_size!r}")
 
     @property
     def channels(self) -> int:
@@ -90,7 +93,7 @@ class Preprocessing:
         if mode == "crop":
             image = center_crop_to_aspect(image, width / height)
         elif mode != "stretch":
-            raise ValueError(f"resize must be 'crop' or 'stretch', got {mode!r}")
+            raise PreprocessingError(f"resize must be 'crop' or 'stretch', got {mode!r}")
         if image.size != (width, height):
             image = image.resize((width, height), Image.BILINEAR)
         return image

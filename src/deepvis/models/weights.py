@@ -20,7 +20,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise ModelError(f"weights file not found: '{path}'")
     if path.suffix.lower() == ".safetensors":
         try:
-            from safetensors.torch import load_file
+            from safetensors.torch import load_file  # optional dependency
         except ImportError:
             raise ModelError(f"reading '{path}' needs the safetensors package: pip install safetensors") from None
         try:

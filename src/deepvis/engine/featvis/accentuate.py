@@ -19,6 +19,7 @@ import torch
 
 from deepvis.core.errors import DeepvisError
 from deepvis.models.model import Model
+from deepvis.pixels.images import load_image
 from deepvis.engine.probe import Probe
 from deepvis.engine.featvis.quality import path_layers, spearman
 from deepvis.engine.featvis.maco import random_crops
@@ -66,11 +67,11 @@ def accentuate(model: Model, image, unit: str, objective: str | None = None, ste
     if steps < 1 or lr <= 0 or reg < 0 or crops < 1 or not 0 < crop_size[0] <= crop_size[1] <= 1:
         raise DeepvisError("steps and crops must be >= 1, lr > 0, reg >= 0, 0 < crop_size min <= max <= 1")
     target = make_target(model, unit, objective)
-    kind = objective or target.kind
+    objective_kind = objective or target.kind
     pre = model.preprocessing
     device = model.device
     size = tuple(pre.input_size)
-    original = torch.from_numpy(np.asarray(pre.fit(_load(image), "stretch"), np.float32) / 255.0).permute(2, 0, 1)
+    original = torch.from_numpy(np.asarray(pre.fit(load_image(image), "stretch"), np.float32) / 255.0).permute(2, 0, 1)
     original = original.to(device)[None]
     color = _color().to(device)
     height, width = size
@@ -112,13 +113,7 @@ def accentuate(model: Model, image, unit: str, objective: str | None = None, ste
     return AccentuationResult(target, final[0].permute(1, 2, 0).cpu().numpy(),
                               original[0].permute(1, 2, 0).cpu().numpy(), before, after, distance, similarity,
                               {"obj": history, "steps": steps, "lr": lr, "reg": reg, "crops": crops,
-                               "crop_size": list(crop_size), "noise": noise, "seed": seed, "objective": kind})
-
-
-def _load(image):
-    from deepvis.pixels.images import load_image
-
-    return load_image(image)
+                               "crop_size": list(crop_size), "noise": noise, "seed": seed, "objective": objective_kind})
 
 
 class SpectrumImage(torch.nn.Module):

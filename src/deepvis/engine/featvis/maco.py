@@ -20,6 +20,8 @@ import torch.nn.functional as F
 
 from deepvis.core.errors import DeepvisError
 from deepvis.models.model import Model
+from deepvis.pixels.images import load_image
+from deepvis.pixels.samples import sample_images
 from deepvis.engine.featvis.diversity import diversity_term
 from deepvis.engine.featvis import loop
 from deepvis.engine.featvis.modern import COLOR_CORRELATION_SQRT
@@ -100,8 +102,6 @@ def natural_spectrum(images: Sequence, size: tuple[int, int]) -> np.ndarray:
     """The mean Fourier magnitude, (3, H, W // 2 + 1) float32, of ``images`` (paths or PIL images) resized to
     ``size``, each decorrelated (the inverse of the colour matrix the parameterization recorrelates with) and
     standardized: the fixed magnitude of MACO's images."""
-    from deepvis.pixels.images import load_image
-
     height, width = size
     inverse = torch.linalg.inv(_color_matrix())
     total, count = None, 0
@@ -124,8 +124,6 @@ _SAMPLE_SPECTRA: dict[tuple[int, int], np.ndarray] = {}
 def sample_spectrum(size: tuple[int, int]) -> np.ndarray:
     """The spectrum of the bundled photos (``deepvis.sample_images()``) at ``size``, computed once per process."""
     if size not in _SAMPLE_SPECTRA:
-        from deepvis.pixels.samples import sample_images
-
         _SAMPLE_SPECTRA[size] = natural_spectrum(sample_images(), size)
     return _SAMPLE_SPECTRA[size]
 

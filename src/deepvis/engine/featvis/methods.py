@@ -112,8 +112,8 @@ def flag_settings() -> list[Setting]:
             if f.name in found:
                 found[f.name] = replace(found[f.name], methods=found[f.name].methods + (method.name,))
                 continue
-            kind = f.type if isinstance(f.type, str) else f.type.__name__  # annotations are strings here
-            found[f.name] = Setting(f.name, (method.name,), kind, f.metadata["help"],
+            type_name = f.type if isinstance(f.type, str) else f.type.__name__  # annotations are strings here
+            found[f.name] = Setting(f.name, (method.name,), type_name, f.metadata["help"],
                                     tuple(f.metadata["choices"]) if "choices" in f.metadata else None,
                                     f.metadata.get("metavar"), f.metadata.get("min"))
     return [replace(s, default=_default_text(s)) for s in found.values()]

@@ -14,8 +14,9 @@ from deepvis.engine.backprop import Trace, trace
 from deepvis.engine.probe import layer_info
 from deepvis.core.units import Unit, check_unit, parse_unit
 
-Kind = Literal["unit", "channel", "direction"]
-KINDS = ("unit", "channel", "direction")
+#: What an objective reads of its layer (a :class:`Target`'s ``kind``; not a layout's nor a picture's kind).
+ObjectiveKind = Literal["unit", "channel", "direction"]
+OBJECTIVE_KINDS = ("unit", "channel", "direction")
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Target:
     layer: str
     channel: int = 0
     position: tuple[int, int] | None = None
-    kind: Kind = "unit"
+    kind: ObjectiveKind = "unit"
     vector: tuple[float, ...] | None = None
     sign: float = 1.0
 
@@ -79,7 +80,7 @@ class Combination:
                 "left": self.left.to_json(), "right": self.right.to_json()}
 
 
-def make_target(model: Model, unit: str | Unit | Target | Combination, kind: Kind | None = "unit",
+def make_target(model: Model, unit: str | Unit | Target | Combination, kind: ObjectiveKind | None = "unit",
                 sign: float = 1.0, vector: Sequence[float] | None = None) -> Target | Combination:
     """Check a unit against the layer catalog and fill in its position (the centre for a ``unit`` of a conv layer).
     A string ``"A - B"``, ``"A + B"`` or ``"A * B"`` makes a :class:`Combination` of two targets of ``kind``.
@@ -94,8 +95,8 @@ def make_target(model: Model, unit: str | Unit | Target | Combination, kind: Kin
                                    make_target(model, right.strip(), kind, 1.0, vector), float(sign))
     if kind is None:
         kind = "unit" if parse_unit(unit).position is not None else "channel"
-    if kind not in KINDS:
-        raise UnitError(f"unknown objective {kind!r}: use one of {', '.join(KINDS)}")
+    if kind not in OBJECTIVE_KINDS:
+        raise UnitError(f"unknown objective {kind!r}: use one of {', '.join(OBJECTIVE_KINDS)}")
     if kind == "direction" and isinstance(unit, str) and ":" not in unit:
         unit = f"{unit}:0"
     unit = parse_unit(unit)

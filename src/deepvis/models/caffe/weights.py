@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from deepvis.core.errors import ModelError
+from deepvis.models.caffe.layers import CaffeLayer
 from deepvis.models.caffe.message import Message
 from deepvis.models.caffe.schema import CAFFEMODEL_SCHEMA, v1_type_number
 from deepvis.models.caffe.wire import WireError, decode, encode
@@ -43,8 +44,8 @@ def read_caffemodel(path: str | Path) -> Blobs:
     previous = None
     for index, (field, (offset, chunk)) in enumerate(entries):
         where = f"{path}: layer #{index + 1}" + (f" (after '{previous}')" if previous else "") + f" at byte {offset}"
-        kind = "LayerParameter" if field == "layer" else "V1LayerParameter"
-        layer = _decode(chunk, kind, where, offset)
+        message_type = "LayerParameter" if field == "layer" else "V1LayerParameter"
+        layer = _decode(chunk, message_type, where, offset)
         if layer.has("layer"):  # a V0 layer inside a V1 one: the very first Caffe format
             layer = _decode(layer.last("layer")[1], "V0LayerParameter", where, layer.last("layer")[0])
         name = layer.string("name")
@@ -129,8 +130,6 @@ def write_caffemodel(path: str | Path, net_or_blobs, format: str = "v2", legacy_
 def _layers_to_write(net_or_blobs) -> dict[str, tuple[str | None, Sequence]]:
     if isinstance(net_or_blobs, Mapping):
         return {name: (None, list(arrays)) for name, arrays in net_or_blobs.items()}
-    from deepvis.models.caffe.layers import CaffeLayer
-
     module = getattr(net_or_blobs, "net", net_or_blobs)
     layers = {}
     for sub in module.modules():

@@ -55,9 +55,9 @@ def load_onnx(path: str | Path) -> Model:
 
 def _import_onnx():
     try:
-        import onnx
-        import onnx.numpy_helper  # noqa: F401
-        import onnx.reference  # noqa: F401
+        import onnx  # optional dependency
+        import onnx.numpy_helper  # noqa: F401  # optional dependency
+        import onnx.reference  # noqa: F401  # optional dependency
     except ImportError:
         raise ModelError("opening .onnx files needs the onnx package: pip install 'deepvis[onnx]'") from None
     return onnx

@@ -70,7 +70,7 @@ class Evaluator:
         self.opsets, self.functions = opsets, list(functions)
 
     def run(self, proto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        from onnx.reference import ReferenceEvaluator
+        from onnx.reference import ReferenceEvaluator  # optional dependency
 
         try:
             evaluator = ReferenceEvaluator(proto, opsets=self.opsets, functions=self.functions or None)

@@ -46,7 +46,7 @@ def bias_add(proto_node, module: nn.Module, consumers: dict[str, list], known: d
 
 
 def _axes(node, known: dict[str, Known]) -> list[int] | None:
-    from onnx import helper
+    from onnx import helper  # optional dependency
 
     for attribute in node.attribute:
         if attribute.name == "axes":

@@ -36,7 +36,7 @@ class OnnxGraph(nn.Module):
 
     def __init__(self, proto, source: str = "<onnx>", input_size: tuple[int, int] | None = None):
         super().__init__()
-        from onnx import numpy_helper
+        from onnx import numpy_helper  # optional dependency
 
         graph = proto.graph
         opsets = {(o.domain if o.domain != "ai.onnx" else ""): o.version for o in proto.opset_import}
@@ -314,7 +314,7 @@ def _use_counts(graph) -> dict[str, int]:
 
 def _inline_branch(proto_node, condition: bool, known: dict[str, Known]) -> list:
     """The nodes of an ``If``'s chosen branch, with Identity nodes giving its outputs the If's output names."""
-    from onnx import helper, numpy_helper
+    from onnx import helper, numpy_helper  # optional dependency
 
     branch = next(a.g for a in proto_node.attribute if a.name == ("then_branch" if condition else "else_branch"))
     for tensor in branch.initializer:

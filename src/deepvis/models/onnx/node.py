@@ -77,7 +77,7 @@ class Node:
     """An ONNX node with decoded attributes, its inputs' constant values and (probe) shapes."""
 
     def __init__(self, proto, opset: int, const: Callable, static: Callable, shape: Callable, batch: Callable):
-        from onnx import helper
+        from onnx import helper  # optional dependency
 
         self.proto, self.op, self.opset = proto, proto.op_type, opset
         self.name = proto.name or proto.op_type

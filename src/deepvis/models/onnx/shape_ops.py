@@ -217,7 +217,7 @@ def tile(node: Node):
 
 
 def constant_of_shape(node: Node):
-    from onnx import numpy_helper
+    from onnx import numpy_helper  # optional dependency
 
     value = node.attrs.get("value")
     fill = torch.from_numpy(numpy_helper.to_array(value).copy()) if value is not None else torch.zeros(1)
@@ -272,7 +272,7 @@ def resize(node: Node):
 
 
 def cast(node: Node):
-    from onnx import helper
+    from onnx import helper  # optional dependency
 
     dtype = torch.from_numpy(np.zeros(0, helper.tensor_dtype_to_np_dtype(node.attrs["to"]))).dtype
     return _op("Cast", lambda x: x.to(dtype)), [0]
