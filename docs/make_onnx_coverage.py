@@ -2,7 +2,7 @@
 
     PYTHONPATH=src python docs/make_onnx_coverage.py
 
-tests/test_onnx.py checks that the page matches the code.
+tests/models/test_onnx.py checks that the page matches the code.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from deepvis.engine.attribution import (INTEGRATIONS, METHODS, attribute, defaul
 from deepvis.core.errors import DeepvisError
 from deepvis.core.units import Unit
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/: zoo.py
 import zoo  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")

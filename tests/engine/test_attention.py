@@ -23,12 +23,12 @@ from deepvis.engine.attention import attention_map, record_attention, rollout, t
 from deepvis.engine.backprop import Trace
 from deepvis.core.errors import DeepvisError, UnitError
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/: zoo.py
 import zoo  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
-ZOO = Path(__file__).parent / "zoo.py"
+ZOO = Path(__file__).parents[1] / "zoo.py"
 SIZES = {"vit": (64, 64), "vit_mha": (64, 64), "vit_registers": (48, 80), "deit": (64, 64), "swin": (64, 64)}
 
 

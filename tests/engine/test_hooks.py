@@ -20,7 +20,7 @@ from deepvis.engine.attention import AttentionRecorder, record_attention
 from deepvis.engine.backprop import RectifierRules, rectifier_rules
 from deepvis.engine.probe import Probe
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/: zoo.py
 import zoo  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")

@@ -28,7 +28,7 @@ from deepvis.store import Store
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
-ZOO = Path(__file__).parent / "zoo.py"
+ZOO = Path(__file__).parents[1] / "zoo.py"
 
 
 @pytest.fixture(scope="module")

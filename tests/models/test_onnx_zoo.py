@@ -27,7 +27,7 @@ pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/: zoo.py
 import zoo  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/: zoo.py
 from test_browser import (PNG_MAGIC, ROOT, browser, input_id, model, open_page, page, press, serve,  # noqa: E402,F401
                           server, settle, src, status)
 
@@ -19,7 +19,7 @@ from deepvis.apps.server.session import Toolbox  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread_torch")]
 
-ZOO = Path(__file__).parent / "zoo.py"
+ZOO = Path(__file__).parents[1] / "zoo.py"
 DOCS = ROOT / "docs" / "images"
 
 

@@ -19,7 +19,7 @@ from deepvis.jobs.provenance import model_from_manifest
 from deepvis.models.caffe import write_caffemodel
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Tiny(nn.Module):

@@ -25,7 +25,7 @@ from deepvis.jobs.findmax import find_max
 from deepvis.engine.featvis import make_params
 from deepvis.jobs.optimize_store import optimize_to_store
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-output" / "export"
 CHROMIUM = Path(os.environ.get("DEEPVIS_CHROMIUM", "/usr/bin/chromium"))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}

@@ -165,7 +165,7 @@ def test_coverage_page_matches_the_operator_table():
     from importlib import util
     from pathlib import Path
 
-    script = Path(__file__).parents[1] / "docs" / "make_onnx_coverage.py"
+    script = Path(__file__).parents[2] / "docs" / "make_onnx_coverage.py"
     spec = util.spec_from_file_location("make_onnx_coverage", script)
     module = util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -245,7 +245,7 @@ def test_what_cannot_be_converted_is_named_in_one_line(tmp_path):
 def test_module_paths_address_the_source_networks_tensors(tmp_path):
     """A ViT exported by the TorchScript exporter: ``blocks.0.mlp.act`` (GELU written as Div/Erf/Add/Mul) and
     ``blocks.0.attn.qkv`` (MatMul + Add: one nn.Linear) hold the source network's values."""
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parents[1]))
     import zoo
 
     source = zoo.vit()

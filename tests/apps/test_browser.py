@@ -37,7 +37,7 @@ from deepvis.apps.server.session import Toolbox  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread_torch")]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-output" / "browser"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]

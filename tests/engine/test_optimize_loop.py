@@ -18,7 +18,7 @@ from deepvis.engine.featvis.accentuate import accentuate
 from deepvis.engine.featvis.diversity import diversity_penalty
 from deepvis.engine.featvis.objectives import Combination, evaluate
 
-ZOO = Path(__file__).parent / "zoo.py"
+ZOO = Path(__file__).parents[1] / "zoo.py"
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import deepvis
 from deepvis import ModelError
 from deepvis.models.caffe import caffe_net, load_caffe, read_caffemodel, read_mean, write_caffemodel
 
-ORIGINAL_MODELS = Path(__file__).resolve().parents[2] / "shared" / "data" / "original-models"
+ORIGINAL_MODELS = Path(__file__).resolve().parents[3] / "shared" / "data" / "original-models"
 RNG = np.random.default_rng(0)
 
 

@@ -19,7 +19,7 @@ from deepvis.apps import cli
 from deepvis.models.config import read_config
 from deepvis.apps.server.session import Toolbox
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ORIGINAL = ROOT.parent / "shared" / "data" / "original-models"
 
 
