@@ -71,3 +71,53 @@ def skimage_pngs(tmp_path_factory) -> dict[str, Path]:
         paths[name] = folder / f"{name}.png"
         Image.fromarray(getattr(skimage_data, name)()).save(paths[name])
     return paths
+
+
+_REAL: dict[str, object] = {}
+
+
+def import_real(name: str):
+    """The real library ``name`` (``torchvision``, ``timm`` or ``transformers``) for tests of its own models, or a
+    clean skip where it is not installed.
+
+    A test-environment step, never the package's: torchvision 0.28 (the release for torch 2.13) installed without
+    its dependencies beside the CPU build of torch fails at import only because its compiled operators (nms,
+    roi_align, ...) were built against CUDA libraries and ``torchvision/_meta_registrations.py`` registers fake
+    kernels for them unconditionally. During ``import torchvision`` alone, ``torch.library.register_fake`` and
+    ``register_autograd`` are no-ops (restored right after); its Python models then import and run, and so does
+    timm. Users have a matching torchvision and need none of this."""
+    if name in _REAL:
+        return _REAL[name]
+    import importlib
+
+    if name in ("torchvision", "timm") and "torchvision" not in _REAL:
+        _REAL["torchvision"] = _import_torchvision()
+    if name != "torchvision":
+        try:
+            _REAL[name] = importlib.import_module(name)
+        except ImportError as exc:
+            pytest.skip(f"{name} is not installed ({exc})")
+    return _REAL[name]
+
+
+def _import_torchvision():
+    import importlib.util
+
+    import torch.library
+
+    if importlib.util.find_spec("torchvision") is None:
+        pytest.skip("torchvision is not installed")
+    saved = torch.library.register_fake, torch.library.register_autograd
+
+    def register_fake(op, fn=None, /, *args, **kwargs):  # as a decorator or a call: register nothing
+        return (lambda f: f) if fn is None else fn
+
+    def register_autograd(*args, **kwargs):
+        return None
+
+    torch.library.register_fake, torch.library.register_autograd = register_fake, register_autograd
+    try:
+        import torchvision
+    finally:
+        torch.library.register_fake, torch.library.register_autograd = saved
+    return torchvision

@@ -112,7 +112,7 @@ def tiny_factory():
 
 
 def test_factory_spec_shared_layers_and_inplace_made_safe():
-    model = load_model("tests.test_models:tiny_factory", input_size=(32, 32))
+    model = load_model("tests.models.test_models:tiny_factory", input_size=(32, 32))
     assert model.net.act.inplace is False
     infos = {i.name: i for i in model.layers()}
     assert infos["act"].shared and not infos["act"].probeable
