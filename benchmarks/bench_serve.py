@@ -52,7 +52,7 @@ from deepvis.apps.server.session import Toolbox, ViewRequest
 from deepvis.core.units import parse_unit
 from common import plain_backward, rss_mib
 
-SAMPLES = sorted((Path(deepvis.__file__).parent / "samples").glob("*.jpg"))
+SAMPLES = sorted((Path(deepvis.__file__).parent / "pixels" / "samples").glob("*.jpg"))
 FLAT_SLACK_MIB = 32
 
 
