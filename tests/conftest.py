@@ -59,6 +59,20 @@ def single_thread_torch():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def noise_pngs(tmp_path) -> Path:
+    """A folder of four 40x40 PNGs of seeded random noise (``0.png`` ... ``3.png``): a tiny image set to scan."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for n in range(4):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{n}.png")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def skimage_pngs(tmp_path_factory) -> dict[str, Path]:
     """scikit-image's chelsea (a cat), coffee (an espresso) and camera (a cameraman on a tripod) as PNG files."""

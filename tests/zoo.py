@@ -549,3 +549,15 @@ def tiny_cnn(input_size: int = 24, labels: bool = False):
 def tiny_cnn_32():
     """``tiny_cnn(32, labels=True)``, as a model spec: ``tests/zoo.py:tiny_cnn_32``."""
     return tiny_cnn(32, labels=True)
+
+
+class ConvMeanFC(nn.Module):
+    """One strided conv, a ReLU, a global mean and a linear layer: no max pooling, no normalization."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))

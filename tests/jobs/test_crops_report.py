@@ -6,11 +6,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
-from torch import nn
 
 import deepvis
 from deepvis.jobs.crops import BATCH_ROWS, CropsConfig, CropsReport, is_current, make_crops, run_crops
@@ -18,28 +15,16 @@ from deepvis.jobs.crops.records import made_from
 from deepvis.jobs.findmax import find_max
 from deepvis.models.model import weights_hash
 
+import zoo
+
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 
-class _Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, stride=2)
-        self.fc = nn.Linear(4, 5)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
-
-
 @pytest.fixture
-def scanned(tmp_path):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for n in range(4):
-        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{n}.png")
+def scanned(tmp_path, noise_pngs):
+    folder = noise_pngs
     torch.manual_seed(0)
-    model = deepvis.load_model(_Net(), input_size=(32, 32))
+    model = deepvis.load_model(zoo.ConvMeanFC(), input_size=(32, 32))
     return model, find_max(model, folder, tmp_path / "s", layers=["conv"], k=2, progress=False)
 
 

@@ -20,6 +20,8 @@ from deepvis.core.errors import DeepvisError
 from deepvis.jobs.findmax import find_max
 from deepvis.store import FORMAT_VERSION, Manifest, Store
 
+import zoo
+
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -40,24 +42,9 @@ class TildeNet(nn.Module):
         return self.fc(x.flatten(1))
 
 
-class NoPoolNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, stride=2)
-        self.fc = nn.Linear(4, 5)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
-
-
 @pytest.fixture
-def images(tmp_path):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for n in range(4):
-        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{n}.png")
-    return folder
+def images(noise_pngs):
+    return noise_pngs
 
 
 def _tiny(net: nn.Module):
@@ -102,7 +89,7 @@ def test_a_layer_named_with_a_tilde_is_served_by_the_urls_the_server_gives(tmp_p
 def test_crops_default_kinds_follow_max_pooling(tmp_path, images):
     pooled = _tiny(TildeNet())
     assert has_max_pooling(pooled) and default_kinds(pooled) == ("image", "deconv")
-    plain = _tiny(NoPoolNet())
+    plain = _tiny(zoo.ConvMeanFC())
     assert not has_max_pooling(plain) and default_kinds(plain) == ("image", "guided")
     find_max(plain, images, tmp_path / "s", layers=["conv"], k=2, progress=False)
     store = make_crops(plain, tmp_path / "s", channels=range(0, 1), progress=False).store
@@ -186,7 +173,7 @@ def test_url_is_quoted_once_and_names_every_file(tmp_path):
 
 
 def _crops_store(tmp_path, images, kinds=("image", "guided")):
-    model = _tiny(NoPoolNet())
+    model = _tiny(zoo.ConvMeanFC())
     find_max(model, images, tmp_path / "s", layers=["conv"], k=3, progress=False)
     return model, make_crops(model, tmp_path / "s", kinds=kinds, channels=range(0, 2), progress=False).store
 
