@@ -12,7 +12,7 @@ from deepvis.core.errors import ModelError, PreprocessingError, one_line
 from deepvis.models.config import (apply_settings, check_layer_names, is_config, preprocessing_options, read_config,
                                    read_labels)
 from deepvis.models.imagenet import imagenet_labels
-from deepvis.models.model import Model, prepare
+from deepvis.models.model import Model, prepare, prepared_view
 from deepvis.models.preprocessing import Preprocessing
 from deepvis.models.recipe import add_file, make_recipe
 from deepvis.models.specs import load_spec, torch_device
@@ -26,6 +26,8 @@ def load_model(spec: str | Path | nn.Module | Model = DEFAULT_MODEL, device: str
                arch: str | None = None, weights: str | Path | None = None, labels: str | Path | list[str] | None = None,
                **preprocessing) -> Model:
     """Load a model from a spec and prepare it for visualization (eval, frozen, no in-place activations).
+    A module (or :class:`Model`) of the caller's is left as it was: the model runs a view of it that shares its
+    weights (see :func:`deepvis.models.model.prepared_view`), so training it on shows in the next visualization.
 
     ``spec``: ``efficientnet-lite0`` (default, bundled ImageNet weights), ``module.path:factory`` or
     ``file.py:factory`` (a callable returning an ``nn.Module`` or a :class:`Model`), a TorchScript file, a state
@@ -38,6 +40,7 @@ def load_model(spec: str | Path | nn.Module | Model = DEFAULT_MODEL, device: str
     pixel values), ``resize``); they also override a config file's.
     """
     recipe = make_recipe(spec, arch, weights, labels, preprocessing)
+    callers = isinstance(spec, (nn.Module, Model))  # the caller goes on using it: prepare a view, not it
     config = read_config(spec) if is_config(spec) else None
     if config is not None:
         spec, arch, weights = config.model, arch or config.arch, weights or config.weights
@@ -68,7 +71,7 @@ def load_model(spec: str | Path | nn.Module | Model = DEFAULT_MODEL, device: str
             raise
         except (TypeError, ValueError) as exc:
             raise ModelError(f"bad preprocessing for model {model.spec!r}: {exc}") from None
-    prepare(model.net)
+    model.net = prepared_view(model.net) if callers else prepare(model.net)
     model.to(torch_device(device))
     try:
         model.layers()  # one forward pass at the input size: a model that cannot take it fails here, clearly

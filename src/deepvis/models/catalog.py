@@ -157,7 +157,9 @@ def _reads_growth(shape: tuple[int, ...] | None, grid: tuple[int, int] | None) -
 
 
 def guess_defaults(net: nn.Module, infos: list[LayerInfo]) -> set[str]:
-    """Activations, pools, linear layers, softmax, and the blocks of Sequential/ModuleList containers."""
+    """Activations, pools, linear layers, softmax, and the blocks of Sequential/ModuleList containers; inside a
+    residual block with linear layers (a transformer's), its MLP activation but not its projections (q/k/v, a fused
+    qkv, the MLP's linear layers): the block's output, the residual stream, shows them summed."""
     modules = dict(net.named_modules())
     chosen = set()
     for info in infos:
@@ -168,6 +170,9 @@ def guess_defaults(net: nn.Module, infos: list[LayerInfo]) -> set[str]:
             chosen.add(info.name)
         elif not is_leaf and isinstance(parent, (nn.Sequential, nn.ModuleList)):
             chosen.add(info.name)
+    for block in _residual_blocks(modules, infos):
+        chosen -= block.projections
+        chosen |= block.activations
     spatial = {i.name for i in infos if i.shape is not None and len(i.shape) == 3}
     if not chosen & spatial:
         # Rectifiers written as functions leave no activation module: show the convolutions' outputs instead.
@@ -175,6 +180,55 @@ def guess_defaults(net: nn.Module, infos: list[LayerInfo]) -> set[str]:
     if not chosen:
         chosen = {i.name for i in infos if not any(True for _ in modules[i.name].children())}
     return chosen
+
+
+@dataclass
+class _Block:
+    """A residual block with linear layers: the linear layers inside it and its MLP activations."""
+
+    projections: set[str]
+    activations: set[str]
+
+
+def _residual_blocks(modules: dict[str, nn.Module], infos: list[LayerInfo]) -> list[_Block]:
+    """The repeated residual blocks that run linear layers: two or more non-leaf children of one class in a
+    Sequential/ModuleList, all of one output shape (so each keeps the shape of its input). An MLP activation is a
+    parameterless leaf (no dropout or identity) whose nearest leaves with parameters before and after it are linear
+    layers, and whose output has the shape of the one before it (element-wise: not attention's softmax)."""
+    groups: dict[tuple[str, type], list[LayerInfo]] = {}
+    for info in infos:
+        parent, _, _ = info.name.rpartition(".")
+        module = modules[info.name]
+        if info.probeable and "." in info.name and isinstance(modules.get(parent), (nn.Sequential, nn.ModuleList)) \
+                and any(True for _ in module.children()):
+            groups.setdefault((parent, type(module)), []).append(info)
+    blocks = []
+    for members in groups.values():
+        if len(members) < 2 or len({m.raw_shape for m in members}) > 1:
+            continue
+        for member in members:
+            inside = [i for i in infos if i.name.startswith(member.name + ".")
+                      and not any(True for _ in modules[i.name].children())]
+            linear = {i.name for i in inside if isinstance(modules[i.name], nn.Linear)}
+            if linear:
+                blocks.append(_Block(linear, _mlp_activations(modules, inside, linear)))
+    return blocks
+
+
+def _mlp_activations(modules: dict[str, nn.Module], leaves: list[LayerInfo], linear: set[str]) -> set[str]:
+    """The leaves (in forward order) that sit between two linear layers and keep the first one's output shape."""
+    weighted = [k for k, i in enumerate(leaves) if any(True for _ in modules[i.name].parameters(recurse=False))]
+    found = set()
+    for k, info in enumerate(leaves):
+        module = modules[info.name]
+        if k in weighted or isinstance(module, (nn.Dropout, nn.Identity)) or not info.probeable:
+            continue
+        before = [leaves[j] for j in weighted if j < k][-1:]
+        after = [leaves[j] for j in weighted if j > k][:1]
+        if before and after and before[0].name in linear and after[0].name in linear \
+                and before[0].raw_shape == info.raw_shape:
+            found.add(info.name)
+    return found
 
 
 def find_layer(infos: Sequence[LayerInfo], layer: str) -> LayerInfo:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass, field
 from typing import Literal
@@ -138,7 +139,7 @@ def weights_hash(model: Model) -> str:
 
 
 def prepare(net: nn.Module) -> nn.Module:
-    """Eval mode, frozen parameters, and no in-place activations (so hooks see each layer's own output)."""
+    """Eval mode, frozen parameters, and no in-place activations (so hooks see each layer's own output), in place."""
     net.eval()
     for parameter in net.parameters():
         parameter.requires_grad_(False)
@@ -148,6 +149,25 @@ def prepare(net: nn.Module) -> nn.Module:
         if isinstance(getattr(module, "inplace", None), bool):
             module.inplace = False
     return net
+
+
+def is_prepared(net: nn.Module) -> bool:
+    """True when :func:`prepare` would change nothing: every module in eval mode, every parameter frozen, no
+    in-place flag set."""
+    return not any(m.training or getattr(m, "inplace", None) is True for m in net.modules()) \
+        and not any(p.requires_grad for p in net.parameters())
+
+
+def prepared_view(net: nn.Module) -> nn.Module:
+    """:func:`prepare` without touching ``net``: a copy of its module tree (own train/eval modes, in-place flags,
+    hooks) whose parameters are frozen aliases of ``net``'s (the same memory, so an optimizer step or a weight
+    changed in place shows at once) and whose buffers are ``net``'s own tensors. ``net`` itself where preparing it
+    changes nothing, or where it is compiled (TorchScript: prepared in place)."""
+    if is_prepared(net) or isinstance(net, torch.jit.ScriptModule):
+        return prepare(net)
+    memo: dict[int, object] = {id(b): b for b in net.buffers()}
+    memo.update({id(p): nn.Parameter(p.detach(), requires_grad=False) for p in net.parameters()})
+    return prepare(copy.deepcopy(net, memo))
 
 
 def model_input(model: Model, image, resize: str | None = None) -> torch.Tensor:
