@@ -485,7 +485,7 @@ def test_toolbox_attention_overlay_reads_the_frames_own_forward_pass():
     toolbox = Toolbox(model)
     first = toolbox.input_from_bytes(_png(0), "frame", tab="t")
     assert first.attention is None  # no attention shown yet: nothing recorded
-    request = ViewRequest(first.id, "blocks.1.mlp.fc1", 3, cursor="grid", overlay="attention", overlay_head=2,
+    request = ViewRequest(first.id, "blocks.1.mlp.act", 3, cursor="grid", overlay="attention", overlay_head=2,
                           overlay_token=[1, 2])
     assert "png" in toolbox.view(request)["overlay"]
     passes = []

@@ -255,7 +255,7 @@ def test_crops_optimize_and_the_toolbox_on_a_vit(photos, tmp_path):
 def test_a_vit_layer_shows_256_tiles_of_14x14(skimage_pngs):
     from deepvis.apps.server.session import Toolbox, ViewRequest
 
-    toolbox = Toolbox(deepvis.load_model(zoo.vit_base_shape()))
+    toolbox = Toolbox(deepvis.load_model(zoo.vit_base_shape()), layers=["blocks.1.mlp.fc2"])  # not a default: asked
     item = toolbox.input_from_bytes(skimage_pngs["chelsea"].read_bytes(), "chelsea")
     data = toolbox.view(ViewRequest(item.id, "blocks.1.mlp.fc2", 0, cursor="grid"))
     assert len(data["values"]) == 256 and (data["grid"]["tile_h"], data["grid"]["tile_w"]) == (14, 14)
