@@ -156,6 +156,11 @@ def _reads_growth(shape: tuple[int, ...] | None, grid: tuple[int, int] | None) -
     return shape is not None and (len(shape) == 3 or (len(shape) == 2 and grid is not None))
 
 
+def _is_leaf(module: nn.Module) -> bool:
+    """A module with no child modules."""
+    return next(module.children(), None) is None
+
+
 def guess_defaults(net: nn.Module, infos: list[LayerInfo]) -> set[str]:
     """Activations, pools, linear layers, softmax, and the blocks of Sequential/ModuleList containers; inside a
     residual block with linear layers (a transformer's), its MLP activation but not its projections (q/k/v, a fused
@@ -165,7 +170,7 @@ def guess_defaults(net: nn.Module, infos: list[LayerInfo]) -> set[str]:
     for info in infos:
         module = modules[info.name]
         parent = modules.get(info.name.rpartition(".")[0]) if "." in info.name else net
-        is_leaf = not any(True for _ in module.children())
+        is_leaf = _is_leaf(module)
         if is_leaf and isinstance(module, _VISIBLE):
             chosen.add(info.name)
         elif not is_leaf and isinstance(parent, (nn.Sequential, nn.ModuleList)):
@@ -178,7 +183,7 @@ def guess_defaults(net: nn.Module, infos: list[LayerInfo]) -> set[str]:
         # Rectifiers written as functions leave no activation module: show the convolutions' outputs instead.
         chosen |= {i.name for i in infos if i.name in spatial and isinstance(modules[i.name], _CONVS)}
     if not chosen:
-        chosen = {i.name for i in infos if not any(True for _ in modules[i.name].children())}
+        chosen = {i.name for i in infos if _is_leaf(modules[i.name])}
     return chosen
 
 
@@ -200,7 +205,7 @@ def _residual_blocks(modules: dict[str, nn.Module], infos: list[LayerInfo]) -> l
         parent, _, _ = info.name.rpartition(".")
         module = modules[info.name]
         if info.probeable and "." in info.name and isinstance(modules.get(parent), (nn.Sequential, nn.ModuleList)) \
-                and any(True for _ in module.children()):
+                and not _is_leaf(module):
             groups.setdefault((parent, type(module)), []).append(info)
     blocks = []
     for members in groups.values():
@@ -208,7 +213,7 @@ def _residual_blocks(modules: dict[str, nn.Module], infos: list[LayerInfo]) -> l
             continue
         for member in members:
             inside = [i for i in infos if i.name.startswith(member.name + ".")
-                      and not any(True for _ in modules[i.name].children())]
+                      and _is_leaf(modules[i.name])]
             linear = {i.name for i in inside if isinstance(modules[i.name], nn.Linear)}
             if linear:
                 blocks.append(_Block(linear, _mlp_activations(modules, inside, linear)))
